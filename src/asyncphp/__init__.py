@@ -1,0 +1,19 @@
+"""asyncphp: start PHP background work from a Redis message, through a dedicated php-fpm pool."""
+
+from __future__ import annotations
+
+from typing import Any
+
+__version__ = "0.1.0"
+
+__all__ = ["__version__", "publish"]
+
+
+def __getattr__(name: str) -> Any:
+    # Imported lazily: an eager import would make `python -m asyncphp.caller` load the module
+    # twice (runpy warns), and `import asyncphp` alone need not load redis.
+    if name == "publish":
+        from asyncphp.caller import publish
+
+        return publish
+    raise AttributeError(f"module 'asyncphp' has no attribute {name!r}")

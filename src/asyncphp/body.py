@@ -1,0 +1,93 @@
+"""A decoded JSON object → the form body PHP's ``http_build_query()`` makes of it.
+
+The worker reads ``$_POST``, so the body must be byte-for-byte what the original daemon sent:
+``http_build_query(json_decode($message, true))`` with PHP 8's defaults (``precision = 14``,
+``arg_separator.output = "&"``, RFC 1738 encoding).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+# PHP's urlencode() leaves exactly these bytes alone and turns the space into "+".
+_SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.")
+_QUOTED = tuple(chr(b).encode() if b in _SAFE else (b"+" if b == 0x20 else b"%%%02X" % b) for b in range(256))
+_PHP_INT_MIN, _PHP_INT_MAX = -(2**63), 2**63 - 1
+_PHP_PRECISION = 14  # php.ini "precision": http_build_query() prints floats with it, not serialize_precision
+
+
+def urlencode(raw: bytes) -> bytes:
+    """PHP's ``urlencode()``."""
+    return b"".join([_QUOTED[b] for b in raw])
+
+
+def php_float(value: float) -> str:
+    """A float as PHP prints it with ``precision = 14`` (``php_gcvt(value, 14, '.', 'E')``)."""
+    if math.isnan(value):
+        return "NAN"
+    if math.isinf(value):
+        return "INF" if value > 0 else "-INF"
+    mantissa, _, exponent = f"{value:.{_PHP_PRECISION - 1}e}".partition("e")
+    negative = mantissa.startswith("-")
+    digits = mantissa.lstrip("-").replace(".", "").rstrip("0") or "0"
+    point = int(exponent) + 1 if digits != "0" else 1  # zend_dtoa's decpt: digits before the point
+    sign = "-" if negative else ""
+    if (point < -3) if point < 0 else (point > _PHP_PRECISION):
+        exp = point - 1
+        return f"{sign}{digits[0]}.{digits[1:] or '0'}E{'-' if exp < 0 else '+'}{abs(exp)}"
+    if point <= 0:
+        return f"{sign}0.{'0' * -point}{digits}"
+    whole, fraction = digits[:point].ljust(point, "0"), digits[point:]
+    return f"{sign}{whole}.{fraction}" if fraction else f"{sign}{whole}"
+
+
+def _scalar(value: Any) -> bytes | None:
+    # Mirrors json_decode($m, true) followed by http_build_query's scalar handling.
+    if value is None:
+        return None
+    if value is True:
+        return b"1"
+    if value is False:
+        return b"0"
+    if isinstance(value, int):
+        if _PHP_INT_MIN <= value <= _PHP_INT_MAX:
+            return str(value).encode()
+        return urlencode(php_float(float(value)).encode())  # json_decode overflows to float
+    if isinstance(value, float):
+        return urlencode(php_float(value).encode())
+    if isinstance(value, str):
+        return urlencode(value.encode())
+    raise TypeError(f"cannot form-encode a value of type {type(value).__name__}")
+
+
+def _pairs(prefix: bytes, value: Any) -> Iterator[bytes]:
+    items: Iterator[tuple[Any, Any]]
+    if isinstance(value, Mapping):
+        items = iter(value.items())
+    elif isinstance(value, Sequence) and not isinstance(value, (str, bytes)):
+        items = enumerate(value)
+    else:
+        encoded = _scalar(value)
+        if encoded is not None:
+            yield prefix + b"=" + encoded
+        return
+    for key, item in items:
+        yield from _pairs(prefix + b"%5B" + urlencode(str(key).encode()) + b"%5D", item)
+
+
+def http_build_query(data: Mapping[str, Any]) -> bytes:
+    """Encode a decoded JSON object exactly as PHP's ``http_build_query()`` would.
+
+    Nested objects and lists become ``a%5Bb%5D%5B0%5D=…``, ``true``/``false`` become ``1``/``0``,
+    ``null`` and empty containers are dropped, floats print with 14 significant digits.
+
+    Raises:
+        TypeError: for a value JSON cannot produce.
+        UnicodeEncodeError: for a string holding a lone surrogate (PHP's json_decode rejects it).
+    """
+    parts: list[bytes] = []
+    for key, value in data.items():
+        parts.extend(_pairs(urlencode(str(key).encode()), value))
+    return b"&".join(parts)

@@ -1,0 +1,51 @@
+"""A job's form body → the FastCGI request a PHP worker expects.
+
+The CGI set mirrors what the original daemon's client (hollodotme/fast-cgi-client) sent, so a
+worker written for the original sees the same ``$_SERVER``; SCRIPT_NAME, REQUEST_URI and friends
+are added so that frameworks which route on them work too.
+"""
+
+from __future__ import annotations
+
+import posixpath
+
+from asyncphp import __version__
+from asyncphp.fastcgi import encode_params, encode_request
+
+
+class RequestBuilder:
+    """Builds requests for one worker script; everything constant is encoded once."""
+
+    def __init__(self, worker_script: str) -> None:
+        name = "/" + posixpath.basename(worker_script)
+        constant = {
+            "GATEWAY_INTERFACE": "FastCGI/1.0",
+            "SERVER_SOFTWARE": f"asyncphp/{__version__}",
+            "SERVER_PROTOCOL": "HTTP/1.1",
+            "SERVER_NAME": "localhost",
+            "SERVER_ADDR": "127.0.0.1",
+            "SERVER_PORT": "80",
+            "REMOTE_ADDR": "127.0.0.1",
+            "REMOTE_PORT": "9985",
+            "REQUEST_METHOD": "POST",
+            "SCRIPT_FILENAME": worker_script,
+            "SCRIPT_NAME": name,
+            "DOCUMENT_ROOT": posixpath.dirname(worker_script),
+            "DOCUMENT_URI": name,
+            "REQUEST_URI": name,
+            "QUERY_STRING": "",
+            "CONTENT_TYPE": "application/x-www-form-urlencoded",
+        }
+        self._constant = encode_params((k.encode(), v.encode()) for k, v in constant.items())
+
+    def build(self, request_id: int, channel: str, body: bytes) -> bytes:
+        """The whole request for one job; ``request_id`` and ``channel`` reach the worker as
+        ``$_SERVER['ASYNCPHP_REQUEST_ID']`` and ``$_SERVER['ASYNCPHP_CHANNEL']``."""
+        varying = encode_params(
+            (
+                (b"CONTENT_LENGTH", b"%d" % len(body)),
+                (b"ASYNCPHP_CHANNEL", channel.encode()),
+                (b"ASYNCPHP_REQUEST_ID", b"%d" % request_id),
+            )
+        )
+        return encode_request(self._constant + varying, body)

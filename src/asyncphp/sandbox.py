@@ -1,0 +1,222 @@
+"""A private Redis and a private php-fpm pool in a temporary directory, for the demo and the tests.
+
+Both servers are started as children of this process, listen only on loopback or on sockets in
+the directory, and are stopped by their PID. The pool is rendered from ``fpm-pool/commands.conf``
+with its paths moved into the directory, so what runs here is the shipped pool.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+STARTUP_TIMEOUT = 15.0
+
+
+class SandboxError(RuntimeError):
+    """A server would not start; the message says which and shows its log."""
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until(check: Callable[[], bool], timeout: float, what: str, log: Path | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.02)
+    tail = log.read_text(errors="replace")[-2000:] if log and log.exists() else ""
+    raise SandboxError(f"{what} not ready after {timeout:.0f} s" + (f"; its log:\n{tail}" if tail else ""))
+
+
+@dataclass
+class Server:
+    """A process this sandbox started; :meth:`stop` ends it by its PID and nothing else."""
+
+    name: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def stop(self, timeout: float = 10.0) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return int(self.process.returncode)
+
+
+@dataclass
+class RedisServer(Server):
+    port: int = 0
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+
+@dataclass
+class Pool(Server):
+    socket: Path = Path()
+    access_log: Path = Path()
+    worker_log: Path = Path()
+
+    def children(self) -> list[int]:
+        """PIDs of the pool's worker processes (children of the master)."""
+        path = Path(f"/proc/{self.pid}/task/{self.pid}/children")
+        try:
+            return [int(pid) for pid in path.read_text().split()]
+        except (OSError, ValueError):
+            return []
+
+
+def find_php_fpm() -> str:
+    for candidate in ["php-fpm", *sorted(glob.glob("/usr/sbin/php-fpm*"), reverse=True)]:
+        found = shutil.which(candidate)
+        if found:
+            return found
+    raise SandboxError("php-fpm not found: apt-get install php-fpm")
+
+
+def start_redis(workdir: Path, port: int | None = None) -> RedisServer:
+    port = port or free_port()
+    log = workdir / f"redis-{port}.log"
+    args = [
+        shutil.which("redis-server") or "redis-server",
+        "--bind", "127.0.0.1", "--port", str(port),
+        "--save", "", "--appendonly", "no", "--daemonize", "no",
+        "--dir", str(workdir), "--logfile", str(log),
+    ]  # fmt: skip
+    process = subprocess.Popen(args, stdin=subprocess.DEVNULL)
+    server = RedisServer("redis", process, log, port=port)
+
+    def answers() -> bool:
+        if process.poll() is not None:
+            raise SandboxError(f"redis-server exited with {process.returncode}; see {log}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
+                sock.sendall(b"PING\r\n")
+                return sock.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    try:
+        wait_until(answers, STARTUP_TIMEOUT, "redis-server", log)
+    except BaseException:
+        server.stop()
+        raise
+    return server
+
+
+_SETTING = re.compile(r"^\s*([A-Za-z0-9_.\[\]]+)\s*=")
+
+
+def render_pool(source: Path, overrides: Mapping[str, str | None]) -> str:
+    """The pool file with ``overrides`` applied: a value replaces the setting, None removes it;
+    settings the file lacks are appended."""
+    pending = dict(overrides)
+    lines = []
+    for line in source.read_text().splitlines():
+        match = _SETTING.match(line)
+        if match and match.group(1) in pending:
+            value = pending.pop(match.group(1))
+            if value is not None:
+                lines.append(f"{match.group(1)} = {value}")
+            continue
+        lines.append(line)
+    lines += [f"{key} = {value}" for key, value in pending.items() if value is not None]
+    return "\n".join(lines) + "\n"
+
+
+def start_pool(
+    workdir: Path,
+    pool_conf: Path,
+    overrides: Mapping[str, str | None] | None = None,
+) -> Pool:
+    """php-fpm in the foreground with the pool from ``pool_conf``, moved into ``workdir``.
+
+    The pool's own user, group and socket owner are dropped: unprivileged, php-fpm cannot switch
+    to them, and as root (CI) the workers then run as root with ``-R`` and can reach ``workdir``.
+    """
+    workdir.mkdir(parents=True, exist_ok=True)
+    sock = workdir / "commands.sock"
+    access_log, worker_log, log = workdir / "access.log", workdir / "worker.log", workdir / "php-fpm.log"
+    settings: dict[str, str | None] = {
+        "user": None,
+        "group": None,
+        "listen.owner": None,
+        "listen.group": None,
+        "listen": str(sock),
+        "access.log": str(access_log),
+        "env[ASYNCPHP_WORKER_LOG]": str(worker_log),
+    }
+    settings.update(overrides or {})
+    conf = workdir / "php-fpm.conf"
+    conf.write_text(
+        f"[global]\npid = {workdir / 'php-fpm.pid'}\nerror_log = {log}\ndaemonize = no\n\n"
+        + render_pool(pool_conf, settings)
+    )
+    args = [find_php_fpm(), "--nodaemonize", "--fpm-config", str(conf)]
+    if os.geteuid() == 0:
+        args.append("--allow-to-run-as-root")
+    process = subprocess.Popen(
+        args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    pool = Pool("php-fpm", process, log, socket=sock, access_log=access_log, worker_log=worker_log)
+
+    def listening() -> bool:
+        if process.poll() is not None:
+            raise SandboxError(
+                f"php-fpm exited with {process.returncode}: {log.read_text(errors='replace')[-2000:]}"
+            )
+        with socket.socket(socket.AF_UNIX) as probe:
+            try:
+                probe.connect(str(sock))
+            except OSError:
+                return False
+        return True
+
+    try:
+        wait_until(listening, STARTUP_TIMEOUT, "php-fpm", log)
+    except BaseException:
+        pool.stop()
+        raise
+    return pool
+
+
+@dataclass
+class Sandbox:
+    """Servers started together and stopped together, in reverse order."""
+
+    workdir: Path
+    servers: list[Server] = field(default_factory=list)
+
+    def add(self, server: Server) -> Server:
+        self.servers.append(server)
+        return server
+
+    def close(self) -> None:
+        for server in reversed(self.servers):
+            with contextlib.suppress(Exception):
+                server.stop()
+        self.servers.clear()

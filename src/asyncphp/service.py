@@ -1,0 +1,109 @@
+"""Glue to the service manager: sd_notify, journal logging, and signals delivered to the loop."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import socket
+import sys
+from collections.abc import Callable, Iterable, Mapping
+
+SYSLOG_IDENTIFIER = "asyncphp-daemon"
+
+
+class ServiceError(RuntimeError):
+    """The service environment asks for something this install cannot do."""
+
+
+class Notifier:
+    """``sd_notify`` through python-systemd when ``NOTIFY_SOCKET`` is set, a no-op otherwise.
+
+    Under ``Type=notify`` a missing READY=1 hangs ``systemctl start`` until its timeout, so a
+    missing binding is an error at start-up rather than a silent no-op.
+    """
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self._send: Callable[[str], object] | None = None
+        if env.get("NOTIFY_SOCKET"):
+            try:
+                from systemd.daemon import notify
+            except ImportError:
+                raise ServiceError(
+                    "NOTIFY_SOCKET is set but python-systemd is not installed: "
+                    "pip install 'asyncphp[systemd]' (needs libsystemd-dev and pkg-config)"
+                ) from None
+            self._send = notify
+
+    def notify(self, *fields: str) -> None:
+        if self._send is not None:
+            self._send("\n".join(fields))
+
+    def ready(self, status: str) -> None:
+        self.notify("READY=1", f"STATUS={status}")
+
+    def status(self, status: str) -> None:
+        self.notify(f"STATUS={status}")
+
+    def stopping(self, status: str) -> None:
+        self.notify("STOPPING=1", f"STATUS={status}")
+
+
+def configure_logging(level: str, env: Mapping[str, str]) -> logging.Logger:
+    """The daemon's logger: to the journal with structured fields when started by systemd
+    (``JOURNAL_STREAM`` is set and python-systemd is present), to stderr otherwise."""
+    logger = logging.getLogger("asyncphp")
+    logger.handlers.clear()
+    logger.propagate = False
+    logger.setLevel(level)
+    handler: logging.Handler
+    if env.get("JOURNAL_STREAM"):
+        try:
+            from systemd.journal import JournalHandler
+        except ImportError:
+            # stderr still reaches the journal; it adds its own timestamps.
+            handler = logging.StreamHandler(sys.stderr)
+            handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+        else:
+            handler = JournalHandler(SYSLOG_IDENTIFIER=SYSLOG_IDENTIFIER)
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    logger.addHandler(handler)
+    return logger
+
+
+class SignalWakeup:
+    """Signals as bytes on a socket the event loop selects on.
+
+    The handlers do nothing: Python writes each signal number to the wakeup fd, and the loop
+    reads and acts on them, so no state changes or logging happen inside a handler.
+    """
+
+    def __init__(self, signals: Iterable[signal.Signals]) -> None:
+        self._reader, self._writer = socket.socketpair()
+        for sock in (self._reader, self._writer):
+            sock.setblocking(False)
+        self._previous_fd = signal.set_wakeup_fd(self._writer.fileno(), warn_on_full_buffer=False)
+        self._previous = {sig: signal.signal(sig, _ignore) for sig in signals}
+
+    def fileno(self) -> int:
+        return self._reader.fileno()
+
+    def received(self) -> list[signal.Signals]:
+        """The signals delivered since the last call, in order."""
+        try:
+            data = self._reader.recv(256)
+        except BlockingIOError:
+            return []
+        return [signal.Signals(number) for number in data]
+
+    def close(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        signal.set_wakeup_fd(self._previous_fd)
+        self._reader.close()
+        self._writer.close()
+
+
+def _ignore(signum: int, frame: object) -> None:
+    pass

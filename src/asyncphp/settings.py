@@ -1,0 +1,176 @@
+"""The daemon's settings: one frozen object built once from TOML, ``ASYNCPHP_*`` env and flags.
+
+Precedence rises in that order. Every bad value is reported as one line naming the setting and
+where it came from, so an operator can fix it without reading code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import tomllib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from redis.connection import parse_url
+
+from asyncphp import __version__
+
+DEFAULT_CONFIG = Path("/etc/asyncphp/daemon.toml")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+class SettingsError(ValueError):
+    """A setting is missing, unknown or invalid; the message names it."""
+
+
+@dataclass(frozen=True)
+class PoolAddress:
+    """Where the php-fpm pool listens: a unix socket path, or a TCP host and port."""
+
+    family: socket.AddressFamily
+    address: str | tuple[str, int]
+
+    @classmethod
+    def parse(cls, text: str) -> PoolAddress:
+        if text.startswith("/"):
+            return cls(socket.AF_UNIX, text)
+        host, sep, port = text.rpartition(":")
+        host = host.strip("[]")
+        if sep and host and port.isdigit() and 0 < int(port) < 65536:
+            return cls(socket.AF_INET6 if ":" in host else socket.AF_INET, (host, int(port)))
+        raise ValueError(f"{text!r} is neither an absolute unix socket path nor host:port")
+
+    def __str__(self) -> str:
+        if isinstance(self.address, str):
+            return self.address
+        host, port = self.address
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+@dataclass(frozen=True)
+class Settings:
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    channels: tuple[str, ...] = ("commands",)
+    fpm_socket: PoolAddress = PoolAddress(socket.AF_UNIX, "/run/php/asyncphp-commands.sock")
+    worker_script: str = "/usr/local/lib/asyncphp/worker.php"
+    log_level: str = "INFO"
+
+
+def _redis_url(value: Any) -> str:
+    url = _string(value)
+    try:
+        parse_url(url)  # type: ignore[no-untyped-call]
+    except ValueError as exc:
+        raise ValueError(f"{url!r}: {exc}") from None
+    return url
+
+
+def _string(value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"expected a non-empty string, got {value!r}")
+    return value
+
+
+def _channels(value: Any) -> tuple[str, ...]:
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)) or not items:
+        raise ValueError(f"expected a non-empty list of channel names, got {value!r}")
+    return tuple(_string(item.strip() if isinstance(item, str) else item) for item in items)
+
+
+def _fpm_socket(value: Any) -> PoolAddress:
+    return PoolAddress.parse(_string(value))
+
+
+def _worker_script(value: Any) -> str:
+    path = PurePosixPath(_string(value))
+    # php-fpm answers "Primary script unknown" for anything else.
+    if not path.is_absolute() or ".." in path.parts:
+        raise ValueError(f"{value!r} must be an absolute path without '..'")
+    return str(path)
+
+
+def _log_level(value: Any) -> str:
+    level = _string(value).upper()
+    if level not in LOG_LEVELS:
+        raise ValueError(f"{value!r} is not one of {', '.join(LOG_LEVELS)}")
+    return level
+
+
+_FIELDS: dict[str, Callable[[Any], Any]] = {
+    "redis_url": _redis_url,
+    "channels": _channels,
+    "fpm_socket": _fpm_socket,
+    "worker_script": _worker_script,
+    "log_level": _log_level,
+}
+
+
+def _flag(key: str) -> str:
+    return "--channel" if key == "channels" else "--" + key.replace("_", "-")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="asyncphp-daemon",
+        description="Subscribe to Redis channels and hand each JSON message to a php-fpm pool.",
+        epilog="Each setting can also come from the TOML file (same name with underscores) or from "
+        "ASYNCPHP_<NAME> in the environment (channels comma-separated); flags win over env, env over file.",
+    )
+    p.add_argument("--version", action="version", version=f"asyncphp {__version__}")
+    p.add_argument("--config", type=Path, help=f"TOML file (default: {DEFAULT_CONFIG} if it exists)")
+    p.add_argument("--redis-url", help=f"default: {Settings.redis_url}")
+    p.add_argument("--channel", dest="channels", action="append", help="repeatable; default: commands")
+    p.add_argument("--fpm-socket", help=f"unix socket path or host:port; default: {Settings.fpm_socket}")
+    p.add_argument("--worker-script", help=f"SCRIPT_FILENAME; default: {Settings.worker_script}")
+    p.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR; default: INFO")
+    return p
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as f:
+            return tomllib.load(f)
+    except OSError as exc:
+        raise SettingsError(f"config {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(f"config {path}: {exc}") from None
+
+
+def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> Settings:
+    """Settings from file, env and flags.
+
+    Raises:
+        SettingsError: one line naming the bad setting and its source.
+    """
+    env = os.environ if env is None else env
+    args = parser().parse_args(argv)
+    raw: dict[str, tuple[Any, str]] = {}
+
+    config = args.config or (Path(env["ASYNCPHP_CONFIG"]) if env.get("ASYNCPHP_CONFIG") else None)
+    if config is None and DEFAULT_CONFIG.exists():
+        config = DEFAULT_CONFIG
+    if config is not None:
+        for key, value in _read_toml(config).items():
+            if key not in _FIELDS:
+                raise SettingsError(f"config {config}: unknown setting {key!r}")
+            raw[key] = (value, f"{config}")
+    for key in _FIELDS:
+        name = f"ASYNCPHP_{key.upper()}"
+        if env.get(name):
+            raw[key] = (env[name], f"${name}")
+        value = getattr(args, key)
+        if value is not None:
+            raw[key] = (value, _flag(key))
+
+    values: dict[str, Any] = {}
+    for key, (value, source) in raw.items():
+        try:
+            values[key] = _FIELDS[key](value)
+        except ValueError as exc:
+            raise SettingsError(f"invalid setting {key} (from {source}): {exc}") from None
+    return Settings(**values)
