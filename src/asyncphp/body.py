@@ -1,4 +1,4 @@
-"""A decoded JSON object → the form body PHP's ``http_build_query()`` makes of it.
+"""A message → the form body PHP's ``http_build_query(json_decode($message, true))`` makes of it.
 
 The worker reads ``$_POST``, so the body must be byte-for-byte what the original daemon sent:
 ``http_build_query(json_decode($message, true))`` with PHP 8's defaults (``precision = 14``,
@@ -7,6 +7,7 @@ The worker reads ``$_POST``, so the body must be byte-for-byte what the original
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -91,3 +92,37 @@ def http_build_query(data: Mapping[str, Any]) -> bytes:
     for key, value in data.items():
         parts.extend(_pairs(urlencode(str(key).encode()), value))
     return b"&".join(parts)
+
+
+class BadMessage(ValueError):
+    """A message that cannot become a form body; the text says why."""
+
+
+def decode_message(payload: bytes) -> dict[str, Any]:
+    """The JSON object in ``payload``, accepted only where PHP's ``json_decode()`` accepts it."""
+    try:
+        value = json.loads(payload.decode("utf-8"), parse_constant=_reject_constant)
+    except UnicodeDecodeError as exc:
+        raise BadMessage(f"not UTF-8 ({exc.reason} at byte {exc.start})") from None
+    except ValueError as exc:
+        raise BadMessage(f"not JSON ({exc})") from None
+    if not isinstance(value, dict):
+        raise BadMessage(f"JSON {type(value).__name__}, not an object")
+    return value
+
+
+def _reject_constant(name: str) -> Any:
+    # Python's json takes NaN and Infinity; JSON (and PHP) do not.
+    raise ValueError(f"{name} is not JSON")
+
+
+def form_body(payload: bytes) -> bytes:
+    """The form body for one message: what the worker will find in ``$_POST``.
+
+    Raises:
+        BadMessage: not UTF-8, not JSON, not an object, or a string PHP would refuse.
+    """
+    try:
+        return http_build_query(decode_message(payload))
+    except UnicodeEncodeError:
+        raise BadMessage("a string holds an unpaired UTF-16 surrogate") from None

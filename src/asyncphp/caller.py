@@ -63,7 +63,7 @@ def publish(
 
 def php_date_c(now: datetime | None = None) -> str:
     """The local time as PHP's ``date('c')`` prints it: ``2026-11-27T14:01:18+00:00``."""
-    return (now or datetime.now()).astimezone().isoformat(timespec="seconds")
+    return (now or datetime.now().astimezone()).isoformat(timespec="seconds")
 
 
 class PayloadError(ValueError):

@@ -5,7 +5,6 @@ source (Redis) ─▶ JSON ─▶ form body ─▶ FastCGI request ─▶ dispat
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import selectors
@@ -13,12 +12,11 @@ import signal
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 import redis
 
 from asyncphp import settings as settings_mod
-from asyncphp.body import http_build_query
+from asyncphp.body import BadMessage, form_body
 from asyncphp.dispatcher import Dispatcher, Job
 from asyncphp.logfmt import preview
 from asyncphp.redisurl import redact
@@ -33,27 +31,6 @@ EXIT_BAD_SETTINGS = 2
 
 TICK = 1.0  # seconds: the loop wakes at least this often for stop flags and status
 DRAIN_TIMEOUT = 10.0  # seconds to let in-flight jobs finish at shutdown
-
-
-class BadMessage(ValueError):
-    """A message that cannot become a form body; the reason is the exception's text."""
-
-
-def decode_message(payload: bytes) -> dict[str, Any]:
-    """The JSON object in ``payload``, as PHP's ``json_decode($payload, true)`` would accept it."""
-    try:
-        value = json.loads(payload.decode("utf-8"), parse_constant=_reject_constant)
-    except UnicodeDecodeError as exc:
-        raise BadMessage(f"not UTF-8 ({exc.reason} at byte {exc.start})") from None
-    except ValueError as exc:
-        raise BadMessage(f"not JSON ({exc})") from None
-    if not isinstance(value, dict):
-        raise BadMessage(f"JSON {type(value).__name__}, not an object")
-    return value
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
 
 
 class Daemon:
@@ -117,8 +94,8 @@ class Daemon:
     def _on_message(self, message: Message) -> None:
         self.received += 1
         try:
-            body = http_build_query(decode_message(message.payload))
-        except (BadMessage, UnicodeEncodeError, TypeError) as exc:
+            body = form_body(message.payload)
+        except BadMessage as exc:
             self.rejected += 1
             self.log.warning(
                 "skipped a message on %s: %s; message %s", message.channel, exc, preview(message.payload)

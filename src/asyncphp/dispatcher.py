@@ -20,6 +20,7 @@ from asyncphp.logfmt import preview
 from asyncphp.settings import PoolAddress
 
 READ_SIZE = 65536
+STDERR_PREVIEW = 600  # characters: enough for a PHP fatal error with its file and line
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,7 +156,7 @@ class Dispatcher:
         self._open.discard(exchange)
         job = exchange.job
         elapsed_ms = (time.monotonic() - exchange.started) * 1000
-        stderr = f"; stderr {preview(response.stderr)}" if response.stderr_bytes else ""
+        stderr = f"; stderr {preview(response.stderr, STDERR_PREVIEW)}" if response.stderr_bytes else ""
         if error is not None:
             self.failed += 1
             self._log.error(

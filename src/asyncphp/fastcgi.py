@@ -72,7 +72,7 @@ def encode_params(params: Iterable[tuple[bytes, bytes]]) -> bytes:
         pair: bytes = encode_pair(name, value)
         if len(pair) > MAX_CONTENT:
             raise ValueError(
-                f"FastCGI param {name!r} is {len(pair)} bytes encoded; php-fpm takes {MAX_CONTENT}"
+                f"FastCGI param {name[:40]!r} is {len(pair)} bytes encoded; php-fpm takes {MAX_CONTENT}"
             )
         if len(pending) + len(pair) > MAX_CONTENT:
             records.append(record(FCGI_PARAMS, pending))

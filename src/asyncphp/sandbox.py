@@ -15,6 +15,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -77,7 +78,7 @@ class RedisServer(Server):
 
 @dataclass
 class Pool(Server):
-    socket: Path = Path()
+    listen: str = ""  # a socket path, or host:port
     access_log: Path = Path()
     worker_log: Path = Path()
 
@@ -159,14 +160,13 @@ def start_pool(
     to them, and as root (CI) the workers then run as root with ``-R`` and can reach ``workdir``.
     """
     workdir.mkdir(parents=True, exist_ok=True)
-    sock = workdir / "commands.sock"
     access_log, worker_log, log = workdir / "access.log", workdir / "worker.log", workdir / "php-fpm.log"
     settings: dict[str, str | None] = {
         "user": None,
         "group": None,
         "listen.owner": None,
         "listen.group": None,
-        "listen": str(sock),
+        "listen": str(workdir / "commands.sock"),
         "access.log": str(access_log),
         "env[ASYNCPHP_WORKER_LOG]": str(worker_log),
     }
@@ -182,19 +182,16 @@ def start_pool(
     process = subprocess.Popen(
         args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
-    pool = Pool("php-fpm", process, log, socket=sock, access_log=access_log, worker_log=worker_log)
+    listen = str(settings["listen"])
+    pool = Pool("php-fpm", process, log, listen=listen, access_log=access_log, worker_log=worker_log)
 
     def listening() -> bool:
+        # Connecting to probe would make an ondemand pool fork a child; the log line does not.
         if process.poll() is not None:
             raise SandboxError(
                 f"php-fpm exited with {process.returncode}: {log.read_text(errors='replace')[-2000:]}"
             )
-        with socket.socket(socket.AF_UNIX) as probe:
-            try:
-                probe.connect(str(sock))
-            except OSError:
-                return False
-        return True
+        return log.exists() and "ready to handle connections" in log.read_text(errors="replace")
 
     try:
         wait_until(listening, STARTUP_TIMEOUT, "php-fpm", log)
@@ -202,6 +199,30 @@ def start_pool(
         pool.stop()
         raise
     return pool
+
+
+def start_daemon(
+    redis_url: str,
+    pool_socket: str,
+    worker_script: Path,
+    *extra: str,
+    log: Path | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Server:
+    """``python -m asyncphp.daemon`` as a child; its log goes to ``log``, or to our stderr."""
+    args = [
+        sys.executable, "-m", "asyncphp.daemon",
+        "--redis-url", redis_url, "--fpm-socket", pool_socket,
+        "--worker-script", str(worker_script.resolve()), *extra,
+    ]  # fmt: skip
+    full_env = {**os.environ, **(env or {})}
+    output = log.open("ab") if log else None
+    try:
+        process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stderr=output, env=full_env)
+    finally:
+        if output:
+            output.close()
+    return Server("asyncphp-daemon", process, log or Path("/dev/stderr"))
 
 
 @dataclass

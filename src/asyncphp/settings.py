@@ -141,7 +141,11 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise SettingsError(f"config {path}: {exc}") from None
 
 
-def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> Settings:
+def load(
+    argv: Sequence[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    default_config: Path = DEFAULT_CONFIG,
+) -> Settings:
     """Settings from file, env and flags.
 
     Raises:
@@ -152,8 +156,8 @@ def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     raw: dict[str, tuple[Any, str]] = {}
 
     config = args.config or (Path(env["ASYNCPHP_CONFIG"]) if env.get("ASYNCPHP_CONFIG") else None)
-    if config is None and DEFAULT_CONFIG.exists():
-        config = DEFAULT_CONFIG
+    if config is None and default_config.exists():
+        config = default_config
     if config is not None:
         for key, value in _read_toml(config).items():
             if key not in _FIELDS:

@@ -1,0 +1,108 @@
+"""Real servers for integration tests: redis-server and php-fpm started in a temp dir, stopped by PID."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+
+import pytest
+
+from asyncphp import sandbox
+from asyncphp.sandbox import Pool, RedisServer, Server
+from tests.conftest import POOL_CONF, WORKER
+
+pytestmark = pytest.mark.integration
+
+
+def wait_for(check: Callable[[], object], timeout: float = 20.0, what: str = "condition") -> object:
+    """Poll ``check`` until it returns something truthy; fail the test after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = check()
+        if result:
+            return result
+        time.sleep(0.05)
+    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def lines(path: Path) -> list[str]:
+    return path.read_text(errors="replace").splitlines() if path.exists() else []
+
+
+class Daemon:
+    """An asyncphp daemon process whose log the test can wait on."""
+
+    def __init__(self, server: Server, log: Path) -> None:
+        self.server = server
+        self.log = log
+
+    def lines(self, pattern: str = "") -> list[str]:
+        return [line for line in lines(self.log) if re.search(pattern, line)]
+
+    def wait_for(self, pattern: str, count: int = 1, timeout: float = 20.0) -> list[str]:
+        def found() -> list[str]:
+            matched = self.lines(pattern)
+            if len(matched) < count and self.server.process.poll() is not None:
+                pytest.fail(f"daemon exited with {self.server.process.returncode}:\n{self.log.read_text()}")
+            return matched if len(matched) >= count else []
+
+        result = wait_for(found, timeout, f"{count} log line(s) matching {pattern!r}")
+        assert isinstance(result, list)
+        return result
+
+    def stop(self) -> int:
+        return self.server.stop()
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    workdir = tmp_path / "redis"
+    workdir.mkdir()
+    server = sandbox.start_redis(workdir)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def start_pool(tmp_path: Path) -> Iterator[Callable[..., Pool]]:
+    started: list[Pool] = []
+
+    def start(overrides: Mapping[str, str | None] | None = None, name: str = "pool") -> Pool:
+        pool = sandbox.start_pool(tmp_path / name, POOL_CONF, overrides)
+        started.append(pool)
+        return pool
+
+    yield start
+    for pool in started:
+        pool.stop()
+
+
+@pytest.fixture
+def pool(start_pool: Callable[..., Pool]) -> Pool:
+    return start_pool()
+
+
+@pytest.fixture
+def start_daemon(tmp_path: Path, redis_server: RedisServer) -> Iterator[Callable[..., Daemon]]:
+    started: list[Daemon] = []
+
+    def start(
+        pool_socket: str | Path,
+        *extra: str,
+        worker: Path = WORKER,
+        env: Mapping[str, str] | None = None,
+        wait: bool = True,
+    ) -> Daemon:
+        log = tmp_path / f"daemon-{len(started)}.log"
+        server = sandbox.start_daemon(redis_server.url, str(pool_socket), worker, *extra, log=log, env=env)
+        daemon = Daemon(server, log)
+        started.append(daemon)
+        if wait:
+            daemon.wait_for("Subscribed to")
+        return daemon
+
+    yield start
+    for daemon in started:
+        daemon.stop()

@@ -1,0 +1,71 @@
+"""publish() and asyncphp-publish against a real Redis."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Callable
+
+import pytest
+import redis
+
+from asyncphp.caller import EXIT_BAD_PAYLOAD, EXIT_NO_SUBSCRIBER, EXIT_UNREACHABLE, publish
+from asyncphp.sandbox import Pool, RedisServer, free_port
+from tests.integration.conftest import Daemon
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "asyncphp.caller", *args], capture_output=True, text=True)
+
+
+def test_publish_counts_subscribers(
+    redis_server: RedisServer, pool: Pool, start_daemon: Callable[..., Daemon]
+) -> None:
+    assert publish({"timestamp": "nobody listens"}, redis_url=redis_server.url) == 0
+    start_daemon(pool.listen)
+    assert publish({"timestamp": "one listens"}, redis_url=redis_server.url) == 1
+
+
+def test_publish_raises_when_redis_is_unreachable() -> None:
+    with pytest.raises(redis.ConnectionError):
+        publish({"a": 1}, redis_url=f"redis://127.0.0.1:{free_port()}/0")
+
+
+def test_cli_says_when_nobody_is_subscribed(redis_server: RedisServer) -> None:
+    done = cli("--redis-url", redis_server.url, "--channel", "empty")
+    assert done.returncode == EXIT_NO_SUBSCRIBER
+    assert done.stderr.strip() == "asyncphp-publish: nobody is subscribed to 'empty': the message was dropped"
+
+
+def test_cli_unreachable_redis() -> None:
+    done = cli("--redis-url", f"redis://:secret@127.0.0.1:{free_port()}/0")
+    assert done.returncode == EXIT_UNREACHABLE
+    assert done.stderr.count("\n") == 1 and "cannot publish" in done.stderr
+    assert "secret" not in done.stderr
+
+
+def test_cli_rejects_a_payload_that_is_not_an_object(redis_server: RedisServer) -> None:
+    done = cli("--redis-url", redis_server.url, "--data", "[1, 2]")
+    assert done.returncode == EXIT_BAD_PAYLOAD
+    assert done.stderr.count("\n") == 1 and "JSON object" in done.stderr
+
+
+def test_cli_env_and_stdin(
+    redis_server: RedisServer, pool: Pool, start_daemon: Callable[..., Daemon]
+) -> None:
+    daemon = start_daemon(pool.listen, "--channel", "jobs")
+    done = subprocess.run(
+        [sys.executable, "-m", "asyncphp.caller", "--data", "-"],
+        input='{"timestamp": "from stdin"}',
+        capture_output=True,
+        text=True,
+        env={"ASYNCPHP_REDIS_URL": redis_server.url, "ASYNCPHP_CHANNEL": "jobs", "PATH": ""},
+    )
+    assert done.returncode == 0, done.stderr
+    daemon.wait_for("job 1 on jobs: status 200")
+
+
+def test_help_documents_exit_statuses() -> None:
+    out = cli("--help").stdout
+    for status in ("0", "1", "65", "69"):
+        assert f"  {status} " in out

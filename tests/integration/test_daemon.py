@@ -1,0 +1,98 @@
+"""The daemon process: settings errors, start-up, bad input, TCP pools, sd_notify."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from asyncphp.caller import publish
+from asyncphp.sandbox import Pool, RedisServer, free_port
+from tests.conftest import WORKER
+from tests.integration.conftest import Daemon, lines, wait_for
+
+
+def run_daemon(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "asyncphp.daemon", *args], capture_output=True, text=True, timeout=30
+    )
+
+
+def test_invalid_setting_exits_2_with_one_line() -> None:
+    done = run_daemon("--fpm-socket", "not/absolute.sock")
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1
+    assert "invalid setting fpm_socket (from --fpm-socket)" in done.stderr
+
+
+def test_unreachable_redis_at_start_fails_visibly(tmp_path: Path) -> None:
+    done = run_daemon(
+        "--redis-url", f"redis://127.0.0.1:{free_port()}/0",
+        "--fpm-socket", str(tmp_path / "fpm.sock"), "--worker-script", str(WORKER),
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert "ERROR cannot subscribe at redis://127.0.0.1:" in done.stderr
+
+
+def test_bad_messages_are_skipped_and_the_next_one_runs(
+    redis_server: RedisServer, pool: Pool, start_daemon: Callable[..., Daemon]
+) -> None:
+    import redis
+
+    daemon = start_daemon(pool.listen)
+    client = redis.Redis.from_url(redis_server.url)
+    for bad in (b"not json", b"[1,2]", b"\xff\xfe"):
+        assert client.publish("commands", bad) == 1
+    assert publish({"timestamp": "after the bad ones"}, redis_url=redis_server.url) == 1
+    wait_for(lambda: "after the bad ones" in lines(pool.worker_log), what="the good message")
+    warnings = daemon.wait_for("WARNING skipped a message on commands", count=3)
+    assert "not JSON" in warnings[0] and '"not json"' in warnings[0]
+    assert "not an object" in warnings[1]
+    assert "not UTF-8" in warnings[2] and "\\xff" in warnings[2]
+
+
+def test_pool_over_tcp(
+    redis_server: RedisServer, start_pool: Callable[..., Pool], start_daemon: Callable[..., Daemon]
+) -> None:
+    port = free_port()
+    pool = start_pool({"listen": f"127.0.0.1:{port}"})
+    daemon = start_daemon(f"127.0.0.1:{port}")
+    assert publish({"timestamp": "over tcp"}, redis_url=redis_server.url) == 1
+    daemon.wait_for("job 1 on commands: status 200")
+    assert lines(pool.worker_log) == ["over tcp"]
+
+
+def test_pool_not_listening_is_logged_with_the_message(
+    redis_server: RedisServer, tmp_path: Path, start_daemon: Callable[..., Daemon]
+) -> None:
+    daemon = start_daemon(tmp_path / "nobody.sock")
+    assert publish({"timestamp": "lost?"}, redis_url=redis_server.url) == 1
+    (line,) = daemon.wait_for("ERROR job 1 on commands failed")
+    assert "No such file or directory" in line and "timestamp=lost%3F" in line
+
+
+@pytest.fixture
+def notify_socket(tmp_path: Path) -> Iterator[socket.socket]:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(tmp_path / "notify.sock"))
+    sock.settimeout(20)
+    yield sock
+    sock.close()
+
+
+def test_ready_only_after_subscribing_and_stopping_on_sigterm(
+    redis_server: RedisServer, pool: Pool, start_daemon: Callable[..., Daemon], notify_socket: socket.socket
+) -> None:
+    daemon = start_daemon(pool.listen, env={"NOTIFY_SOCKET": notify_socket.getsockname()}, wait=False)
+    ready = notify_socket.recv(4096).decode()
+    assert "READY=1" in ready and "STATUS=subscribed to commands" in ready
+    assert daemon.lines("Subscribed to commands")
+    assert publish({"timestamp": "x"}, redis_url=redis_server.url) == 1
+
+    assert daemon.stop() == 0
+    stopping = notify_socket.recv(4096).decode()
+    assert "STOPPING=1" in stopping

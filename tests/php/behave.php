@@ -1,0 +1,31 @@
+<?php
+// A test worker whose behaviour the message picks with its "do" field.
+$log = getenv('ASYNCPHP_WORKER_LOG');
+$note = function (string $line) use ($log) { file_put_contents($log, $line . PHP_EOL, FILE_APPEND | LOCK_EX); };
+
+switch ($_POST['do'] ?? 'note') {
+    case 'note':
+        $note($_POST['text'] ?? '');
+        break;
+    case 'output':
+        // More than any buffer: PHP aborts here if the daemon has closed the connection.
+        echo str_repeat('x', (int) $_POST['bytes']);
+        flush();
+        $note('output done ' . $_POST['bytes']);
+        break;
+    case 'fatal':
+        $note('fatal start');
+        undefined_function_for_asyncphp_tests();
+        break;
+    case 'status':
+        http_response_code((int) $_POST['code']);
+        error_log('answered ' . $_POST['code']);
+        break;
+    case 'dump':
+        $keys = ['REQUEST_METHOD', 'SCRIPT_FILENAME', 'SCRIPT_NAME', 'REQUEST_URI', 'CONTENT_TYPE',
+                 'CONTENT_LENGTH', 'SERVER_SOFTWARE', 'GATEWAY_INTERFACE', 'QUERY_STRING',
+                 'ASYNCPHP_REQUEST_ID', 'ASYNCPHP_CHANNEL'];
+        $server = array_intersect_key($_SERVER, array_flip($keys));
+        $note(json_encode(['post' => $_POST, 'server' => $server]));
+        break;
+}

@@ -1,0 +1,114 @@
+"""The body encoder against PHP's own http_build_query(json_decode($m, true))."""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+
+import pytest
+
+from asyncphp.body import BadMessage, form_body, php_float, urlencode
+
+# Raw JSON, so duplicate keys and exact number literals reach both sides unchanged.
+PAYLOADS = [
+    '{"timestamp": "2026-11-27T14:01:18+00:00"}',
+    '{"a": "x y"}',
+    '{"a": "~*\'()!"}',
+    '{"a": "é😀 ☃"}',
+    '{"a": "\\ud83d\\ude00"}',
+    '{"a b": "c", "k=y&z": "v"}',
+    '{"a[b]": "x", "c]": "d"}',
+    '{"": "empty key"}',
+    '{"a": true, "b": false}',
+    '{"a": null, "b": 1}',
+    '{"a": [], "b": {}, "c": [[[]]], "d": "kept"}',
+    '{"a": [1, 2, 3]}',
+    '{"a": {"b": {"c": "d"}}}',
+    '{"a": [{"b": 1}, {"c": [true, null, "x"]}]}',
+    '{"a": {"0": "x", "1": "y"}, "1": "one", "0": "zero"}',
+    '{"dup": 1, "x": 0, "dup": 2}',
+    '{"a": "", "b": " ", "c": "  two  "}',
+    '{"a": "line\\nbreak\\ttab\\u0000nul\\r"}',
+    '{"a": "+%&=#?/\\\\;:@$,"}',
+    '{"a": -5, "b": 0, "c": -0, "d": 42}',
+    '{"a": 0.1, "b": 1.0, "c": -0.0, "d": 0.30000000000000004}',
+    '{"a": 1e100, "b": 1.5e-7, "c": 2.5e20, "d": -1.2345678901234567e-10}',
+    '{"a": 0.0001, "b": 1e-5, "c": 0.00012345}',
+    '{"a": 1e13, "b": 1e14, "c": 1e15, "d": 99999999999999.99}',
+    '{"a": 123456789.12345678, "b": 3.141592653589793, "c": 1.0000000000000002}',
+    '{"a": 9223372036854775807, "b": -9223372036854775808}',
+    '{"a": 9223372036854775808, "b": -9223372036854775809, "c": 12345678901234567890}',
+    '{"a": 1e400, "b": -1e400}',
+    '{"a": 5e-324, "b": 1.7976931348623157e308, "c": 2.2250738585072014e-308}',
+    '{"a": 100.0, "b": 1234567.0, "c": 0.5, "d": 1e1}',
+    '{"nested": {"list": [{"deep": {"deeper": [1, [2, [3]]]}}]}}',
+    '{"ключ": "значение", "键": "值"}',
+    '{"a": "\\u00e9", "b": "e\\u0301"}',
+    '{"html": "<b>\\"quoted\\"</b> & \'apos\'"}',
+    '{"url": "https://example.com/path?q=1&r=two#frag"}',
+    '{"long": "' + "x" * 5000 + '"}',
+]
+
+PHP_ENCODE = r"""
+$out = [];
+foreach (json_decode(stream_get_contents(STDIN), true) as $m) {
+    $out[] = base64_encode(http_build_query(json_decode($m, true)));
+}
+echo json_encode($out);
+"""
+
+
+@pytest.fixture(scope="module")
+def php_bodies(php: str) -> list[bytes]:
+    done = subprocess.run(
+        [php, "-r", PHP_ENCODE], input=json.dumps(PAYLOADS).encode(), capture_output=True, check=True
+    )
+
+    return [base64.b64decode(b) for b in json.loads(done.stdout)]
+
+
+def test_table_is_large_enough() -> None:
+    assert len(PAYLOADS) >= 30
+
+
+@pytest.mark.parametrize("index", range(len(PAYLOADS)))
+def test_matches_php_http_build_query(index: int, php_bodies: list[bytes]) -> None:
+    assert form_body(PAYLOADS[index].encode()) == php_bodies[index]
+
+
+@pytest.mark.parametrize(
+    ("value", "printed"),
+    [
+        (0.0, "0"),
+        (-0.0, "-0"),
+        (1.0, "1"),
+        (0.1, "0.1"),
+        (1e15, "1.0E+15"),
+        (1e-5, "1.0E-5"),
+        (0.0001, "0.0001"),
+    ],
+)
+def test_php_float(value: float, printed: str) -> None:
+    assert php_float(value) == printed
+
+
+def test_urlencode_is_rfc1738() -> None:
+    assert urlencode(b"a b~-_.*") == b"a+b%7E-_.%2A"
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        (b"not json", "not JSON"),
+        (b"[1, 2]", "not an object"),
+        (b'"text"', "not an object"),
+        (b"\xff\xfe{}", "not UTF-8"),
+        (b'{"a": NaN}', "not JSON"),
+        (b'{"a": Infinity}', "not JSON"),
+        (b'{"a": "\\ud800"}', "surrogate"),
+    ],
+)
+def test_bad_messages_say_why(payload: bytes, reason: str) -> None:
+    with pytest.raises(BadMessage, match=reason):
+        form_body(payload)

@@ -1,0 +1,50 @@
+from __future__ import annotations
+
+import io
+import re
+import subprocess
+import sys
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from asyncphp.caller import PayloadError, build_payload, php_date_c
+
+
+def test_date_c_matches_php_format() -> None:
+    tz = timezone(timedelta(hours=-3, minutes=-30))
+    assert php_date_c(datetime(2026, 11, 27, 14, 1, 18, 999, tzinfo=tz)) == "2026-11-27T14:01:18-03:30"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d\d:\d\d", php_date_c())
+
+
+def test_default_payload_is_the_original_timestamp() -> None:
+    assert list(build_payload(None, [])) == ["timestamp"]
+
+
+def test_data_then_pairs_which_win() -> None:
+    payload = build_payload('{"a": 1, "b": {"c": [true]}}', ["a=x", "d=e=f"])
+    assert payload == {"a": "x", "b": {"c": [True]}, "d": "e=f"}
+
+
+def test_data_from_stdin() -> None:
+    assert build_payload("-", [], stdin=io.StringIO('{"s": "in"}')) == {"s": "in"}
+
+
+@pytest.mark.parametrize(
+    ("data", "pairs", "message"),
+    [("[1]", [], "JSON object, not list"), ("{", [], "not valid JSON"), (None, ["novalue"], "key=value")],
+)
+def test_bad_payloads(data: str | None, pairs: list[str], message: str) -> None:
+    with pytest.raises(PayloadError, match=message):
+        build_payload(data, pairs)
+
+
+def test_importing_the_caller_loads_neither_daemon_nor_flup_nor_systemd() -> None:
+    code = (
+        "import sys, asyncphp.caller; "
+        "bad = [m for m in sys.modules if m.split('.')[0] in ('flup', 'systemd') "
+        "or m in ('asyncphp.daemon', 'asyncphp.dispatcher', 'asyncphp.fastcgi')]; "
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr

@@ -1,0 +1,25 @@
+from __future__ import annotations
+
+from flup.server.fcgi_base import FCGI_PARAMS, FCGI_STDIN
+
+from asyncphp import __version__
+from asyncphp.fastcgi import parse_pairs
+from asyncphp.request import RequestBuilder
+from tests.unit.test_fastcgi import flup_records
+
+
+def test_cgi_params_a_php_worker_expects() -> None:
+    records = flup_records(RequestBuilder("/srv/app/worker.php").build(7, "commands", b"a=1&b=2"))
+    params: dict[bytes, bytes] = {}
+    for rec in records:
+        if rec.type == FCGI_PARAMS:
+            params.update(parse_pairs(rec.contentData))
+    assert params[b"REQUEST_METHOD"] == b"POST"
+    assert params[b"SCRIPT_FILENAME"] == b"/srv/app/worker.php"
+    assert params[b"SCRIPT_NAME"] == params[b"REQUEST_URI"] == b"/worker.php"
+    assert params[b"CONTENT_TYPE"] == b"application/x-www-form-urlencoded"
+    assert params[b"CONTENT_LENGTH"] == b"7"
+    assert params[b"SERVER_SOFTWARE"] == f"asyncphp/{__version__}".encode()
+    assert params[b"ASYNCPHP_REQUEST_ID"] == b"7"
+    assert params[b"ASYNCPHP_CHANNEL"] == b"commands"
+    assert b"".join(r.contentData for r in records if r.type == FCGI_STDIN) == b"a=1&b=2"

@@ -1,0 +1,93 @@
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+
+from asyncphp import settings as settings_mod
+from asyncphp.settings import PoolAddress, Settings, SettingsError
+
+
+def load(argv: list[str], env: dict[str, str]) -> Settings:
+    # A real /etc/asyncphp/daemon.toml on this machine must not leak into these tests.
+    return settings_mod.load(argv, env, default_config=Path("/nonexistent/daemon.toml"))
+
+
+def test_defaults_without_a_config_file() -> None:
+    assert load([], {}) == Settings()
+
+
+def test_default_config_file_is_read_when_present(tmp_path: Path) -> None:
+    config = tmp_path / "daemon.toml"
+    config.write_text('channels = ["from-default-file"]\n')
+    assert settings_mod.load([], {}, default_config=config).channels == ("from-default-file",)
+
+
+def test_precedence_file_then_env_then_flags(tmp_path: Path) -> None:
+    config = tmp_path / "daemon.toml"
+    config.write_text(
+        'redis_url = "redis://file:1/0"\nchannels = ["a", "b"]\n'
+        'fpm_socket = "/file.sock"\nworker_script = "/file/worker.php"\n'
+    )
+    env = {"ASYNCPHP_FPM_SOCKET": "127.0.0.1:9000", "ASYNCPHP_WORKER_SCRIPT": "/env/worker.php"}
+    settings = load(["--config", str(config), "--worker-script", "/flag/worker.php"], env)
+    assert settings.redis_url == "redis://file:1/0"
+    assert settings.channels == ("a", "b")
+    assert settings.fpm_socket == PoolAddress(socket.AF_INET, ("127.0.0.1", 9000))
+    assert settings.worker_script == "/flag/worker.php"
+
+
+def test_channels_from_env_and_repeated_flags() -> None:
+    assert load(["--channel", "x", "--channel", "y"], {}).channels == ("x", "y")
+    assert load([], {"ASYNCPHP_CHANNELS": "p, q"}).channels == ("p", "q")
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "message"),
+    [
+        (["--fpm-socket", "relative.sock"], {}, "invalid setting fpm_socket (from --fpm-socket)"),
+        (["--fpm-socket", "host:99999"], {}, "fpm_socket"),
+        ([], {"ASYNCPHP_WORKER_SCRIPT": "worker.php"}, "worker_script (from $ASYNCPHP_WORKER_SCRIPT)"),
+        (["--worker-script", "/srv/../etc/x.php"], {}, "without '..'"),
+        (["--redis-url", "http://x"], {}, "invalid setting redis_url (from --redis-url)"),
+        (["--log-level", "loud"], {}, "log_level"),
+        (["--channel", ""], {}, "channels (from --channel)"),
+    ],
+)
+def test_invalid_settings_name_the_setting(argv: list[str], env: dict[str, str], message: str) -> None:
+    with pytest.raises(SettingsError) as raised:
+        load(argv, env)
+    assert message in str(raised.value)
+    assert "\n" not in str(raised.value)
+
+
+def test_unknown_key_in_the_file_is_an_error(tmp_path: Path) -> None:
+    config = tmp_path / "daemon.toml"
+    config.write_text('redis_ulr = "redis://x"\n')
+    with pytest.raises(SettingsError, match="unknown setting 'redis_ulr'"):
+        load(["--config", str(config)], {})
+
+
+def test_missing_or_broken_config_file(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match="No such file"):
+        load(["--config", str(tmp_path / "absent.toml")], {})
+    broken = tmp_path / "broken.toml"
+    broken.write_text("channels = [")
+    with pytest.raises(SettingsError, match=r"broken\.toml"):
+        load(["--config", str(broken)], {})
+
+
+@pytest.mark.parametrize(
+    ("text", "family", "address"),
+    [
+        ("/run/php/x.sock", socket.AF_UNIX, "/run/php/x.sock"),
+        ("127.0.0.1:9000", socket.AF_INET, ("127.0.0.1", 9000)),
+        ("[::1]:9000", socket.AF_INET6, ("::1", 9000)),
+        ("fpm.internal:9001", socket.AF_INET, ("fpm.internal", 9001)),
+    ],
+)
+def test_pool_address(text: str, family: socket.AddressFamily, address: object) -> None:
+    parsed = PoolAddress.parse(text)
+    assert (parsed.family, parsed.address) == (family, address)
+    assert str(parsed) == text
