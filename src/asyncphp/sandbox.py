@@ -7,6 +7,7 @@ with its paths moved into the directory, so what runs here is the shipped pool.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import glob
 import os
@@ -16,8 +17,9 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -241,3 +243,59 @@ class Sandbox:
             with contextlib.suppress(Exception):
                 server.stop()
         self.servers.clear()
+
+
+def _subscribers(port: int, channel: str) -> int:
+    with socket.create_connection(("127.0.0.1", port), timeout=2) as sock:
+        sock.sendall(f"PUBSUB NUMSUB {channel}\r\n".encode())
+        reply = sock.recv(256).split(b"\r\n")  # *2, $len, channel, :count
+        return int(reply[3][1:]) if len(reply) > 3 and reply[3].startswith(b":") else 0
+
+
+def demo(pool_conf: Path, worker: Path, messages: int, timeout: float) -> int:
+    """The original's scenario on private servers; prints the worker's log. Returns an exit status."""
+    with tempfile.TemporaryDirectory(prefix="asyncphp-demo-") as tmp:
+        workdir = Path(tmp)
+        sandbox = Sandbox(workdir)
+        try:
+            redis = sandbox.add(start_redis(workdir))
+            assert isinstance(redis, RedisServer)
+            pool = sandbox.add(start_pool(workdir / "pool", pool_conf))
+            assert isinstance(pool, Pool)
+            print(f"demo: redis on {redis.url}, pool on {pool.listen}, in {workdir}", file=sys.stderr)
+            sandbox.add(start_daemon(redis.url, pool.listen, worker))
+            wait_until(lambda: _subscribers(redis.port, "commands") > 0, STARTUP_TIMEOUT, "the daemon")
+
+            started = time.monotonic()
+            for _ in range(messages):
+                caller = [sys.executable, "-m", "asyncphp.caller", "--redis-url", redis.url]
+                subprocess.run(caller, check=True)
+
+            def finished() -> bool:
+                return pool.access_log.exists() and len(pool.access_log.read_text().splitlines()) >= messages
+
+            wait_until(finished, timeout, f"{messages} finished jobs")
+            elapsed = time.monotonic() - started
+            print(f"\n== worker log ({pool.worker_log}) ==\n{pool.worker_log.read_text()}", flush=True)
+            print(f"== pool access log ==\n{pool.access_log.read_text()}", flush=True)
+            print(f"demo: {messages} jobs finished {elapsed:.2f} s after the first publish", file=sys.stderr)
+            return 0
+        except (SandboxError, subprocess.CalledProcessError) as exc:
+            print(f"demo: {exc}", file=sys.stderr)
+            return 1
+        finally:
+            sandbox.close()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m asyncphp.sandbox", description=demo.__doc__)
+    parser.add_argument("--pool-conf", type=Path, required=True, help="fpm-pool/commands.conf")
+    parser.add_argument("--worker", type=Path, required=True, help="fpm-pool/worker.php")
+    parser.add_argument("--messages", type=int, default=10)
+    parser.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the jobs")
+    args = parser.parse_args(argv)
+    return demo(args.pool_conf, args.worker, args.messages, args.timeout)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
