@@ -1,0 +1,166 @@
+"""The shipped unit under a real systemd: Type=notify start, journal, group access to the pool, restarts.
+
+The pool runs as the shipped commands.conf says (www-data workers, a www-data 0660 socket under
+/run/php), as a php8.2-fpm.service of the namespace; the daemon runs as the shipped unit says
+(DynamicUser, SupplementaryGroups=www-data, the hardening), with only ExecStart and the settings
+changed to point at this checkout and the test's Redis.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from asyncphp.caller import publish
+from asyncphp.sandbox import RedisServer, find_php_fpm, render_pool
+from tests.conftest import POOL_CONF, ROOT, WORKER
+from tests.integration.conftest import wait_for
+from tests.integration.systemd_ns import NamespacedSystemd, unavailable
+
+UNIT = ROOT / "systemd" / "asyncphp-daemon.service"
+RUN = "/run/asyncphp-test"  # inside the namespace: a tmpfs, invisible to the host
+
+pytestmark = pytest.mark.skipif(unavailable() is not None, reason=unavailable() or "")
+
+
+def test_unit_passes_systemd_analyze_verify() -> None:
+    done = subprocess.run(
+        ["systemd-analyze", "verify", str(UNIT)], capture_output=True, text=True, check=False
+    )
+    # The only complaint allowed is the ExecStart of an install that does not exist on this machine.
+    problems = [line for line in done.stderr.splitlines() if "/opt/asyncphp/venv/bin" not in line]
+    assert problems == []
+
+
+def _pool_unit(workdir: Path) -> str:
+    conf = workdir / "php-fpm.conf"
+    conf.write_text(
+        f"[global]\npid = {RUN}/php-fpm.pid\nerror_log = {RUN}/php-fpm.log\ndaemonize = no\n\n"
+        + render_pool(
+            POOL_CONF,
+            {"access.log": f"{RUN}/access.log", "env[ASYNCPHP_WORKER_LOG]": f"{RUN}/log/worker.log"},
+        )
+    )
+    return f"""[Unit]
+Description=the shipped asyncphp pool, as Debian's php8.2-fpm.service would run it
+[Service]
+Type=notify
+RuntimeDirectory=php
+ExecStartPre=/bin/mkdir -p {RUN}/log
+ExecStartPre=/bin/chown www-data:www-data {RUN}/log
+ExecStartPre=/bin/cp {WORKER} {RUN}/worker.php
+ExecStart={find_php_fpm()} --nodaemonize --fpm-config {conf}
+"""
+
+
+def _home_access() -> str:
+    """ProtectHome=yes hides /root and /home; a test interpreter living there (pyenv) must stay
+    reachable. A production install lives in /opt/asyncphp/venv and keeps the shipped setting."""
+    paths = (Path(sys.base_prefix), Path(sys.prefix), ROOT)
+    if any(str(p).startswith(("/root/", "/home/")) for p in paths):
+        return "ProtectHome=no\n"
+    return ""
+
+
+@pytest.fixture
+def systemd(tmp_path: Path, redis_server: RedisServer) -> Iterator[NamespacedSystemd]:
+    dropin = f"""[Service]
+ExecStart=
+ExecStart={sys.executable} -m asyncphp.daemon --config /dev/null
+Environment=ASYNCPHP_REDIS_URL={redis_server.url} ASYNCPHP_WORKER_SCRIPT={RUN}/worker.php
+{_home_access()}"""
+    units = {
+        "php8.2-fpm.service": _pool_unit(tmp_path),
+        "asyncphp-daemon.service": UNIT.read_text(),
+        "asyncphp-daemon.service.d/test.conf": dropin,
+    }
+    expose = [Path(sys.base_prefix), Path(sys.prefix), ROOT, tmp_path]
+    ns = NamespacedSystemd(tmp_path, units, expose)
+    try:
+        ns.wait_running()
+        yield ns
+    finally:
+        ns.stop()
+
+
+def test_unit_starts_serves_logs_restarts_and_stops(
+    systemd: NamespacedSystemd, redis_server: RedisServer
+) -> None:
+    systemd.run("systemctl", "start", "php8.2-fpm.service")
+    # Type=notify: this returns only once the daemon has sent READY=1.
+    systemd.run("systemctl", "start", "asyncphp-daemon.service")
+    state = systemd.show("asyncphp-daemon.service", "ActiveState", "StatusText", "MainPID", "User")
+    assert state["ActiveState"] == "active"
+    assert state["StatusText"] == "subscribed to commands"
+    journal = systemd.journal("asyncphp-daemon.service")
+    assert "Connected to redis on 127.0.0.1:" in journal
+    assert "Subscribed to commands" in journal
+
+    assert publish({"timestamp": "through systemd"}, redis_url=redis_server.url) == 1
+    wait_for(
+        lambda: "job 1 on commands: status 200" in systemd.journal("asyncphp-daemon.service"),
+        what="the job's line in the journal",
+    )
+    log = systemd.run("cat", f"{RUN}/log/worker.log").stdout
+    assert log == "through systemd\n"
+
+    # A killed daemon comes back (Restart=always, RestartSec=5s) and subscribes again.
+    first_pid = state["MainPID"]
+    systemd.run("kill", "-9", first_pid)
+
+    def restarted() -> bool:
+        now = systemd.show("asyncphp-daemon.service", "ActiveState", "MainPID", "NRestarts")
+        return now["ActiveState"] == "active" and now["MainPID"] not in ("0", first_pid)
+
+    wait_for(restarted, timeout=30, what="systemd to restart the killed daemon")
+    assert publish({"timestamp": "after the restart"}, redis_url=redis_server.url) == 1
+    wait_for(
+        lambda: "after the restart" in systemd.run("cat", f"{RUN}/log/worker.log").stdout,
+        what="a job after the restart",
+    )
+
+    started = time.monotonic()
+    systemd.run("systemctl", "stop", "asyncphp-daemon.service")
+    assert time.monotonic() - started < 20  # inside TimeoutStopSec: a clean exit, not a SIGKILL
+    final = systemd.show("asyncphp-daemon.service", "ActiveState", "Result")
+    assert (final["ActiveState"], final["Result"]) == ("inactive", "success")
+    assert "stopped · " in systemd.journal("asyncphp-daemon.service")
+
+
+def test_unit_does_not_restart_on_bad_settings(systemd: NamespacedSystemd, tmp_path: Path) -> None:
+    dropins = "/run/systemd/system/asyncphp-daemon.service.d"
+    systemd.run("mkdir", "-p", dropins)
+    systemd.run(
+        "sh", "-c", f"echo '[Service]\nEnvironment=ASYNCPHP_FPM_SOCKET=relative.sock' > {dropins}/bad.conf"
+    )
+    systemd.run("systemctl", "daemon-reload")
+    done = systemd.run("systemctl", "start", "asyncphp-daemon.service", check=False)
+    assert done.returncode != 0
+    time.sleep(6)  # longer than RestartSec: a restart would have happened by now
+    state = systemd.show("asyncphp-daemon.service", "ActiveState", "NRestarts", "ExecMainStatus")
+    assert state == {"ActiveState": "failed", "NRestarts": "0", "ExecMainStatus": "2"}
+    assert "invalid setting fpm_socket (from $ASYNCPHP_FPM_SOCKET)" in systemd.journal(
+        "asyncphp-daemon.service"
+    )
+
+
+def test_host_tmp_is_left_alone(tmp_path: Path) -> None:
+    # A canary: the recipe's masks and tmpfs must keep systemd-tmpfiles away from the real /tmp.
+    canary = Path("/tmp") / f"asyncphp-canary-{tmp_path.name}"
+    canary.write_text("still here")
+    try:
+        ns = NamespacedSystemd(tmp_path, {}, [tmp_path])
+        try:
+            ns.wait_running()
+        finally:
+            ns.stop()
+        assert canary.read_text() == "still here"
+    finally:
+        canary.unlink()
+    assert shutil.which("systemctl")
