@@ -45,9 +45,9 @@ class Exchange:
         self._sock: socket.socket | None = None
 
     def start(self, address: PoolAddress) -> None:
-        sock = self._sock = socket.socket(address.family, socket.SOCK_STREAM)
-        sock.setblocking(False)
         try:
+            sock = self._sock = socket.socket(address.family, socket.SOCK_STREAM)
+            sock.setblocking(False)
             sock.connect(address.address)
         except BlockingIOError as exc:
             if exc.errno != errno.EINPROGRESS:

@@ -59,13 +59,19 @@ ExecStart={find_php_fpm()} --nodaemonize --fpm-config {conf}
 """
 
 
-def _home_access() -> str:
-    """ProtectHome=yes hides /root and /home; a test interpreter living there (pyenv) must stay
-    reachable. A production install lives in /opt/asyncphp/venv and keeps the shipped setting."""
-    paths = (Path(sys.base_prefix), Path(sys.prefix), ROOT)
-    if any(str(p).startswith(("/root/", "/home/")) for p in paths):
-        return "ProtectHome=no\n"
-    return ""
+def _test_install() -> str:
+    """Drop-in lines that let the service see this test's interpreter and checkout.
+
+    The shipped unit hides /root and /home (ProtectHome=yes) and gives the service its own /tmp
+    (PrivateTmp=yes); a pyenv interpreter or a CI checkout may live there. A production install in
+    /opt/asyncphp/venv needs none of this.
+    """
+    paths = sorted({Path(p).resolve() for p in (sys.base_prefix, sys.prefix, ROOT)})
+    hidden = [p for p in paths if str(p).startswith(("/root/", "/home/", "/tmp/"))]
+    lines = [f"BindReadOnlyPaths={p}" for p in hidden]
+    if any(not str(p).startswith("/tmp/") for p in hidden):
+        lines.insert(0, "ProtectHome=tmpfs")  # an empty /root, into which the binds above go
+    return "".join(line + "\n" for line in lines)
 
 
 @pytest.fixture
@@ -74,7 +80,7 @@ def systemd(tmp_path: Path, redis_server: RedisServer) -> Iterator[NamespacedSys
 ExecStart=
 ExecStart={sys.executable} -m asyncphp.daemon --config /dev/null
 Environment=ASYNCPHP_REDIS_URL={redis_server.url} ASYNCPHP_WORKER_SCRIPT={RUN}/worker.php
-{_home_access()}"""
+{_test_install()}"""
     units = {
         "php8.2-fpm.service": _pool_unit(tmp_path),
         "asyncphp-daemon.service": UNIT.read_text(),
