@@ -17,6 +17,7 @@ _SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz01234567
 _QUOTED = tuple(chr(b).encode() if b in _SAFE else (b"+" if b == 0x20 else b"%%%02X" % b) for b in range(256))
 _PHP_INT_MIN, _PHP_INT_MAX = -(2**63), 2**63 - 1
 _PHP_PRECISION = 14  # php.ini "precision": http_build_query() prints floats with it, not serialize_precision
+JSON_MAX_DEPTH = 512  # json_decode()'s default $depth
 
 
 def urlencode(raw: bytes) -> bytes:
@@ -98,16 +99,33 @@ class BadMessage(ValueError):
     """A message that cannot become a form body; the text says why."""
 
 
-def decode_message(payload: bytes) -> dict[str, Any]:
+def nesting(value: Any) -> int:
+    """How deeply objects and lists nest in ``value`` (a scalar is 0), without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is not None:
+            deepest = max(deepest, depth)
+            stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+def decode_message(payload: bytes, max_depth: int = JSON_MAX_DEPTH) -> dict[str, Any]:
     """The JSON object in ``payload``, accepted only where PHP's ``json_decode()`` accepts it."""
     try:
         value = json.loads(payload.decode("utf-8"), parse_constant=_reject_constant)
     except UnicodeDecodeError as exc:
         raise BadMessage(f"not UTF-8 ({exc.reason} at byte {exc.start})") from None
+    except RecursionError:
+        raise BadMessage(f"nested deeper than {max_depth} levels") from None
     except ValueError as exc:
         raise BadMessage(f"not JSON ({exc})") from None
     if not isinstance(value, dict):
         raise BadMessage(f"JSON {type(value).__name__}, not an object")
+    # json_decode() counts the values inside the deepest container as one more level.
+    if nesting(value) + 1 > max_depth:
+        raise BadMessage(f"nested deeper than {max_depth} levels")
     return value
 
 

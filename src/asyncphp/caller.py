@@ -81,7 +81,7 @@ def build_payload(data: str | None, pairs: Sequence[str], stdin: Any = None) -> 
     if data is not None:
         text = (stdin or sys.stdin).read() if data == "-" else data
         try:
-            decoded = json.loads(text)
+            decoded = json.loads(text, parse_constant=_not_json)
         except ValueError as exc:
             raise PayloadError(f"--data is not valid JSON: {exc}") from None
         if not isinstance(decoded, dict):
@@ -93,6 +93,10 @@ def build_payload(data: str | None, pairs: Sequence[str], stdin: Any = None) -> 
             raise PayloadError(f"argument {pair!r} is not key=value")
         message[key] = value
     return message
+
+
+def _not_json(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
 
 
 def _parser() -> argparse.ArgumentParser:

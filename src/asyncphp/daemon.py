@@ -15,14 +15,13 @@ from collections.abc import Mapping, Sequence
 
 import redis
 
-from asyncphp import settings as settings_mod
 from asyncphp.body import BadMessage, form_body
 from asyncphp.dispatcher import Dispatcher, Job
 from asyncphp.logfmt import preview
 from asyncphp.redisurl import redact
 from asyncphp.request import RequestBuilder
 from asyncphp.service import Notifier, ServiceError, SignalWakeup, configure_logging
-from asyncphp.settings import Settings, SettingsError
+from asyncphp.settings import Settings, SettingsError, load
 from asyncphp.sources import Message, PubSubSource
 
 EXIT_OK = 0
@@ -72,12 +71,13 @@ class Daemon:
             return
         self.log.info("Connected to redis on %s (redis %s)", where, version)
         while self._stop_reason is None:
-            for key, mask in self.selector.select(TICK):
+            for key, mask in self.selector.select(0 if self.source.buffered else TICK):
                 key.data(mask)
 
     def _on_redis(self, mask: int) -> None:
         try:
-            messages = self.source.read()
+            for message in self.source.read():
+                self._on_message(message)
         except (redis.RedisError, OSError) as exc:
             # Pub/sub cannot replay what was published meanwhile: exit non-zero so the service
             # manager restarts us and the gap shows in the journal.
@@ -88,8 +88,6 @@ class Daemon:
             channels = ", ".join(self.source.channels)
             self.log.info("Subscribed to %s", channels)
             self.notifier.ready(f"subscribed to {channels}")
-        for message in messages:
-            self._on_message(message)
 
     def _on_message(self, message: Message) -> None:
         self.received += 1
@@ -145,7 +143,7 @@ class Daemon:
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
     env = os.environ if env is None else env
     try:
-        settings = settings_mod.load(argv, env)
+        settings = load(argv, env)
     except SettingsError as exc:
         print(f"asyncphp-daemon: {exc}", file=sys.stderr)
         return EXIT_BAD_SETTINGS
@@ -153,8 +151,9 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     try:
         notifier = Notifier(env)
     except ServiceError as exc:
+        # Like bad settings, a restart cannot fix a missing binding (RestartPreventExitStatus=2).
         log.error("%s", exc)
-        return EXIT_FAILURE
+        return EXIT_BAD_SETTINGS
     return Daemon(settings, log, notifier).run()
 
 

@@ -15,7 +15,7 @@ import socket
 import time
 from dataclasses import dataclass
 
-from asyncphp.fastcgi import FCGI_REQUEST_COMPLETE, Response, ResponseParser
+from asyncphp.fastcgi import FCGI_REQUEST_COMPLETE, FastCGIError, Response, ResponseParser
 from asyncphp.logfmt import preview
 from asyncphp.settings import PoolAddress
 
@@ -52,11 +52,11 @@ class Exchange:
         except BlockingIOError as exc:
             if exc.errno != errno.EINPROGRESS:
                 # On a unix socket EAGAIN means the pool's listen backlog is full.
-                self._fail(f"cannot connect to {address}: listen backlog full ({exc.strerror})")
+                self.fail(f"cannot connect to {address}: listen backlog full ({exc.strerror})")
                 return
             self._connecting = True  # TCP: the outcome comes as writability
         except OSError as exc:
-            self._fail(f"cannot connect to {address}: {exc.strerror or exc}")
+            self.fail(f"cannot connect to {address}: {exc.strerror or exc}")
             return
         self._owner.selector.register(sock, selectors.EVENT_WRITE, self)
         if not self._connecting:
@@ -68,9 +68,6 @@ class Exchange:
             self._send()
         else:
             self._receive()
-
-    def abandon(self, reason: str) -> None:
-        self._fail(reason)
 
     def _send(self) -> None:
         assert self._sock is not None
@@ -84,7 +81,7 @@ class Exchange:
         except BlockingIOError:
             return
         except OSError as exc:
-            self._fail(f"cannot send the request: {exc.strerror or exc}")
+            self.fail(f"cannot send the request: {exc.strerror or exc}")
             return
         self._pending = self._pending[sent:]
         if not self._pending:
@@ -98,17 +95,22 @@ class Exchange:
         except BlockingIOError:
             return
         except OSError as exc:
-            self._fail(f"connection lost mid-response: {exc.strerror or exc}")
+            self.fail(f"connection lost mid-response: {exc.strerror or exc}")
             return
         if not data:
-            self._fail("the pool closed the connection before the end of the request")
+            self.fail("the pool closed the connection before the end of the request")
             return
-        response = self._parser.feed(data)
+        try:
+            response = self._parser.feed(data)
+        except FastCGIError as exc:
+            self.fail(f"the pool's answer is not FastCGI: {exc}")
+            return
         if response.complete:
             self._close()
             self._owner.finished(self, response, None)
 
-    def _fail(self, reason: str) -> None:
+    def fail(self, reason: str) -> None:
+        """End this exchange as failed, closing its socket."""
         self._close()
         self._owner.finished(self, self._parser.response, reason)
 
@@ -146,7 +148,7 @@ class Dispatcher:
     def close(self) -> None:
         """Give up on whatever is still in flight; each is logged as failed."""
         for exchange in list(self._open):
-            exchange.abandon("abandoned at shutdown")
+            exchange.fail("abandoned at shutdown")
 
     def sent(self, exchange: Exchange) -> None:
         self.dispatched += 1

@@ -33,6 +33,7 @@ __all__ = [
     "FCGI_OVERLOADED",
     "FCGI_REQUEST_COMPLETE",
     "MAX_CONTENT",
+    "FastCGIError",
     "Response",
     "ResponseParser",
     "encode_params",
@@ -108,6 +109,10 @@ def parse_pairs(content: bytes) -> dict[bytes, bytes]:
     return pairs
 
 
+class FastCGIError(ValueError):
+    """The peer sent something that is not a FastCGI response."""
+
+
 @dataclass
 class Response:
     """What came back for one request, kept small: output is counted, only its head is kept."""
@@ -153,7 +158,9 @@ class ResponseParser:
         pos, size = 0, len(buffer)
         response = self.response
         while size - pos >= FCGI_HEADER_LEN:
-            _, kind, _, length, padding = _HEADER.unpack_from(buffer, pos)
+            version, kind, _, length, padding = _HEADER.unpack_from(buffer, pos)
+            if version != FCGI_VERSION_1:
+                raise FastCGIError(f"record version {version}, not {FCGI_VERSION_1}")
             end = pos + FCGI_HEADER_LEN + length
             if size < end + padding:
                 break
@@ -168,6 +175,8 @@ class ResponseParser:
                     response.stderr += content[: self.STDERR_LIMIT - response.stderr_bytes]
                 response.stderr_bytes += length
             elif kind == FCGI_END_REQUEST:
+                if length != _END_BODY.size:
+                    raise FastCGIError(f"END_REQUEST body of {length} bytes, not {_END_BODY.size}")
                 response.app_status, response.protocol_status = _END_BODY.unpack(content)
         self._buffer = buffer[pos:]
         return response

@@ -114,12 +114,18 @@ def _flag(key: str) -> str:
     return "--channel" if key == "channels" else "--" + key.replace("_", "-")
 
 
+def _env(key: str) -> str:
+    # Named after the flag, so ASYNCPHP_CHANNEL means the same to the daemon and to the caller.
+    return "ASYNCPHP_" + _flag(key)[2:].replace("-", "_").upper()
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="asyncphp-daemon",
         description="Subscribe to Redis channels and hand each JSON message to a php-fpm pool.",
         epilog="Each setting can also come from the TOML file (same name with underscores) or from "
-        "ASYNCPHP_<NAME> in the environment (channels comma-separated); flags win over env, env over file.",
+        "ASYNCPHP_<FLAG NAME> in the environment (ASYNCPHP_CHANNEL comma-separated); flags win over env, "
+        "env over file.",
     )
     p.add_argument("--version", action="version", version=f"asyncphp {__version__}")
     p.add_argument("--config", type=Path, help=f"TOML file (default: {DEFAULT_CONFIG} if it exists)")
@@ -164,7 +170,7 @@ def load(
                 raise SettingsError(f"config {config}: unknown setting {key!r}")
             raw[key] = (value, f"{config}")
     for key in _FIELDS:
-        name = f"ASYNCPHP_{key.upper()}"
+        name = _env(key)
         if env.get(name):
             raw[key] = (env[name], f"${name}")
         value = getattr(args, key)

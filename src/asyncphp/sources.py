@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+READ_BATCH = 1000  # messages per read(), so a flood cannot starve the pool sockets and signals
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,7 +26,11 @@ class PubSubSource:
     """
 
     def __init__(self, url: str, channels: Sequence[str]) -> None:
-        self._client = redis.Redis.from_url(url, socket_timeout=None, socket_connect_timeout=5.0)
+        # No redis-py retries: a silent reconnect would put the subscription on a new socket that
+        # the daemon's selector does not watch. The daemon's loop owns reconnecting.
+        self._client = redis.Redis.from_url(
+            url, socket_timeout=None, socket_connect_timeout=5.0, retry=Retry(NoBackoff(), 0)
+        )
         self._pubsub = self._client.pubsub()  # type: ignore[no-untyped-call]
         self.channels = tuple(channels)
         self._unconfirmed = set(self.channels)
@@ -54,23 +62,31 @@ class PubSubSource:
             raise redis.ConnectionError("the subscription has no open connection")
         return int(sock.fileno())
 
-    def read(self) -> list[Message]:
-        """Every message already received, without waiting.
+    def read(self) -> Iterator[Message]:
+        """The messages already received, up to READ_BATCH, without waiting.
 
-        hiredis may hold several parsed replies after one recv, so this drains until redis-py
-        has nothing buffered: the selector would not wake us for data already off the socket.
+        A generator, so that each message is handed on before the next read: if the connection
+        breaks mid-batch, the messages before the break are not lost with it.
         """
-        messages: list[Message] = []
-        while True:
+        for _ in range(READ_BATCH):
             item = self._pubsub.get_message(timeout=0.0)
             if item is None:
-                return messages
+                return
             kind = item["type"]
-            channel = item["channel"].decode("utf-8", "replace")
             if kind == "message":
-                messages.append(Message(channel, item["data"]))
+                yield Message(item["channel"].decode("utf-8", "replace"), item["data"])
             elif kind == "subscribe":
-                self._unconfirmed.discard(channel)
+                self._unconfirmed.discard(item["channel"].decode("utf-8", "replace"))
+
+    @property
+    def buffered(self) -> bool:
+        """True if redis-py holds replies already off the socket (hiredis parses a whole recv at
+        once), which the selector would not report as readable."""
+        connection = self._pubsub.connection
+        try:
+            return connection is not None and bool(connection.can_read(timeout=0))
+        except (redis.RedisError, OSError):
+            return True  # let read() meet the error and report it
 
     def close(self) -> None:
         """Drop the subscription; safe to call more than once."""

@@ -5,13 +5,14 @@ from __future__ import annotations
 import subprocess
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import redis
 
 from asyncphp.caller import EXIT_BAD_PAYLOAD, EXIT_NO_SUBSCRIBER, EXIT_UNREACHABLE, publish
 from asyncphp.sandbox import Pool, RedisServer, free_port
-from tests.integration.conftest import Daemon
+from tests.integration.conftest import Daemon, lines
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -69,3 +70,23 @@ def test_help_documents_exit_statuses() -> None:
     out = cli("--help").stdout
     for status in ("0", "1", "65", "69"):
         assert f"  {status} " in out
+
+
+def test_console_scripts_and_key_value_fields(
+    redis_server: RedisServer, start_pool: Callable[..., Pool], start_daemon: Callable[..., Daemon]
+) -> None:
+    pool = start_pool()
+    daemon = start_daemon(pool.listen)
+    bin_dir = Path(sys.executable).parent
+    done = subprocess.run(
+        [bin_dir / "asyncphp-publish", "--redis-url", redis_server.url, "timestamp=from key value", "x=1"],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    daemon.wait_for("job 1 on commands: status 200")
+    assert lines(pool.worker_log) == ["from key value"]
+    assert (
+        "usage: asyncphp-daemon"
+        in subprocess.run([bin_dir / "asyncphp-daemon", "--help"], capture_output=True, text=True).stdout
+    )

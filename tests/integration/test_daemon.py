@@ -45,14 +45,17 @@ def test_bad_messages_are_skipped_and_the_next_one_runs(
 
     daemon = start_daemon(pool.listen)
     client = redis.Redis.from_url(redis_server.url)
-    for bad in (b"not json", b"[1,2]", b"\xff\xfe"):
+    deep = b'{"a": ' + b"[" * 3000 + b"]" * 3000 + b"}"  # deeper than Python's recursion limit
+    for bad in (b"not json", b"[1,2]", b"\xff\xfe", deep):
         assert client.publish("commands", bad) == 1
     assert publish({"timestamp": "after the bad ones"}, redis_url=redis_server.url) == 1
     wait_for(lambda: "after the bad ones" in lines(pool.worker_log), what="the good message")
-    warnings = daemon.wait_for("WARNING skipped a message on commands", count=3)
+    warnings = daemon.wait_for("WARNING skipped a message on commands", count=4)
     assert "not JSON" in warnings[0] and '"not json"' in warnings[0]
     assert "not an object" in warnings[1]
     assert "not UTF-8" in warnings[2] and "\\xff" in warnings[2]
+    assert "nested deeper than 512 levels" in warnings[3] and "(6007 bytes)" in warnings[3]
+    assert daemon.server.process.poll() is None
 
 
 def test_pool_over_tcp(
@@ -96,3 +99,33 @@ def test_ready_only_after_subscribing_and_stopping_on_sigterm(
     assert daemon.stop() == 0
     stopping = notify_socket.recv(4096).decode()
     assert "STOPPING=1" in stopping
+
+
+def test_fire_and_forget_hands_every_job_over_before_any_finishes(
+    redis_server: RedisServer, pool: Pool, start_daemon: Callable[..., Daemon]
+) -> None:
+    import redis
+
+    daemon = start_daemon(pool.listen)
+    with redis.Redis.from_url(redis_server.url).pipeline(transaction=False) as pipe:
+        for i in range(10):
+            pipe.publish("commands", f'{{"timestamp": "job {i}"}}')
+        pipe.execute()
+    daemon.wait_for(r"job \d+ on commands: status 200", count=10)
+    events = daemon.lines(r"Spawned process with ID|status 200")
+    # The worker sleeps 1 s: a dispatcher that waited for each job could not hand all ten over
+    # before the first one finished.
+    assert all("Spawned" in line for line in events[:10]), events
+
+
+def test_several_channels_and_where_it_connected(
+    redis_server: RedisServer, pool: Pool, start_daemon: Callable[..., Daemon]
+) -> None:
+    daemon = start_daemon(pool.listen, "--channel", "alpha", "--channel", "beta")
+    assert daemon.lines(rf"INFO Connected to redis on 127\.0\.0\.1:{redis_server.port} \(redis \d")
+    assert daemon.lines("INFO Subscribed to alpha, beta")
+    assert publish({"timestamp": "a"}, channel="alpha", redis_url=redis_server.url) == 1
+    assert publish({"timestamp": "b"}, channel="beta", redis_url=redis_server.url) == 1
+    assert publish({"timestamp": "c"}, channel="commands", redis_url=redis_server.url) == 0
+    daemon.wait_for("job 1 on alpha: status 200")
+    daemon.wait_for("job 2 on beta: status 200")

@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from asyncphp.body import BadMessage, form_body, php_float, urlencode
+from asyncphp.body import BadMessage, form_body, nesting, php_float, urlencode
 
 # Raw JSON, so duplicate keys and exact number literals reach both sides unchanged.
 PAYLOADS = [
@@ -112,3 +112,26 @@ def test_urlencode_is_rfc1738() -> None:
 def test_bad_messages_say_why(payload: bytes, reason: str) -> None:
     with pytest.raises(BadMessage, match=reason):
         form_body(payload)
+
+
+def nested(lists: int) -> bytes:
+    return b'{"a": ' + b"[" * lists + b"]" * lists + b"}"
+
+
+def test_nesting_is_limited_where_json_decode_limits_it(php: str) -> None:
+    assert nesting({"a": [1, {"b": []}]}) == 4
+    accepted = "var_dump(json_decode(stream_get_contents(STDIN), true) !== null);"
+    for lists, ok in ((510, True), (511, False)):
+        done = subprocess.run([php, "-r", accepted], input=nested(lists), capture_output=True, check=True)
+        assert done.stdout.strip() == (b"bool(true)" if ok else b"bool(false)")
+        if ok:
+            assert form_body(nested(lists)) == b""
+        else:
+            with pytest.raises(BadMessage, match="nested deeper than 512"):
+                form_body(nested(lists))
+
+
+def test_nesting_past_the_recursion_limit_is_rejected_not_a_crash() -> None:
+    for lists in (5_000, 100_000):
+        with pytest.raises(BadMessage, match="nested deeper than 512"):
+            form_body(nested(lists))

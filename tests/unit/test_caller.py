@@ -48,3 +48,8 @@ def test_importing_the_caller_loads_neither_daemon_nor_flup_nor_systemd() -> Non
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_nan_is_not_json() -> None:
+    with pytest.raises(PayloadError, match="NaN is not JSON"):
+        build_payload('{"a": NaN}', [])

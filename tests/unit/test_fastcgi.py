@@ -19,7 +19,15 @@ from flup.server.fcgi_base import (
     Record,
 )
 
-from asyncphp.fastcgi import MAX_CONTENT, ResponseParser, encode_params, encode_request, parse_pairs, record
+from asyncphp.fastcgi import (
+    MAX_CONTENT,
+    FastCGIError,
+    ResponseParser,
+    encode_params,
+    encode_request,
+    parse_pairs,
+    record,
+)
 
 
 def flup_records(data: bytes) -> list[Record]:
@@ -134,3 +142,10 @@ def test_parser_reports_overloaded() -> None:
 def test_status_header_only_counts_in_the_head() -> None:
     resp = ResponseParser().feed(response(b"X-A: b\r\n\r\nStatus: 404 in the body"))
     assert resp.http_status == 200
+
+
+def test_parser_rejects_what_is_not_fastcgi() -> None:
+    with pytest.raises(FastCGIError, match="version"):
+        ResponseParser().feed(b"HTTP/1.1 200 OK\r\n\r\n")
+    with pytest.raises(FastCGIError, match="END_REQUEST"):
+        ResponseParser().feed(struct.pack("!BBHHBx", 1, FCGI_END_REQUEST, 1, 3, 0) + b"abc")

@@ -40,7 +40,7 @@ def test_precedence_file_then_env_then_flags(tmp_path: Path) -> None:
 
 def test_channels_from_env_and_repeated_flags() -> None:
     assert load(["--channel", "x", "--channel", "y"], {}).channels == ("x", "y")
-    assert load([], {"ASYNCPHP_CHANNELS": "p, q"}).channels == ("p", "q")
+    assert load([], {"ASYNCPHP_CHANNEL": "p, q"}).channels == ("p", "q")
 
 
 @pytest.mark.parametrize(
