@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 # PHP's urlencode() leaves exactly these bytes alone and turns the space into "+".
@@ -111,21 +112,19 @@ def nesting(value: Any) -> int:
     return deepest
 
 
-def decode_message(payload: bytes, max_depth: int = JSON_MAX_DEPTH) -> dict[str, Any]:
-    """The JSON object in ``payload``, accepted only where PHP's ``json_decode()`` accepts it."""
+def decode_message(payload: bytes) -> dict[str, Any]:
+    """The JSON object in ``payload``, accepted only where PHP's ``json_decode()`` accepts it
+    (see :func:`form_body` for its depth limit)."""
     try:
         value = json.loads(payload.decode("utf-8"), parse_constant=_reject_constant)
     except UnicodeDecodeError as exc:
         raise BadMessage(f"not UTF-8 ({exc.reason} at byte {exc.start})") from None
     except RecursionError:
-        raise BadMessage(f"nested deeper than {max_depth} levels") from None
+        raise BadMessage(f"nested deeper than json_decode() accepts ({JSON_MAX_DEPTH} levels)") from None
     except ValueError as exc:
         raise BadMessage(f"not JSON ({exc})") from None
     if not isinstance(value, dict):
         raise BadMessage(f"JSON {type(value).__name__}, not an object")
-    # json_decode() counts the values inside the deepest container as one more level.
-    if nesting(value) + 1 > max_depth:
-        raise BadMessage(f"nested deeper than {max_depth} levels")
     return value
 
 
@@ -134,13 +133,38 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
-def form_body(payload: bytes) -> bytes:
+@dataclass(frozen=True)
+class Limits:
+    """What a message may be; beyond PHP's own limits the worker would get a truncated ``$_POST``."""
+
+    max_bytes: int = 1 << 20
+    max_nesting: int = 64  # php.ini max_input_nesting_level: brackets in a field name
+    max_fields: int = 1000  # php.ini max_input_vars
+
+
+def form_body(payload: bytes, limits: Limits = Limits()) -> bytes:
     """The form body for one message: what the worker will find in ``$_POST``.
 
     Raises:
-        BadMessage: not UTF-8, not JSON, not an object, or a string PHP would refuse.
+        BadMessage: too large, not UTF-8, not JSON, not an object, nested or wide beyond what
+            PHP would take, or holding a string PHP would refuse.
     """
+    if len(payload) > limits.max_bytes:
+        raise BadMessage(f"{len(payload)} bytes, over max_message_bytes ({limits.max_bytes})")
+    data = decode_message(payload)
+    depth = nesting(data)
+    # json_decode() counts the values inside the deepest container as one more level.
+    if depth + 1 > JSON_MAX_DEPTH:
+        raise BadMessage(f"nested deeper than json_decode() accepts ({JSON_MAX_DEPTH} levels)")
+    if depth - 1 > limits.max_nesting:  # the top-level object's keys carry no brackets
+        raise BadMessage(
+            f"nested {depth - 1} levels deep, over max_input_nesting_level ({limits.max_nesting})"
+        )
     try:
-        return http_build_query(decode_message(payload))
+        body = http_build_query(data)
     except UnicodeEncodeError:
         raise BadMessage("a string holds an unpaired UTF-16 surrogate") from None
+    fields = body.count(b"&") + 1 if body else 0  # a "&" inside a value is encoded as %26
+    if fields > limits.max_fields:
+        raise BadMessage(f"{fields} fields, over max_input_vars ({limits.max_fields})")
+    return body

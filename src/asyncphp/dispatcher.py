@@ -3,6 +3,12 @@
 Nothing here blocks: sockets are non-blocking and registered with the daemon's selector, whose
 loop calls back into the exchange that owns the socket. A worker's output is always read to the
 end, because PHP aborts a script that writes to a connection its client has closed.
+
+At most ``max_in_flight`` requests are open, matching the pool's children, so a burst waits here
+in a bounded queue instead of overflowing php-fpm's listen backlog. When the pool cannot take a
+job (backlog full, refused, socket missing while it restarts, connection reset, OVERLOADED), the
+job goes back to the head of the queue and dispatching pauses with capped exponential backoff;
+a job is given up only after the pool has failed it for ``retry_for`` seconds.
 """
 
 from __future__ import annotations
@@ -13,21 +19,30 @@ import logging
 import selectors
 import socket
 import time
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
+from asyncphp.backoff import Backoff
 from asyncphp.fastcgi import FCGI_REQUEST_COMPLETE, FastCGIError, Response, ResponseParser
 from asyncphp.logfmt import preview
 from asyncphp.settings import PoolAddress
 
 READ_SIZE = 65536
 STDERR_PREVIEW = 600  # characters: enough for a PHP fatal error with its file and line
+BACKOFF_FIRST = 0.05  # seconds
+BACKOFF_CAP = 2.0  # seconds: a pool back from a restart is used again within this
+UNDONE_LOGGED = 1000  # jobs listed one by one when a drain leaves them undone
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Job:
     id: int
     channel: str
     body: bytes
+    received: float  # time.monotonic()
+    attempts: int = 0
+    last_error: str = ""  # why the pool could not take it last time
 
 
 class Exchange:
@@ -52,11 +67,11 @@ class Exchange:
         except BlockingIOError as exc:
             if exc.errno != errno.EINPROGRESS:
                 # On a unix socket EAGAIN means the pool's listen backlog is full.
-                self.fail(f"cannot connect to {address}: listen backlog full ({exc.strerror})")
+                self.fail(f"cannot connect to {address}: listen backlog full", retry=True)
                 return
             self._connecting = True  # TCP: the outcome comes as writability
         except OSError as exc:
-            self.fail(f"cannot connect to {address}: {exc.strerror or exc}")
+            self.fail(f"cannot connect to {address}: {exc.strerror or exc}", retry=True)
             return
         self._owner.selector.register(sock, selectors.EVENT_WRITE, self)
         if not self._connecting:
@@ -81,7 +96,7 @@ class Exchange:
         except BlockingIOError:
             return
         except OSError as exc:
-            self.fail(f"cannot send the request: {exc.strerror or exc}")
+            self.fail(f"cannot send the request: {exc.strerror or exc}", retry=True)
             return
         self._pending = self._pending[sent:]
         if not self._pending:
@@ -95,26 +110,26 @@ class Exchange:
         except BlockingIOError:
             return
         except OSError as exc:
-            self.fail(f"connection lost mid-response: {exc.strerror or exc}")
+            self.fail(f"connection lost mid-response: {exc.strerror or exc}", retry=True)
             return
         if not data:
-            self.fail("the pool closed the connection before the end of the request")
+            self.fail("the pool closed the connection before the end of the request", retry=True)
             return
         try:
             response = self._parser.feed(data)
         except FastCGIError as exc:
-            self.fail(f"the pool's answer is not FastCGI: {exc}")
+            self.fail(f"the pool's answer is not FastCGI: {exc}", retry=False)
             return
         if response.complete:
-            self._close()
-            self._owner.finished(self, response, None)
+            self.close()
+            self._owner.finished(self, response)
 
-    def fail(self, reason: str) -> None:
-        """End this exchange as failed, closing its socket."""
-        self._close()
-        self._owner.finished(self, self._parser.response, reason)
+    def fail(self, reason: str, retry: bool) -> None:
+        """End this exchange without a complete response; ``retry`` if the job never ran."""
+        self.close()
+        self._owner.failed(self, reason, retry)
 
-    def _close(self) -> None:
+    def close(self) -> None:
         if self._sock is None:
             return
         with contextlib.suppress(KeyError):  # never registered: the connect failed at once
@@ -123,83 +138,208 @@ class Exchange:
         self._sock = None
 
 
-class Dispatcher:
-    """Starts exchanges, tracks the ones in flight, logs one line per job's outcome."""
+@dataclass
+class Counters:
+    dispatched: int = 0  # requests written whole to the pool
+    completed: int = 0  # responses that ended well
+    failed: int = 0  # the worker ran and failed, or the pool's answer made no sense
+    retried: int = 0  # attempts the pool could not take, tried again
+    given_up: int = 0  # jobs the pool could not take for retry_for seconds
+    dropped: int = 0  # jobs refused because the queue was full
 
-    def __init__(self, selector: selectors.BaseSelector, address: PoolAddress, log: logging.Logger) -> None:
+
+class Dispatcher:
+    """Feeds the pool at most ``max_in_flight`` jobs at a time, queues the rest, retries pool
+    faults with backoff, and logs one line per job's outcome."""
+
+    def __init__(
+        self,
+        selector: selectors.BaseSelector,
+        address: PoolAddress,
+        build: Callable[[Job], bytes],
+        log: logging.Logger,
+        *,
+        max_in_flight: int,
+        max_queued: int,
+        retry_for: float,
+    ) -> None:
         self.selector = selector
+        self.max_in_flight = max_in_flight
+        self.max_queued = max_queued
+        self.retry_for = retry_for
+        self.counters = Counters()
         self._address = address
+        self._build = build
         self._log = log
         self._open: set[Exchange] = set()
-        self.dispatched = 0  # requests written whole to the pool
-        self.completed = 0  # responses that ended well
-        self.failed = 0  # not delivered, or the worker failed
+        self._queue: deque[Job] = deque()
+        self._backoff = Backoff(BACKOFF_FIRST, BACKOFF_CAP)
+        self._paused_until = 0.0
+        self._outage_since: float | None = None  # first pool fault since the last good response
 
     @property
     def in_flight(self) -> int:
         return len(self._open)
 
-    def submit(self, job: Job, request: bytes) -> None:
-        """Hand ``job`` to the pool without waiting; its outcome is logged when it ends."""
-        exchange = Exchange(job, request, self)
-        self._open.add(exchange)
-        exchange.start(self._address)
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
 
-    def close(self) -> None:
-        """Give up on whatever is still in flight; each is logged as failed."""
+    @property
+    def idle(self) -> bool:
+        return not self._open and not self._queue
+
+    def wake_at(self) -> float | None:
+        """When :meth:`pump` has work that no socket event will trigger: the end of a backoff."""
+        if self._queue and self._paused_until > time.monotonic():
+            return self._paused_until
+        return None
+
+    def submit(self, job: Job) -> None:
+        """Take ``job``: start it now if a slot is free, else queue it (or drop it, loudly, when
+        the queue is full)."""
+        self._queue.append(job)
+        self.pump()
+        if len(self._queue) > self.max_queued:
+            dropped = self._queue.pop()  # the job just taken: older ones keep their place
+            self.counters.dropped += 1
+            self._log.error(
+                "queue full (%d queued, %d in flight): dropped job %d on %s (%d dropped so far); message %s",
+                len(self._queue), len(self._open), dropped.id, dropped.channel, self.counters.dropped,
+                preview(dropped.body), extra=_fields(dropped),
+            )  # fmt: skip
+
+    def pump(self) -> None:
+        """Start queued jobs while slots are free and the pool is not being backed off from."""
+        now = time.monotonic()
+        if self._outage_since is not None:
+            self._give_up_expired(now)
+        if now < self._paused_until:
+            return
+        while self._queue and len(self._open) < self.max_in_flight:
+            job = self._queue.popleft()
+            job.attempts += 1
+            exchange = Exchange(job, self._build(job), self)
+            self._open.add(exchange)
+            exchange.start(self._address)
+            if now < self._paused_until:  # that start failed at once: back off
+                return
+
+    def close(self, reason: str) -> None:
+        """Give up on everything still queued or in flight, logging each job."""
+        undone = [e.job for e in self._open] + list(self._queue)
         for exchange in list(self._open):
-            exchange.fail("abandoned at shutdown")
+            exchange.close()
+        self._open.clear()
+        self._queue.clear()
+        for job in undone[:UNDONE_LOGGED]:
+            self._log.error(
+                "job %d on %s left undone (%s); message %s", job.id, job.channel, reason, preview(job.body)
+            )
+        if len(undone) > UNDONE_LOGGED:
+            self._log.error("%d more jobs left undone (%s)", len(undone) - UNDONE_LOGGED, reason)
+
+    # Called by exchanges.
 
     def sent(self, exchange: Exchange) -> None:
-        self.dispatched += 1
-        self._log.info("Spawned process with ID: %d", exchange.job.id)
+        self.counters.dispatched += 1
+        self._log.info("Spawned process with ID: %d", exchange.job.id, extra=_fields(exchange.job))
 
-    def finished(self, exchange: Exchange, response: Response, error: str | None) -> None:
+    def finished(self, exchange: Exchange, response: Response) -> None:
         self._open.discard(exchange)
         job = exchange.job
-        elapsed_ms = (time.monotonic() - exchange.started) * 1000
-        stderr = f"; stderr {preview(response.stderr, STDERR_PREVIEW)}" if response.stderr_bytes else ""
-        if error is not None:
-            self.failed += 1
-            self._log.error(
-                "job %d on %s failed after %.1f ms: %s%s; message %s",
-                job.id,
-                job.channel,
-                elapsed_ms,
-                error,
-                stderr,
-                preview(job.body),
-            )
+        if response.protocol_status != FCGI_REQUEST_COMPLETE:
+            # The pool refused the request (OVERLOADED, CANT_MPX_CONN, UNKNOWN_ROLE): it never ran.
+            self._retry(exchange, f"the pool refused it (FastCGI protocol status {response.protocol_status})")
             return
-        problem = _worker_problem(response)
+        self._outage_since = None
+        self._backoff.reset()
+        elapsed_ms = (time.monotonic() - exchange.started) * 1000
+        status = response.http_status
+        problem = None
+        if status >= 400:
+            problem = "the worker failed"
+        elif response.app_status:
+            problem = f"the worker exited with status {response.app_status}"
+        stderr = f"; stderr {preview(response.stderr, STDERR_PREVIEW)}" if response.stderr_bytes else ""
+        fields = _fields(job, status, elapsed_ms)
         if problem is None:
-            self.completed += 1
+            self.counters.completed += 1
             self._log.info(
                 "job %d on %s: status %d in %.1f ms%s",
                 job.id,
                 job.channel,
-                response.http_status,
+                status,
                 elapsed_ms,
                 stderr,
+                extra=fields,
             )
         else:
-            self.failed += 1
+            self.counters.failed += 1
             self._log.error(
                 "job %d on %s: status %d in %.1f ms, %s%s",
-                job.id,
-                job.channel,
-                response.http_status,
-                elapsed_ms,
-                problem,
-                stderr,
-            )
+                job.id, job.channel, status, elapsed_ms, problem, stderr, extra=fields,
+            )  # fmt: skip
+        self.pump()
+
+    def failed(self, exchange: Exchange, reason: str, retry: bool) -> None:
+        self._open.discard(exchange)
+        if retry:
+            self._retry(exchange, reason)
+            return
+        job = exchange.job
+        self.counters.failed += 1
+        self._log.error(
+            "job %d on %s failed: %s; message %s", job.id, job.channel, reason, preview(job.body),
+            extra=_fields(job),
+        )  # fmt: skip
+        self.pump()
+
+    def _retry(self, exchange: Exchange, reason: str) -> None:
+        job = exchange.job
+        job.last_error = reason
+        now = time.monotonic()
+        if self._outage_since is None:
+            self._outage_since = now
+        delay = self._backoff.next()
+        self._paused_until = now + delay
+        if self._deadline(job) < now:
+            self._give_up(job, reason)
+        else:
+            self.counters.retried += 1
+            self._queue.appendleft(job)
+            self._log.warning(
+                "job %d on %s: %s; attempt %d, retrying in %.2f s",
+                job.id, job.channel, reason, job.attempts, delay, extra=_fields(job),
+            )  # fmt: skip
+        self.pump()
+
+    def _deadline(self, job: Job) -> float:
+        # A job's retry_for runs from the start of the pool's trouble, or from its arrival if later,
+        # so jobs queued behind an outage are not each given a fresh minute in turn.
+        assert self._outage_since is not None
+        return max(job.received, self._outage_since) + self.retry_for
+
+    def _give_up_expired(self, now: float) -> None:
+        # Deadlines rise along the queue (jobs arrive in order), so expired ones are at its head.
+        while self._queue and self._deadline(self._queue[0]) < now:
+            job = self._queue.popleft()
+            self._give_up(job, job.last_error or "the pool stayed unreachable")
+
+    def _give_up(self, job: Job, reason: str) -> None:
+        self.counters.given_up += 1
+        self._log.error(
+            "job %d on %s given up after %d attempt(s) over %.1f s: %s; message %s",
+            job.id, job.channel, job.attempts, time.monotonic() - job.received, reason, preview(job.body),
+            extra=_fields(job),
+        )  # fmt: skip
 
 
-def _worker_problem(response: Response) -> str | None:
-    if response.protocol_status != FCGI_REQUEST_COMPLETE:
-        return f"the pool refused it (FastCGI protocol status {response.protocol_status})"
-    if response.http_status >= 400:
-        return "the worker failed"
-    if response.app_status:
-        return f"the worker exited with status {response.app_status}"
-    return None
+def _fields(job: Job, status: int | None = None, elapsed_ms: float | None = None) -> dict[str, object]:
+    """Structured journal fields for a job's log line (ignored by a plain stderr handler)."""
+    fields: dict[str, object] = {"ASYNCPHP_CHANNEL": job.channel, "ASYNCPHP_REQUEST_ID": job.id}
+    if status is not None:
+        fields["ASYNCPHP_STATUS"] = status
+    if elapsed_ms is not None:
+        fields["ASYNCPHP_DURATION_MS"] = round(elapsed_ms, 1)
+    return fields

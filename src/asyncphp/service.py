@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import socket
 import sys
@@ -24,6 +25,7 @@ class Notifier:
 
     def __init__(self, env: Mapping[str, str]) -> None:
         self._send: Callable[[str], object] | None = None
+        self.watchdog_interval = 0.0  # seconds between WATCHDOG=1; 0 when systemd does not ask
         if env.get("NOTIFY_SOCKET"):
             try:
                 from systemd.daemon import notify
@@ -33,6 +35,11 @@ class Notifier:
                     "pip install 'asyncphp[systemd]' (needs libsystemd-dev and pkg-config)"
                 ) from None
             self._send = notify
+            usec = env.get("WATCHDOG_USEC", "")
+            pid = env.get("WATCHDOG_PID", "")
+            if usec.isdigit() and int(usec) > 0 and (not pid or pid == str(os.getpid())):
+                # Half the timeout, as sd_watchdog_enabled(3) advises.
+                self.watchdog_interval = int(usec) / 2e6
 
     def notify(self, *fields: str) -> None:
         if self._send is not None:
@@ -46,6 +53,9 @@ class Notifier:
 
     def stopping(self, status: str) -> None:
         self.notify("STOPPING=1", f"STATUS={status}")
+
+    def watchdog(self) -> None:
+        self.notify("WATCHDOG=1")
 
 
 def configure_logging(level: str, env: Mapping[str, str]) -> logging.Logger:

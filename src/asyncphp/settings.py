@@ -54,10 +54,33 @@ class PoolAddress:
 @dataclass(frozen=True)
 class Settings:
     redis_url: str = "redis://127.0.0.1:6379/0"
+    # A file holding the Redis password, for a URL without one; systemd's LoadCredential= puts it
+    # at $CREDENTIALS_DIRECTORY/redis-password, which is used when this is not set.
+    redis_password_file: str | None = None
     channels: tuple[str, ...] = ("commands",)
     fpm_socket: PoolAddress = PoolAddress(socket.AF_UNIX, "/run/php/asyncphp-commands.sock")
     worker_script: str = "/usr/local/lib/asyncphp/worker.php"
+    max_in_flight: int = 5  # the pool's pm.max_children
+    max_queued: int = 100_000
+    retry_for: float = 60.0  # seconds a job may wait for an unreachable or refusing pool
+    drain_timeout: float = 10.0  # seconds to finish jobs at shutdown, below the unit's TimeoutStopSec
+    max_message_bytes: int = 1 << 20
+    max_nesting: int = 64  # php.ini max_input_nesting_level
+    max_fields: int = 1000  # php.ini max_input_vars
     log_level: str = "INFO"
+
+
+# Settings a SIGHUP applies without a restart; the others need one.
+RELOADABLE = frozenset(
+    {"max_in_flight", "max_queued", "retry_for", "drain_timeout", "max_message_bytes", "max_nesting",
+     "max_fields", "log_level"}
+)  # fmt: skip
+
+
+def _string(value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"expected a non-empty string, got {value!r}")
+    return value
 
 
 def _redis_url(value: Any) -> str:
@@ -69,10 +92,11 @@ def _redis_url(value: Any) -> str:
     return url
 
 
-def _string(value: Any) -> str:
-    if not isinstance(value, str) or not value:
-        raise ValueError(f"expected a non-empty string, got {value!r}")
-    return value
+def _absolute_path(value: Any) -> str:
+    path = PurePosixPath(_string(value))
+    if not path.is_absolute():
+        raise ValueError(f"{value!r} is not an absolute path")
+    return str(path)
 
 
 def _channels(value: Any) -> tuple[str, ...]:
@@ -87,11 +111,38 @@ def _fpm_socket(value: Any) -> PoolAddress:
 
 
 def _worker_script(value: Any) -> str:
-    path = PurePosixPath(_string(value))
-    # php-fpm answers "Primary script unknown" for anything else.
-    if not path.is_absolute() or ".." in path.parts:
+    path = _absolute_path(value)
+    # php-fpm answers "Primary script unknown" for a path with "..".
+    if ".." in PurePosixPath(path).parts:
         raise ValueError(f"{value!r} must be an absolute path without '..'")
-    return str(path)
+    return path
+
+
+def _count(minimum: int) -> Callable[[Any], int]:
+    def parse(value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, (int, str)):
+            raise ValueError(f"expected a whole number, got {value!r}")
+        try:
+            number = int(value)
+        except ValueError:
+            raise ValueError(f"expected a whole number, got {value!r}") from None
+        if number < minimum:
+            raise ValueError(f"{number} is below {minimum}")
+        return number
+
+    return parse
+
+
+def _seconds(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ValueError(f"expected seconds, got {value!r}")
+    try:
+        number = float(value)
+    except ValueError:
+        raise ValueError(f"expected seconds, got {value!r}") from None
+    if not 0 <= number < float("inf"):
+        raise ValueError(f"{number} is not a duration in seconds")
+    return number
 
 
 def _log_level(value: Any) -> str:
@@ -101,12 +152,20 @@ def _log_level(value: Any) -> str:
     return level
 
 
-_FIELDS: dict[str, Callable[[Any], Any]] = {
-    "redis_url": _redis_url,
-    "channels": _channels,
-    "fpm_socket": _fpm_socket,
-    "worker_script": _worker_script,
-    "log_level": _log_level,
+_FIELDS: dict[str, tuple[Callable[[Any], Any], str]] = {
+    "redis_url": (_redis_url, "redis://, rediss:// (TLS) or unix:// URL, with user and password if any"),
+    "redis_password_file": (_absolute_path, "file holding the Redis password"),
+    "channels": (_channels, "channel to subscribe to; repeatable"),
+    "fpm_socket": (_fpm_socket, "the pool: a unix socket path, or host:port"),
+    "worker_script": (_worker_script, "absolute path of the PHP script, as SCRIPT_FILENAME"),
+    "max_in_flight": (_count(1), "requests open at once; the pool's pm.max_children"),
+    "max_queued": (_count(0), "messages waiting for a free request slot before new ones are dropped"),
+    "retry_for": (_seconds, "seconds to retry a job the pool cannot take"),
+    "drain_timeout": (_seconds, "seconds to finish jobs on SIGTERM"),
+    "max_message_bytes": (_count(1), "larger messages are skipped"),
+    "max_nesting": (_count(1), "deeper messages are skipped; php.ini max_input_nesting_level"),
+    "max_fields": (_count(1), "messages with more form fields are skipped; php.ini max_input_vars"),
+    "log_level": (_log_level, "DEBUG, INFO (a line per job), WARNING or ERROR"),
 }
 
 
@@ -123,17 +182,22 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="asyncphp-daemon",
         description="Subscribe to Redis channels and hand each JSON message to a php-fpm pool.",
-        epilog="Each setting can also come from the TOML file (same name with underscores) or from "
+        epilog="Each setting can also come from the TOML file (the name with underscores) or from "
         "ASYNCPHP_<FLAG NAME> in the environment (ASYNCPHP_CHANNEL comma-separated); flags win over env, "
-        "env over file.",
+        "env over file. Exit status 2: invalid settings.",
     )
     p.add_argument("--version", action="version", version=f"asyncphp {__version__}")
     p.add_argument("--config", type=Path, help=f"TOML file (default: {DEFAULT_CONFIG} if it exists)")
-    p.add_argument("--redis-url", help=f"default: {Settings.redis_url}")
-    p.add_argument("--channel", dest="channels", action="append", help="repeatable; default: commands")
-    p.add_argument("--fpm-socket", help=f"unix socket path or host:port; default: {Settings.fpm_socket}")
-    p.add_argument("--worker-script", help=f"SCRIPT_FILENAME; default: {Settings.worker_script}")
-    p.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR; default: INFO")
+    defaults = Settings()
+    for key, (_, text) in _FIELDS.items():
+        default = getattr(defaults, key)
+        shown = ", ".join(default) if isinstance(default, tuple) else default
+        p.add_argument(
+            _flag(key),
+            dest=key,
+            action="append" if key == "channels" else "store",
+            help=f"{text} (default: {shown}; env {_env(key)})",
+        )
     return p
 
 
@@ -180,7 +244,12 @@ def load(
     values: dict[str, Any] = {}
     for key, (value, source) in raw.items():
         try:
-            values[key] = _FIELDS[key](value)
+            values[key] = _FIELDS[key][0](value)
         except ValueError as exc:
             raise SettingsError(f"invalid setting {key} (from {source}): {exc}") from None
+    credentials = env.get("CREDENTIALS_DIRECTORY")
+    if "redis_password_file" not in values and credentials:
+        candidate = Path(credentials) / "redis-password"
+        if candidate.exists():
+            values["redis_password_file"] = str(candidate)
     return Settings(**values)

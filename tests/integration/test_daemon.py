@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from asyncphp import sandbox
 from asyncphp.caller import publish
 from asyncphp.sandbox import Pool, RedisServer, free_port
 from tests.conftest import WORKER
@@ -29,13 +30,31 @@ def test_invalid_setting_exits_2_with_one_line() -> None:
     assert "invalid setting fpm_socket (from --fpm-socket)" in done.stderr
 
 
-def test_unreachable_redis_at_start_fails_visibly(tmp_path: Path) -> None:
-    done = run_daemon(
-        "--redis-url", f"redis://127.0.0.1:{free_port()}/0",
-        "--fpm-socket", str(tmp_path / "fpm.sock"), "--worker-script", str(WORKER),
-    )  # fmt: skip
-    assert done.returncode == 1
-    assert "ERROR cannot subscribe at redis://127.0.0.1:" in done.stderr
+def test_redis_down_at_start_is_retried_until_it_comes(
+    tmp_path: Path, pool: Pool, notify_socket: socket.socket
+) -> None:
+    port = free_port()
+    log = tmp_path / "daemon.log"
+    env = {"NOTIFY_SOCKET": notify_socket.getsockname()}
+    daemon = Daemon(
+        sandbox.start_daemon(f"redis://127.0.0.1:{port}/0", pool.listen, WORKER, log=log, env=env), log
+    )
+    try:
+        daemon.wait_for(
+            rf"ERROR cannot connect to redis at redis://127\.0\.0\.1:{port}/0: .* retrying in", count=2
+        )
+        (redis_dir := tmp_path / "redis").mkdir()
+        server = sandbox.start_redis(redis_dir, port=port)
+        try:
+            daemon.wait_for("Subscribed to commands", timeout=15)
+            notifications(notify_socket, until="READY=1")
+            assert publish({"timestamp": "late redis"}, redis_url=server.url) == 1
+            daemon.wait_for("job 1 on commands: status 200")
+        finally:
+            assert daemon.stop() == 0
+            server.stop()
+    finally:
+        daemon.stop()
 
 
 def test_bad_messages_are_skipped_and_the_next_one_runs(
@@ -54,7 +73,7 @@ def test_bad_messages_are_skipped_and_the_next_one_runs(
     assert "not JSON" in warnings[0] and '"not json"' in warnings[0]
     assert "not an object" in warnings[1]
     assert "not UTF-8" in warnings[2] and "\\xff" in warnings[2]
-    assert "nested deeper than 512 levels" in warnings[3] and "(6007 bytes)" in warnings[3]
+    assert "nested deeper than json_decode() accepts" in warnings[3] and "(6007 bytes)" in warnings[3]
     assert daemon.server.process.poll() is None
 
 
@@ -72,10 +91,20 @@ def test_pool_over_tcp(
 def test_pool_not_listening_is_logged_with_the_message(
     redis_server: RedisServer, tmp_path: Path, start_daemon: Callable[..., Daemon]
 ) -> None:
-    daemon = start_daemon(tmp_path / "nobody.sock")
+    daemon = start_daemon(tmp_path / "nobody.sock", "--retry-for", "1")
     assert publish({"timestamp": "lost?"}, redis_url=redis_server.url) == 1
-    (line,) = daemon.wait_for("ERROR job 1 on commands failed")
+    (line,) = daemon.wait_for("ERROR job 1 on commands given up after")
     assert "No such file or directory" in line and "timestamp=lost%3F" in line
+    retries = daemon.lines("WARNING job 1 on commands: cannot connect")
+    assert len(retries) >= 3 and "retrying in" in retries[0]
+
+
+def notifications(sock: socket.socket, until: str) -> list[str]:
+    """sd_notify datagrams received up to and including the first one holding ``until``."""
+    received = []
+    while not received or until not in received[-1]:
+        received.append(sock.recv(4096).decode())
+    return received
 
 
 @pytest.fixture
@@ -91,14 +120,13 @@ def test_ready_only_after_subscribing_and_stopping_on_sigterm(
     redis_server: RedisServer, pool: Pool, start_daemon: Callable[..., Daemon], notify_socket: socket.socket
 ) -> None:
     daemon = start_daemon(pool.listen, env={"NOTIFY_SOCKET": notify_socket.getsockname()}, wait=False)
-    ready = notify_socket.recv(4096).decode()
-    assert "READY=1" in ready and "STATUS=subscribed to commands" in ready
+    ready = notifications(notify_socket, until="READY=1")[-1]
+    assert "STATUS=subscribed to commands · 0 dispatched" in ready
     assert daemon.lines("Subscribed to commands")
     assert publish({"timestamp": "x"}, redis_url=redis_server.url) == 1
 
     assert daemon.stop() == 0
-    stopping = notify_socket.recv(4096).decode()
-    assert "STOPPING=1" in stopping
+    notifications(notify_socket, until="STOPPING=1")
 
 
 def test_fire_and_forget_hands_every_job_over_before_any_finishes(
@@ -106,7 +134,7 @@ def test_fire_and_forget_hands_every_job_over_before_any_finishes(
 ) -> None:
     import redis
 
-    daemon = start_daemon(pool.listen)
+    daemon = start_daemon(pool.listen, "--max-in-flight", "10")
     with redis.Redis.from_url(redis_server.url).pipeline(transaction=False) as pipe:
         for i in range(10):
             pipe.publish("commands", f'{{"timestamp": "job {i}"}}')

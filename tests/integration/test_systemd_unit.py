@@ -112,7 +112,7 @@ def test_unit_starts_serves_logs_restarts_and_stops(
     systemd.run("systemctl", "start", "asyncphp-daemon.service")
     state = systemd.show("asyncphp-daemon.service", "ActiveState", "StatusText", "MainPID", "User")
     assert state["ActiveState"] == "active"
-    assert state["StatusText"] == "subscribed to commands"
+    assert state["StatusText"].startswith("subscribed to commands · 0 dispatched")
     journal = systemd.journal("asyncphp-daemon.service")
     assert "Connected to redis on 127.0.0.1:" in journal
     assert "Subscribed to commands" in journal

@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from asyncphp.body import BadMessage, form_body, nesting, php_float, urlencode
+from asyncphp.body import BadMessage, Limits, form_body, nesting, php_float, urlencode
 
 # Raw JSON, so duplicate keys and exact number literals reach both sides unchanged.
 PAYLOADS = [
@@ -114,6 +114,9 @@ def test_bad_messages_say_why(payload: bytes, reason: str) -> None:
         form_body(payload)
 
 
+UNLIMITED = Limits(max_bytes=1 << 30, max_nesting=1 << 20, max_fields=1 << 20)
+
+
 def nested(lists: int) -> bytes:
     return b'{"a": ' + b"[" * lists + b"]" * lists + b"}"
 
@@ -125,13 +128,34 @@ def test_nesting_is_limited_where_json_decode_limits_it(php: str) -> None:
         done = subprocess.run([php, "-r", accepted], input=nested(lists), capture_output=True, check=True)
         assert done.stdout.strip() == (b"bool(true)" if ok else b"bool(false)")
         if ok:
-            assert form_body(nested(lists)) == b""
+            assert form_body(nested(lists), UNLIMITED) == b""
         else:
-            with pytest.raises(BadMessage, match="nested deeper than 512"):
-                form_body(nested(lists))
+            with pytest.raises(BadMessage, match="nested deeper than json_decode"):
+                form_body(nested(lists), UNLIMITED)
 
 
 def test_nesting_past_the_recursion_limit_is_rejected_not_a_crash() -> None:
     for lists in (5_000, 100_000):
-        with pytest.raises(BadMessage, match="nested deeper than 512"):
+        with pytest.raises(BadMessage, match="nested deeper than json_decode"):
             form_body(nested(lists))
+
+
+def test_limits_mirror_php_input_limits(php: str) -> None:
+    limits = Limits(max_bytes=100, max_nesting=3, max_fields=4)
+    assert form_body(b'{"a": {"b": {"c": {"d": 1}}}}', limits) == b"a%5Bb%5D%5Bc%5D%5Bd%5D=1"
+    with pytest.raises(BadMessage, match=r"nested 4 levels deep, over max_input_nesting_level \(3\)"):
+        form_body(b'{"a": {"b": {"c": {"d": {"e": 1}}}}}', limits)
+    assert form_body(b'{"a": [1, 2, 3], "b": "x&y"}', limits).count(b"&") == 3
+    with pytest.raises(BadMessage, match=r"5 fields, over max_input_vars \(4\)"):
+        form_body(b'{"a": [1, 2, 3, 4, 5]}', limits)
+    with pytest.raises(BadMessage, match=r"101 bytes, over max_message_bytes \(100\)"):
+        form_body(b'{"a": "' + b"x" * 92 + b'"}', limits)
+
+
+def test_default_limits_are_phps_defaults(php: str) -> None:
+    # PHP drops a field nested past max_input_nesting_level and stops after max_input_vars.
+    show = 'echo ini_get("max_input_nesting_level"), " ", ini_get("max_input_vars");'
+    levels, fields = subprocess.run(
+        [php, "-r", show], capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert (Limits().max_nesting, Limits().max_fields) == (int(levels), int(fields))

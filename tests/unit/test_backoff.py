@@ -1,0 +1,16 @@
+from __future__ import annotations
+
+from asyncphp.backoff import Backoff
+
+
+def test_doubles_up_to_the_cap_and_resets() -> None:
+    backoff = Backoff(0.1, 1.0)
+    assert [backoff.next() for _ in range(6)] == [0.1, 0.2, 0.4, 0.8, 1.0, 1.0]
+    backoff.reset()
+    assert backoff.next() == 0.1
+
+
+def test_jitter_stays_in_the_upper_half() -> None:
+    backoff = Backoff(1.0, 8.0, jitter=True)
+    for ceiling in (1.0, 2.0, 4.0, 8.0, 8.0):
+        assert ceiling / 2 <= backoff.next() <= ceiling
