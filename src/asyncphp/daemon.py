@@ -257,7 +257,8 @@ class Daemon:
         self.dispatcher.max_in_flight = self.settings.max_in_flight
         self.dispatcher.max_queued = self.settings.max_queued
         self.dispatcher.retry_for = self.settings.retry_for
-        self.log.info("SIGHUP: settings reloaded; changed: %s", ", ".join(applied) or "nothing")
+        # WARNING, so that the answer to an operator's SIGHUP shows whatever the log level.
+        self.log.warning("SIGHUP: settings reloaded; changed: %s", ", ".join(applied) or "nothing")
         if ignored:
             self.log.warning("SIGHUP: %s changed but take effect only after a restart", ", ".join(ignored))
 

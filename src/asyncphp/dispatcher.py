@@ -124,6 +124,11 @@ class Exchange:
             self.close()
             self._owner.finished(self, response)
 
+    @property
+    def sent(self) -> bool:
+        """True once the whole request is with the pool."""
+        return not self._pending
+
     def fail(self, reason: str, retry: bool) -> None:
         """End this exchange without a complete response; ``retry`` if the job never ran."""
         self.close()
@@ -226,18 +231,26 @@ class Dispatcher:
                 return
 
     def close(self, reason: str) -> None:
-        """Give up on everything still queued or in flight, logging each job."""
-        undone = [e.job for e in self._open] + list(self._queue)
+        """Stop: log each job whose outcome will never be known or that was never sent."""
+        running = sorted((e.job for e in self._open if e.sent), key=lambda job: job.id)
+        unsent = sorted((e.job for e in self._open if not e.sent), key=lambda job: job.id) + list(self._queue)
         for exchange in list(self._open):
             exchange.close()
         self._open.clear()
         self._queue.clear()
-        for job in undone[:UNDONE_LOGGED]:
+        for job in running:
+            # The pool has it; with ignore_user_abort on (commands.conf) it runs to its end.
+            self._log.warning(
+                "job %d on %s still running in the pool (%s): its outcome will not be logged",
+                job.id, job.channel, reason, extra=_fields(job),
+            )  # fmt: skip
+        for job in unsent[:UNDONE_LOGGED]:
             self._log.error(
-                "job %d on %s left undone (%s); message %s", job.id, job.channel, reason, preview(job.body)
-            )
-        if len(undone) > UNDONE_LOGGED:
-            self._log.error("%d more jobs left undone (%s)", len(undone) - UNDONE_LOGGED, reason)
+                "job %d on %s left undone (%s); message %s", job.id, job.channel, reason, preview(job.body),
+                extra=_fields(job),
+            )  # fmt: skip
+        if len(unsent) > UNDONE_LOGGED:
+            self._log.error("%d more jobs left undone (%s)", len(unsent) - UNDONE_LOGGED, reason)
 
     # Called by exchanges.
 

@@ -101,14 +101,14 @@ def find_php_fpm() -> str:
     raise SandboxError("php-fpm not found: apt-get install php-fpm")
 
 
-def start_redis(workdir: Path, port: int | None = None) -> RedisServer:
+def start_redis(workdir: Path, port: int | None = None, extra: Sequence[str] = ()) -> RedisServer:
     port = port or free_port()
     log = workdir / f"redis-{port}.log"
     args = [
         shutil.which("redis-server") or "redis-server",
         "--bind", "127.0.0.1", "--port", str(port),
         "--save", "", "--appendonly", "no", "--daemonize", "no",
-        "--dir", str(workdir), "--logfile", str(log),
+        "--dir", str(workdir), "--logfile", str(log), *extra,
     ]  # fmt: skip
     process = subprocess.Popen(args, stdin=subprocess.DEVNULL)
     server = RedisServer("redis", process, log, port=port)
@@ -119,7 +119,7 @@ def start_redis(workdir: Path, port: int | None = None) -> RedisServer:
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
                 sock.sendall(b"PING\r\n")
-                return sock.recv(16).startswith(b"+PONG")
+                return sock.recv(64).startswith((b"+PONG", b"-NOAUTH"))
         except OSError:
             return False
 

@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import pytest
+import redis
 
 from asyncphp import sandbox
 from asyncphp.sandbox import Pool, RedisServer, Server
@@ -96,11 +97,20 @@ def start_daemon(tmp_path: Path, redis_server: RedisServer) -> Iterator[Callable
         wait: bool = True,
     ) -> Daemon:
         log = tmp_path / f"daemon-{len(started)}.log"
+        client = redis.Redis.from_url(redis_server.url)
+        subscribers = len(client.client_list(_type="pubsub"))
         server = sandbox.start_daemon(redis_server.url, str(pool_socket), worker, *extra, log=log, env=env)
         daemon = Daemon(server, log)
         started.append(daemon)
         if wait:
-            daemon.wait_for("Subscribed to")
+            # Asked of Redis rather than read from the log, which may be quiet (--log-level).
+            def subscribed() -> bool:
+                if server.process.poll() is not None:
+                    pytest.fail(f"daemon exited with {server.process.returncode}:\n{log.read_text()}")
+                return len(client.client_list(_type="pubsub")) > subscribers
+
+            wait_for(subscribed, what="the daemon to subscribe")
+        client.close()
         return daemon
 
     yield start

@@ -8,6 +8,7 @@ changed to point at this checkout and the test's Redis.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -45,6 +46,18 @@ def test_unit_passes_systemd_analyze_verify() -> None:
     # The only complaint allowed is the ExecStart of an install that does not exist on this machine.
     problems = [line for line in done.stderr.splitlines() if "/opt/asyncphp/venv/bin" not in line]
     assert problems == []
+
+
+def test_unit_hardening_scores_2_or_lower() -> None:
+    done = subprocess.run(
+        ["systemd-analyze", "security", "--offline=true", str(UNIT)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    score = float(done.stdout.rsplit("Overall exposure level for asyncphp-daemon.service:", 1)[1].split()[0])
+    print(f"\nsystemd-analyze security: {score}")
+    assert score <= 2.0
 
 
 def _pool_unit(workdir: Path) -> str:
@@ -124,6 +137,14 @@ def test_unit_starts_serves_logs_restarts_and_stops(
     )
     log = systemd.run("cat", f"{RUN}/log/worker.log").stdout
     assert log == "through systemd\n"
+    # Structured fields, through python-systemd's JournalHandler.
+    fields = systemd.run(
+        "journalctl", "-u", "asyncphp-daemon.service", "-o", "json", "ASYNCPHP_STATUS=200", "--no-pager"
+    ).stdout.splitlines()
+    entry = json.loads(fields[-1])
+    assert (entry["ASYNCPHP_REQUEST_ID"], entry["ASYNCPHP_CHANNEL"]) == ("1", "commands")
+    assert float(entry["ASYNCPHP_DURATION_MS"]) > 0
+    assert entry["SYSLOG_IDENTIFIER"] == "asyncphp-daemon"
 
     # A killed daemon comes back (Restart=always, RestartSec=5s) and subscribes again.
     first_pid = state["MainPID"]
