@@ -15,7 +15,7 @@ import redis
 from asyncphp import sandbox
 from asyncphp.caller import publish
 from asyncphp.sandbox import Pool, RedisServer
-from tests.conftest import PHP_DIR, WORKER
+from tests.conftest import PHP_DIR
 from tests.integration.conftest import Daemon, lines, wait_for
 
 FAST = PHP_DIR / "fast.php"
@@ -255,27 +255,3 @@ def test_sighup_reloads_what_can_change_live(
     wait_for(lambda: lines(pool.worker_log) == ["quiet"], what="the job after the reload")
     time.sleep(0.5)
     assert daemon.lines("Spawned|status 200") == []  # INFO lines are off now
-
-
-def test_password_from_a_credentials_file(
-    tmp_path: Path, pool: Pool, start_daemon: Callable[..., Daemon]
-) -> None:
-    (tmp_path / "secure").mkdir()
-    server = sandbox.start_redis(tmp_path / "secure", extra=("--requirepass", "s3cret"))
-    try:
-        credentials = tmp_path / "credentials"
-        credentials.mkdir()
-        (credentials / "redis-password").write_text("s3cret\n")
-        log = tmp_path / "secure-daemon.log"
-        env = {"CREDENTIALS_DIRECTORY": str(credentials)}
-        daemon = Daemon(sandbox.start_daemon(server.url, pool.listen, WORKER, log=log, env=env), log)
-        try:
-            daemon.wait_for("Subscribed to commands")
-            url = f"redis://:s3cret@127.0.0.1:{server.port}/0"
-            assert publish({"timestamp": "authenticated"}, redis_url=url) == 1
-            daemon.wait_for("job 1 on commands: status 200")
-            assert "s3cret" not in log.read_text()
-        finally:
-            daemon.stop()
-    finally:
-        server.stop()
