@@ -146,6 +146,12 @@ def test_unit_starts_serves_logs_restarts_and_stops(
     assert float(entry["ASYNCPHP_DURATION_MS"]) > 0
     assert entry["SYSLOG_IDENTIFIER"] == "asyncphp-daemon"
 
+    systemd.run("systemctl", "reload", "asyncphp-daemon.service")
+    wait_for(
+        lambda: "SIGHUP: settings reloaded; changed: nothing" in systemd.journal("asyncphp-daemon.service"),
+        what="the reload in the journal",
+    )
+
     # A killed daemon comes back (Restart=always, RestartSec=5s) and subscribes again.
     first_pid = state["MainPID"]
     systemd.run("kill", "-9", first_pid)
