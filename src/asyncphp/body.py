@@ -57,7 +57,12 @@ def _scalar(value: Any) -> bytes | None:
     if isinstance(value, int):
         if _PHP_INT_MIN <= value <= _PHP_INT_MAX:
             return str(value).encode()
-        return urlencode(php_float(float(value)).encode())  # json_decode overflows to float
+        # json_decode() turns an integer PHP cannot hold into a float, INF past float's range.
+        try:
+            as_float = float(value)
+        except OverflowError:
+            as_float = math.inf if value > 0 else -math.inf
+        return urlencode(php_float(as_float).encode())
     if isinstance(value, float):
         return urlencode(php_float(value).encode())
     if isinstance(value, str):

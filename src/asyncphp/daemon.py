@@ -34,10 +34,7 @@ from asyncphp.sources import Message, PubSubSource
 EXIT_OK = 0
 EXIT_BAD_SETTINGS = 2
 
-TICK = 1.0  # seconds: the loop wakes at least this often
-STATUS_EVERY = 1.0  # seconds between STATUS= updates
-REDIS_IDLE_PING = 15.0  # seconds of silence from Redis before asking it for a PONG
-REDIS_PONG_TIMEOUT = 10.0  # seconds to wait for that PONG before calling the connection dead
+TICK = 1.0  # seconds: the loop wakes at least this often, and updates STATUS= at most this often
 UNSUBSCRIBE_TIMEOUT = 1.0  # seconds to wait at shutdown for Redis to confirm the unsubscribe
 
 
@@ -59,20 +56,22 @@ class Daemon:
         self.dispatcher = Dispatcher(
             self.selector,
             settings.fpm_socket,
-            lambda job: self.requests.build(job.id, job.channel, job.body),
+            lambda job: self.requests.build(job.id, job.channel, job.body, job.attempts),
             log,
             max_in_flight=settings.max_in_flight,
             max_queued=settings.max_queued,
+            max_queued_bytes=settings.max_queued_bytes,
             retry_for=settings.retry_for,
         )
         self.received = 0
         self.rejected = 0
-        self._jobs = 0
+        self._last_job_id = 0
         self._source: PubSubSource | None = None
         self._redis_fd: int | None = None
         self._connect_at: float | None = 0.0  # when to (re)connect to Redis; None while connected
         self._redis_backoff = Backoff(0.1, 5.0, jitter=True)
         self._redis_down_since: float | None = None
+        self._announced = False  # this connection's subscription has been confirmed and logged
         self._pinged_at: float | None = None
         self._ready = False
         self._stop_reason: str | None = None
@@ -106,16 +105,15 @@ class Daemon:
         self.dispatcher.pump()
         self._check_redis(now)
         if now >= self._next_status:
-            self._next_status = now + STATUS_EVERY
+            self._next_status = now + TICK
             self._update_status()
-        if self.notifier.watchdog_interval and now >= self._next_watchdog:
+        # From READY on, as systemd's watchdog timer runs from there too.
+        if self._ready and self.notifier.watchdog_interval and now >= self._next_watchdog:
             self._next_watchdog = now + self.notifier.watchdog_interval
             self.notifier.watchdog()
 
     def _timeout(self) -> float:
         now = time.monotonic()
-        if self._source is not None and self._source.buffered:
-            return 0.0
         wakes = [now + TICK, self._next_status]
         if self._connect_at is not None:
             wakes.append(self._connect_at)
@@ -146,8 +144,9 @@ class Daemon:
             return
         self._source, self._redis_fd, self._connect_at = source, fd, None
         self._pinged_at = None
+        self._announced = False
         self.selector.register(fd, selectors.EVENT_READ, self._on_redis)
-        self.log.info("Connected to redis on %s (redis %s)", where, version)
+        self.log.info("Connected to redis on %s (%s)", where, version)
 
     def _disconnect(self) -> None:
         if self._redis_fd is not None:
@@ -174,15 +173,16 @@ class Daemon:
             return
         if self._pinged_at is not None and source.last_read > self._pinged_at:
             self._pinged_at = None  # it answered
-        if self._pinged_at is None and now - source.last_read > REDIS_IDLE_PING:
+        interval = self.settings.redis_health_interval
+        if self._pinged_at is None and now - source.last_read > interval:
             try:
                 source.ping()
             except (redis.RedisError, OSError) as exc:
                 self._lost_redis(str(exc))
                 return
             self._pinged_at = now
-        elif self._pinged_at is not None and now - self._pinged_at > REDIS_PONG_TIMEOUT:
-            self._lost_redis(f"no answer to PING within {REDIS_PONG_TIMEOUT:.0f} s")
+        elif self._pinged_at is not None and now - self._pinged_at > interval:
+            self._lost_redis(f"no answer to PING within {interval:g} s")
 
     def _on_redis(self, mask: int) -> None:
         source = self._source
@@ -193,11 +193,11 @@ class Daemon:
         except (redis.RedisError, OSError) as exc:
             self._lost_redis(str(exc) or type(exc).__name__)
             return
-        newly_confirmed = not self._ready or self._redis_down_since is not None
-        if newly_confirmed and source.confirmed and self._stop_reason is None:
+        if not self._announced and source.confirmed and self._stop_reason is None:
             self._subscribed()
 
     def _subscribed(self) -> None:
+        self._announced = True
         self._redis_backoff.reset()
         channels = ", ".join(self.settings.channels)
         if self._redis_down_since is not None:
@@ -214,15 +214,18 @@ class Daemon:
         self.received += 1
         try:
             body = form_body(message.payload, self.limits)
-        except BadMessage as exc:
+        except Exception as exc:
             self.rejected += 1
+            reason = (
+                str(exc) if isinstance(exc, BadMessage) else f"cannot encode it ({type(exc).__name__}: {exc})"
+            )
             self.log.warning(
-                "skipped a message on %s: %s; message %s",
-                message.channel, exc, preview(message.payload), extra={"ASYNCPHP_CHANNEL": message.channel},
+                "skipped a message on %s: %s; message %s", message.channel, reason, preview(message.payload),
+                extra={"ASYNCPHP_CHANNEL": message.channel},
             )  # fmt: skip
             return
-        self._jobs += 1
-        self.dispatcher.submit(Job(self._jobs, message.channel, body, time.monotonic()))
+        self._last_job_id += 1
+        self.dispatcher.submit(Job(self._last_job_id, message.channel, body, time.monotonic()))
 
     # Signals and lifecycle.
 
@@ -256,6 +259,7 @@ class Daemon:
         self.limits = _limits(self.settings)
         self.dispatcher.max_in_flight = self.settings.max_in_flight
         self.dispatcher.max_queued = self.settings.max_queued
+        self.dispatcher.max_queued_bytes = self.settings.max_queued_bytes
         self.dispatcher.retry_for = self.settings.retry_for
         # WARNING, so that the answer to an operator's SIGHUP shows whatever the log level.
         self.log.warning("SIGHUP: settings reloaded; changed: %s", ", ".join(applied) or "nothing")
@@ -270,6 +274,7 @@ class Daemon:
         self.log.info("stopping (%s): %d in flight, %d queued", self._stop_reason, d.in_flight, d.queued)
         deadline = time.monotonic() + self.settings.drain_timeout
         unsubscribe_by = time.monotonic() + UNSUBSCRIBE_TIMEOUT
+        self._connect_at = None  # no reconnecting while stopping
         if self._source is not None:
             try:
                 self._source.unsubscribe()
@@ -277,8 +282,11 @@ class Daemon:
                 self._disconnect()
         while not self._stop_now:
             now = time.monotonic()
-            if self._source is not None and (self._source.unsubscribed or now >= unsubscribe_by):
+            if self._source is not None and self._source.unsubscribed:
                 self._disconnect()  # whatever Redis sent before confirming has been read
+            elif self._source is not None and now >= unsubscribe_by:
+                self.log.warning("redis did not confirm the unsubscribe within %g s", UNSUBSCRIBE_TIMEOUT)
+                self._disconnect()
             if (self._source is None and d.idle) or now >= deadline:
                 break
             self._turn(min(self._timeout(), max(0.0, deadline - now)))
@@ -304,9 +312,10 @@ class Daemon:
             state = f"connecting to redis for {channels}"
         else:
             state = f"subscribed to {channels}"
-        d = self.dispatcher
-        counts = f"{d.counters.dispatched} dispatched · {d.in_flight} in flight · {d.queued} queued"
-        return f"{state} · {counts} · {d.counters.failed} failed"
+        d, c = self.dispatcher, self.dispatcher.counters
+        failed = c.failed + c.given_up + c.dropped  # every job that did not end well
+        counts = f"{c.dispatched} dispatched · {d.in_flight} in flight · {d.queued} queued · {failed} failed"
+        return f"{state} · {counts}"
 
     def _update_status(self) -> None:
         status = self._status_line()

@@ -8,7 +8,9 @@ At most ``max_in_flight`` requests are open, matching the pool's children, so a 
 in a bounded queue instead of overflowing php-fpm's listen backlog. When the pool cannot take a
 job (backlog full, refused, socket missing while it restarts, connection reset, OVERLOADED), the
 job goes back to the head of the queue and dispatching pauses with capped exponential backoff;
-a job is given up only after the pool has failed it for ``retry_for`` seconds.
+a job is given up only after the pool has failed it for ``retry_for`` seconds. A connection lost
+after the worker began to answer is not retried: the worker ran, and its outcome is unknown.
+Retried requests carry ``ASYNCPHP_ATTEMPT``, so a worker can tell a second run from a first.
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ class Job:
 class Exchange:
     """One job's connection: connect, send the request, read the response to its end."""
 
-    __slots__ = ("_connecting", "_owner", "_parser", "_pending", "_sock", "job", "started")
+    __slots__ = ("_answered", "_connecting", "_owner", "_parser", "_pending", "_sock", "job", "started")
 
     def __init__(self, job: Job, request: bytes, owner: Dispatcher) -> None:
         self.job = job
@@ -56,6 +58,7 @@ class Exchange:
         self._owner = owner
         self._pending = memoryview(request)
         self._connecting = False
+        self._answered = False  # a byte of the response has arrived: the worker has run
         self._parser = ResponseParser()
         self._sock: socket.socket | None = None
 
@@ -101,7 +104,7 @@ class Exchange:
         self._pending = self._pending[sent:]
         if not self._pending:
             self._owner.selector.modify(self._sock, selectors.EVENT_READ, self)
-            self._owner.sent(self)
+            self._owner.on_sent(self)
 
     def _receive(self) -> None:
         assert self._sock is not None
@@ -110,11 +113,12 @@ class Exchange:
         except BlockingIOError:
             return
         except OSError as exc:
-            self.fail(f"connection lost mid-response: {exc.strerror or exc}", retry=True)
+            self._lost(exc.strerror or str(exc))
             return
         if not data:
-            self.fail("the pool closed the connection before the end of the request", retry=True)
+            self._lost("the pool closed the connection")
             return
+        self._answered = True
         try:
             response = self._parser.feed(data)
         except FastCGIError as exc:
@@ -122,7 +126,15 @@ class Exchange:
             return
         if response.complete:
             self.close()
-            self._owner.finished(self, response)
+            self._owner.on_finished(self, response)
+
+    def _lost(self, what: str) -> None:
+        if self._answered:
+            self.fail(
+                f"{what} after the worker began to answer: it ran, with an unknown outcome", retry=False
+            )
+        else:
+            self.fail(f"{what} before any answer", retry=True)
 
     @property
     def sent(self) -> bool:
@@ -132,7 +144,7 @@ class Exchange:
     def fail(self, reason: str, retry: bool) -> None:
         """End this exchange without a complete response; ``retry`` if the job never ran."""
         self.close()
-        self._owner.failed(self, reason, retry)
+        self._owner.on_failed(self, reason, retry)
 
     def close(self) -> None:
         if self._sock is None:
@@ -145,7 +157,7 @@ class Exchange:
 
 @dataclass
 class Counters:
-    dispatched: int = 0  # requests written whole to the pool
+    dispatched: int = 0  # jobs whose request was written whole to the pool (first attempts)
     completed: int = 0  # responses that ended well
     failed: int = 0  # the worker ran and failed, or the pool's answer made no sense
     retried: int = 0  # attempts the pool could not take, tried again
@@ -166,12 +178,15 @@ class Dispatcher:
         *,
         max_in_flight: int,
         max_queued: int,
+        max_queued_bytes: int,
         retry_for: float,
     ) -> None:
         self.selector = selector
         self.max_in_flight = max_in_flight
         self.max_queued = max_queued
+        self.max_queued_bytes = max_queued_bytes
         self.retry_for = retry_for
+        self._queued_bytes = 0
         self.counters = Counters()
         self._address = address
         self._build = build
@@ -203,15 +218,17 @@ class Dispatcher:
     def submit(self, job: Job) -> None:
         """Take ``job``: start it now if a slot is free, else queue it (or drop it, loudly, when
         the queue is full)."""
-        self._queue.append(job)
+        self._enqueue(job)
         self.pump()
-        if len(self._queue) > self.max_queued:
+        if len(self._queue) > self.max_queued or self._queued_bytes > self.max_queued_bytes:
             dropped = self._queue.pop()  # the job just taken: older ones keep their place
+            self._queued_bytes -= len(dropped.body)
             self.counters.dropped += 1
             self._log.error(
-                "queue full (%d queued, %d in flight): dropped job %d on %s (%d dropped so far); message %s",
-                len(self._queue), len(self._open), dropped.id, dropped.channel, self.counters.dropped,
-                preview(dropped.body), extra=_fields(dropped),
+                "queue full (%d queued, %d bytes, %d in flight): dropped job %d on %s (%d dropped so far); "
+                "message %s",
+                len(self._queue), self._queued_bytes, len(self._open), dropped.id, dropped.channel,
+                self.counters.dropped, preview(dropped.body), extra=_fields(dropped),
             )  # fmt: skip
 
     def pump(self) -> None:
@@ -222,7 +239,7 @@ class Dispatcher:
         if now < self._paused_until:
             return
         while self._queue and len(self._open) < self.max_in_flight:
-            job = self._queue.popleft()
+            job = self._dequeue()
             job.attempts += 1
             exchange = Exchange(job, self._build(job), self)
             self._open.add(exchange)
@@ -238,6 +255,7 @@ class Dispatcher:
             exchange.close()
         self._open.clear()
         self._queue.clear()
+        self._queued_bytes = 0
         for job in running:
             # The pool has it; with ignore_user_abort on (commands.conf) it runs to its end.
             self._log.warning(
@@ -252,13 +270,31 @@ class Dispatcher:
         if len(unsent) > UNDONE_LOGGED:
             self._log.error("%d more jobs left undone (%s)", len(unsent) - UNDONE_LOGGED, reason)
 
+    def _enqueue(self, job: Job, front: bool = False) -> None:
+        if front:
+            self._queue.appendleft(job)
+        else:
+            self._queue.append(job)
+        self._queued_bytes += len(job.body)
+
+    def _dequeue(self) -> Job:
+        job = self._queue.popleft()
+        self._queued_bytes -= len(job.body)
+        return job
+
     # Called by exchanges.
 
-    def sent(self, exchange: Exchange) -> None:
-        self.counters.dispatched += 1
-        self._log.info("Spawned process with ID: %d", exchange.job.id, extra=_fields(exchange.job))
+    def on_sent(self, exchange: Exchange) -> None:
+        job = exchange.job
+        if job.attempts == 1:
+            self.counters.dispatched += 1
+            self._log.info("Spawned process with ID: %d", job.id, extra=_fields(job))
+        else:
+            self._log.info(
+                "Spawned process with ID: %d (attempt %d)", job.id, job.attempts, extra=_fields(job)
+            )
 
-    def finished(self, exchange: Exchange, response: Response) -> None:
+    def on_finished(self, exchange: Exchange, response: Response) -> None:
         self._open.discard(exchange)
         job = exchange.job
         if response.protocol_status != FCGI_REQUEST_COMPLETE:
@@ -295,7 +331,7 @@ class Dispatcher:
             )  # fmt: skip
         self.pump()
 
-    def failed(self, exchange: Exchange, reason: str, retry: bool) -> None:
+    def on_failed(self, exchange: Exchange, reason: str, retry: bool) -> None:
         self._open.discard(exchange)
         if retry:
             self._retry(exchange, reason)
@@ -320,7 +356,7 @@ class Dispatcher:
             self._give_up(job, reason)
         else:
             self.counters.retried += 1
-            self._queue.appendleft(job)
+            self._enqueue(job, front=True)
             self._log.warning(
                 "job %d on %s: %s; attempt %d, retrying in %.2f s",
                 job.id, job.channel, reason, job.attempts, delay, extra=_fields(job),
@@ -336,7 +372,7 @@ class Dispatcher:
     def _give_up_expired(self, now: float) -> None:
         # Deadlines rise along the queue (jobs arrive in order), so expired ones are at its head.
         while self._queue and self._deadline(self._queue[0]) < now:
-            job = self._queue.popleft()
+            job = self._dequeue()
             self._give_up(job, job.last_error or "the pool stayed unreachable")
 
     def _give_up(self, job: Job, reason: str) -> None:

@@ -38,14 +38,16 @@ class RequestBuilder:
         }
         self._constant = encode_params((k.encode(), v.encode()) for k, v in constant.items())
 
-    def build(self, request_id: int, channel: str, body: bytes) -> bytes:
-        """The whole request for one job; ``request_id`` and ``channel`` reach the worker as
-        ``$_SERVER['ASYNCPHP_REQUEST_ID']`` and ``$_SERVER['ASYNCPHP_CHANNEL']``."""
+    def build(self, request_id: int, channel: str, body: bytes, attempt: int = 1) -> bytes:
+        """The whole request for one job; ``request_id``, ``channel`` and ``attempt`` reach the
+        worker as ``$_SERVER['ASYNCPHP_REQUEST_ID']``, ``['ASYNCPHP_CHANNEL']`` and
+        ``['ASYNCPHP_ATTEMPT']`` (above 1 when the pool dropped an earlier attempt)."""
         varying = encode_params(
             (
                 (b"CONTENT_LENGTH", b"%d" % len(body)),
                 (b"ASYNCPHP_CHANNEL", channel.encode()),
                 (b"ASYNCPHP_REQUEST_ID", b"%d" % request_id),
+                (b"ASYNCPHP_ATTEMPT", b"%d" % attempt),
             )
         )
         return encode_request(self._constant + varying, body)

@@ -57,11 +57,13 @@ class Settings:
     # A file holding the Redis password, for a URL without one; systemd's LoadCredential= puts it
     # at $CREDENTIALS_DIRECTORY/redis-password, which is used when this is not set.
     redis_password_file: str | None = None
+    redis_health_interval: float = 15.0  # seconds of silence before a PING, and then to wait for its answer
     channels: tuple[str, ...] = ("commands",)
     fpm_socket: PoolAddress = PoolAddress(socket.AF_UNIX, "/run/php/asyncphp-commands.sock")
     worker_script: str = "/usr/local/lib/asyncphp/worker.php"
     max_in_flight: int = 5  # the pool's pm.max_children
     max_queued: int = 100_000
+    max_queued_bytes: int = 256 << 20  # form bodies waiting, so that large messages cannot exhaust memory
     retry_for: float = 60.0  # seconds a job may wait for an unreachable or refusing pool
     drain_timeout: float = 10.0  # seconds to finish jobs at shutdown, below the unit's TimeoutStopSec
     max_message_bytes: int = 1 << 20
@@ -72,8 +74,8 @@ class Settings:
 
 # Settings a SIGHUP applies without a restart; the others need one.
 RELOADABLE = frozenset(
-    {"max_in_flight", "max_queued", "retry_for", "drain_timeout", "max_message_bytes", "max_nesting",
-     "max_fields", "log_level"}
+    {"redis_health_interval", "max_in_flight", "max_queued", "max_queued_bytes", "retry_for", "drain_timeout",
+     "max_message_bytes", "max_nesting", "max_fields", "log_level"}
 )  # fmt: skip
 
 
@@ -86,7 +88,7 @@ def _string(value: Any) -> str:
 def _redis_url(value: Any) -> str:
     url = _string(value)
     try:
-        parse_url(url)  # type: ignore[no-untyped-call]
+        parse_url(url)
     except ValueError as exc:
         raise ValueError(f"{url!r}: {exc}") from None
     return url
@@ -145,6 +147,13 @@ def _seconds(value: Any) -> float:
     return number
 
 
+def _positive_seconds(value: Any) -> float:
+    seconds = _seconds(value)
+    if seconds <= 0:
+        raise ValueError(f"{seconds} is not a positive number of seconds")
+    return seconds
+
+
 def _log_level(value: Any) -> str:
     level = _string(value).upper()
     if level not in LOG_LEVELS:
@@ -155,17 +164,22 @@ def _log_level(value: Any) -> str:
 _FIELDS: dict[str, tuple[Callable[[Any], Any], str]] = {
     "redis_url": (_redis_url, "redis://, rediss:// (TLS) or unix:// URL, with user and password if any"),
     "redis_password_file": (_absolute_path, "file holding the Redis password"),
+    "redis_health_interval": (
+        _positive_seconds,
+        "seconds of silence before Redis is PINGed, and for its answer",
+    ),
     "channels": (_channels, "channel to subscribe to; repeatable"),
     "fpm_socket": (_fpm_socket, "the pool: a unix socket path, or host:port"),
     "worker_script": (_worker_script, "absolute path of the PHP script, as SCRIPT_FILENAME"),
     "max_in_flight": (_count(1), "requests open at once; the pool's pm.max_children"),
     "max_queued": (_count(0), "messages waiting for a free request slot before new ones are dropped"),
+    "max_queued_bytes": (_count(0), "bytes of form bodies waiting before new ones are dropped"),
     "retry_for": (_seconds, "seconds to retry a job the pool cannot take"),
     "drain_timeout": (_seconds, "seconds to finish jobs on SIGTERM"),
     "max_message_bytes": (_count(1), "larger messages are skipped"),
     "max_nesting": (_count(1), "deeper messages are skipped; php.ini max_input_nesting_level"),
     "max_fields": (_count(1), "messages with more form fields are skipped; php.ini max_input_vars"),
-    "log_level": (_log_level, "DEBUG, INFO (a line per job), WARNING or ERROR"),
+    "log_level": (_log_level, "DEBUG, INFO (two lines per job), WARNING or ERROR"),
 }
 
 
@@ -207,7 +221,7 @@ def _read_toml(path: Path) -> dict[str, Any]:
             return tomllib.load(f)
     except OSError as exc:
         raise SettingsError(f"config {path}: {exc.strerror}") from None
-    except tomllib.TOMLDecodeError as exc:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise SettingsError(f"config {path}: {exc}") from None
 
 

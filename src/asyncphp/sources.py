@@ -1,22 +1,30 @@
 """Where messages come from: Redis pub/sub channels, read without blocking the event loop.
 
-A :class:`PubSubSource` is one connection's life: open, subscribe, read, unsubscribe, close.
-Reconnecting is the daemon's policy, done by opening a new source.
+redis-py opens the connection (URL, AUTH or ACL user, TLS, database) and sends SUBSCRIBE. From
+then on the source reads the socket itself, non-blocking, into a hiredis reader: redis-py's
+``PubSub.get_message`` raises on a reply that has only partly arrived and then reconnects and
+resubscribes on its own, on a socket the daemon's selector does not watch. Here a partial reply
+simply waits for its next bytes, and reconnecting is the daemon's policy (a new source).
 """
 
 from __future__ import annotations
 
+import socket
+import ssl
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import hiredis
 import redis
 from redis.backoff import NoBackoff
+from redis.connection import ConnectionInterface, ConnectionPool, parse_url
 from redis.retry import Retry
 
-READ_BATCH = 1000  # messages per read(), so a flood cannot starve the pool sockets and signals
-CONNECT_TIMEOUT = 2.0  # seconds; the loop waits this long at most for an unreachable Redis
+CONNECT_TIMEOUT = 2.0  # seconds for connecting, the handshake and SUBSCRIBE: the loop waits that long at most
+READ_SIZE = 65536
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,49 +34,56 @@ class Message:
 
 
 class PubSubSource:
-    """Subscribes to channels and yields their messages whenever the socket is readable.
-
-    The socket has no read timeout (the original set ``default_socket_timeout=-1``): an idle
-    channel is normal, and the event loop only reads when the selector says there is data. A dead
-    peer is found by :meth:`ping` and TCP keepalive instead.
-    """
+    """One subscribed connection: open, read whatever has arrived, ping, unsubscribe, close."""
 
     def __init__(self, url: str, channels: Sequence[str], password_file: str | None = None) -> None:
         self.url = url
         self.channels = tuple(channels)
         self._password_file = password_file
-        self._client: redis.Redis | None = None
-        self._pubsub: redis.client.PubSub | None = None
+        self._pool: ConnectionPool | None = None
+        self._connection: ConnectionInterface | None = None
+        self._sock: socket.socket | None = None
+        self._reader = hiredis.Reader()
         self._unconfirmed = set(self.channels)
         self._subscribed: set[str] = set()
         self.last_read = time.monotonic()
 
     def open(self) -> tuple[str, str]:
-        """Connect and send SUBSCRIBE; returns where it connected and the server's version.
+        """Connect, authenticate and send SUBSCRIBE; returns where it connected and the server's
+        version. Confirmation arrives later through :meth:`read`; see :attr:`confirmed`.
 
-        Confirmation arrives later through :meth:`read`; see :attr:`confirmed`.
+        Raises:
+            redis.RedisError, OSError: Redis is unreachable, refused us, or did not answer in time.
         """
-        extra = {}
-        if self._password_file and redis.connection.parse_url(self.url).get("password") is None:  # type: ignore[no-untyped-call]
-            extra["password"] = Path(self._password_file).read_text().strip()
-        # No redis-py retries: a silent reconnect would put the subscription on a new socket that
-        # the daemon's selector does not watch. The daemon's loop owns reconnecting.
-        self._client = redis.Redis.from_url(
-            self.url,
-            socket_timeout=None,
-            socket_connect_timeout=CONNECT_TIMEOUT,
-            socket_keepalive=True,
-            retry=Retry(NoBackoff(), 0),
-            **extra,
-        )
-        version = str(self._client.info("server")["redis_version"])
-        self._pubsub = self._client.pubsub()  # type: ignore[no-untyped-call]
-        self._pubsub.subscribe(*self.channels)
-        connection = self._pubsub.connection
-        assert connection is not None  # subscribe() has just made it
+        options: dict[str, Any] = {
+            "socket_timeout": CONNECT_TIMEOUT,  # a Redis that accepts but never answers must not hang us
+            "socket_connect_timeout": CONNECT_TIMEOUT,
+            "socket_keepalive": True,
+            "retry": Retry(NoBackoff(), 0),
+        }
+        if self._password_file and parse_url(self.url).get("password") is None:
+            options["password"] = Path(self._password_file).read_text().strip()
+        self._pool = ConnectionPool.from_url(self.url, **options)
+        connection = self._connection = self._pool.make_connection()
+        connection.connect()
+        version = "version unknown"
+        try:
+            connection.send_command("INFO", "server")
+            info = connection.read_response()
+        except redis.exceptions.NoPermissionError:
+            pass  # a least-privilege ACL user may subscribe without being allowed INFO
+        else:
+            for line in bytes(info).splitlines():
+                if line.startswith(b"redis_version:"):
+                    version = "redis " + line.split(b":", 1)[1].decode()
+        connection.send_command("SUBSCRIBE", *self.channels)
+        # redis-py keeps the socket private; from here on it is read directly (see the module doc).
+        sock = self._sock = connection._sock  # type: ignore[attr-defined]
+        assert sock is not None
+        sock.setblocking(False)
+        self.last_read = time.monotonic()
         pieces = dict(connection.repr_pieces())
         where = pieces["path"] if "path" in pieces else f"{pieces['host']}:{pieces['port']}"
-        self.last_read = time.monotonic()
         return str(where), version
 
     @property
@@ -82,60 +97,76 @@ class PubSubSource:
         return not self._subscribed and not self._unconfirmed
 
     def fileno(self) -> int:
-        connection = self._pubsub.connection if self._pubsub else None
-        # redis-py keeps its socket private; the daemon needs it to select on Redis and on the
-        # pool's sockets in one loop, so the reading itself still goes through redis-py.
-        sock = getattr(connection, "_sock", None)
-        if sock is None:
+        if self._sock is None:
             raise redis.ConnectionError("the subscription has no open connection")
-        return int(sock.fileno())
+        return self._sock.fileno()
 
     def read(self) -> Iterator[Message]:
-        """The messages already received, up to READ_BATCH, without waiting.
+        """The messages that have arrived, without waiting: one read of the socket (plus whatever
+        TLS has already decrypted), then every complete reply in it. A reply cut in two by the
+        network stays in the reader until the rest comes.
 
-        A generator, so that each message is handed on before the next read: if the connection
-        breaks mid-batch, the messages before the break are not lost with it.
+        Raises:
+            redis.ConnectionError: the connection closed, broke or carried an error reply.
         """
-        assert self._pubsub is not None
-        for _ in range(READ_BATCH):
-            item = self._pubsub.get_message(timeout=0.0)
-            if item is None:
-                return
-            self.last_read = time.monotonic()
-            kind = item["type"]
-            # A pong has no channel, and neither has an UNSUBSCRIBE reply when nothing was left.
-            channel = item["channel"].decode("utf-8", "replace") if item["channel"] is not None else ""
-            if kind == "message":
-                yield Message(channel, item["data"])
-            elif kind == "subscribe":
-                self._unconfirmed.discard(channel)
-                self._subscribed.add(channel)
-            elif kind == "unsubscribe":
-                self._subscribed.discard(channel)
-
-    @property
-    def buffered(self) -> bool:
-        """True if redis-py holds replies already off the socket (hiredis parses a whole recv at
-        once), which the selector would not report as readable."""
-        connection = self._pubsub.connection if self._pubsub else None
+        sock = self._sock
+        if sock is None:
+            raise redis.ConnectionError("the subscription has no open connection")
         try:
-            return connection is not None and bool(connection.can_read(timeout=0))
-        except (redis.RedisError, OSError):
-            return True  # let read() meet the error and report it
+            data = sock.recv(READ_SIZE)
+            while isinstance(sock, ssl.SSLSocket) and sock.pending():
+                data += sock.recv(READ_SIZE)
+        except (BlockingIOError, ssl.SSLWantReadError):
+            return
+        except OSError as exc:
+            raise redis.ConnectionError(f"reading from redis: {exc}") from exc
+        if not data:
+            raise redis.ConnectionError("redis closed the connection")
+        self.last_read = time.monotonic()
+        self._reader.feed(data)
+        while True:
+            try:
+                reply = self._reader.gets()
+            except hiredis.ProtocolError as exc:
+                raise redis.ConnectionError(f"redis sent something unreadable: {exc}") from exc
+            if reply is False:
+                return
+            if isinstance(reply, hiredis.ReplyError):
+                raise redis.ConnectionError(f"redis refused: {reply}")
+            kind, channel = reply[0], reply[1]
+            if kind == b"message":
+                yield Message(channel.decode("utf-8", "replace"), reply[2])
+            elif kind == b"subscribe":
+                name = channel.decode("utf-8", "replace")
+                self._unconfirmed.discard(name)
+                self._subscribed.add(name)
+            elif kind == b"unsubscribe" and channel is not None:
+                self._subscribed.discard(channel.decode("utf-8", "replace"))
+            # b"pong" only proves the connection alive, which last_read has noted.
 
     def ping(self) -> None:
         """Ask for a reply, so a silently dead connection shows up as one that stays silent."""
-        assert self._pubsub is not None
-        self._pubsub.ping()
+        self._send("PING")
 
     def unsubscribe(self) -> None:
         """Stop receiving; messages Redis sent before its confirmation still arrive via :meth:`read`."""
-        if self._pubsub is not None:
-            self._pubsub.unsubscribe()  # type: ignore[no-untyped-call]
+        self._send("UNSUBSCRIBE")
+
+    def _send(self, *command: str) -> None:
+        if self._sock is None or self._connection is None:
+            raise redis.ConnectionError("the subscription has no open connection")
+        packed = b"".join(self._connection.pack_command(*command))
+        try:
+            sent = self._sock.send(packed)
+        except OSError as exc:
+            raise redis.ConnectionError(f"writing to redis: {exc}") from exc
+        if sent != len(packed):  # a few bytes into an empty socket buffer: only a dead peer refuses
+            raise redis.ConnectionError("redis is not reading what we send")
 
     def close(self) -> None:
         """Drop the connection; safe to call more than once."""
-        if self._pubsub is not None:
-            self._pubsub.close()
-        if self._client is not None:
-            self._client.close()
+        if self._connection is not None:
+            self._connection.disconnect()
+        if self._pool is not None:
+            self._pool.disconnect()
+        self._sock = None
