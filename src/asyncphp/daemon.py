@@ -62,6 +62,7 @@ class Daemon:
             max_queued=settings.max_queued,
             max_queued_bytes=settings.max_queued_bytes,
             retry_for=settings.retry_for,
+            request_timeout=settings.request_timeout,
         )
         self.received = 0
         self.rejected = 0
@@ -106,6 +107,7 @@ class Daemon:
         self._check_redis(now)
         if now >= self._next_status:
             self._next_status = now + TICK
+            self.dispatcher.expire()
             self._update_status()
         # From READY on, as systemd's watchdog timer runs from there too.
         if self._ready and self.notifier.watchdog_interval and now >= self._next_watchdog:
@@ -261,6 +263,7 @@ class Daemon:
         self.dispatcher.max_queued = self.settings.max_queued
         self.dispatcher.max_queued_bytes = self.settings.max_queued_bytes
         self.dispatcher.retry_for = self.settings.retry_for
+        self.dispatcher.request_timeout = self.settings.request_timeout
         # WARNING, so that the answer to an operator's SIGHUP shows whatever the log level.
         self.log.warning("SIGHUP: settings reloaded; changed: %s", ", ".join(applied) or "nothing")
         if ignored:

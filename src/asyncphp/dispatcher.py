@@ -180,12 +180,14 @@ class Dispatcher:
         max_queued: int,
         max_queued_bytes: int,
         retry_for: float,
+        request_timeout: float,
     ) -> None:
         self.selector = selector
         self.max_in_flight = max_in_flight
         self.max_queued = max_queued
         self.max_queued_bytes = max_queued_bytes
         self.retry_for = retry_for
+        self.request_timeout = request_timeout
         self._queued_bytes = 0
         self.counters = Counters()
         self._address = address
@@ -246,6 +248,21 @@ class Dispatcher:
             exchange.start(self._address)
             if now < self._paused_until:  # that start failed at once: back off
                 return
+
+    def expire(self) -> None:
+        """End requests that have had no complete answer for ``request_timeout`` seconds, so a
+        peer that never answers cannot hold a slot forever."""
+        if not self.request_timeout:
+            return
+        limit = time.monotonic() - self.request_timeout
+        for exchange in [e for e in self._open if e.started < limit]:
+            if exchange.sent:
+                reason = (
+                    f"no complete answer within {self.request_timeout:g} s; the worker may still be running"
+                )
+            else:
+                reason = f"the pool did not take the request within {self.request_timeout:g} s"
+            exchange.fail(reason, retry=not exchange.sent)
 
     def close(self, reason: str) -> None:
         """Stop: log each job whose outcome will never be known or that was never sent."""

@@ -65,6 +65,9 @@ class Settings:
     max_queued: int = 100_000
     max_queued_bytes: int = 256 << 20  # form bodies waiting, so that large messages cannot exhaust memory
     retry_for: float = 60.0  # seconds a job may wait for an unreachable or refusing pool
+    request_timeout: float = (
+        600.0  # seconds for a complete answer; above the pool's request_terminate_timeout
+    )
     drain_timeout: float = 10.0  # seconds to finish jobs at shutdown, below the unit's TimeoutStopSec
     max_message_bytes: int = 1 << 20
     max_nesting: int = 64  # php.ini max_input_nesting_level
@@ -74,8 +77,8 @@ class Settings:
 
 # Settings a SIGHUP applies without a restart; the others need one.
 RELOADABLE = frozenset(
-    {"redis_health_interval", "max_in_flight", "max_queued", "max_queued_bytes", "retry_for", "drain_timeout",
-     "max_message_bytes", "max_nesting", "max_fields", "log_level"}
+    {"redis_health_interval", "max_in_flight", "max_queued", "max_queued_bytes", "retry_for",
+     "request_timeout", "drain_timeout", "max_message_bytes", "max_nesting", "max_fields", "log_level"}
 )  # fmt: skip
 
 
@@ -175,6 +178,7 @@ _FIELDS: dict[str, tuple[Callable[[Any], Any], str]] = {
     "max_queued": (_count(0), "messages waiting for a free request slot before new ones are dropped"),
     "max_queued_bytes": (_count(0), "bytes of form bodies waiting before new ones are dropped"),
     "retry_for": (_seconds, "seconds to retry a job the pool cannot take"),
+    "request_timeout": (_seconds, "seconds to wait for a complete answer (0: forever)"),
     "drain_timeout": (_seconds, "seconds to finish jobs on SIGTERM"),
     "max_message_bytes": (_count(1), "larger messages are skipped"),
     "max_nesting": (_count(1), "deeper messages are skipped; php.ini max_input_nesting_level"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import time
@@ -15,7 +16,7 @@ import redis
 from asyncphp import sandbox
 from asyncphp.caller import publish
 from asyncphp.sandbox import Pool, RedisServer
-from tests.conftest import PHP_DIR
+from tests.conftest import PHP_DIR, WORKER
 from tests.integration.conftest import Daemon, lines, wait_for
 
 FAST = PHP_DIR / "fast.php"
@@ -136,6 +137,10 @@ def test_bad_input_table_interleaved_with_good_messages(
         assert reason in line, (reason, line)
         assert len(line) < 600, "a preview is short"
     assert daemon.server.process.poll() is None
+    time.sleep(0.5)  # nothing more comes: each bad message was logged once
+    assert len(daemon.lines("WARNING skipped a message")) == len(BAD_INPUT)
+    daemon.stop()
+    assert daemon.lines(f"{len(BAD_INPUT)} rejected")
 
 
 def test_sigterm_finishes_in_flight_and_queued_jobs(
@@ -255,3 +260,238 @@ def test_sighup_reloads_what_can_change_live(
     wait_for(lambda: lines(pool.worker_log) == ["quiet"], what="the job after the reload")
     time.sleep(0.5)
     assert daemon.lines("Spawned|status 200") == []  # INFO lines are off now
+
+
+def test_full_listen_backlog_is_retried_not_lost(
+    redis_server: RedisServer, start_pool: Callable[..., Pool], start_daemon: Callable[..., Daemon]
+) -> None:
+    # More requests in flight than children plus backlog: connect() meets EAGAIN, the job waits.
+    pool = start_pool({"listen.backlog": "4"})
+    daemon = start_daemon(pool.listen, "--log-level", "WARNING", "--max-in-flight", "64", worker=FAST)
+    assert publish_many(redis_server.url, numbered(3000)) == [1] * 3000
+    wait_for(lambda: len(lines(pool.worker_log)) >= 3000, timeout=120, what="3,000 worker lines")
+    assert sorted(map(int, lines(pool.worker_log))) == list(range(3000))
+    retried = daemon.lines("listen backlog full; attempt")
+    assert retried, "the backlog never overflowed: the test did not test EAGAIN"
+    assert daemon.lines("ERROR") == []
+    print(f"\nbacklog 4, 64 in flight: {len(retried)} EAGAIN retries, nothing lost")
+
+
+def test_redis_is_drained_while_the_pool_is_busy(
+    tmp_path: Path, start_pool: Callable[..., Pool], start_daemon: Callable[..., Daemon]
+) -> None:
+    # A small pub/sub output buffer limit: a daemon that stopped reading while its pool is busy
+    # would be disconnected by Redis and lose what was buffered.
+    (tmp_path / "strict").mkdir()
+    strict = sandbox.start_redis(
+        tmp_path / "strict", extra=("--client-output-buffer-limit", "pubsub 256kb 128kb 5")
+    )
+    try:
+        pool = start_pool({"pm": "static"})
+        log = tmp_path / "strict-daemon.log"
+        daemon = Daemon(
+            sandbox.start_daemon(strict.url, pool.listen, WORKER, "--drain-timeout", "0", log=log),
+            log,
+        )
+        wait_for(
+            lambda: (
+                daemon.server.process.poll() is None
+                and "commands" in str(redis.Redis.from_url(strict.url).pubsub_channels())
+            ),
+            what="the subscription",
+        )
+        padding = "p" * 200
+        payloads: list[bytes | str] = [
+            json.dumps({"timestamp": f"t{i}", "pad": padding}) for i in range(5000)
+        ]
+        assert publish_many(strict.url, payloads) == [1] * 5000  # about 1.2 MB, with 5 one-second workers
+        time.sleep(1)
+        daemon.server.process.send_signal(signal.SIGTERM)
+        assert daemon.server.process.wait(30) == 0
+        assert daemon.lines("lost the connection") == []
+        (summary,) = daemon.lines("stopped · ")
+        assert "5000 received" in summary
+    finally:
+        strict.stop()
+
+
+def test_redis_restart_under_a_steady_stream_loses_only_what_nobody_received(
+    tmp_path: Path, redis_server: RedisServer, pool: Pool, start_daemon: Callable[..., Daemon]
+) -> None:
+    import threading
+
+    daemon = start_daemon(pool.listen, "--log-level", "WARNING", worker=FAST)
+    delivered: list[int] = []
+    stop = threading.Event()
+
+    def stream() -> None:
+        i = 0
+        while not stop.is_set() and i < 20_000:
+            try:
+                client = redis.Redis.from_url(
+                    redis_server.url, socket_connect_timeout=0.2, socket_timeout=0.5
+                )
+                while not stop.is_set() and i < 20_000:
+                    if client.publish("commands", json.dumps({"n": i})) == 1:
+                        delivered.append(i)
+                    i += 1
+                    time.sleep(0.002)
+            except redis.RedisError:
+                time.sleep(0.05)
+
+    publisher = threading.Thread(target=stream)
+    publisher.start()
+    try:
+        time.sleep(1)
+        redis_server.stop()
+        restarted_dir = tmp_path / "again"
+        restarted_dir.mkdir()
+        time.sleep(0.5)
+        again = sandbox.start_redis(restarted_dir, port=redis_server.port)
+        restarted = time.monotonic()
+        daemon.wait_for("Resubscribed to commands after", timeout=15)
+        recovered = time.monotonic() - restarted
+        time.sleep(1)
+    finally:
+        stop.set()
+        publisher.join()
+    try:
+        wait_for(lambda: len(lines(pool.worker_log)) >= len(delivered), what="every delivered message")
+        ran = [int(n) for n in lines(pool.worker_log)]
+        assert sorted(ran) == sorted(delivered), "each message Redis delivered ran exactly once"
+        assert daemon.server.process.poll() is None
+        print(
+            f"\nsteady stream: {len(delivered)} delivered, all ran once; back {recovered:.2f} s after restart"
+        )
+    finally:
+        daemon.stop()
+        again.stop()
+
+
+def test_a_silent_redis_is_found_by_ping(
+    redis_server: RedisServer, pool: Pool, start_daemon: Callable[..., Daemon]
+) -> None:
+    daemon = start_daemon(pool.listen, "--redis-health-interval", "0.5")
+    redis_server.process.send_signal(signal.SIGSTOP)
+    try:
+        daemon.wait_for(r"ERROR lost the connection to redis: no answer to PING within 0\.5 s", timeout=15)
+    finally:
+        redis_server.process.send_signal(signal.SIGCONT)
+    daemon.wait_for("Resubscribed to commands after", timeout=20)
+    assert publish({"timestamp": "after the freeze"}, redis_url=redis_server.url) == 1
+    daemon.wait_for("job 1 on commands: status 200")
+
+
+def test_sigterm_while_redis_is_down_exits_promptly(
+    redis_server: RedisServer, pool: Pool, start_daemon: Callable[..., Daemon]
+) -> None:
+    daemon = start_daemon(pool.listen)
+    redis_server.stop()
+    daemon.wait_for("lost the connection to redis")
+    before = drivers_cpu(daemon.server.pid)
+    started = time.monotonic()
+    daemon.server.process.send_signal(signal.SIGTERM)
+    assert daemon.server.process.wait(10) == 0
+    assert time.monotonic() - started < 3
+    assert drivers_cpu(daemon.server.pid, default=before) - before < 1.0
+
+
+def drivers_cpu(pid: int, default: float = 0.0) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return default
+    return (int(fields[11]) + int(fields[12])) / 100
+
+
+def test_status_says_when_redis_is_unreachable(
+    redis_server: RedisServer, pool: Pool, start_daemon: Callable[..., Daemon], notify_socket: socket.socket
+) -> None:
+    start_daemon(pool.listen, env={"NOTIFY_SOCKET": notify_socket.getsockname()})
+    redis_server.stop()
+    while True:
+        message = notify_socket.recv(4096).decode()
+        if "STATUS=redis unreachable for" in message:
+            assert "reconnecting · 0 dispatched · 0 in flight · 0 queued · 0 failed" in message
+            return
+
+
+BEHAVE = PHP_DIR / "behave.php"
+
+
+def test_pool_killed_hard_then_restarted(
+    redis_server: RedisServer, start_pool: Callable[..., Pool], start_daemon: Callable[..., Daemon]
+) -> None:
+    pool = start_pool()
+    daemon = start_daemon(pool.listen, worker=FAST)
+    pool.process.kill()  # no clean exit: the socket file stays, connect() is refused
+    pool.process.wait()
+    assert publish_many(redis_server.url, numbered(20)) == [1] * 20
+    (line, *_) = daemon.wait_for("WARNING job 1 on commands: cannot connect")
+    assert "Connection refused" in line
+    back = start_pool()
+    wait_for(lambda: len(lines(back.worker_log)) == 20, timeout=30, what="the 20 jobs after the restart")
+    assert daemon.lines("given up") == []
+
+
+def test_worker_killed_before_answering_is_retried_with_its_attempt_number(
+    redis_server: RedisServer, pool: Pool, start_daemon: Callable[..., Daemon]
+) -> None:
+    daemon = start_daemon(pool.listen, worker=BEHAVE)
+    assert publish({"do": "slow", "seconds": 3}, redis_url=redis_server.url) == 1
+    wait_for(lambda: "slow attempt 1" in lines(pool.worker_log), what="the first attempt")
+    for child in pool.children():
+        os.kill(child, signal.SIGKILL)
+    daemon.wait_for("WARNING job 1 on commands: .* before any answer; attempt 1, retrying")
+    wait_for(lambda: "slow attempt 2" in lines(pool.worker_log), what="the second attempt")
+    daemon.wait_for("Spawned process with ID: 1 \\(attempt 2\\)")
+    daemon.wait_for("job 1 on commands: status 200", timeout=10)
+
+
+def test_worker_killed_after_answering_is_not_retried(
+    redis_server: RedisServer, pool: Pool, start_daemon: Callable[..., Daemon]
+) -> None:
+    daemon = start_daemon(pool.listen, worker=BEHAVE)
+    assert publish({"do": "answer_then_slow"}, redis_url=redis_server.url) == 1
+    wait_for(lambda: "answered attempt 1" in lines(pool.worker_log), what="the answer to begin")
+    for child in pool.children():
+        os.kill(child, signal.SIGKILL)
+    (line,) = daemon.wait_for("ERROR job 1 on commands failed: .* after the worker began to answer")
+    assert "unknown outcome" in line and "do=answer_then_slow" in line
+    time.sleep(1)
+    assert lines(pool.worker_log) == ["answered attempt 1"]
+
+
+def test_a_peer_that_is_not_fastcgi_fails_the_job_without_retries(
+    redis_server: RedisServer, start_daemon: Callable[..., Daemon]
+) -> None:
+    # A real server on the wrong port: past 64 kB without a newline, Redis answers a protocol error.
+    daemon = start_daemon(f"127.0.0.1:{redis_server.port}")
+    assert publish({"timestamp": "misrouted", "pad": "x" * 70_000}, redis_url=redis_server.url) == 1
+    (line,) = daemon.wait_for("ERROR job 1 on commands failed: the pool's answer is not FastCGI")
+    assert "timestamp=misrouted" in line
+    time.sleep(0.5)
+    assert daemon.lines("attempt") == []
+
+
+def test_a_peer_that_never_answers_times_out(
+    redis_server: RedisServer, start_daemon: Callable[..., Daemon]
+) -> None:
+    # Redis waits for the end of the line that our FastCGI request never sends.
+    daemon = start_daemon(f"127.0.0.1:{redis_server.port}", "--request-timeout", "1")
+    assert publish({"timestamp": "unanswered"}, redis_url=redis_server.url) == 1
+    (line,) = daemon.wait_for("ERROR job 1 on commands failed: no complete answer within 1 s")
+    assert "timestamp=unanswered" in line
+
+
+def test_large_messages_arrive_in_pieces_and_still_run(
+    redis_server: RedisServer, pool: Pool, start_daemon: Callable[..., Daemon]
+) -> None:
+    daemon = start_daemon(pool.listen, worker=BEHAVE)
+    big = "z" * 900_000  # many reads of the Redis socket for one message
+    payloads: list[bytes | str] = [
+        json.dumps({"do": "note", "text": f"big {i}", "pad": big}) for i in range(5)
+    ]
+    assert publish_many(redis_server.url, payloads) == [1] * 5
+    wait_for(lambda: sorted(lines(pool.worker_log)) == [f"big {i}" for i in range(5)], what="five large jobs")
+    assert daemon.lines("lost the connection") == []

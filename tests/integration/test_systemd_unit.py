@@ -206,3 +206,25 @@ def test_host_tmp_is_left_alone(tmp_path: Path) -> None:
     finally:
         canary.unlink()
     assert shutil.which("systemctl")
+
+
+def test_a_stuck_loop_is_killed_by_the_watchdog_and_restarted(systemd: NamespacedSystemd) -> None:
+    dropins = "/run/systemd/system/asyncphp-daemon.service.d"
+    systemd.run("mkdir", "-p", dropins)
+    systemd.run("sh", "-c", f"printf '[Service]\\nWatchdogSec=2s\\nRestartSec=1s\\n' > {dropins}/watchdog.conf")
+    systemd.run("systemctl", "daemon-reload")
+    systemd.run("systemctl", "start", "php8.2-fpm.service")
+    systemd.run("systemctl", "start", "asyncphp-daemon.service")
+    state = systemd.show("asyncphp-daemon.service", "MainPID", "WatchdogUSec")
+    assert state["WatchdogUSec"] == "2s"
+    time.sleep(3)  # longer than WatchdogSec: the pings keep it alive
+    assert systemd.show("asyncphp-daemon.service", "MainPID")["MainPID"] == state["MainPID"]
+
+    systemd.run("kill", "-STOP", state["MainPID"])  # a loop that no longer turns
+
+    def restarted() -> bool:
+        now = systemd.show("asyncphp-daemon.service", "ActiveState", "MainPID")
+        return now["ActiveState"] == "active" and now["MainPID"] not in ("0", state["MainPID"])
+
+    wait_for(restarted, timeout=30, what="the watchdog to restart the daemon")
+    assert "Watchdog timeout" in systemd.journal("asyncphp-daemon.service")

@@ -21,6 +21,17 @@ switch ($_POST['do'] ?? 'note') {
         http_response_code((int) $_POST['code']);
         error_log('answered ' . $_POST['code']);
         break;
+    case 'slow':
+        // Long enough for a test to kill this child before it answers anything.
+        $note('slow attempt ' . $_SERVER['ASYNCPHP_ATTEMPT']);
+        sleep((int) ($_POST['seconds'] ?? 2));
+        break;
+    case 'answer_then_slow':
+        echo str_repeat('y', 100000);  // past the output buffer: the daemon sees the answer begin
+        flush();
+        $note('answered attempt ' . $_SERVER['ASYNCPHP_ATTEMPT']);
+        sleep(3);
+        break;
     case 'dump':
         $keys = ['REQUEST_METHOD', 'SCRIPT_FILENAME', 'SCRIPT_NAME', 'REQUEST_URI', 'CONTENT_TYPE',
                  'CONTENT_LENGTH', 'SERVER_SOFTWARE', 'GATEWAY_INTERFACE', 'QUERY_STRING',
