@@ -211,7 +211,9 @@ def test_host_tmp_is_left_alone(tmp_path: Path) -> None:
 def test_a_stuck_loop_is_killed_by_the_watchdog_and_restarted(systemd: NamespacedSystemd) -> None:
     dropins = "/run/systemd/system/asyncphp-daemon.service.d"
     systemd.run("mkdir", "-p", dropins)
-    systemd.run("sh", "-c", f"printf '[Service]\\nWatchdogSec=2s\\nRestartSec=1s\\n' > {dropins}/watchdog.conf")
+    systemd.run(
+        "sh", "-c", f"printf '[Service]\\nWatchdogSec=2s\\nRestartSec=1s\\n' > {dropins}/watchdog.conf"
+    )
     systemd.run("systemctl", "daemon-reload")
     systemd.run("systemctl", "start", "php8.2-fpm.service")
     systemd.run("systemctl", "start", "asyncphp-daemon.service")
