@@ -15,7 +15,6 @@ Retried requests carry ``ASYNCPHP_ATTEMPT``, so a worker can tell a second run f
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import logging
 import selectors
@@ -50,13 +49,24 @@ class Job:
 class Exchange:
     """One job's connection: connect, send the request, read the response to its end."""
 
-    __slots__ = ("_answered", "_connecting", "_owner", "_parser", "_pending", "_sock", "job", "started")
+    __slots__ = (
+        "_answered",
+        "_connecting",
+        "_owner",
+        "_parser",
+        "_pending",
+        "_sock",
+        "_watching",
+        "job",
+        "started",
+    )
 
     def __init__(self, job: Job, request: bytes, owner: Dispatcher) -> None:
         self.job = job
         self.started = time.monotonic()
         self._owner = owner
-        self._pending = memoryview(request)
+        self._pending = request
+        self._watching = 0  # the selector events registered for the socket, 0 if none
         self._connecting = False
         self._answered = False  # a byte of the response has arrived: the worker has run
         self._parser = ResponseParser()
@@ -64,8 +74,7 @@ class Exchange:
 
     def start(self, address: PoolAddress) -> None:
         try:
-            sock = self._sock = socket.socket(address.family, socket.SOCK_STREAM)
-            sock.setblocking(False)
+            sock = self._sock = socket.socket(address.family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
             sock.connect(address.address)
         except BlockingIOError as exc:
             if exc.errno != errno.EINPROGRESS:
@@ -76,9 +85,20 @@ class Exchange:
         except OSError as exc:
             self.fail(f"cannot connect to {address}: {exc.strerror or exc}", retry=True)
             return
-        self._owner.selector.register(sock, selectors.EVENT_WRITE, self)
-        if not self._connecting:
+        if self._connecting:
+            self._watch(selectors.EVENT_WRITE)
+        else:
             self._send()
+
+    def _watch(self, events: int) -> None:
+        # Registered only once there is something to wait for: a unix socket usually takes the
+        # whole request at once, so the first registration is for the answer.
+        assert self._sock is not None
+        if self._watching:
+            self._owner.selector.modify(self._sock, events, self)
+        else:
+            self._owner.selector.register(self._sock, events, self)
+        self._watching = events
 
     def __call__(self, mask: int) -> None:
         """The selector's callback: the socket is ready for what this exchange waits on."""
@@ -101,10 +121,13 @@ class Exchange:
         except OSError as exc:
             self.fail(f"cannot send the request: {exc.strerror or exc}", retry=True)
             return
-        self._pending = self._pending[sent:]
-        if not self._pending:
-            self._owner.selector.modify(self._sock, selectors.EVENT_READ, self)
-            self._owner.on_sent(self)
+        if sent < len(self._pending):
+            self._pending = self._pending[sent:]
+            self._watch(selectors.EVENT_WRITE)
+            return
+        self._pending = b""
+        self._watch(selectors.EVENT_READ)
+        self._owner.on_sent(self)
 
     def _receive(self) -> None:
         assert self._sock is not None
@@ -149,8 +172,9 @@ class Exchange:
     def close(self) -> None:
         if self._sock is None:
             return
-        with contextlib.suppress(KeyError):  # never registered: the connect failed at once
+        if self._watching:
             self._owner.selector.unregister(self._sock)
+            self._watching = 0
         self._sock.close()
         self._sock = None
 
