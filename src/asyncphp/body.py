@@ -157,14 +157,17 @@ def form_body(payload: bytes, limits: Limits = Limits()) -> bytes:
     if len(payload) > limits.max_bytes:
         raise BadMessage(f"{len(payload)} bytes, over max_message_bytes ({limits.max_bytes})")
     data = decode_message(payload)
-    depth = nesting(data)
-    # json_decode() counts the values inside the deepest container as one more level.
-    if depth + 1 > JSON_MAX_DEPTH:
-        raise BadMessage(f"nested deeper than json_decode() accepts ({JSON_MAX_DEPTH} levels)")
-    if depth - 1 > limits.max_nesting:  # the top-level object's keys carry no brackets
-        raise BadMessage(
-            f"nested {depth - 1} levels deep, over max_input_nesting_level ({limits.max_nesting})"
-        )
+    # Each level of nesting takes a "{" or "[" (strings may hold more): a payload with few of them
+    # cannot be too deep, and most messages skip the walk through their structure.
+    if payload.count(b"{") + payload.count(b"[") > min(limits.max_nesting, JSON_MAX_DEPTH - 2):
+        depth = nesting(data)
+        # json_decode() counts the values inside the deepest container as one more level.
+        if depth + 1 > JSON_MAX_DEPTH:
+            raise BadMessage(f"nested deeper than json_decode() accepts ({JSON_MAX_DEPTH} levels)")
+        if depth - 1 > limits.max_nesting:  # the top-level object's keys carry no brackets
+            raise BadMessage(
+                f"nested {depth - 1} levels deep, over max_input_nesting_level ({limits.max_nesting})"
+            )
     try:
         body = http_build_query(data)
     except UnicodeEncodeError:

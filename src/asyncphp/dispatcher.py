@@ -250,11 +250,12 @@ class Dispatcher:
             dropped = self._queue.pop()  # the job just taken: older ones keep their place
             self._queued_bytes -= len(dropped.body)
             self.counters.dropped += 1
-            self._log.error(
+            self._log_job(
+                logging.ERROR, dropped,
                 "queue full (%d queued, %d bytes, %d in flight): dropped job %d on %s (%d dropped so far); "
                 "message %s",
                 len(self._queue), self._queued_bytes, len(self._open), dropped.id, dropped.channel,
-                self.counters.dropped, preview(dropped.body), extra=_fields(dropped),
+                self.counters.dropped, preview(dropped.body),
             )  # fmt: skip
 
     def pump(self) -> None:
@@ -299,14 +300,15 @@ class Dispatcher:
         self._queued_bytes = 0
         for job in running:
             # The pool has it; with ignore_user_abort on (commands.conf) it runs to its end.
-            self._log.warning(
+            self._log_job(
+                logging.WARNING, job,
                 "job %d on %s still running in the pool (%s): its outcome will not be logged",
-                job.id, job.channel, reason, extra=_fields(job),
+                job.id, job.channel, reason,
             )  # fmt: skip
         for job in unsent[:UNDONE_LOGGED]:
-            self._log.error(
-                "job %d on %s left undone (%s); message %s", job.id, job.channel, reason, preview(job.body),
-                extra=_fields(job),
+            self._log_job(
+                logging.ERROR, job, "job %d on %s left undone (%s); message %s",
+                job.id, job.channel, reason, preview(job.body),
             )  # fmt: skip
         if len(unsent) > UNDONE_LOGGED:
             self._log.error("%d more jobs left undone (%s)", len(unsent) - UNDONE_LOGGED, reason)
@@ -329,11 +331,9 @@ class Dispatcher:
         job = exchange.job
         if job.attempts == 1:
             self.counters.dispatched += 1
-            self._log.info("Spawned process with ID: %d", job.id, extra=_fields(job))
+            self._log_job(logging.INFO, job, "Spawned process with ID: %d", job.id)
         else:
-            self._log.info(
-                "Spawned process with ID: %d (attempt %d)", job.id, job.attempts, extra=_fields(job)
-            )
+            self._log_job(logging.INFO, job, "Spawned process with ID: %d (attempt %d)", job.id, job.attempts)
 
     def on_finished(self, exchange: Exchange, response: Response) -> None:
         self._open.discard(exchange)
@@ -352,23 +352,18 @@ class Dispatcher:
         elif response.app_status:
             problem = f"the worker exited with status {response.app_status}"
         stderr = f"; stderr {preview(response.stderr, STDERR_PREVIEW)}" if response.stderr_bytes else ""
-        fields = _fields(job, status, elapsed_ms)
         if problem is None:
             self.counters.completed += 1
-            self._log.info(
-                "job %d on %s: status %d in %.1f ms%s",
-                job.id,
-                job.channel,
-                status,
-                elapsed_ms,
-                stderr,
-                extra=fields,
-            )
+            self._log_job(
+                logging.INFO, job, "job %d on %s: status %d in %.1f ms%s",
+                job.id, job.channel, status, elapsed_ms, stderr, status=status, elapsed_ms=elapsed_ms,
+            )  # fmt: skip
         else:
             self.counters.failed += 1
-            self._log.error(
-                "job %d on %s: status %d in %.1f ms, %s%s",
-                job.id, job.channel, status, elapsed_ms, problem, stderr, extra=fields,
+            self._log_job(
+                logging.ERROR, job, "job %d on %s: status %d in %.1f ms, %s%s",
+                job.id, job.channel, status, elapsed_ms, problem, stderr,
+                status=status, elapsed_ms=elapsed_ms,
             )  # fmt: skip
         self.pump()
 
@@ -379,10 +374,15 @@ class Dispatcher:
             return
         job = exchange.job
         self.counters.failed += 1
-        self._log.error(
-            "job %d on %s failed: %s; message %s", job.id, job.channel, reason, preview(job.body),
-            extra=_fields(job),
-        )  # fmt: skip
+        self._log_job(
+            logging.ERROR,
+            job,
+            "job %d on %s failed: %s; message %s",
+            job.id,
+            job.channel,
+            reason,
+            preview(job.body),
+        )
         self.pump()
 
     def _retry(self, exchange: Exchange, reason: str) -> None:
@@ -398,9 +398,9 @@ class Dispatcher:
         else:
             self.counters.retried += 1
             self._enqueue(job, front=True)
-            self._log.warning(
-                "job %d on %s: %s; attempt %d, retrying in %.2f s",
-                job.id, job.channel, reason, job.attempts, delay, extra=_fields(job),
+            self._log_job(
+                logging.WARNING, job, "job %d on %s: %s; attempt %d, retrying in %.2f s",
+                job.id, job.channel, reason, job.attempts, delay,
             )  # fmt: skip
         self.pump()
 
@@ -418,11 +418,19 @@ class Dispatcher:
 
     def _give_up(self, job: Job, reason: str) -> None:
         self.counters.given_up += 1
-        self._log.error(
-            "job %d on %s given up after %d attempt(s) over %.1f s: %s; message %s",
+        self._log_job(
+            logging.ERROR, job, "job %d on %s given up after %d attempt(s) over %.1f s: %s; message %s",
             job.id, job.channel, job.attempts, time.monotonic() - job.received, reason, preview(job.body),
-            extra=_fields(job),
         )  # fmt: skip
+
+    def _log_job(
+        self, level: int, job: Job, msg: str, *args: object, status: int | None = None,
+        elapsed_ms: float | None = None,
+    ) -> None:  # fmt: skip
+        # Checked first: the journal fields are work that a suppressed line (INFO under
+        # log_level = WARNING, on the hot path) should not cost.
+        if self._log.isEnabledFor(level):
+            self._log.log(level, msg, *args, extra=_fields(job, status, elapsed_ms))
 
 
 def _fields(job: Job, status: int | None = None, elapsed_ms: float | None = None) -> dict[str, object]:
