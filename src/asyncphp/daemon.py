@@ -2,7 +2,7 @@
 
     source (Redis) ─▶ JSON ─▶ form body ─▶ FastCGI request ─▶ dispatcher ─▶ pool ─▶ log line
 
-One thread, one selector: the Redis socket, the pool connections and a signal wakeup socket are
+One thread, one poller: the Redis socket, the pool connections and a signal wakeup socket are
 all watched together, and the loop's bounded wait also gives periodic work its rhythm (backoff
 ends, Redis health pings, the STATUS line, watchdog pings). Signal handlers only record; the loop
 acts.
@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import selectors
 import signal
 import sys
 import time
@@ -25,6 +24,7 @@ from asyncphp.backoff import Backoff
 from asyncphp.body import BadMessage, Limits, form_body
 from asyncphp.dispatcher import Dispatcher, Job
 from asyncphp.logfmt import preview
+from asyncphp.poller import READ, Poller
 from asyncphp.redisurl import redact
 from asyncphp.request import RequestBuilder
 from asyncphp.service import Notifier, ServiceError, SignalWakeup, configure_logging
@@ -50,11 +50,11 @@ class Daemon:
         self.log = log
         self.notifier = notifier
         self._reload = reload
-        self.selector = selectors.DefaultSelector()
+        self.poller = Poller()
         self.limits = _limits(settings)
         self.requests = RequestBuilder(settings.worker_script)
         self.dispatcher = Dispatcher(
-            self.selector,
+            self.poller,
             settings.fpm_socket,
             lambda job: self.requests.build(job.id, job.channel, job.body, job.attempts),
             log,
@@ -85,7 +85,7 @@ class Daemon:
 
     def run(self) -> int:
         signals = SignalWakeup((signal.SIGTERM, signal.SIGINT, signal.SIGHUP))
-        self.selector.register(signals, selectors.EVENT_READ, lambda mask: self._on_signals(signals))
+        self.poller.watch(signals.fileno(), READ, lambda events: self._on_signals(signals))
         try:
             while self._stop_reason is None:
                 if self._connect_at is not None and time.monotonic() >= self._connect_at:
@@ -95,13 +95,12 @@ class Daemon:
         finally:
             self._disconnect()
             signals.close()
-            self.selector.close()
+            self.poller.close()
         return EXIT_OK
 
     def _turn(self, timeout: float) -> None:
         """One pass of the loop: socket events, then whatever periodic work is due."""
-        for key, mask in self.selector.select(timeout):
-            key.data(mask)
+        self.poller.poll(timeout)
         now = time.monotonic()
         self.dispatcher.pump()
         self._check_redis(now)
@@ -147,12 +146,12 @@ class Daemon:
         self._source, self._redis_fd, self._connect_at = source, fd, None
         self._pinged_at = None
         self._announced = False
-        self.selector.register(fd, selectors.EVENT_READ, self._on_redis)
+        self.poller.watch(fd, READ, self._on_redis)
         self.log.info("Connected to redis on %s (%s)", where, version)
 
     def _disconnect(self) -> None:
         if self._redis_fd is not None:
-            self.selector.unregister(self._redis_fd)
+            self.poller.forget(self._redis_fd)
             self._redis_fd = None
         if self._source is not None:
             self._source.close()

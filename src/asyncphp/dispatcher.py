@@ -1,7 +1,7 @@
 """Hands jobs to the pool, one connection each, and reads every response in the background.
 
-Nothing here blocks: sockets are non-blocking and registered with the daemon's selector, whose
-loop calls back into the exchange that owns the socket. A worker's output is always read to the
+Nothing here blocks: sockets are non-blocking and watched by the daemon's poller, whose loop
+calls back into the exchange that owns the socket. A worker's output is always read to the
 end, because PHP aborts a script that writes to a connection its client has closed.
 
 At most ``max_in_flight`` requests are open, matching the pool's children, so a burst waits here
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import errno
 import logging
-import selectors
 import socket
 import time
 from collections import deque
@@ -27,6 +26,7 @@ from dataclasses import dataclass
 from asyncphp.backoff import Backoff
 from asyncphp.fastcgi import FCGI_REQUEST_COMPLETE, FastCGIError, Response, ResponseParser
 from asyncphp.logfmt import preview
+from asyncphp.poller import READ, WRITE, Poller
 from asyncphp.settings import PoolAddress
 
 READ_SIZE = 65536
@@ -66,7 +66,7 @@ class Exchange:
         self.started = time.monotonic()
         self._owner = owner
         self._pending = request
-        self._watching = 0  # the selector events registered for the socket, 0 if none
+        self._watching = 0  # the poller events registered for the socket, 0 if none
         self._connecting = False
         self._answered = False  # a byte of the response has arrived: the worker has run
         self._parser = ResponseParser()
@@ -86,7 +86,7 @@ class Exchange:
             self.fail(f"cannot connect to {address}: {exc.strerror or exc}", retry=True)
             return
         if self._connecting:
-            self._watch(selectors.EVENT_WRITE)
+            self._watch(WRITE)
         else:
             self._send()
 
@@ -94,14 +94,12 @@ class Exchange:
         # Registered only once there is something to wait for: a unix socket usually takes the
         # whole request at once, so the first registration is for the answer.
         assert self._sock is not None
-        if self._watching:
-            self._owner.selector.modify(self._sock, events, self)
-        else:
-            self._owner.selector.register(self._sock, events, self)
-        self._watching = events
+        if events != self._watching:
+            self._owner.poller.watch(self._sock.fileno(), events, self)
+            self._watching = events
 
     def __call__(self, mask: int) -> None:
-        """The selector's callback: the socket is ready for what this exchange waits on."""
+        """The poller's callback: the socket is ready for what this exchange waits on."""
         if self._pending:
             self._send()
         else:
@@ -123,10 +121,10 @@ class Exchange:
             return
         if sent < len(self._pending):
             self._pending = self._pending[sent:]
-            self._watch(selectors.EVENT_WRITE)
+            self._watch(WRITE)
             return
         self._pending = b""
-        self._watch(selectors.EVENT_READ)
+        self._watch(READ)
         self._owner.on_sent(self)
 
     def _receive(self) -> None:
@@ -173,7 +171,7 @@ class Exchange:
         if self._sock is None:
             return
         if self._watching:
-            self._owner.selector.unregister(self._sock)
+            self._owner.poller.forget(self._sock.fileno(), closing=True)
             self._watching = 0
         self._sock.close()
         self._sock = None
@@ -195,7 +193,7 @@ class Dispatcher:
 
     def __init__(
         self,
-        selector: selectors.BaseSelector,
+        poller: Poller,
         address: PoolAddress,
         build: Callable[[Job], bytes],
         log: logging.Logger,
@@ -206,7 +204,7 @@ class Dispatcher:
         retry_for: float,
         request_timeout: float,
     ) -> None:
-        self.selector = selector
+        self.poller = poller
         self.max_in_flight = max_in_flight
         self.max_queued = max_queued
         self.max_queued_bytes = max_queued_bytes

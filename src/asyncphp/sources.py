@@ -3,7 +3,7 @@
 redis-py opens the connection (URL, AUTH or ACL user, TLS, database) and sends SUBSCRIBE. From
 then on the source reads the socket itself, non-blocking, into a hiredis reader: redis-py's
 ``PubSub.get_message`` raises on a reply that has only partly arrived and then reconnects and
-resubscribes on its own, on a socket the daemon's selector does not watch. Here a partial reply
+resubscribes on its own, on a socket the daemon's poller does not watch. Here a partial reply
 simply waits for its next bytes, and reconnecting is the daemon's policy (a new source).
 """
 
