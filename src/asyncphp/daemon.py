@@ -11,6 +11,7 @@ acts.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import logging
 import os
 import signal
@@ -84,6 +85,9 @@ class Daemon:
     # The loop.
 
     def run(self) -> int:
+        # Everything imported and built so far lives as long as the process: keep it out of the
+        # cyclic collector, whose full passes over redis-py's ~30,000 objects took ~8 ms each.
+        gc.freeze()
         signals = SignalWakeup((signal.SIGTERM, signal.SIGINT, signal.SIGHUP))
         self.poller.watch(signals.fileno(), READ, lambda events: self._on_signals(signals))
         try:

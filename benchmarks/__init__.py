@@ -1,0 +1,1 @@
+"""asyncphp's benchmark: figures beside nginx + wrk on the same pool. Run it with benchmarks/run."""

@@ -1,0 +1,186 @@
+"""The things a benchmark drives or measures with: nginx + wrk, publishers, a bare subscriber,
+the worker's log, and /proc figures for a process."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import redis
+
+from asyncphp.sandbox import SandboxError, Server, free_port, wait_until
+
+BENCH_DIR = Path(__file__).resolve().parent
+WORKER = BENCH_DIR / "php" / "worker.php"
+
+
+def start_nginx(workdir: Path, pool_socket: str, worker: Path = WORKER) -> tuple[Server, int]:
+    """nginx in the foreground on a free loopback port, passing every request to the pool."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    user = "user root;" if os.geteuid() == 0 else ""
+    temp = " ".join(
+        f"{kind}_temp_path {workdir / kind};" for kind in ("client_body", "fastcgi", "proxy", "uwsgi", "scgi")
+    )
+    conf = workdir / "nginx.conf"
+    conf.write_text(f"""
+daemon off; {user} worker_processes auto; pid {workdir / "nginx.pid"}; error_log {workdir / "error.log"};
+events {{ worker_connections 4096; }}
+http {{
+    access_log off; {temp}
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            include /etc/nginx/fastcgi_params;
+            fastcgi_param SCRIPT_FILENAME {worker};
+            fastcgi_pass unix:{pool_socket};
+        }}
+    }}
+}}
+""")
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    process = subprocess.Popen([nginx, "-c", str(conf), "-p", str(workdir)], stdin=subprocess.DEVNULL)
+    server = Server("nginx", process, workdir / "error.log")
+
+    def listening() -> bool:
+        if process.poll() is not None:
+            raise SandboxError(f"nginx exited with {process.returncode}")
+        import socket
+
+        with socket.socket() as probe:
+            return probe.connect_ex(("127.0.0.1", port)) == 0
+
+    wait_until(listening, 10, "nginx")
+    return server, port
+
+
+def wrk(port: int, connections: int, seconds: float) -> float:
+    """Requests per second that wrk drives through nginx."""
+    threads = min(2, connections)
+    done = subprocess.run(
+        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds:g}s", f"http://127.0.0.1:{port}/"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    match = re.search(r"Requests/sec:\s+([\d.]+)", done.stdout)
+    if not match:
+        raise RuntimeError(f"wrk printed no rate:\n{done.stdout}{done.stderr}")
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", done.stdout)
+    if non_2xx:
+        raise RuntimeError(f"wrk saw {non_2xx.group(1)} failed requests")
+    return float(match.group(1))
+
+
+def publish_burst(url: str, count: int, channel: str = "commands", chunk: int = 1000) -> None:
+    """``count`` numbered messages, in pipelines of ``chunk``."""
+    client = redis.Redis.from_url(url)
+    pipe = client.pipeline(transaction=False)
+    for i in range(count):
+        pipe.publish(channel, json.dumps({"n": i}))
+        if i % chunk == chunk - 1:
+            pipe.execute()
+    pipe.execute()
+    client.close()
+
+
+def publish_paced(url: str, rate: float, seconds: float, channel: str = "commands") -> int:
+    """Messages carrying their send time, at ``rate`` per second; returns how many were sent."""
+    client = redis.Redis.from_url(url)
+    count = int(rate * seconds)
+    start = time.monotonic()
+    for i in range(count):
+        delay = start + i / rate - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        client.publish(channel, json.dumps({"n": i, "sent": f"{time.time():.6f}"}))
+    client.close()
+    return count
+
+
+BARE_SUBSCRIBER = """
+import sys, time, json, redis
+r = redis.Redis.from_url(sys.argv[1])
+p = r.pubsub(ignore_subscribe_messages=True)
+p.subscribe(sys.argv[2])
+out = open(sys.argv[3], "w")
+expected = int(sys.argv[4])
+for _ in range(expected):
+    m = None
+    while m is None:
+        m = p.get_message(timeout=None)
+    now = time.time()
+    message = json.loads(m["data"])
+    out.write(f"{message['n']} {message['sent']} {now:.6f}\\n")
+out.close()
+"""
+
+
+def start_bare_subscriber(url: str, channel: str, out: Path, expected: int) -> subprocess.Popen[bytes]:
+    """The latency floor: a redis-py (hiredis) subscriber that only notes when each message came."""
+    return subprocess.Popen([sys.executable, "-c", BARE_SUBSCRIBER, url, channel, str(out), str(expected)])
+
+
+class LineCounter:
+    """Counts lines appended to a file, reading only what is new each time."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.count = 0
+        self._offset = 0
+
+    def update(self) -> int:
+        try:
+            with self.path.open("rb") as f:
+                f.seek(self._offset)
+                data = f.read()
+        except FileNotFoundError:
+            return self.count
+        end = data.rfind(b"\n") + 1
+        self.count += data.count(b"\n", 0, end)
+        self._offset += end
+        return self.count
+
+    def wait_for(self, count: int, timeout: float) -> float:
+        """Seconds until ``count`` lines were there (polled every millisecond)."""
+        start = time.monotonic()
+        while self.update() < count:
+            if time.monotonic() - start > timeout:
+                raise TimeoutError(f"{self.path}: {self.count} of {count} lines after {timeout:.0f} s")
+            time.sleep(0.001)
+        return time.monotonic() - start
+
+
+def latencies(path: Path, skip: int = 0) -> list[float]:
+    """Milliseconds from publish to arrival, from lines ``n sent arrived`` (the worker's and the
+    bare subscriber's), leaving out messages numbered below ``skip``."""
+    found = []
+    for line in path.read_text().splitlines():
+        n, sent, arrived = line.split()
+        if int(n) >= skip:
+            found.append((float(arrived) - float(sent)) * 1000)
+    return found
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for {pid}")
+
+
+def subscribed(url: str, channel: str, timeout: float = 15) -> None:
+    client = redis.Redis.from_url(url)
+    wait_until(lambda: client.pubsub_numsub(channel)[0][1] > 0, timeout, f"a subscriber on {channel}")
+    client.close()

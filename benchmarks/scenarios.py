@@ -1,0 +1,241 @@
+"""The benchmark's scenarios. Each starts its own servers in a temp dir and returns figures."""
+
+from __future__ import annotations
+
+import statistics
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from asyncphp import sandbox
+from asyncphp.sandbox import Pool, RedisServer, Server
+from benchmarks import drivers
+
+ROOT = Path(__file__).resolve().parent.parent
+POOL_CONF = ROOT / "fpm-pool" / "commands.conf"
+SEED_WORKER = ROOT / "fpm-pool" / "worker.php"
+
+
+@dataclass
+class Options:
+    runs: int = 3
+    burst: int = 20_000
+    rate: float = 200.0
+    latency_seconds: float = 10.0
+    wrk_seconds: float = 5.0
+    soak: int = 0  # messages; 0 skips the soak
+    daemon_args: tuple[str, ...] = ("--log-level", "WARNING")
+
+
+@contextmanager
+def servers(pool_overrides: dict[str, str | None] | None = None) -> Iterator[tuple[Path, RedisServer, Pool]]:
+    """A private Redis and a private pool from the shipped commands.conf."""
+    with tempfile.TemporaryDirectory(prefix="asyncphp-bench-") as tmp:
+        workdir = Path(tmp)
+        redis_server = sandbox.start_redis(workdir)
+        try:
+            pool = sandbox.start_pool(workdir / "pool", POOL_CONF, pool_overrides)
+            try:
+                yield workdir, redis_server, pool
+            finally:
+                pool.stop()
+        finally:
+            redis_server.stop()
+
+
+def start_daemon(
+    redis_server: RedisServer, pool: Pool, options: Options, worker: Path, *extra: str
+) -> Server:
+    log = pool.worker_log.parent / "daemon.log"
+    daemon = sandbox.start_daemon(
+        redis_server.url, pool.listen, worker, *options.daemon_args, *extra, log=log
+    )
+    drivers.subscribed(redis_server.url, "commands")
+    return daemon
+
+
+def pool_capacity(options: Options) -> dict[str, float]:
+    """Requests per second through nginx + wrk, at concurrency = max_children and 50."""
+    figures = {}
+    with servers() as (workdir, _, pool):
+        nginx, port = drivers.start_nginx(workdir / "nginx", pool.listen)
+        try:
+            drivers.wrk(port, 5, 1)  # warm: the ondemand pool forks its children
+            for connections in (5, 50):
+                figures[f"c{connections}"] = drivers.wrk(port, connections, options.wrk_seconds)
+        finally:
+            nginx.stop()
+    return figures
+
+
+def burst(options: Options, *extra: str) -> dict[str, float]:
+    """N messages published in pipelines; seconds until N lines are in the worker log; the daemon's
+    CPU time per message and its RSS before and after."""
+    with servers() as (_, redis_server, pool):
+        daemon = start_daemon(redis_server, pool, options, drivers.WORKER, *extra)
+        try:
+            lines = drivers.LineCounter(pool.worker_log)
+            rss_before = drivers.rss_mb(daemon.pid)
+            cpu_before = drivers.cpu_seconds(daemon.pid)
+            started = time.monotonic()
+            drivers.publish_burst(redis_server.url, options.burst)
+            lines.wait_for(options.burst, timeout=300)
+            elapsed = time.monotonic() - started
+            cpu = drivers.cpu_seconds(daemon.pid) - cpu_before
+            figures = {
+                "seconds": elapsed,
+                "rate": options.burst / elapsed,
+                "cpu_us_per_message": cpu / options.burst * 1e6,
+                "rss_before_mb": rss_before,
+                "rss_after_mb": drivers.rss_mb(daemon.pid),
+            }
+            lines.update()
+            if lines.count != options.burst:
+                raise RuntimeError(f"{lines.count} worker lines for {options.burst} messages")
+        finally:
+            daemon.stop()
+    return figures
+
+
+def latency(options: Options) -> dict[str, float]:
+    """Publish → worker start at a paced rate, beside the floor: the same stream into a bare
+    redis-py subscriber. The first second of each is a warm-up and not counted."""
+    warmup = int(options.rate)
+    total = warmup + int(options.rate * options.latency_seconds)
+    seconds = total / options.rate
+    with servers() as (workdir, redis_server, pool):
+        floor_log = workdir / "floor.log"
+        floor = drivers.start_bare_subscriber(redis_server.url, "floor", floor_log, total)
+        drivers.subscribed(redis_server.url, "floor")
+        drivers.publish_paced(redis_server.url, options.rate, seconds, channel="floor")
+        floor.wait(30)
+
+        daemon = start_daemon(redis_server, pool, options, drivers.WORKER)
+        try:
+            drivers.publish_paced(redis_server.url, options.rate, seconds)
+            drivers.LineCounter(pool.worker_log).wait_for(total, timeout=60)
+        finally:
+            daemon.stop()
+        measured = {
+            "floor": percentiles(drivers.latencies(floor_log, skip=warmup)),
+            "asyncphp": percentiles(drivers.latencies(pool.worker_log, skip=warmup)),
+        }
+        return {f"{who}_{key}": value for who, figures in measured.items() for key, value in figures.items()}
+
+
+def percentiles(samples: Sequence[float]) -> dict[str, float]:
+    ordered = sorted(samples)
+
+    def at(q: float) -> float:
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+    return {"p50": at(0.50), "p90": at(0.90), "p99": at(0.99), "max": ordered[-1], "n": len(ordered)}
+
+
+def soak(options: Options) -> dict[str, float]:
+    """``options.soak`` messages, kept under the queue limit, with the daemon's RSS sampled."""
+    count, window = options.soak, 5_000  # published but not yet run: a steady load, not one long burst
+    with servers() as (_, redis_server, pool):
+        daemon = start_daemon(redis_server, pool, options, drivers.WORKER)
+        try:
+            lines = drivers.LineCounter(pool.worker_log)
+            samples = {"rss_start_mb": drivers.rss_mb(daemon.pid)}
+            cpu_before = drivers.cpu_seconds(daemon.pid)
+            started = time.monotonic()
+            sent = 0
+            while sent < count:
+                batch = min(window // 2, count - sent)
+                while sent - lines.update() > window:
+                    time.sleep(0.005)
+                drivers.publish_burst(redis_server.url, batch)
+                sent += batch
+                if "rss_warm_mb" not in samples and lines.count >= min(100_000, count // 10):
+                    samples["rss_warm_mb"] = drivers.rss_mb(daemon.pid)
+            lines.wait_for(count, timeout=600)
+            samples["seconds"] = time.monotonic() - started
+            samples["cpu_us_per_message"] = (drivers.cpu_seconds(daemon.pid) - cpu_before) / count * 1e6
+            samples["rss_end_mb"] = drivers.rss_mb(daemon.pid)
+            samples.setdefault("rss_warm_mb", samples["rss_start_mb"])
+        finally:
+            daemon.stop()
+    return samples
+
+
+def seed(options: Options, pool_overrides: dict[str, str | None] | None = None) -> dict[str, float]:
+    """The original's scenario: 10 messages at once into the shipped pool, the sleeping worker;
+    seconds until all ten finished, and the most children the pool had."""
+    with servers(pool_overrides) as (_, redis_server, pool):
+        daemon = start_daemon(redis_server, pool, options, SEED_WORKER)
+        try:
+            access = drivers.LineCounter(pool.access_log)
+            started = time.monotonic()
+            drivers.publish_burst(redis_server.url, 10)
+            peak = 0
+            while access.update() < 10:
+                peak = max(peak, len(pool.children()))
+                if time.monotonic() - started > 60:
+                    raise TimeoutError("the ten jobs did not finish in 60 s")
+                time.sleep(0.005)
+            children_rss = sum(_rss_or_zero(pid) for pid in pool.children())
+            return {"seconds": time.monotonic() - started, "children": peak, "children_rss_mb": children_rss}
+        finally:
+            daemon.stop()
+
+
+def _rss_or_zero(pid: int) -> float:
+    try:
+        return drivers.rss_mb(pid)
+    except (OSError, RuntimeError):
+        return 0.0
+
+
+def repeat(runs: int, scenario: Callable[[], dict[str, float]]) -> dict[str, dict[str, float]]:
+    """Median, min and max of each figure over ``runs`` runs."""
+    results = [scenario() for _ in range(runs)]
+    return {
+        key: {
+            "median": statistics.median(r[key] for r in results),
+            "min": min(r[key] for r in results),
+            "max": max(r[key] for r in results),
+        }
+        for key in results[0]
+    }
+
+
+def machine() -> dict[str, str]:
+    def first_line(*args: str) -> str:
+        try:
+            done = subprocess.run(args, capture_output=True, text=True, timeout=10)
+        except OSError:
+            return "not found"
+        return (done.stdout or done.stderr).strip().splitlines()[0]
+
+    import os
+    import platform
+
+    import hiredis
+    import redis
+
+    from asyncphp import __version__
+
+    model = next(
+        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+         if line.startswith("model name")),
+        platform.machine(),
+    )  # fmt: skip
+    return {
+        "cpu": f"{os.cpu_count()} × {model}",
+        "memory": f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB",
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "redis-py": f"{redis.__version__} (hiredis {hiredis.__version__})",
+        "redis-server": first_line("redis-server", "--version"),
+        "php-fpm": first_line(sandbox.find_php_fpm(), "-v"),
+        "nginx": first_line("nginx", "-v"),
+        "wrk": first_line("wrk", "-v"),
+        "asyncphp": __version__,
+    }

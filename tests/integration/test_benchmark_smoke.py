@@ -1,0 +1,46 @@
+"""The benchmark, at a tiny size, so that it does not rot. Figures are printed, never asserted."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from benchmarks import scenarios
+from benchmarks.__main__ import table
+from tests.conftest import ROOT
+
+TINY = scenarios.Options(runs=1, burst=200, rate=100, latency_seconds=0.5, wrk_seconds=1, soak=1_000)
+
+
+def test_scenarios_run_and_report() -> None:
+    results = {
+        "burst": scenarios.repeat(1, lambda: scenarios.burst(TINY)),
+        "latency": scenarios.repeat(1, lambda: scenarios.latency(TINY)),
+        "soak": scenarios.repeat(1, lambda: scenarios.soak(TINY)),
+        "seed": scenarios.repeat(1, lambda: scenarios.seed(TINY)),
+    }
+    assert results["latency"]["asyncphp_n"]["median"] == 50
+    report = table(scenarios.machine(), results, TINY)
+    assert "msg/s" in report and "p99" in report and "until all ten finished" in report
+    print("\n" + report)
+
+
+@pytest.mark.skipif(
+    shutil.which("nginx") is None or shutil.which("wrk") is None,
+    reason="benchmarks/run installs nginx-light and wrk",
+)
+def test_pool_capacity_through_nginx() -> None:
+    assert set(scenarios.pool_capacity(TINY)) == {"c5", "c50"}
+
+
+def test_cli_json() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick", "--only", "burst", "--json"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["results"]["burst"]["rate"]["median"] > 0
