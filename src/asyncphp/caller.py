@@ -11,14 +11,16 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal, overload
 
 import redis
 
+from asyncphp import redisurl
 from asyncphp.redisurl import redact
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_CHANNEL = "commands"
+DEFAULT_MAXLEN = 1_000_000  # entries a stream keeps, approximately (XADD MAXLEN ~)
 CONNECT_TIMEOUT = 2.0  # seconds, as the original caller
 
 EXIT_DELIVERED = 0
@@ -28,34 +30,59 @@ EXIT_BAD_PAYLOAD = 65  # sysexits EX_DATAERR
 EXIT_UNREACHABLE = 69  # sysexits EX_UNAVAILABLE
 
 
+@overload
+def publish(
+    message: Mapping[str, Any], *, channel: str = ..., redis_url: str = ..., durable: Literal[False] = ...
+) -> int: ...
+
+
+@overload
+def publish(
+    message: Mapping[str, Any],
+    *,
+    channel: str = ...,
+    redis_url: str = ...,
+    durable: Literal[True],
+    maxlen: int = ...,
+) -> str: ...
+
+
 def publish(
     message: Mapping[str, Any],
     *,
     channel: str = DEFAULT_CHANNEL,
     redis_url: str = DEFAULT_REDIS_URL,
-) -> int:
+    durable: bool = False,
+    maxlen: int = DEFAULT_MAXLEN,
+) -> int | str:
     """Publish ``message`` as JSON for the daemon to hand to the pool.
 
-    Pub/sub does not store messages: when this returns 0, nobody was subscribed and the job
-    is gone.
+    Pub/sub does not store messages: when this returns 0, nobody was subscribed and the job is
+    gone. With ``durable``, the message is added to the Redis stream named ``channel`` instead,
+    where it waits for a daemon reading that stream (``--stream``), and is run once.
 
     Args:
         message: a JSON-serialisable mapping; the worker receives it as ``$_POST``.
-        channel: the Redis channel the daemon subscribes to.
-        redis_url: ``redis://``, ``rediss://`` or ``unix://`` URL.
+        channel: the Redis channel (or, with ``durable``, the stream) the daemon reads.
+        redis_url: ``redis://``, ``rediss://``, ``unix://`` or ``redis+sentinel://`` URL.
+        durable: add to a stream (XADD) rather than publish.
+        maxlen: with ``durable``, the stream is trimmed to about this many entries.
 
     Returns:
-        The number of subscribers that received the message.
+        The number of subscribers that received the message; with ``durable``, the entry id.
 
     Raises:
         TypeError, ValueError: ``message`` cannot be serialised to a JSON object.
         redis.RedisError: Redis is unreachable or refused the command.
     """
     payload = json.dumps(dict(message), ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-    client = redis.Redis.from_url(
+    client = redisurl.client(
         redis_url, socket_connect_timeout=CONNECT_TIMEOUT, socket_timeout=CONNECT_TIMEOUT
     )
     try:
+        if durable:
+            entry_id = client.xadd(channel, {"payload": payload}, maxlen=maxlen, approximate=True)
+            return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
         return int(client.publish(channel, payload))
     finally:
         client.close()
@@ -104,8 +131,11 @@ def _parser() -> argparse.ArgumentParser:
         prog="asyncphp-publish",
         description="Publish one job for the asyncphp daemon. With no payload, publishes "
         '{"timestamp": "<now, ISO 8601>"} like the original caller.',
-        epilog=f"""exit status:
-  {EXIT_DELIVERED}   delivered to at least one subscriber
+        epilog=f"""With --stream the message is added to that Redis stream (durable mode) and its entry
+id is printed; it waits there for a daemon started with --stream.
+
+exit status:
+  {EXIT_DELIVERED}   delivered to at least one subscriber (or added to the stream)
   {EXIT_NO_SUBSCRIBER}   nobody is subscribed: pub/sub dropped the message
   {EXIT_USAGE}   bad command line
   {EXIT_BAD_PAYLOAD}  the payload is not a JSON object
@@ -124,6 +154,13 @@ def _parser() -> argparse.ArgumentParser:
         default=os.environ.get("ASYNCPHP_CHANNEL", DEFAULT_CHANNEL),
         help="default: $ASYNCPHP_CHANNEL or %(default)s",
     )
+    parser.add_argument("--stream", metavar="NAME", help="add to this stream (durable) instead of publishing")
+    parser.add_argument(
+        "--maxlen",
+        type=int,
+        default=DEFAULT_MAXLEN,
+        help="with --stream: keep about this many entries (%(default)s)",
+    )
     return parser
 
 
@@ -135,6 +172,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"asyncphp-publish: {exc}", file=sys.stderr)
         return EXIT_BAD_PAYLOAD
     try:
+        if args.stream:
+            print(
+                publish(
+                    message, channel=args.stream, redis_url=args.redis_url, durable=True, maxlen=args.maxlen
+                )
+            )
+            return EXIT_DELIVERED
         receivers = publish(message, channel=args.channel, redis_url=args.redis_url)
     except (redis.RedisError, ValueError) as exc:
         # redis-py raises ValueError for a malformed URL.

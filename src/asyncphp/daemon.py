@@ -21,16 +21,17 @@ from collections.abc import Callable, Mapping, Sequence
 
 import redis
 
-from asyncphp.backoff import Backoff
 from asyncphp.body import BadMessage, Limits, form_body
-from asyncphp.dispatcher import Dispatcher, Job
+from asyncphp.dispatcher import Dispatcher
+from asyncphp.jobs import Job, Message, Outcome, Result
+from asyncphp.keeper import Keeper
 from asyncphp.logfmt import preview
 from asyncphp.poller import READ, Poller
-from asyncphp.redisurl import redact
 from asyncphp.request import RequestBuilder
 from asyncphp.service import Notifier, ServiceError, SignalWakeup, configure_logging
 from asyncphp.settings import RELOADABLE, Settings, SettingsError, load
-from asyncphp.sources import Message, PubSubSource
+from asyncphp.sources import PubSubSource
+from asyncphp.streams import StreamSource
 
 EXIT_OK = 0
 EXIT_BAD_SETTINGS = 2
@@ -57,24 +58,40 @@ class Daemon:
         self.dispatcher = Dispatcher(
             self.poller,
             settings.fpm_socket,
-            lambda job: self.requests.build(job.id, job.channel, job.body, job.attempts),
+            lambda job: self.requests.build(job.id, job.channel, job.body, job.attempts, job.message_id),
             log,
             max_in_flight=settings.max_in_flight,
             max_queued=settings.max_queued,
             max_queued_bytes=settings.max_queued_bytes,
             retry_for=settings.retry_for,
             request_timeout=settings.request_timeout,
+            settle=self._settle,
         )
         self.received = 0
         self.rejected = 0
         self._last_job_id = 0
-        self._source: PubSubSource | None = None
-        self._redis_fd: int | None = None
-        self._connect_at: float | None = 0.0  # when to (re)connect to Redis; None while connected
-        self._redis_backoff = Backoff(0.1, 5.0, jitter=True)
-        self._redis_down_since: float | None = None
-        self._announced = False  # this connection's subscription has been confirmed and logged
-        self._pinged_at: float | None = None
+        self.pubsub: PubSubSource | None = None
+        self.streams: StreamSource | None = None
+        self.keepers: list[Keeper] = []
+        password_file = settings.redis_password_file
+        if settings.channels:
+            self.pubsub = PubSubSource(settings.redis_url, settings.channels, password_file, self._on_message)
+            self.keepers.append(
+                Keeper(self.pubsub, ", ".join(settings.channels), settings.redis_url, self.poller, log)
+            )
+        if settings.streams:
+            self.streams = StreamSource(
+                settings.redis_url, settings.streams, group=settings.group, consumer=settings.consumer,
+                claim_idle=settings.claim_idle, max_attempts=settings.max_attempts,
+                retry_delay=settings.retry_delay, password_file=password_file, deliver=self._on_message,
+                log=log,
+            )  # fmt: skip
+            what = (
+                "stream "
+                + ", ".join(settings.streams)
+                + f" (group {settings.group}, consumer {settings.consumer})"
+            )
+            self.keepers.append(Keeper(self.streams, what, settings.redis_url, self.poller, log))
         self._ready = False
         self._stop_reason: str | None = None
         self._stop_now = False
@@ -92,12 +109,11 @@ class Daemon:
         self.poller.watch(signals.fileno(), READ, lambda events: self._on_signals(signals))
         try:
             while self._stop_reason is None:
-                if self._connect_at is not None and time.monotonic() >= self._connect_at:
-                    self._connect()
                 self._turn(self._timeout())
             self._drain()
         finally:
-            self._disconnect()
+            for keeper in self.keepers:
+                keeper.disconnect()
             signals.close()
             self.poller.close()
         return EXIT_OK
@@ -106,8 +122,21 @@ class Daemon:
         """One pass of the loop: socket events, then whatever periodic work is due."""
         self.poller.poll(timeout)
         now = time.monotonic()
+        for keeper in self.keepers:
+            if keeper.connect_at is not None and now >= keeper.connect_at and self._stop_reason is None:
+                keeper.connect()
+            elif self._stop_reason is None:
+                keeper.check(now, self.settings.redis_health_interval)
         self.dispatcher.pump()
-        self._check_redis(now)
+        if self.streams is not None and self.keepers[-1].connected:
+            d = self.dispatcher
+            try:
+                self.streams.tick(free=d.max_in_flight - d.in_flight - d.queued)
+            except (redis.RedisError, OSError) as exc:
+                self.keepers[-1].lost(str(exc))
+        if not self._ready and all(keeper.announced for keeper in self.keepers):
+            self._ready = True
+            self.notifier.ready(self._status_line())
         if now >= self._next_status:
             self._next_status = now + TICK
             self.dispatcher.expire()
@@ -120,106 +149,23 @@ class Daemon:
     def _timeout(self) -> float:
         now = time.monotonic()
         wakes = [now + TICK, self._next_status]
-        if self._connect_at is not None:
-            wakes.append(self._connect_at)
-        if self.notifier.watchdog_interval:
+        wakes += [k.connect_at for k in self.keepers if k.connect_at is not None]
+        if self._ready and self.notifier.watchdog_interval:
             wakes.append(self._next_watchdog)
-        pool_wake = self.dispatcher.wake_at()
-        if pool_wake is not None:
-            wakes.append(pool_wake)
+        for wake in (self.dispatcher.wake_at(), self.streams.wake_at() if self.streams else None):
+            if wake is not None:
+                wakes.append(wake)
         return max(0.0, min(wakes) - now)
 
-    # Redis.
-
-    def _connect(self) -> None:
-        source = PubSubSource(
-            self.settings.redis_url, self.settings.channels, self.settings.redis_password_file
-        )
-        try:
-            where, version = source.open()
-            fd = source.fileno()
-        except (redis.RedisError, OSError) as exc:
-            source.close()
-            delay = self._redis_backoff.next()
-            self._connect_at = time.monotonic() + delay
-            self.log.error(
-                "cannot connect to redis at %s: %s; retrying in %.1f s",
-                redact(self.settings.redis_url), exc, delay,
-            )  # fmt: skip
-            return
-        self._source, self._redis_fd, self._connect_at = source, fd, None
-        self._pinged_at = None
-        self._announced = False
-        self.poller.watch(fd, READ, self._on_redis)
-        self.log.info("Connected to redis on %s (%s)", where, version)
-
-    def _disconnect(self) -> None:
-        if self._redis_fd is not None:
-            self.poller.forget(self._redis_fd)
-            self._redis_fd = None
-        if self._source is not None:
-            self._source.close()
-            self._source = None
-
-    def _lost_redis(self, reason: str) -> None:
-        # Pub/sub cannot replay what was published while we were away: the outage is logged with
-        # its length once we are back, so the gap is visible.
-        self._disconnect()
-        now = time.monotonic()
-        self._redis_down_since = self._redis_down_since or now
-        delay = self._redis_backoff.next()
-        self._connect_at = now + delay
-        self.log.error("lost the connection to redis: %s; reconnecting in %.1f s", reason, delay)
-        self._update_status()
-
-    def _check_redis(self, now: float) -> None:
-        source = self._source
-        if source is None or self._stop_reason is not None:
-            return
-        if self._pinged_at is not None and source.last_read > self._pinged_at:
-            self._pinged_at = None  # it answered
-        interval = self.settings.redis_health_interval
-        if self._pinged_at is None and now - source.last_read > interval:
-            try:
-                source.ping()
-            except (redis.RedisError, OSError) as exc:
-                self._lost_redis(str(exc))
-                return
-            self._pinged_at = now
-        elif self._pinged_at is not None and now - self._pinged_at > interval:
-            self._lost_redis(f"no answer to PING within {interval:g} s")
-
-    def _on_redis(self, mask: int) -> None:
-        source = self._source
-        assert source is not None
-        try:
-            for message in source.read():
-                self._on_message(message)
-        except (redis.RedisError, OSError) as exc:
-            self._lost_redis(str(exc) or type(exc).__name__)
-            return
-        if not self._announced and source.confirmed and self._stop_reason is None:
-            self._subscribed()
-
-    def _subscribed(self) -> None:
-        self._announced = True
-        self._redis_backoff.reset()
-        channels = ", ".join(self.settings.channels)
-        if self._redis_down_since is not None:
-            outage = time.monotonic() - self._redis_down_since
-            self._redis_down_since = None
-            self.log.warning("Resubscribed to %s after a %.1f s redis outage", channels, outage)
-            self._update_status()
-            return
-        self._ready = True
-        self.log.info("Subscribed to %s", channels)
-        self.notifier.ready(self._status_line())
+    # Messages.
 
     def _on_message(self, message: Message) -> None:
         self.received += 1
         try:
             body = form_body(message.payload, self.limits)
-        except Exception as exc:
+        except (
+            Exception
+        ) as exc:  # BadMessage, or a case the encoder missed: one message must not end the daemon
             self.rejected += 1
             reason = (
                 str(exc) if isinstance(exc, BadMessage) else f"cannot encode it ({type(exc).__name__}: {exc})"
@@ -228,11 +174,18 @@ class Daemon:
                 "skipped a message on %s: %s; message %s", message.channel, reason, preview(message.payload),
                 extra={"ASYNCPHP_CHANNEL": message.channel},
             )  # fmt: skip
+            if message.origin is not None and self.streams is not None:
+                self.streams.settle(message.origin, Result(Outcome.REJECTED, f"bad message: {reason}"))
             return
         self._last_job_id += 1
-        self.dispatcher.submit(Job(self._last_job_id, message.channel, body, time.monotonic()))
+        job = Job(self._last_job_id, message.channel, body, time.monotonic(), origin=message.origin)
+        if message.origin is not None and self.streams is not None:
+            self.streams.prepare(job, message.origin)
+        self.dispatcher.submit(job)
 
-    # Signals and lifecycle.
+    def _settle(self, job: Job, result: Result) -> None:
+        if job.origin is not None and self.streams is not None:
+            self.streams.settle(job.origin, result, job)
 
     def _on_signals(self, signals: SignalWakeup) -> None:
         for sig in signals.received():
@@ -274,30 +227,40 @@ class Daemon:
 
     def _drain(self) -> None:
         """Stop taking messages, then let queued and in-flight jobs finish, up to drain_timeout or a
-        second signal; what is left is logged job by job."""
+        second signal; what is left is logged job by job (stream entries stay pending)."""
         d = self.dispatcher
         self.notifier.stopping(f"stopping: {self._stop_reason} · {d.in_flight} in flight · {d.queued} queued")
         self.log.info("stopping (%s): %d in flight, %d queued", self._stop_reason, d.in_flight, d.queued)
         deadline = time.monotonic() + self.settings.drain_timeout
         unsubscribe_by = time.monotonic() + UNSUBSCRIBE_TIMEOUT
-        self._connect_at = None  # no reconnecting while stopping
-        if self._source is not None:
+        for keeper in self.keepers:
+            keeper.connect_at = None  # no reconnecting while stopping
+        waiting_unsubscribe = False
+        if self.pubsub is not None and self.keepers[0].connected:
             try:
-                self._source.unsubscribe()
+                self.pubsub.stop()
+                waiting_unsubscribe = True
             except (redis.RedisError, OSError):
-                self._disconnect()
+                self.keepers[0].disconnect()
+        if self.streams is not None:
+            self.streams.stop()
         while not self._stop_now:
             now = time.monotonic()
-            if self._source is not None and self._source.unsubscribed:
-                self._disconnect()  # whatever Redis sent before confirming has been read
-            elif self._source is not None and now >= unsubscribe_by:
-                self.log.warning("redis did not confirm the unsubscribe within %g s", UNSUBSCRIBE_TIMEOUT)
-                self._disconnect()
-            if (self._source is None and d.idle) or now >= deadline:
+            if waiting_unsubscribe and self.pubsub is not None:
+                if self.pubsub.unsubscribed or not self.keepers[0].connected:
+                    waiting_unsubscribe = False  # whatever Redis sent before confirming has been read
+                elif now >= unsubscribe_by:
+                    self.log.warning("redis did not confirm the unsubscribe within %g s", UNSUBSCRIBE_TIMEOUT)
+                    waiting_unsubscribe = False
+                if not waiting_unsubscribe:
+                    self.keepers[0].disconnect()
+            if (not waiting_unsubscribe and d.idle) or now >= deadline:
                 break
             self._turn(min(self._timeout(), max(0.0, deadline - now)))
         if not d.idle:
             d.close(f"{self._stop_reason}: drain ended" if not self._stop_now else "stopped at once")
+        if self.streams is not None:
+            self.streams.flush()
         c = d.counters
         self.log.info(
             "stopped · %d received · %d dispatched · %d completed · %d failed · %d retried · "
@@ -309,18 +272,24 @@ class Daemon:
     # Status.
 
     def _status_line(self) -> str:
-        channels = ", ".join(self.settings.channels)
+        down = [k for k in self.keepers if k.down_since is not None]
         if self._stop_reason is not None:
             state = f"stopping ({self._stop_reason})"
-        elif self._redis_down_since is not None:
-            state = f"redis unreachable for {time.monotonic() - self._redis_down_since:.0f} s, reconnecting"
+        elif down:
+            outage = time.monotonic() - min(k.down_since or 0 for k in down)
+            state = f"redis unreachable for {outage:.0f} s, reconnecting"
         elif not self._ready:
-            state = f"connecting to redis for {channels}"
+            state = "connecting to redis for " + " and ".join(k.what for k in self.keepers)
         else:
-            state = f"subscribed to {channels}"
+            state = "subscribed to " + ", ".join(self.settings.channels + self.settings.streams)
         d, c = self.dispatcher, self.dispatcher.counters
         failed = c.failed + c.given_up + c.dropped  # every job that did not end well
         counts = f"{c.dispatched} dispatched · {d.in_flight} in flight · {d.queued} queued · {failed} failed"
+        if self.streams is not None:
+            lags = [lag for lag in self.streams.lag.values() if lag is not None]
+            if lags:
+                counts += f" · lag {sum(lags)}"
+            counts += f" · {self.streams.dead} dead-lettered"
         return f"{state} · {counts}"
 
     def _update_status(self) -> None:

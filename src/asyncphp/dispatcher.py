@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 from asyncphp.backoff import Backoff
 from asyncphp.fastcgi import FCGI_REQUEST_COMPLETE, FastCGIError, Response, ResponseParser
+from asyncphp.jobs import Job, Outcome, Result
 from asyncphp.logfmt import preview
 from asyncphp.poller import READ, WRITE, Poller
 from asyncphp.settings import PoolAddress
@@ -34,16 +35,6 @@ STDERR_PREVIEW = 600  # characters: enough for a PHP fatal error with its file a
 BACKOFF_FIRST = 0.05  # seconds
 BACKOFF_CAP = 2.0  # seconds: a pool back from a restart is used again within this
 UNDONE_LOGGED = 1000  # jobs listed one by one when a drain leaves them undone
-
-
-@dataclass(slots=True)
-class Job:
-    id: int
-    channel: str
-    body: bytes
-    received: float  # time.monotonic()
-    attempts: int = 0
-    last_error: str = ""  # why the pool could not take it last time
 
 
 class Exchange:
@@ -203,6 +194,7 @@ class Dispatcher:
         max_queued_bytes: int,
         retry_for: float,
         request_timeout: float,
+        settle: Callable[[Job, Result], None],
     ) -> None:
         self.poller = poller
         self.max_in_flight = max_in_flight
@@ -210,6 +202,7 @@ class Dispatcher:
         self.max_queued_bytes = max_queued_bytes
         self.retry_for = retry_for
         self.request_timeout = request_timeout
+        self._settle = settle
         self._queued_bytes = 0
         self.counters = Counters()
         self._address = address
@@ -255,6 +248,7 @@ class Dispatcher:
                 len(self._queue), self._queued_bytes, len(self._open), dropped.id, dropped.channel,
                 self.counters.dropped, preview(dropped.body),
             )  # fmt: skip
+            self._settle(dropped, Result(Outcome.DROPPED, "the queue was full"))
 
     def pump(self) -> None:
         """Start queued jobs while slots are free and the pool is not being backed off from."""
@@ -303,6 +297,8 @@ class Dispatcher:
                 "job %d on %s still running in the pool (%s): its outcome will not be logged",
                 job.id, job.channel, reason,
             )  # fmt: skip
+        for job in running + unsent:
+            self._settle(job, Result(Outcome.ABANDONED, reason))
         for job in unsent[:UNDONE_LOGGED]:
             self._log_job(
                 logging.ERROR, job, "job %d on %s left undone (%s); message %s",
@@ -352,6 +348,7 @@ class Dispatcher:
         stderr = f"; stderr {preview(response.stderr, STDERR_PREVIEW)}" if response.stderr_bytes else ""
         if problem is None:
             self.counters.completed += 1
+            self._settle(job, Result(Outcome.COMPLETED, status=status))
             self._log_job(
                 logging.INFO, job, "job %d on %s: status %d in %.1f ms%s",
                 job.id, job.channel, status, elapsed_ms, stderr, status=status, elapsed_ms=elapsed_ms,
@@ -363,6 +360,8 @@ class Dispatcher:
                 job.id, job.channel, status, elapsed_ms, problem, stderr,
                 status=status, elapsed_ms=elapsed_ms,
             )  # fmt: skip
+            outcome = Outcome.REJECTED if 400 <= status < 500 else Outcome.FAILED
+            self._settle(job, Result(outcome, problem, status, response.stderr))
         self.pump()
 
     def on_failed(self, exchange: Exchange, reason: str, retry: bool) -> None:
@@ -381,6 +380,7 @@ class Dispatcher:
             reason,
             preview(job.body),
         )
+        self._settle(job, Result(Outcome.FAILED, reason))
         self.pump()
 
     def _retry(self, exchange: Exchange, reason: str) -> None:
@@ -420,6 +420,7 @@ class Dispatcher:
             logging.ERROR, job, "job %d on %s given up after %d attempt(s) over %.1f s: %s; message %s",
             job.id, job.channel, job.attempts, time.monotonic() - job.received, reason, preview(job.body),
         )  # fmt: skip
+        self._settle(job, Result(Outcome.UNDELIVERED, reason))
 
     def _log_job(
         self, level: int, job: Job, msg: str, *args: object, status: int | None = None,

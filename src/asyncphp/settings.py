@@ -15,9 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from redis.connection import parse_url
-
 from asyncphp import __version__
+from asyncphp.redisurl import validate as validate_redis_url
 
 DEFAULT_CONFIG = Path("/etc/asyncphp/daemon.toml")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -58,7 +57,13 @@ class Settings:
     # at $CREDENTIALS_DIRECTORY/redis-password, which is used when this is not set.
     redis_password_file: str | None = None
     redis_health_interval: float = 15.0  # seconds of silence before a PING, and then to wait for its answer
-    channels: tuple[str, ...] = ("commands",)
+    channels: tuple[str, ...] = ("commands",)  # none by default when streams are given
+    streams: tuple[str, ...] = ()  # the durable mode: Redis Streams read through a consumer group
+    group: str = "asyncphp"
+    consumer: str = ""  # unique per daemon; "" means <hostname>-<pid>
+    claim_idle: float = 60.0  # seconds an entry may sit unacknowledged before another consumer takes it
+    max_attempts: int = 5  # deliveries of a stream entry before it is dead-lettered
+    retry_delay: float = 1.0  # seconds before a failed stream entry is tried again, doubling each time
     fpm_socket: PoolAddress = PoolAddress(socket.AF_UNIX, "/run/php/asyncphp-commands.sock")
     worker_script: str = "/usr/local/lib/asyncphp/worker.php"
     max_in_flight: int = 5  # the pool's pm.max_children
@@ -91,7 +96,7 @@ def _string(value: Any) -> str:
 def _redis_url(value: Any) -> str:
     url = _string(value)
     try:
-        parse_url(url)
+        validate_redis_url(url)
     except ValueError as exc:
         raise ValueError(f"{url!r}: {exc}") from None
     return url
@@ -172,6 +177,12 @@ _FIELDS: dict[str, tuple[Callable[[Any], Any], str]] = {
         "seconds of silence before Redis is PINGed, and for its answer",
     ),
     "channels": (_channels, "channel to subscribe to; repeatable"),
+    "streams": (_channels, "stream to read through the consumer group; repeatable"),
+    "group": (_string, "the streams' consumer group"),
+    "consumer": (_string, "this daemon's consumer name, unique in the group"),
+    "claim_idle": (_positive_seconds, "seconds before entries of a stopped consumer are taken over"),
+    "max_attempts": (_count(1), "deliveries of a stream entry before it is dead-lettered"),
+    "retry_delay": (_seconds, "seconds before a failed stream entry is retried, doubling each time"),
     "fpm_socket": (_fpm_socket, "the pool: a unix socket path, or host:port"),
     "worker_script": (_worker_script, "absolute path of the PHP script, as SCRIPT_FILENAME"),
     "max_in_flight": (_count(1), "requests open at once; the pool's pm.max_children"),
@@ -188,7 +199,7 @@ _FIELDS: dict[str, tuple[Callable[[Any], Any], str]] = {
 
 
 def _flag(key: str) -> str:
-    return "--channel" if key == "channels" else "--" + key.replace("_", "-")
+    return {"channels": "--channel", "streams": "--stream"}.get(key, "--" + key.replace("_", "-"))
 
 
 def _env(key: str) -> str:
@@ -213,7 +224,7 @@ def parser() -> argparse.ArgumentParser:
         p.add_argument(
             _flag(key),
             dest=key,
-            action="append" if key == "channels" else "store",
+            action="append" if key in ("channels", "streams") else "store",
             help=f"{text} (default: {shown}; env {_env(key)})",
         )
     return p
@@ -265,6 +276,10 @@ def load(
             values[key] = _FIELDS[key][0](value)
         except ValueError as exc:
             raise SettingsError(f"invalid setting {key} (from {source}): {exc}") from None
+    if values.get("streams") and "channels" not in values:
+        values["channels"] = ()  # --stream alone means the durable mode instead of pub/sub
+    if not values.get("consumer"):
+        values["consumer"] = f"{socket.gethostname()}-{os.getpid()}"  # unique per daemon, and says where
     credentials = env.get("CREDENTIALS_DIRECTORY")
     if "redis_password_file" not in values and credentials:
         candidate = Path(credentials) / "redis-password"

@@ -374,7 +374,9 @@ def test_a_silent_redis_is_found_by_ping(
     daemon = start_daemon(pool.listen, "--redis-health-interval", "0.5")
     redis_server.process.send_signal(signal.SIGSTOP)
     try:
-        daemon.wait_for(r"ERROR lost the connection to redis: no answer to PING within 0\.5 s", timeout=15)
+        daemon.wait_for(
+            r"ERROR lost the connection to redis \(commands\): no answer to PING within 0\.5 s", timeout=15
+        )
     finally:
         redis_server.process.send_signal(signal.SIGCONT)
     daemon.wait_for("Resubscribed to commands after", timeout=20)
@@ -495,3 +497,13 @@ def test_large_messages_arrive_in_pieces_and_still_run(
     assert publish_many(redis_server.url, payloads) == [1] * 5
     wait_for(lambda: sorted(lines(pool.worker_log)) == [f"big {i}" for i in range(5)], what="five large jobs")
     assert daemon.lines("lost the connection") == []
+
+
+def test_an_idle_connection_is_pinged_and_lives_on(
+    redis_server: RedisServer, pool: Pool, start_daemon: Callable[..., Daemon]
+) -> None:
+    daemon = start_daemon(pool.listen, "--redis-health-interval", "0.2")
+    time.sleep(1.5)  # several PING/PONG rounds on the subscribed connection
+    assert publish({"timestamp": "after the pings"}, redis_url=redis_server.url) == 1
+    daemon.wait_for("job 1 on commands: status 200")
+    assert daemon.lines("lost the connection|Traceback") == []

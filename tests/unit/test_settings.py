@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import socket
 from pathlib import Path
 
@@ -15,7 +16,9 @@ def load(argv: list[str], env: dict[str, str]) -> Settings:
 
 
 def test_defaults_without_a_config_file() -> None:
-    assert load([], {}) == Settings()
+    loaded = load([], {})
+    assert loaded == Settings(consumer=loaded.consumer)
+    assert loaded.consumer.endswith(f"-{os.getpid()}")
 
 
 def test_default_config_file_is_read_when_present(tmp_path: Path) -> None:

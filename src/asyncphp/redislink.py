@@ -1,0 +1,184 @@
+"""A Redis connection the event loop drives without ever waiting on it.
+
+redis-py opens it (URL or Sentinel, AUTH or ACL user, TLS, database, timeouts). After that,
+commands are written without waiting for their replies, and replies are read, non-blocking, into
+a hiredis reader whenever the poller says the socket is readable: each goes to the callback given
+with its command, in order, or, when none is waiting (pub/sub messages), to the caller of
+:meth:`Link.read`. redis-py's own reading is not used past the handshake: ``PubSub.get_message``
+raises on a reply split across reads and then reconnects by itself, on a socket the poller would
+not know.
+"""
+
+from __future__ import annotations
+
+import select
+import socket
+import ssl
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import hiredis
+import redis
+from redis.backoff import NoBackoff
+from redis.connection import ConnectionInterface, ConnectionPool
+from redis.retry import Retry
+
+from asyncphp.redisurl import connection_pool, url_password
+
+CONNECT_TIMEOUT = 2.0  # seconds for connecting and each handshake step: the loop waits that long at most
+READ_SIZE = 65536
+
+Reply = Any  # bytes, int, list, None, or hiredis.ReplyError
+OnReply = Callable[[Reply], None]
+
+
+class Link:
+    """One Redis connection: blocking to open, non-blocking from then on."""
+
+    def __init__(self, url: str, password_file: str | None = None) -> None:
+        self.url = url
+        self._password_file = password_file
+        self._pool: ConnectionPool | None = None
+        self._connection: ConnectionInterface | None = None
+        self._sock: socket.socket | None = None
+        self._reader = hiredis.Reader()
+        self._waiting: deque[OnReply] = deque()
+        self.last_read = time.monotonic()
+
+    def open(self) -> tuple[str, str]:
+        """Connect and authenticate; returns where it connected and the server's version.
+
+        Raises:
+            redis.RedisError, OSError: Redis is unreachable, refused us, or did not answer in time.
+        """
+        options: dict[str, Any] = {
+            "socket_timeout": CONNECT_TIMEOUT,  # a Redis that accepts but never answers must not hang us
+            "socket_connect_timeout": CONNECT_TIMEOUT,
+            "socket_keepalive": True,
+            "retry": Retry(NoBackoff(), 0),
+        }
+        if self._password_file and url_password(self.url) is None:
+            options["password"] = Path(self._password_file).read_text().strip()
+        self._pool = connection_pool(self.url, **options)
+        # RESP2 whatever the URL asks: the replies are parsed here, in one shape (RESP3 turns
+        # XINFO's arrays into maps and answers PING differently while subscribed).
+        self._pool.connection_kwargs["protocol"] = 2
+        connection = self._connection = self._pool.make_connection()
+        connection.connect()
+        version = "version unknown"
+        try:
+            connection.send_command("INFO", "server")
+            info = connection.read_response()
+        except redis.exceptions.NoPermissionError:
+            pass  # a least-privilege ACL user may do its job without being allowed INFO
+        else:
+            for line in bytes(info).splitlines():
+                if line.startswith(b"redis_version:"):
+                    version = "redis " + line.split(b":", 1)[1].decode()
+        pieces = dict(connection.repr_pieces())
+        where = pieces["path"] if "path" in pieces else f"{pieces['host']}:{pieces['port']}"
+        return str(where), version
+
+    def call(self, *command: str | bytes | int) -> Reply:
+        """Send a command and wait for its reply: only before :meth:`start`, for setting up."""
+        assert self._connection is not None and self._sock is None
+        self._connection.send_command(*command)
+        return self._connection.read_response()
+
+    def start(self) -> None:
+        """From here on, the event loop drives the connection."""
+        assert self._connection is not None
+        # redis-py keeps the socket private; see the module docstring for why it is read directly.
+        sock = self._sock = self._connection._sock  # type: ignore[attr-defined]
+        assert sock is not None
+        sock.setblocking(False)
+        self.last_read = time.monotonic()
+
+    def fileno(self) -> int:
+        if self._sock is None:
+            raise redis.ConnectionError("the connection to redis is not open")
+        return self._sock.fileno()
+
+    @property
+    def waiting(self) -> int:
+        """Commands sent whose replies have not come yet."""
+        return len(self._waiting)
+
+    def send(self, *command: str | bytes | int, on_reply: OnReply | None = None) -> None:
+        """Write a command now; its reply goes to ``on_reply`` (or out of :meth:`read` if None).
+
+        Raises:
+            redis.ConnectionError: the connection is closed or broken.
+        """
+        if self._sock is None or self._connection is None:
+            raise redis.ConnectionError("the connection to redis is not open")
+        packed = b"".join(self._connection.pack_command(*command))
+        try:
+            sent = self._sock.send(packed)
+            if sent < len(packed):
+                # The send buffer is full (a large dead letter, a slow Redis): finish within a bound
+                # rather than queue writes in the loop.
+                self._sock.settimeout(CONNECT_TIMEOUT)
+                try:
+                    self._sock.sendall(packed[sent:])
+                finally:
+                    self._sock.setblocking(False)
+        except (OSError, ValueError) as exc:
+            raise redis.ConnectionError(f"writing to redis: {exc}") from exc
+        if on_reply is not None:
+            self._waiting.append(on_reply)
+
+    def read(self) -> Iterator[Reply]:
+        """Handle what has arrived, without waiting: one read of the socket (plus whatever TLS has
+        already decrypted), then every complete reply in it. Replies nobody waits for are yielded.
+        A reply cut in two by the network stays in the reader until the rest comes.
+
+        Raises:
+            redis.ConnectionError: the connection closed or broke, or Redis refused a command
+                nobody waited for.
+        """
+        sock = self._sock
+        if sock is None:
+            raise redis.ConnectionError("the connection to redis is not open")
+        try:
+            data = sock.recv(READ_SIZE)
+            while isinstance(sock, ssl.SSLSocket) and sock.pending():
+                data += sock.recv(READ_SIZE)
+        except (BlockingIOError, ssl.SSLWantReadError):
+            return
+        except OSError as exc:
+            raise redis.ConnectionError(f"reading from redis: {exc}") from exc
+        if not data:
+            raise redis.ConnectionError("redis closed the connection")
+        self.last_read = time.monotonic()
+        self._reader.feed(data)
+        while True:
+            try:
+                reply = self._reader.gets()
+            except hiredis.ProtocolError as exc:
+                raise redis.ConnectionError(f"redis sent something unreadable: {exc}") from exc
+            if reply is False:
+                return
+            if self._waiting:
+                self._waiting.popleft()(reply)
+            elif isinstance(reply, hiredis.ReplyError):
+                raise redis.ConnectionError(f"redis refused: {reply}")
+            else:
+                yield reply
+
+    def wait_readable(self, timeout: float) -> None:
+        """Block until the socket is readable or ``timeout`` passes: only for a bounded last flush."""
+        if self._sock is not None and timeout > 0:
+            select.select([self._sock], [], [], timeout)
+
+    def close(self) -> None:
+        """Drop the connection; safe to call more than once. Callbacks still waiting are dropped."""
+        self._waiting.clear()
+        if self._connection is not None:
+            self._connection.disconnect()
+        if self._pool is not None:
+            self._pool.disconnect()
+        self._sock = None

@@ -1,0 +1,364 @@
+"""The durable source: Redis Streams read through a consumer group, acknowledged on the worker's result.
+
+    XREADGROUP (no more entries than free request slots) ─▶ job ─▶ pool ─▶ result
+        2xx/3xx → XACK · 4xx or a bad message → dead letter + XACK
+        5xx, fatal error, pool unreachable → again after a growing delay, up to max_attempts, then
+        dead letter + XACK · still running at shutdown → left pending for another consumer
+
+Two connections, both driven by the event loop (``redislink``): one blocks in XREADGROUP, the
+other carries acknowledgements, dead letters, claims and lag queries, in order. An entry stays
+in this consumer's pending list until it is settled; while it is held here its idle time is
+reset (XCLAIM … JUSTID), so only the entries of a consumer that died reach ``claim_idle`` and
+are taken over by XAUTOCLAIM, here or on another host.
+"""
+
+from __future__ import annotations
+
+import functools
+import heapq
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import hiredis
+import redis
+
+from asyncphp.jobs import Job, Message, Outcome, Result
+from asyncphp.logfmt import preview
+from asyncphp.redislink import Link
+
+DEAD_SUFFIX = ":dead"
+DEAD_MAXLEN = 100_000  # dead letters kept per stream (approximately)
+BLOCK_MS = 2000  # XREADGROUP waits this long for entries, then is sent again
+STDERR_EXCERPT = 2000  # bytes of the worker's stderr kept in a dead letter
+RETRY_DELAY_CAP = 300.0  # seconds
+
+
+@dataclass(slots=True)
+class Entry:
+    """A stream entry held by this consumer until it is settled."""
+
+    stream: str
+    id: str
+    payload: bytes
+    attempts: int  # deliveries so far, as Redis counts them (XPENDING)
+    touched: float = field(default_factory=time.monotonic)
+
+
+class StreamSource:
+    def __init__(
+        self,
+        url: str,
+        streams: tuple[str, ...],
+        *,
+        group: str,
+        consumer: str,
+        claim_idle: float,
+        max_attempts: int,
+        retry_delay: float,
+        password_file: str | None,
+        deliver: Callable[[Message], None],
+        log: logging.Logger,
+    ) -> None:
+        self.streams = streams
+        self.group = group
+        self.consumer = consumer
+        self.claim_idle = claim_idle
+        self.max_attempts = max_attempts
+        self.retry_delay = retry_delay
+        self._url, self._password_file = url, password_file
+        self._deliver = deliver
+        self._log = log
+        self.reader = Link(url, password_file)
+        self.writer = Link(url, password_file)
+        self._held: dict[tuple[str, str], Entry] = {}
+        self._retries: list[tuple[float, int, Entry]] = []  # a heap by due time
+        self._retry_seq = 0
+        self._acks: dict[str, list[str]] = {}
+        self._reading = False
+        self._claiming = False
+        self._stopped = False
+        self._next_claim = 0.0
+        self._next_touch = 0.0
+        self._next_lag = 0.0
+        self.lag: dict[str, int | None] = {}
+        self.acked = 0
+        self.dead = 0
+
+    # Connection.
+
+    def open(self) -> tuple[str, str]:
+        """Connect both links and make sure every stream and its group exist.
+
+        Raises:
+            redis.RedisError, OSError: Redis is unreachable or refused us.
+        """
+        self.close()
+        self.reader, self.writer = Link(self._url, self._password_file), Link(self._url, self._password_file)
+        where = self.reader.open()
+        self.writer.open()
+        for stream in self.streams:
+            try:
+                # From "0": entries added while no daemon ever read this stream are work too.
+                self.writer.call("XGROUP", "CREATE", stream, self.group, "0", "MKSTREAM")
+            except redis.ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
+        self.reader.start()
+        self.writer.start()
+        self._reading = self._claiming = False
+        self._next_claim = 0.0  # claim what dead consumers left, now
+        for held in self._held.values():
+            held.touched = 0.0  # touch at once: the outage may have made them look idle
+        return where
+
+    @property
+    def ready(self) -> bool:
+        """Groups exist once :meth:`open` has returned."""
+        return True
+
+    def watch(self) -> list[tuple[int, Callable[[], None]]]:
+        return [(self.reader.fileno(), self._read), (self.writer.fileno(), self._read_writer)]
+
+    @property
+    def last_read(self) -> float:
+        # The reader hears from Redis at least every BLOCK_MS while it reads.
+        return max(self.reader.last_read, self.writer.last_read)
+
+    def ping(self) -> None:
+        self.writer.send("PING", on_reply=lambda reply: None)
+
+    def close(self) -> None:
+        self.reader.close()
+        self.writer.close()
+
+    # Receiving.
+
+    def pull(self, free: int) -> None:
+        """Ask for at most ``free`` entries (the free request slots), unless a read is out."""
+        if self._stopped or self._reading or free <= 0:
+            return
+        self._reading = True
+        count = max(1, free // len(self.streams))
+        self.reader.send(
+            "XREADGROUP", "GROUP", self.group, self.consumer, "COUNT", count, "BLOCK", BLOCK_MS,
+            "STREAMS", *self.streams, *[">"] * len(self.streams), on_reply=self._on_entries,
+        )  # fmt: skip
+
+    def _read(self) -> None:
+        for _ in self.reader.read():
+            pass  # every reply has a callback
+
+    def _read_writer(self) -> None:
+        for _ in self.writer.read():
+            pass
+
+    def _on_entries(self, reply: object) -> None:
+        self._reading = False
+        if isinstance(reply, hiredis.ReplyError):
+            # NOGROUP: the stream or its group was deleted under us; reconnecting recreates both.
+            raise redis.ConnectionError(f"XREADGROUP refused: {reply}")
+        for stream, entries in reply or []:  # type: ignore[attr-defined]
+            for entry_id, fields in entries:
+                self._take(stream.decode(), entry_id.decode(), fields, attempts=1)
+
+    def _take(self, stream: str, entry_id: str, fields: list[bytes] | None, attempts: int) -> None:
+        key = (stream, entry_id)
+        if key in self._held:
+            return  # already ours (a claim raced with our own delivery)
+        values = dict(zip(fields[::2], fields[1::2], strict=True)) if fields else {}
+        entry = Entry(stream, entry_id, values.get(b"payload", b""), attempts)
+        self._held[key] = entry
+        if b"payload" not in values:
+            self.settle(entry, Result(Outcome.REJECTED, "the entry has no payload field"))
+            return
+        self._deliver(Message(stream, entry.payload, entry))
+
+    def prepare(self, job: Job, entry: Entry) -> None:
+        """Give the job what the worker should see of the entry: its id and delivery count."""
+        job.message_id = entry.id
+        job.attempts = entry.attempts - 1  # the dispatcher counts the send it is about to make
+
+    # Settling.
+
+    def settle(self, entry: Entry, result: Result, job: Job | None = None) -> None:
+        if job is not None:
+            entry.attempts = max(entry.attempts, job.attempts)
+        outcome = result.outcome
+        if outcome is Outcome.COMPLETED:
+            self._ack(entry)
+        elif outcome is Outcome.REJECTED:
+            self._bury(entry, result)
+        elif outcome in (Outcome.FAILED, Outcome.UNDELIVERED):
+            if entry.attempts >= self.max_attempts:
+                self._bury(entry, result)
+            else:
+                delay = min(RETRY_DELAY_CAP, self.retry_delay * 2 ** (entry.attempts - 1))
+                self._log.warning(
+                    "entry %s of %s: attempt %d of %d failed (%s); again in %.1f s",
+                    entry.id, entry.stream, entry.attempts, self.max_attempts,
+                    result.reason or result.outcome.value, delay,
+                    extra={"ASYNCPHP_CHANNEL": entry.stream, "ASYNCPHP_MESSAGE_ID": entry.id},
+                )  # fmt: skip
+                self._retry_seq += 1
+                heapq.heappush(self._retries, (time.monotonic() + delay, self._retry_seq, entry))
+        else:
+            # DROPPED or ABANDONED: it stays pending, for XAUTOCLAIM here or elsewhere.
+            self._held.pop((entry.stream, entry.id), None)
+
+    def _ack(self, entry: Entry) -> None:
+        self._held.pop((entry.stream, entry.id), None)
+        self._acks.setdefault(entry.stream, []).append(entry.id)
+
+    def _bury(self, entry: Entry, result: Result) -> None:
+        """Copy the entry to ``<stream>:dead`` with why, then acknowledge it."""
+        reason = result.reason or result.outcome.value
+        fields: list[str | bytes | int] = [
+            "id", entry.id, "payload", entry.payload, "attempts", entry.attempts, "reason", reason,
+            "status", "" if result.status is None else result.status,
+            "stderr", result.stderr[:STDERR_EXCERPT], "daemon", self.consumer, "time", f"{time.time():.3f}",
+        ]  # fmt: skip
+        self._log.error(
+            "entry %s of %s dead-lettered to %s after %d attempt(s): %s; message %s",
+            entry.id, entry.stream, entry.stream + DEAD_SUFFIX, entry.attempts, reason,
+            preview(entry.payload), extra={"ASYNCPHP_CHANNEL": entry.stream, "ASYNCPHP_MESSAGE_ID": entry.id},
+        )  # fmt: skip
+        self.dead += 1
+        self._flush_acks()  # keep order: earlier acks first
+        try:
+            self.writer.send(
+                "XADD", entry.stream + DEAD_SUFFIX, "MAXLEN", "~", DEAD_MAXLEN, "*", *fields, on_reply=_check
+            )
+        except redis.ConnectionError:
+            pass  # not acknowledged either: redelivered after claim_idle, and buried then
+        else:
+            self._ack(entry)
+
+    def _flush_acks(self) -> None:
+        for stream, ids in self._acks.items():
+            self.writer.send("XACK", stream, self.group, *ids, on_reply=_check)
+            self.acked += len(ids)
+        self._acks.clear()
+
+    # Periodic work, from the event loop.
+
+    def tick(self, free: int) -> None:
+        """Acks out, retries due back in, claims and idle-time resets when due, then read."""
+        now = time.monotonic()
+        if self._acks:
+            self._flush_acks()
+        while self._retries and self._retries[0][0] <= now and free > 0:
+            _, _, entry = heapq.heappop(self._retries)
+            # XCLAIM to ourselves counts the delivery in Redis, so a crash does not reset it.
+            self.writer.send("XCLAIM", entry.stream, self.group, self.consumer, 0, entry.id, on_reply=_check)
+            entry.attempts += 1
+            entry.touched = now
+            free -= 1
+            self._deliver(Message(entry.stream, entry.payload, entry))
+        if not self._stopped and now >= self._next_touch:
+            self._next_touch = now + self.claim_idle / 4
+            self._touch(now)
+        if not self._stopped and not self._claiming and now >= self._next_claim and free > 0:
+            self._next_claim = now + self.claim_idle / 2
+            self._claim(free)
+        if now >= self._next_lag:
+            self._next_lag = now + 5.0
+            for stream in self.streams:
+                self.writer.send(
+                    "XINFO", "GROUPS", stream, on_reply=functools.partial(self._on_groups, stream)
+                )
+        self.pull(free)
+
+    def wake_at(self) -> float | None:
+        return self._retries[0][0] if self._retries else None
+
+    def _touch(self, now: float) -> None:
+        """Reset the idle time of entries held here for a while, so nobody claims them from us."""
+        by_stream: dict[str, list[str]] = {}
+        for entry in self._held.values():
+            if now - entry.touched > self.claim_idle / 4:
+                entry.touched = now
+                by_stream.setdefault(entry.stream, []).append(entry.id)
+        for stream, ids in by_stream.items():
+            self.writer.send("XCLAIM", stream, self.group, self.consumer, 0, *ids, "JUSTID", on_reply=_check)
+
+    def _claim(self, free: int) -> None:
+        self._claiming = True
+        remaining = list(self.streams)
+
+        def claimed(stream: str, reply: object) -> None:
+            remaining.remove(stream)
+            if not remaining:
+                self._claiming = False
+            if isinstance(reply, hiredis.ReplyError) or not reply:
+                return
+            entries = [(e[0].decode(), e[1]) for e in reply[1] if e[1] is not None]  # type: ignore[index]
+            if not entries:
+                return
+            ids = [entry_id for entry_id, _ in entries]
+            self._log.warning(
+                "claimed %d entr%s of %s idle for over %g s from consumers that stopped",
+                len(ids), "y" if len(ids) == 1 else "ies", stream, self.claim_idle,
+            )  # fmt: skip
+
+            def counted(pending: object) -> None:
+                deliveries = {}
+                if not isinstance(pending, hiredis.ReplyError):
+                    deliveries = {row[0].decode(): int(row[3]) for row in pending or []}  # type: ignore[attr-defined]
+                for entry_id, fields in entries:
+                    self._take(stream, entry_id, fields, attempts=deliveries.get(entry_id, 2))
+
+            self.writer.send(
+                "XPENDING", stream, self.group, min(ids, key=_id_key), max(ids, key=_id_key), len(ids),
+                self.consumer, on_reply=counted,
+            )  # fmt: skip
+
+        for stream in self.streams:
+            self.writer.send(
+                "XAUTOCLAIM", stream, self.group, self.consumer, int(self.claim_idle * 1000), "0-0",
+                "COUNT", max(1, free // len(self.streams)),
+                on_reply=functools.partial(claimed, stream),
+            )  # fmt: skip
+
+    def _on_groups(self, stream: str, reply: object) -> None:
+        if isinstance(reply, hiredis.ReplyError):
+            return
+        for group in reply or []:  # type: ignore[attr-defined]
+            info = dict(zip(group[::2], group[1::2], strict=True))
+            if info.get(b"name") == self.group.encode():
+                lag = info.get(b"lag")
+                self.lag[stream] = int(lag) if isinstance(lag, int) else None
+
+    # Stopping.
+
+    def stop(self) -> None:
+        """Stop reading; what is held stays pending for another consumer unless it ends here."""
+        self._stopped = True
+        self.reader.close()  # an XREADGROUP in progress is abandoned: Redis keeps what it gave us pending
+        self._retries.clear()
+
+    def flush(self, timeout: float = 2.0) -> None:
+        """Send the last acks and wait (bounded) for Redis to confirm them."""
+        try:
+            self._flush_acks()
+            deadline = time.monotonic() + timeout
+            while self.writer.waiting and time.monotonic() < deadline:
+                self.writer.wait_readable(deadline - time.monotonic())
+                self._read_writer()
+        except redis.ConnectionError:
+            pass
+
+    @property
+    def held(self) -> int:
+        return len(self._held)
+
+
+def _check(reply: object) -> None:
+    if isinstance(reply, hiredis.ReplyError):
+        raise redis.ConnectionError(f"redis refused: {reply}")
+
+
+def _id_key(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
