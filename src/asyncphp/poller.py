@@ -7,6 +7,7 @@ only forgotten here: closing it removes it from the epoll set.
 
 from __future__ import annotations
 
+import contextlib
 import select
 from collections.abc import Callable
 
@@ -24,7 +25,10 @@ class Poller:
     def watch(self, fd: int, events: int, callback: Callback) -> None:
         """Call ``callback(events)`` when ``fd`` is ready for ``events``; a second call changes them."""
         if fd in self._callbacks:
-            self._epoll.modify(fd, events)
+            try:
+                self._epoll.modify(fd, events)
+            except FileNotFoundError:  # the old socket of that number was closed without forget()
+                self._epoll.register(fd, events)
         else:
             self._epoll.register(fd, events)
         self._callbacks[fd] = callback
@@ -32,7 +36,8 @@ class Poller:
     def forget(self, fd: int, closing: bool = False) -> None:
         """Stop watching ``fd``; with ``closing``, the caller closes it next, which unregisters it."""
         if self._callbacks.pop(fd, None) is not None and not closing:
-            self._epoll.unregister(fd)
+            with contextlib.suppress(OSError):  # already closed, which unregistered it
+                self._epoll.unregister(fd)
 
     def poll(self, timeout: float) -> None:
         """Wait up to ``timeout`` seconds, then run the callbacks of what is ready."""

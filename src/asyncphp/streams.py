@@ -156,6 +156,8 @@ class StreamSource:
 
     def _on_entries(self, reply: object) -> None:
         self._reading = False
+        if self._stopped:
+            return  # what this last read brought stays pending, for another consumer to claim
         if isinstance(reply, hiredis.ReplyError):
             # NOGROUP: the stream or its group was deleted under us; reconnecting recreates both.
             raise redis.ConnectionError(f"XREADGROUP refused: {reply}")
@@ -335,7 +337,6 @@ class StreamSource:
     def stop(self) -> None:
         """Stop reading; what is held stays pending for another consumer unless it ends here."""
         self._stopped = True
-        self.reader.close()  # an XREADGROUP in progress is abandoned: Redis keeps what it gave us pending
         self._retries.clear()
 
     def flush(self, timeout: float = 2.0) -> None:

@@ -1,0 +1,5 @@
+import sys
+
+from asyncphp.cli import main
+
+sys.exit(main())

@@ -1,0 +1,87 @@
+"""``asyncphp``: one command for the daemon, publishing and the operator's tools."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+import redis
+
+from asyncphp import redisurl
+from asyncphp.caller import DEFAULT_REDIS_URL
+from asyncphp.logfmt import preview
+
+USAGE = """asyncphp COMMAND [ARGS]
+
+commands:
+  daemon   run the daemon (asyncphp-daemon; --help for its settings)
+  publish  publish a job (asyncphp-publish)
+  dead     list, replay or purge the dead letters of a stream
+"""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help"):
+        print(USAGE, end="")
+        return 0 if args else 2
+    command, rest = args[0], args[1:]
+    if command == "daemon":
+        from asyncphp.daemon import main as daemon_main
+
+        return daemon_main(rest)
+    if command == "publish":
+        from asyncphp.caller import main as publish_main
+
+        return publish_main(rest)
+    if command == "dead":
+        return dead(rest)
+    print(f"asyncphp: unknown command {command!r}\n\n{USAGE}", file=sys.stderr, end="")
+    return 2
+
+
+def dead(argv: Sequence[str]) -> int:
+    from asyncphp import deadletters
+
+    parser = argparse.ArgumentParser(prog="asyncphp dead", description="The dead letters of a stream.")
+    parser.add_argument("--redis-url", default=os.environ.get("ASYNCPHP_REDIS_URL", DEFAULT_REDIS_URL))
+    parser.add_argument("--stream", default=os.environ.get("ASYNCPHP_CHANNEL", "commands"))
+    actions = parser.add_subparsers(dest="action", required=True)
+    show = actions.add_parser("list", help="show the dead letters, oldest first")
+    show.add_argument("--count", type=int)
+    for name, text in (("replay", "add them to the stream again"), ("purge", "delete them")):
+        action = actions.add_parser(name, help=text)
+        action.add_argument("ids", nargs="*", metavar="ID", help="dead letter ids (see list)")
+        action.add_argument("--all", action="store_true", help="every dead letter of the stream")
+    args = parser.parse_args(argv)
+    if args.action != "list" and not args.ids and not args.all:
+        parser.error(f"{args.action}: give dead letter ids, or --all")
+    ids = None if args.action != "list" and args.all else getattr(args, "ids", None)
+    try:
+        client = redisurl.client(args.redis_url, socket_connect_timeout=2.0, socket_timeout=5.0)
+        if args.action == "list":
+            letters = deadletters.listing(client, args.stream, args.count)
+            for letter in letters:
+                f = letter.fields
+                print(
+                    f"{letter.id}  entry {letter.original_id}  attempts {f.get('attempts', b'?').decode()}  "
+                    f"status {f.get('status', b'').decode() or '-'}  {f.get('reason', b'').decode()}\n"
+                    f"    payload {preview(letter.payload)}"
+                    + (f"\n    stderr {preview(f['stderr'])}" if f.get("stderr") else "")
+                )
+            print(f"{len(letters)} dead letter(s) in {args.stream}:dead", file=sys.stderr)
+        elif args.action == "replay":
+            for letter_id, new_id in deadletters.replay(client, args.stream, ids):
+                print(f"{letter_id} → {args.stream} {new_id}")
+        else:
+            print(f"purged {deadletters.purge(client, args.stream, ids)} dead letter(s)", file=sys.stderr)
+    except (redis.RedisError, ValueError) as exc:
+        print(f"asyncphp dead: {redisurl.redact(args.redis_url)}: {exc}", file=sys.stderr)
+        return 69
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,185 @@
+"""The durable mode on real servers: Redis Streams, consumer groups, php-fpm pools."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import redis
+
+from asyncphp.caller import publish
+from asyncphp.sandbox import Pool, RedisServer
+from tests.conftest import PHP_DIR
+from tests.integration.conftest import Daemon, lines, wait_for
+
+STREAM_WORKER = PHP_DIR / "stream.php"
+
+
+def add_many(url: str, count: int, start: int = 0, stream: str = "jobs", **extra: object) -> None:
+    client = redis.Redis.from_url(url)
+    pipe = client.pipeline(transaction=False)
+    for i in range(start, start + count):
+        pipe.xadd(stream, {"payload": json.dumps({"n": i, **extra})})
+        if i % 1000 == 999:
+            pipe.execute()
+    pipe.execute()
+    client.close()
+
+
+def runs(pool: Pool) -> list[tuple[int, str, int]]:
+    """(n, entry id, attempt) for every run the worker logged."""
+    return [
+        (int(n), mid, int(attempt)) for n, mid, attempt in (line.split() for line in lines(pool.worker_log))
+    ]
+
+
+def test_durable_publish_returns_the_entry_id(redis_server: RedisServer) -> None:
+    entry_id = publish({"n": 1}, channel="jobs", redis_url=redis_server.url, durable=True, maxlen=10)
+    assert entry_id.count("-") == 1
+    done = subprocess.run(
+        [sys.executable, "-m", "asyncphp.caller", "--redis-url", redis_server.url, "--stream", "jobs", "n=2"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() > entry_id
+    assert redis.Redis.from_url(redis_server.url).xlen("jobs") == 2
+
+
+def test_messages_added_while_no_daemon_runs_are_all_processed_once(
+    redis_server: RedisServer, pool: Pool, start_daemon: Callable[..., Daemon]
+) -> None:
+    add_many(redis_server.url, 1000)
+    daemon = start_daemon(
+        pool.listen, "--stream", "jobs", "--log-level", "WARNING", worker=STREAM_WORKER, wait=False
+    )
+    wait_for(lambda: len(lines(pool.worker_log)) >= 1000, timeout=60, what="1,000 runs")
+    time.sleep(0.5)
+    done = runs(pool)
+    assert sorted(n for n, _, _ in done) == list(range(1000))
+    assert {attempt for _, _, attempt in done} == {1}
+    client = redis.Redis.from_url(redis_server.url)
+    wait_for(lambda: client.xpending("jobs", "asyncphp")["pending"] == 0, what="every entry acknowledged")
+    assert daemon.lines("ERROR") == []
+
+
+def test_two_daemons_share_one_stream_without_duplicates(
+    redis_server: RedisServer, start_pool: Callable[..., Pool], start_daemon: Callable[..., Daemon]
+) -> None:
+    # Static pools: with ondemand, which pool ramps up first would decide the shares, not the daemons.
+    pools = [start_pool({"pm": "static"}, name=f"host{i}") for i in (1, 2)]
+    for i, pool in enumerate(pools):
+        start_daemon(
+            pool.listen, "--stream", "jobs", "--consumer", f"host{i + 1}", "--log-level", "WARNING",
+            worker=STREAM_WORKER, wait=False,
+        )  # fmt: skip
+    time.sleep(1)
+    add_many(redis_server.url, 10_000)
+    wait_for(lambda: sum(len(lines(p.worker_log)) for p in pools) >= 10_000, timeout=120, what="10,000 runs")
+    time.sleep(0.5)
+    shares = [len(runs(p)) for p in pools]
+    everything = [n for p in pools for n, _, _ in runs(p)]
+    assert sorted(everything) == list(range(10_000)), "each message exactly once"
+    assert min(shares) > 2_000, f"a fair share each: {shares}"  # measured: about 2:1 on 2 shared cores
+    print(f"\ntwo daemons: {shares[0]:,} and {shares[1]:,} of 10,000")
+
+
+def test_a_killed_daemon_s_entries_are_claimed_by_the_other(
+    redis_server: RedisServer, start_pool: Callable[..., Pool], start_daemon: Callable[..., Daemon]
+) -> None:
+    pools = [start_pool(name=f"host{i}") for i in (1, 2)]
+    flags = ("--stream", "jobs", "--claim-idle", "2", "--log-level", "WARNING")
+    daemons = [
+        start_daemon(pool.listen, *flags, "--consumer", f"host{i + 1}", worker=STREAM_WORKER, wait=False)
+        for i, pool in enumerate(pools)
+    ]
+    time.sleep(1)
+    add_many(redis_server.url, 5000)
+    wait_for(lambda: len(lines(pools[0].worker_log)) > 300, what="the first daemon at work")
+    daemons[0].server.process.kill()  # kill -9: no drain, no acknowledgements
+    wait_for(
+        lambda: len({n for p in pools for n, _, _ in runs(p)}) == 5000, timeout=60, what="every message run"
+    )
+    counts = Counter(n for p in pools for n, _, _ in runs(p))
+    duplicates = sum(c - 1 for c in counts.values())
+    assert set(counts) == set(range(5000))
+    claimed = daemons[1].lines("claimed .* from consumers that stopped")
+    assert claimed
+    # Only what was in flight (or just read) at the kill can run twice: at most max_in_flight.
+    assert duplicates <= 5, duplicates
+    print(f"\nkill -9 of one of two daemons: all 5,000 ran, {duplicates} twice; {len(claimed)} claim(s)")
+
+
+def test_failures_are_retried_with_growing_delay_then_dead_lettered_and_replayed(
+    redis_server: RedisServer, pool: Pool, start_daemon: Callable[..., Daemon]
+) -> None:
+    daemon = start_daemon(
+        pool.listen,
+        "--stream",
+        "jobs",
+        "--retry-delay",
+        "0.2",
+        "--max-attempts",
+        "4",
+        worker=STREAM_WORKER,
+        wait=False,
+    )
+    add_many(redis_server.url, 1, status=500)
+    add_many(redis_server.url, 1, start=1)
+    daemon.wait_for("ERROR entry .* dead-lettered to jobs:dead after 4 attempt", timeout=30)
+    assert daemon.lines("ERROR job .* status 500 .* failing on purpose with 500, attempt 4")
+    retries = daemon.lines("WARNING entry .* attempt [123] of 4 failed")
+    delays = [float(line.rsplit("again in ", 1)[1].split()[0]) for line in retries]
+    assert delays == [0.2, 0.4, 0.8]
+    assert [n for n, _, _ in runs(pool)] == [1]
+
+    client = redis.Redis.from_url(redis_server.url)
+    ((dead_id, fields),) = client.xrange("jobs:dead")
+    assert fields[b"attempts"] == b"4" and fields[b"status"] == b"500"
+    assert b"failing on purpose" in fields[b"stderr"] and json.loads(fields[b"payload"])["n"] == 0
+    dead = [sys.executable, "-m", "asyncphp", "dead", "--redis-url", redis_server.url, "--stream", "jobs"]
+    listed = subprocess.run([*dead, "list"], capture_output=True, text=True)
+    assert dead_id.decode() in listed.stdout and "status 500" in listed.stdout
+
+    Path(str(pool.worker_log) + ".heal").touch()
+    replayed = subprocess.run([*dead, "replay", dead_id.decode()], capture_output=True, text=True)
+    assert replayed.returncode == 0, replayed.stderr
+    wait_for(lambda: 0 in [n for n, _, _ in runs(pool)], what="the replayed message to run")
+    assert client.xlen("jobs:dead") == 0
+
+
+def test_a_rejected_message_is_dead_lettered_at_once(
+    redis_server: RedisServer, pool: Pool, start_daemon: Callable[..., Daemon]
+) -> None:
+    daemon = start_daemon(pool.listen, "--stream", "jobs", worker=STREAM_WORKER, wait=False)
+    add_many(redis_server.url, 1, status=422)
+    redis.Redis.from_url(redis_server.url).xadd("jobs", {"payload": b"not json"})
+    daemon.wait_for("dead-lettered to jobs:dead after 1 attempt", count=2)
+    client = redis.Redis.from_url(redis_server.url)
+    reasons = sorted(fields[b"reason"].decode() for _, fields in client.xrange("jobs:dead"))
+    assert reasons[0].startswith("bad message: not JSON") and reasons[1] == "the worker failed"
+    assert daemon.lines("attempt 1 of 5 failed") == []
+    wait_for(lambda: client.xpending("jobs", "asyncphp")["pending"] == 0, what="both acknowledged")
+
+
+def test_sigterm_finishes_in_flight_and_leaves_the_rest_pending(
+    redis_server: RedisServer, start_pool: Callable[..., Pool], start_daemon: Callable[..., Daemon]
+) -> None:
+    pool = start_pool({"pm": "static"})
+    from tests.conftest import WORKER
+
+    daemon = start_daemon(pool.listen, "--stream", "jobs", worker=WORKER, wait=False)
+    client = redis.Redis.from_url(redis_server.url)
+    for i in range(20):
+        client.xadd("jobs", {"payload": json.dumps({"timestamp": f"t{i}"})})
+    daemon.wait_for("Spawned process with ID: 5")
+    daemon.server.process.send_signal(signal.SIGTERM)
+    assert daemon.server.process.wait(30) == 0
+    assert len(lines(pool.worker_log)) == 5
+    info = client.xinfo_groups("jobs")[0]
+    assert info["pending"] == 0 and info["lag"] == 15, info  # the five ran and were acknowledged
