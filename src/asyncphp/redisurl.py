@@ -56,7 +56,11 @@ def connection_pool(url: str, **options: Any) -> ConnectionPool:
     if sentinel_password:
         sentinel_options["password"] = sentinel_password
     sentinel = Sentinel(hosts, sentinel_kwargs=sentinel_options)
-    host, port = sentinel.discover_master(master)
+    try:
+        host, port = sentinel.discover_master(master)
+    finally:
+        for client in sentinel.sentinels:  # asked once per pool: no connections left behind
+            client.close()
     if password is not None and "password" not in options:
         options["password"] = password
     return ConnectionPool(host=host, port=port, db=db, username=username, **options)
