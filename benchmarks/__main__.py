@@ -38,6 +38,15 @@ def table(facts: dict[str, str], results: dict[str, Figures], options: Options) 
             f"     daemon RSS: {burst['rss_before_mb']['median']:.1f} MB before, "
             f"{burst['rss_after_mb']['median']:.1f} MB after"
         )
+    durable = results.get("durable")
+    if durable:
+        out.append(
+            "2b. the same burst in the durable mode (XADD to a stream, XREADGROUP, XACK on each result)"
+        )
+        out.append(f"     {_span(durable['rate'])} msg/s, all {options.burst:,} run")
+        if best:
+            out.append(f"     ratio to the best nginx + wrk figure: {durable['rate']['median'] / best:.2f}×")
+        out.append(f"     daemon CPU: {_span(durable['cpu_us_per_message'], '{:.1f}')} µs per message")
     latency = results.get("latency")
     if latency:
         out.append(
@@ -94,7 +103,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--soak", type=int, nargs="?", const=1_000_000, default=0, help="run the soak (1,000,000)"
     )
-    parser.add_argument("--only", nargs="+", choices=["capacity", "burst", "latency", "soak", "seed"])
+    parser.add_argument(
+        "--only", nargs="+", choices=["capacity", "burst", "durable", "latency", "soak", "seed"]
+    )
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, one run: a smoke test")
     args = parser.parse_args(argv)
@@ -103,12 +114,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         options = Options(
             runs=1, burst=300, rate=100, latency_seconds=1, wrk_seconds=1, soak=args.soak and 2_000
         )
-    wanted = set(args.only or ["capacity", "burst", "latency", "seed"] + (["soak"] if options.soak else []))
+    wanted = set(
+        args.only or ["capacity", "burst", "durable", "latency", "seed"] + (["soak"] if options.soak else [])
+    )
 
     results: dict[str, Figures] = {}
     plan = {
         "capacity": lambda: scenarios.pool_capacity(options),
         "burst": lambda: scenarios.burst(options),
+        "durable": lambda: scenarios.burst(options, durable=True),
         "latency": lambda: scenarios.latency(options),
         "soak": lambda: scenarios.soak(options),
         "seed": lambda: scenarios.seed(options),

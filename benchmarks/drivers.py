@@ -78,12 +78,17 @@ def wrk(port: int, connections: int, seconds: float) -> float:
     return float(match.group(1))
 
 
-def publish_burst(url: str, count: int, channel: str = "commands", chunk: int = 1000) -> None:
-    """``count`` numbered messages, in pipelines of ``chunk``."""
+def publish_burst(
+    url: str, count: int, channel: str = "commands", chunk: int = 1000, durable: bool = False
+) -> None:
+    """``count`` numbered messages, in pipelines of ``chunk``; ``durable`` adds them to a stream."""
     client = redis.Redis.from_url(url)
     pipe = client.pipeline(transaction=False)
     for i in range(count):
-        pipe.publish(channel, json.dumps({"n": i}))
+        if durable:
+            pipe.xadd(channel, {"payload": json.dumps({"n": i})})
+        else:
+            pipe.publish(channel, json.dumps({"n": i}))
         if i % chunk == chunk - 1:
             pipe.execute()
     pipe.execute()
@@ -180,7 +185,15 @@ def rss_mb(pid: int) -> float:
     raise RuntimeError(f"no VmRSS for {pid}")
 
 
-def subscribed(url: str, channel: str, timeout: float = 15) -> None:
+def subscribed(url: str, channel: str, timeout: float = 15, durable: bool = False) -> None:
+    """Wait for a daemon to listen on ``channel`` (or, ``durable``, to read the stream of that name)."""
     client = redis.Redis.from_url(url)
-    wait_until(lambda: client.pubsub_numsub(channel)[0][1] > 0, timeout, f"a subscriber on {channel}")
+
+    def reading() -> bool:
+        if not durable:
+            return bool(client.pubsub_numsub(channel)[0][1] > 0)
+        # Redis 7.0 registers a consumer only once it has been given entries: look for the read.
+        return any(c.get("cmd") == "xreadgroup" for c in client.client_list())
+
+    wait_until(reading, timeout, f"a daemon on {channel}")
     client.close()

@@ -54,7 +54,7 @@ def start_daemon(
     daemon = sandbox.start_daemon(
         redis_server.url, pool.listen, worker, *options.daemon_args, *extra, log=log
     )
-    drivers.subscribed(redis_server.url, "commands")
+    drivers.subscribed(redis_server.url, "commands", durable="--stream" in extra)
     return daemon
 
 
@@ -72,9 +72,10 @@ def pool_capacity(options: Options) -> dict[str, float]:
     return figures
 
 
-def burst(options: Options, *extra: str) -> dict[str, float]:
-    """N messages published in pipelines; seconds until N lines are in the worker log; the daemon's
-    CPU time per message and its RSS before and after."""
+def burst(options: Options, durable: bool = False) -> dict[str, float]:
+    """N messages published in pipelines (added to a stream, ``durable``); seconds until N lines are
+    in the worker log; the daemon's CPU time per message and its RSS before and after."""
+    extra = ("--stream", "commands") if durable else ()
     with servers() as (_, redis_server, pool):
         daemon = start_daemon(redis_server, pool, options, drivers.WORKER, *extra)
         try:
@@ -82,7 +83,7 @@ def burst(options: Options, *extra: str) -> dict[str, float]:
             rss_before = drivers.rss_mb(daemon.pid)
             cpu_before = drivers.cpu_seconds(daemon.pid)
             started = time.monotonic()
-            drivers.publish_burst(redis_server.url, options.burst)
+            drivers.publish_burst(redis_server.url, options.burst, durable=durable)
             lines.wait_for(options.burst, timeout=300)
             elapsed = time.monotonic() - started
             cpu = drivers.cpu_seconds(daemon.pid) - cpu_before
