@@ -54,7 +54,11 @@ def start_daemon(
     daemon = sandbox.start_daemon(
         redis_server.url, pool.listen, worker, *options.daemon_args, *extra, log=log
     )
-    drivers.subscribed(redis_server.url, "commands", durable="--stream" in extra)
+    try:
+        drivers.subscribed(redis_server.url, "commands", durable="--stream" in extra)
+    except BaseException:
+        daemon.stop()
+        raise
     return daemon
 
 
