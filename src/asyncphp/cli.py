@@ -18,6 +18,7 @@ USAGE = """asyncphp COMMAND [ARGS]
 commands:
   daemon   run the daemon (asyncphp-daemon; --help for its settings)
   publish  publish a job (asyncphp-publish)
+  check    verify settings, Redis, the pool and the worker, like nginx -t (takes the daemon's flags)
   dead     list, replay or purge the dead letters of a stream
 """
 
@@ -38,6 +39,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return publish_main(rest)
     if command == "dead":
         return dead(rest)
+    if command == "check":
+        from asyncphp.check import run as check
+
+        return check(rest)
     print(f"asyncphp: unknown command {command!r}\n\n{USAGE}", file=sys.stderr, end="")
     return 2
 

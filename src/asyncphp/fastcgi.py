@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from flup.server.fcgi_base import (
     FCGI_BEGIN_REQUEST,
     FCGI_END_REQUEST,
+    FCGI_GET_VALUES,
+    FCGI_GET_VALUES_RESULT,
     FCGI_HEADER_LEN,
     FCGI_OVERLOADED,
     FCGI_PARAMS,
@@ -38,6 +40,7 @@ __all__ = [
     "ResponseParser",
     "encode_params",
     "encode_request",
+    "get_values_request",
     "parse_pairs",
     "record",
 ]
@@ -99,6 +102,11 @@ def encode_request(params: bytes, stdin: bytes) -> bytes:
     )
 
 
+def get_values_request(names: Iterable[bytes]) -> bytes:
+    """An FCGI_GET_VALUES management record asking for ``names`` (FCGI_MAX_CONNS …)."""
+    return record(FCGI_GET_VALUES, b"".join(encode_pair(name, b"") for name in names), request_id=0)
+
+
 def parse_pairs(content: bytes) -> dict[bytes, bytes]:
     """Name-value pairs from a PARAMS or GET_VALUES_RESULT record's content."""
     pairs: dict[bytes, bytes] = {}
@@ -123,11 +131,12 @@ class Response:
     stderr_bytes: int = 0
     app_status: int | None = None
     protocol_status: int | None = None
+    values: dict[bytes, bytes] | None = None  # the answer to FCGI_GET_VALUES
 
     @property
     def complete(self) -> bool:
-        """True once FCGI_END_REQUEST has arrived."""
-        return self.protocol_status is not None
+        """True once FCGI_END_REQUEST (or, for FCGI_GET_VALUES, its result) has arrived."""
+        return self.protocol_status is not None or self.values is not None
 
     @property
     def http_status(self) -> int:
@@ -174,6 +183,8 @@ class ResponseParser:
                 if response.stderr_bytes < self.STDERR_LIMIT:
                     response.stderr += content[: self.STDERR_LIMIT - response.stderr_bytes]
                 response.stderr_bytes += length
+            elif kind == FCGI_GET_VALUES_RESULT:
+                response.values = parse_pairs(content)
             elif kind == FCGI_END_REQUEST:
                 if length != _END_BODY.size:
                     raise FastCGIError(f"END_REQUEST body of {length} bytes, not {_END_BODY.size}")

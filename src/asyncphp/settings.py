@@ -66,6 +66,9 @@ class Settings:
     retry_delay: float = 1.0  # seconds before a failed stream entry is tried again, doubling each time
     fpm_socket: PoolAddress = PoolAddress(socket.AF_UNIX, "/run/php/asyncphp-commands.sock")
     worker_script: str = "/usr/local/lib/asyncphp/worker.php"
+    # php-fpm's own pages in the pool (commands.conf sets both); "" if the pool has none.
+    fpm_ping_path: str = "/asyncphp-ping"
+    fpm_status_path: str = "/asyncphp-status"
     max_in_flight: int = 5  # the pool's pm.max_children
     max_queued: int = 100_000
     max_queued_bytes: int = 256 << 20  # form bodies waiting, so that large messages cannot exhaust memory
@@ -128,6 +131,15 @@ def _worker_script(value: Any) -> str:
     return path
 
 
+def _optional_path(value: Any) -> str:
+    if value == "":
+        return ""
+    text = _string(value)
+    if not text.startswith("/"):
+        raise ValueError(f"{value!r} must start with /")
+    return text
+
+
 def _count(minimum: int) -> Callable[[Any], int]:
     def parse(value: Any) -> int:
         if isinstance(value, bool) or not isinstance(value, (int, str)):
@@ -185,6 +197,8 @@ _FIELDS: dict[str, tuple[Callable[[Any], Any], str]] = {
     "retry_delay": (_seconds, "seconds before a failed stream entry is retried, doubling each time"),
     "fpm_socket": (_fpm_socket, "the pool: a unix socket path, or host:port"),
     "worker_script": (_worker_script, "absolute path of the PHP script, as SCRIPT_FILENAME"),
+    "fpm_ping_path": (_optional_path, "the pool's ping.path, for asyncphp check (empty: none)"),
+    "fpm_status_path": (_optional_path, "the pool's pm.status_path, for asyncphp status (empty: none)"),
     "max_in_flight": (_count(1), "requests open at once; the pool's pm.max_children"),
     "max_queued": (_count(0), "messages waiting for a free request slot before new ones are dropped"),
     "max_queued_bytes": (_count(0), "bytes of form bodies waiting before new ones are dropped"),

@@ -1,0 +1,158 @@
+"""``asyncphp check``: is everything the daemon needs in place? Safe to run before a restart, like
+``nginx -t``: it loads the settings exactly as the daemon would and touches nothing."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import redis
+
+from asyncphp import probe
+from asyncphp.fastcgi import FastCGIError
+from asyncphp.redislink import Link
+from asyncphp.redisurl import redact
+from asyncphp.settings import Settings, SettingsError, load
+
+OK, FAILED = "✓", "✗"
+
+
+@dataclass
+class Report:
+    lines: list[str] = field(default_factory=list)
+    failures: int = 0
+
+    def passed(self, what: str) -> None:
+        self.lines.append(f"{OK} {what}")
+
+    def failed(self, what: str, hint: str) -> None:
+        self.failures += 1
+        self.lines.append(f"{FAILED} {what}\n    hint: {hint}")
+
+
+def run(argv: Sequence[str], env: Mapping[str, str] | None = None) -> int:
+    env = os.environ if env is None else env
+    report = Report()
+    try:
+        settings = load(argv, env)
+    except SettingsError as exc:
+        report.failed(f"settings: {exc}", "fix that setting; `asyncphp daemon --help` lists them all")
+    else:
+        report.passed(f"settings valid ({_summary(settings)})")
+        _check_redis(settings, report)
+        _check_pool(settings, report)
+        _check_worker(settings, report)
+    print("\n".join(report.lines))
+    print(
+        f"{'all checks passed' if not report.failures else f'{report.failures} check(s) failed'}",
+        file=sys.stderr,
+    )
+    return 0 if not report.failures else 1
+
+
+def _summary(settings: Settings) -> str:
+    sources = [f"channel {c}" for c in settings.channels] + [f"stream {s}" for s in settings.streams]
+    return f"{', '.join(sources)}; pool {settings.fpm_socket}; worker {settings.worker_script}"
+
+
+def _check_redis(settings: Settings, report: Report) -> None:
+    url = redact(settings.redis_url)
+    link = Link(settings.redis_url, settings.redis_password_file)
+    try:
+        where, version = link.open()
+        link.call("PING")
+    except redis.AuthenticationError as exc:
+        report.failed(
+            f"redis at {url}: {exc}", "wrong user or password: check redis_url or redis_password_file"
+        )
+        return
+    except redis.RedisError as exc:
+        hint = "is redis-server running there, and is redis_url right? (redis-cli -u URL ping)"
+        if "WRONGPASS" in str(exc) or "NOAUTH" in str(exc) or "NOPERM" in str(exc):
+            hint = (
+                "wrong user or password, or an ACL without the rights: check redis_url or redis_password_file"
+            )
+        report.failed(f"redis at {url}: {exc}", hint)
+        return
+    except OSError as exc:
+        report.failed(f"redis at {url}: {exc}", "is redis_password_file readable by this user?")
+        return
+    try:
+        report.passed(f"redis reachable at {where} ({version}), PING answered")
+        for stream in settings.streams:
+            try:
+                groups = link.call("XINFO", "GROUPS", stream)
+            except redis.ResponseError:
+                report.failed(
+                    f"stream {stream}: does not exist yet",
+                    "the daemon creates it (and its group) when it starts",
+                )
+                continue
+            names = [dict(zip(g[::2], g[1::2], strict=True)).get(b"name") for g in groups]
+            if settings.group.encode() in names:
+                report.passed(f"stream {stream}: group {settings.group} exists")
+            else:
+                report.failed(
+                    f"stream {stream}: no group {settings.group}",
+                    f"the daemon creates it when it starts, or: XGROUP CREATE {stream} {settings.group} 0",
+                )
+    finally:
+        link.close()
+
+
+def _check_pool(settings: Settings, report: Report) -> None:
+    address = settings.fpm_socket
+    if isinstance(address.address, str) and not Path(address.address).exists():
+        report.failed(
+            f"pool: no socket at {address}",
+            "is php-fpm running with fpm-pool/commands.conf, and does its listen match fpm_socket?",
+        )
+        return
+    try:
+        values = probe.get_values(address)
+    except PermissionError:
+        report.failed(
+            f"pool: permission denied connecting to {address}",
+            "this user must be allowed by the pool's listen.owner/listen.group/listen.mode "
+            "(the unit joins www-data: SupplementaryGroups=www-data)",
+        )
+        return
+    except (OSError, FastCGIError) as exc:
+        report.failed(
+            f"pool at {address}: {exc}", "is php-fpm listening there? does fpm_socket name the pool?"
+        )
+        return
+    answered = ", ".join(f"{k.decode()}={v.decode()}" for k, v in sorted(values.items()))
+    report.passed(f"pool at {address} answers FastCGI ({answered or 'FCGI_GET_VALUES'})")
+    if settings.fpm_ping_path:
+        try:
+            response = probe.get(address, settings.fpm_ping_path)
+        except (OSError, FastCGIError) as exc:
+            report.failed(f"pool ping {settings.fpm_ping_path}: {exc}", "is the pool overloaded?")
+            return
+        body = response.head.partition(b"\r\n\r\n")[2].strip()
+        if response.http_status == 200 and body == b"pong":
+            report.passed(f"pool ping {settings.fpm_ping_path}: pong")
+        else:
+            report.failed(
+                f"pool ping {settings.fpm_ping_path}: status {response.http_status}",
+                'set ping.path in the pool to this path (commands.conf does), or fpm_ping_path = ""',
+            )
+
+
+def _check_worker(settings: Settings, report: Report) -> None:
+    script = Path(settings.worker_script)
+    if not isinstance(settings.fpm_socket.address, str):
+        report.passed(f"worker {script}: absolute (the pool is on {settings.fpm_socket}: it checks the file)")
+        return
+    if not script.is_file():
+        report.failed(
+            f"worker {script}: no such file", "install the worker there, or point worker_script at it"
+        )
+    elif not os.access(script, os.R_OK):
+        report.failed(f"worker {script}: not readable", "the pool's user (www-data) must be able to read it")
+    else:
+        report.passed(f"worker {script} exists and is readable")

@@ -1,0 +1,117 @@
+"""asyncphp check: one passing configuration, and one case per ✗ with its exit status and hint."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from asyncphp import sandbox
+from asyncphp.sandbox import Pool, RedisServer, free_port
+from tests.conftest import WORKER
+
+
+def check(*args: str, prefix: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*prefix, sys.executable, "-m", "asyncphp", "check", "--config", "/dev/null", *args],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+
+
+def flags(url: str, pool: Pool | str, worker: Path = WORKER) -> tuple[str, ...]:
+    listen = pool if isinstance(pool, str) else pool.listen
+    return ("--redis-url", url, "--fpm-socket", listen, "--worker-script", str(worker))
+
+
+def test_everything_in_place(redis_server: RedisServer, pool: Pool) -> None:
+    done = check(*flags(redis_server.url, pool))
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("✓ settings valid")
+    assert any(
+        line.startswith(f"✓ redis reachable at 127.0.0.1:{redis_server.port} (redis 7") for line in lines
+    )
+    assert any(
+        line.startswith("✓ pool at") and "answers FastCGI (FCGI_MPXS_CONNS=0)" in line for line in lines
+    )
+    assert "✓ pool ping /asyncphp-ping: pong" in lines
+    assert any(line.startswith("✓ worker") and "exists and is readable" in line for line in lines)
+    assert "✗" not in done.stdout
+    print("\n" + done.stdout)
+
+
+def test_no_redis(pool: Pool) -> None:
+    done = check(*flags(f"redis://127.0.0.1:{free_port()}/0", pool))
+    assert done.returncode == 1
+    assert "✗ redis at redis://127.0.0.1:" in done.stdout
+    assert "hint: is redis-server running there" in done.stdout
+
+
+def test_wrong_password(tmp_path: Path, pool: Pool) -> None:
+    (tmp_path / "secure").mkdir()
+    server = sandbox.start_redis(tmp_path / "secure", extra=("--requirepass", "right"))
+    try:
+        done = check(*flags(f"redis://:wrong@127.0.0.1:{server.port}/0", pool))
+    finally:
+        server.stop()
+    assert done.returncode == 1
+    assert "✗ redis at redis://:***@127.0.0.1" in done.stdout and ":wrong@" not in done.stdout
+    assert "hint: wrong user or password" in done.stdout
+
+
+def test_missing_socket(redis_server: RedisServer, tmp_path: Path) -> None:
+    done = check(*flags(redis_server.url, str(tmp_path / "no.sock")))
+    assert done.returncode == 1
+    assert f"✗ pool: no socket at {tmp_path / 'no.sock'}" in done.stdout
+    assert "hint: is php-fpm running with fpm-pool/commands.conf" in done.stdout
+
+
+def test_socket_without_permission(redis_server: RedisServer, pool: Pool) -> None:
+    os.chmod(pool.listen, 0)
+    prefix: tuple[str, ...] = ()
+    if os.geteuid() == 0:
+        # Root ignores file modes: drop the capabilities that let it, for this one command.
+        setpriv = shutil.which("setpriv")
+        if setpriv is None:
+            pytest.fail("setpriv (util-linux) is needed to test a refused socket as root")
+        prefix = (setpriv, "--bounding-set=-dac_override,-dac_read_search", "--")
+    done = check(*flags(redis_server.url, pool), prefix=prefix)
+    assert done.returncode == 1
+    assert "✗ pool: permission denied connecting to" in done.stdout
+    assert "SupplementaryGroups=www-data" in done.stdout
+
+
+@pytest.mark.parametrize(
+    ("worker", "expected", "hint"),
+    [
+        ("missing", "no such file", "install the worker there"),
+        ("relative", "settings: invalid setting worker_script", "fix that setting"),
+    ],
+)
+def test_worker_script_missing_or_relative(
+    redis_server: RedisServer, pool: Pool, tmp_path: Path, worker: str, expected: str, hint: str
+) -> None:
+    script = tmp_path / "absent.php" if worker == "missing" else Path("fpm-pool/worker.php")
+    done = check(*flags(redis_server.url, pool, script))
+    assert done.returncode == 1
+    assert expected in done.stdout and f"hint: {hint}" in done.stdout
+
+
+def test_stream_group(redis_server: RedisServer, pool: Pool, start_daemon: Callable[..., object]) -> None:
+    before = check(*flags(redis_server.url, pool), "--stream", "jobs")
+    assert before.returncode == 1 and "✗ stream jobs: does not exist yet" in before.stdout
+    start_daemon(pool.listen, "--stream", "jobs", wait=False)
+    import time
+
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        after = check(*flags(redis_server.url, pool), "--stream", "jobs")
+        if after.returncode == 0:
+            break
+        time.sleep(0.2)
+    assert "✓ stream jobs: group asyncphp exists" in after.stdout
