@@ -19,6 +19,7 @@ commands:
   daemon   run the daemon (asyncphp-daemon; --help for its settings)
   publish  publish a job (asyncphp-publish)
   check    verify settings, Redis, the pool and the worker, like nginx -t (takes the daemon's flags)
+  status   every live daemon on every host, stream lag, dead letters, the pool's children
   dead     list, replay or purge the dead letters of a stream
 """
 
@@ -39,6 +40,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return publish_main(rest)
     if command == "dead":
         return dead(rest)
+    if command == "status":
+        from asyncphp.status import run as status
+
+        return status(rest)
     if command == "check":
         from asyncphp.check import run as check
 

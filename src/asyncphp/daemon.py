@@ -10,19 +10,23 @@ acts.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gc
 import logging
 import os
 import signal
+import socket
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 
 import redis
 
+from asyncphp import __version__
 from asyncphp.body import BadMessage, Limits, form_body
 from asyncphp.dispatcher import Dispatcher
+from asyncphp.heartbeat import Heartbeat, LastError
 from asyncphp.jobs import Job, Message, Outcome, Result
 from asyncphp.keeper import Keeper
 from asyncphp.logfmt import preview
@@ -70,14 +74,20 @@ class Daemon:
         self.received = 0
         self.rejected = 0
         self._last_job_id = 0
+        self.started = time.time()
+        self.last_error = LastError()
+        log.addHandler(self.last_error)
         self.pubsub: PubSubSource | None = None
         self.streams: StreamSource | None = None
-        self.keepers: list[Keeper] = []
+        self.heartbeat: Heartbeat | None = None
+        self._pubsub_keeper: Keeper | None = None
+        self._streams_keeper: Keeper | None = None
+        self._heartbeat_keeper: Keeper | None = None
         password_file = settings.redis_password_file
         if settings.channels:
             self.pubsub = PubSubSource(settings.redis_url, settings.channels, password_file, self._on_message)
-            self.keepers.append(
-                Keeper(self.pubsub, ", ".join(settings.channels), settings.redis_url, self.poller, log)
+            self._pubsub_keeper = Keeper(
+                self.pubsub, ", ".join(settings.channels), settings.redis_url, self.poller, log
             )
         if settings.streams:
             self.streams = StreamSource(
@@ -91,7 +101,21 @@ class Daemon:
                 + ", ".join(settings.streams)
                 + f" (group {settings.group}, consumer {settings.consumer})"
             )
-            self.keepers.append(Keeper(self.streams, what, settings.redis_url, self.poller, log))
+            self._streams_keeper = Keeper(self.streams, what, settings.redis_url, self.poller, log)
+        if settings.heartbeat_interval:
+            self.heartbeat = Heartbeat(
+                settings.redis_url,
+                password_file,
+                settings.consumer,
+                settings.heartbeat_interval,
+                self._snapshot,
+            )
+            self._heartbeat_keeper = Keeper(
+                self.heartbeat, "heartbeats", settings.redis_url, self.poller, log
+            )
+        self.keepers = [
+            k for k in (self._pubsub_keeper, self._streams_keeper, self._heartbeat_keeper) if k is not None
+        ]
         self._ready = False
         self._stop_reason: str | None = None
         self._stop_now = False
@@ -128,12 +152,21 @@ class Daemon:
             elif self._stop_reason is None:
                 keeper.check(now, self.settings.redis_health_interval)
         self.dispatcher.pump()
-        if self.streams is not None and self.keepers[-1].connected:
+        if self.streams is not None and self._streams_keeper is not None and self._streams_keeper.connected:
             d = self.dispatcher
             try:
                 self.streams.tick(free=d.max_in_flight - d.in_flight - d.queued)
             except (redis.RedisError, OSError) as exc:
-                self.keepers[-1].lost(str(exc))
+                self._streams_keeper.lost(str(exc))
+        if (
+            self.heartbeat is not None
+            and self._heartbeat_keeper is not None
+            and self._heartbeat_keeper.connected
+        ):
+            try:
+                self.heartbeat.tick()
+            except (redis.RedisError, OSError) as exc:
+                self._heartbeat_keeper.lost(str(exc))
         if not self._ready and all(keeper.announced for keeper in self.keepers):
             self._ready = True
             self.notifier.ready(self._status_line())
@@ -236,24 +269,25 @@ class Daemon:
         for keeper in self.keepers:
             keeper.connect_at = None  # no reconnecting while stopping
         waiting_unsubscribe = False
-        if self.pubsub is not None and self.keepers[0].connected:
+        pubsub_keeper = self._pubsub_keeper
+        if self.pubsub is not None and pubsub_keeper is not None and pubsub_keeper.connected:
             try:
                 self.pubsub.stop()
                 waiting_unsubscribe = True
             except (redis.RedisError, OSError):
-                self.keepers[0].disconnect()
+                pubsub_keeper.disconnect()
         if self.streams is not None:
             self.streams.stop()
         while not self._stop_now:
             now = time.monotonic()
             if waiting_unsubscribe and self.pubsub is not None:
-                if self.pubsub.unsubscribed or not self.keepers[0].connected:
+                if self.pubsub.unsubscribed or pubsub_keeper is None or not pubsub_keeper.connected:
                     waiting_unsubscribe = False  # whatever Redis sent before confirming has been read
                 elif now >= unsubscribe_by:
                     self.log.warning("redis did not confirm the unsubscribe within %g s", UNSUBSCRIBE_TIMEOUT)
                     waiting_unsubscribe = False
-                if not waiting_unsubscribe:
-                    self.keepers[0].disconnect()
+                if not waiting_unsubscribe and pubsub_keeper is not None:
+                    pubsub_keeper.disconnect()
             if (not waiting_unsubscribe and d.idle) or now >= deadline:
                 break
             self._turn(min(self._timeout(), max(0.0, deadline - now)))
@@ -261,6 +295,13 @@ class Daemon:
             d.close(f"{self._stop_reason}: drain ended" if not self._stop_now else "stopped at once")
         if self.streams is not None:
             self.streams.flush()
+        if (
+            self.heartbeat is not None
+            and self._heartbeat_keeper is not None
+            and self._heartbeat_keeper.connected
+        ):
+            with contextlib.suppress(redis.RedisError, OSError):
+                self.heartbeat.remove()
         c = d.counters
         self.log.info(
             "stopped · %d received · %d dispatched · %d completed · %d failed · %d retried · "
@@ -291,6 +332,21 @@ class Daemon:
                 counts += f" · lag {sum(lags)}"
             counts += f" · {self.streams.dead} dead-lettered"
         return f"{state} · {counts}"
+
+    def _snapshot(self) -> dict[str, str | int | float]:
+        """What the heartbeat tells ``asyncphp status``."""
+        d, c, s = self.dispatcher, self.dispatcher.counters, self.settings
+        return {
+            "host": socket.gethostname(), "pid": os.getpid(), "version": __version__, "started": self.started,
+            "updated": time.time(), "channels": ",".join(s.channels), "streams": ",".join(s.streams),
+            "group": s.group if s.streams else "", "pool": str(s.fpm_socket), "state": self._status_line(),
+            "received": self.received, "dispatched": c.dispatched, "completed": c.completed,
+            "failed": c.failed,
+            "retried": c.retried, "given_up": c.given_up, "dropped": c.dropped, "rejected": self.rejected,
+            "in_flight": d.in_flight, "queued": d.queued,
+            "dead_lettered": self.streams.dead if self.streams else 0,
+            "last_error": self.last_error.text, "last_error_at": self.last_error.at,
+        }  # fmt: skip
 
     def _update_status(self) -> None:
         status = self._status_line()

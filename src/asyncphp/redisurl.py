@@ -87,4 +87,5 @@ def _sentinel_parts(url: str) -> tuple[list[tuple[str, int]], str, int, str | No
 
 def client(url: str, **options: Any) -> redis.Redis:
     """A redis-py client for ``url`` (see :func:`connection_pool`)."""
-    return redis.Redis(connection_pool=connection_pool(url, **options))
+    # from_pool: the client owns the pool, so close() disconnects it too.
+    return redis.Redis.from_pool(connection_pool(url, **options))

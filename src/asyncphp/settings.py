@@ -80,6 +80,7 @@ class Settings:
     max_message_bytes: int = 1 << 20
     max_nesting: int = 64  # php.ini max_input_nesting_level
     max_fields: int = 1000  # php.ini max_input_vars
+    heartbeat_interval: float = 5.0  # seconds between this daemon's counters written to Redis; 0: none
     log_level: str = "INFO"
 
 
@@ -208,6 +209,10 @@ _FIELDS: dict[str, tuple[Callable[[Any], Any], str]] = {
     "max_message_bytes": (_count(1), "larger messages are skipped"),
     "max_nesting": (_count(1), "deeper messages are skipped; php.ini max_input_nesting_level"),
     "max_fields": (_count(1), "messages with more form fields are skipped; php.ini max_input_vars"),
+    "heartbeat_interval": (
+        _seconds,
+        "seconds between counters written to Redis for asyncphp status (0: off)",
+    ),
     "log_level": (_log_level, "DEBUG, INFO (two lines per job), WARNING or ERROR"),
 }
 

@@ -1,0 +1,95 @@
+"""This daemon's counters in Redis, for ``asyncphp status`` on any host.
+
+Every ``interval`` seconds a hash at ``asyncphp:daemon:<name>`` is rewritten and set to expire
+after three intervals: a daemon that dies disappears on its own.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+
+from asyncphp.redislink import Link
+
+KEY_PREFIX = "asyncphp:daemon:"
+
+
+class Heartbeat:
+    """A source with nothing to receive: kept connected like the others (see ``keeper``)."""
+
+    def __init__(
+        self,
+        url: str,
+        password_file: str | None,
+        name: str,
+        interval: float,
+        snapshot: Callable[[], Mapping[str, str | int | float]],
+    ) -> None:
+        self.key = KEY_PREFIX + name
+        self.interval = interval
+        self._url, self._password_file = url, password_file
+        self._snapshot = snapshot
+        self.link = Link(url, password_file)
+        self._next = 0.0
+
+    def open(self) -> tuple[str, str]:
+        self.close()
+        self.link = Link(self._url, self._password_file)
+        where = self.link.open()
+        self.link.start()
+        self._next = 0.0
+        return where
+
+    def watch(self) -> list[tuple[int, Callable[[], None]]]:
+        return [(self.link.fileno(), self._read)]
+
+    @property
+    def ready(self) -> bool:
+        return True
+
+    @property
+    def last_read(self) -> float:
+        return self.link.last_read
+
+    def _read(self) -> None:
+        for _ in self.link.read():
+            pass  # every reply has a callback
+
+    def ping(self) -> None:
+        self.link.send("PING", on_reply=_ignore)
+
+    def tick(self) -> None:
+        now = time.monotonic()
+        if now < self._next:
+            return
+        self._next = now + self.interval
+        fields: list[str | bytes | int] = []
+        for name, value in self._snapshot().items():
+            fields += [name, f"{value:.3f}" if isinstance(value, float) else value]
+        self.link.send("HSET", self.key, *fields, on_reply=_ignore)
+        self.link.send("PEXPIRE", self.key, int(self.interval * 3000), on_reply=_ignore)
+
+    def remove(self) -> None:
+        """At a clean stop: do not wait for the key to expire."""
+        self.link.send("DEL", self.key, on_reply=_ignore)
+
+    def close(self) -> None:
+        self.link.close()
+
+
+def _ignore(reply: object) -> None:
+    pass  # an error here only costs a missing row in asyncphp status
+
+
+class LastError(logging.Handler):
+    """Remembers the last ERROR line, for the heartbeat."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.text = ""
+        self.at = 0.0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.text = record.getMessage()[:300]
+        self.at = time.time()
