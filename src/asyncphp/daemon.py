@@ -20,6 +20,7 @@ import socket
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import redis
 
@@ -29,6 +30,9 @@ from asyncphp.dispatcher import Dispatcher
 from asyncphp.heartbeat import Heartbeat, LastError
 from asyncphp.jobs import Job, Message, Outcome, Result
 from asyncphp.keeper import Keeper
+
+if TYPE_CHECKING:
+    from asyncphp.metrics import Metrics
 from asyncphp.logfmt import preview
 from asyncphp.poller import READ, Poller
 from asyncphp.request import RequestBuilder
@@ -113,6 +117,15 @@ class Daemon:
             self._heartbeat_keeper = Keeper(
                 self.heartbeat, "heartbeats", settings.redis_url, self.poller, log
             )
+        self.metrics: Metrics | None = None
+        if settings.metrics_listen:
+            from asyncphp.metrics import Metrics  # prometheus_client: only when asked for
+
+            d = self.dispatcher
+            self.metrics = Metrics(settings.metrics_listen, lambda: d.in_flight, lambda: d.queued)
+            d.metrics = self.metrics
+            if self.streams is not None:
+                self.streams.metrics = self.metrics
         self.keepers = [
             k for k in (self._pubsub_keeper, self._streams_keeper, self._heartbeat_keeper) if k is not None
         ]
@@ -140,6 +153,8 @@ class Daemon:
                 keeper.disconnect()
             signals.close()
             self.poller.close()
+            if self.metrics is not None:
+                self.metrics.close()
         return EXIT_OK
 
     def _turn(self, timeout: float) -> None:
@@ -194,12 +209,16 @@ class Daemon:
 
     def _on_message(self, message: Message) -> None:
         self.received += 1
+        if self.metrics is not None:
+            self.metrics.received(message.channel)
         try:
             body = form_body(message.payload, self.limits)
         except (
             Exception
         ) as exc:  # BadMessage, or a case the encoder missed: one message must not end the daemon
             self.rejected += 1
+            if self.metrics is not None:
+                self.metrics.rejected(message.channel)
             reason = (
                 str(exc) if isinstance(exc, BadMessage) else f"cannot encode it ({type(exc).__name__}: {exc})"
             )
@@ -217,6 +236,8 @@ class Daemon:
         self.dispatcher.submit(job)
 
     def _settle(self, job: Job, result: Result) -> None:
+        if self.metrics is not None:
+            self.metrics.ended(job.channel, result.outcome, result.seconds)
         if job.origin is not None and self.streams is not None:
             self.streams.settle(job.origin, result, job)
 

@@ -22,6 +22,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from asyncphp.backoff import Backoff
 from asyncphp.fastcgi import FCGI_REQUEST_COMPLETE, FastCGIError, Response, ResponseParser
@@ -29,6 +30,9 @@ from asyncphp.jobs import Job, Outcome, Result
 from asyncphp.logfmt import preview
 from asyncphp.poller import READ, WRITE, Poller
 from asyncphp.settings import PoolAddress
+
+if TYPE_CHECKING:  # prometheus_client is only imported when metrics are on
+    from asyncphp.metrics import Metrics
 
 READ_SIZE = 65536
 STDERR_PREVIEW = 600  # characters: enough for a PHP fatal error with its file and line
@@ -202,6 +206,7 @@ class Dispatcher:
         self.max_queued_bytes = max_queued_bytes
         self.retry_for = retry_for
         self.request_timeout = request_timeout
+        self.metrics: Metrics | None = None
         self._settle = settle
         self._queued_bytes = 0
         self.counters = Counters()
@@ -325,6 +330,8 @@ class Dispatcher:
         job = exchange.job
         if job.attempts == 1:
             self.counters.dispatched += 1
+            if self.metrics is not None:
+                self.metrics.dispatched(job.channel)
             self._log_job(logging.INFO, job, "Spawned process with ID: %d", job.id)
         else:
             self._log_job(logging.INFO, job, "Spawned process with ID: %d (attempt %d)", job.id, job.attempts)
@@ -348,7 +355,7 @@ class Dispatcher:
         stderr = f"; stderr {preview(response.stderr, STDERR_PREVIEW)}" if response.stderr_bytes else ""
         if problem is None:
             self.counters.completed += 1
-            self._settle(job, Result(Outcome.COMPLETED, status=status))
+            self._settle(job, Result(Outcome.COMPLETED, status=status, seconds=elapsed_ms / 1000))
             self._log_job(
                 logging.INFO, job, "job %d on %s: status %d in %.1f ms%s",
                 job.id, job.channel, status, elapsed_ms, stderr, status=status, elapsed_ms=elapsed_ms,
@@ -361,7 +368,7 @@ class Dispatcher:
                 status=status, elapsed_ms=elapsed_ms,
             )  # fmt: skip
             outcome = Outcome.REJECTED if 400 <= status < 500 else Outcome.FAILED
-            self._settle(job, Result(outcome, problem, status, response.stderr))
+            self._settle(job, Result(outcome, problem, status, response.stderr, elapsed_ms / 1000))
         self.pump()
 
     def on_failed(self, exchange: Exchange, reason: str, retry: bool) -> None:
@@ -395,6 +402,8 @@ class Dispatcher:
             self._give_up(job, reason)
         else:
             self.counters.retried += 1
+            if self.metrics is not None:
+                self.metrics.retried(job.channel)
             self._enqueue(job, front=True)
             self._log_job(
                 logging.WARNING, job, "job %d on %s: %s; attempt %d, retrying in %.2f s",

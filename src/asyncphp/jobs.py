@@ -45,3 +45,4 @@ class Result:
     reason: str = ""
     status: int | None = None
     stderr: bytes = b""
+    seconds: float | None = None  # from dispatch to the pool's complete answer

@@ -80,6 +80,7 @@ class Settings:
     max_message_bytes: int = 1 << 20
     max_nesting: int = 64  # php.ini max_input_nesting_level
     max_fields: int = 1000  # php.ini max_input_vars
+    metrics_listen: str = ""  # host:port for Prometheus to scrape, e.g. 127.0.0.1:9464; "" is off
     heartbeat_interval: float = 5.0  # seconds between this daemon's counters written to Redis; 0: none
     log_level: str = "INFO"
 
@@ -130,6 +131,15 @@ def _worker_script(value: Any) -> str:
     if ".." in PurePosixPath(path).parts:
         raise ValueError(f"{value!r} must be an absolute path without '..'")
     return path
+
+
+def _listen(value: Any) -> str:
+    if value == "":
+        return ""
+    address = PoolAddress.parse(_string(value))  # the same host:port rules
+    if isinstance(address.address, str):
+        raise ValueError(f"{value!r} is not host:port")
+    return str(address)
 
 
 def _optional_path(value: Any) -> str:
@@ -209,6 +219,7 @@ _FIELDS: dict[str, tuple[Callable[[Any], Any], str]] = {
     "max_message_bytes": (_count(1), "larger messages are skipped"),
     "max_nesting": (_count(1), "deeper messages are skipped; php.ini max_input_nesting_level"),
     "max_fields": (_count(1), "messages with more form fields are skipped; php.ini max_input_vars"),
+    "metrics_listen": (_listen, "host:port to serve Prometheus metrics on, e.g. 127.0.0.1:9464 (empty: off)"),
     "heartbeat_interval": (
         _seconds,
         "seconds between counters written to Redis for asyncphp status (0: off)",

@@ -20,6 +20,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import hiredis
 import redis
@@ -27,6 +28,9 @@ import redis
 from asyncphp.jobs import Job, Message, Outcome, Result
 from asyncphp.logfmt import preview
 from asyncphp.redislink import Link
+
+if TYPE_CHECKING:  # prometheus_client is only imported when metrics are on
+    from asyncphp.metrics import Metrics
 
 DEAD_SUFFIX = ":dead"
 DEAD_MAXLEN = 100_000  # dead letters kept per stream (approximately)
@@ -85,6 +89,7 @@ class StreamSource:
         self.lag: dict[str, int | None] = {}
         self.acked = 0
         self.dead = 0
+        self.metrics: Metrics | None = None
 
     # Connection.
 
@@ -227,6 +232,8 @@ class StreamSource:
             preview(entry.payload), extra={"ASYNCPHP_CHANNEL": entry.stream, "ASYNCPHP_MESSAGE_ID": entry.id},
         )  # fmt: skip
         self.dead += 1
+        if self.metrics is not None:
+            self.metrics.dead_lettered(entry.stream)
         self._flush_acks()  # keep order: earlier acks first
         try:
             self.writer.send(

@@ -1,0 +1,56 @@
+"""Prometheus metrics: scraped after a burst, the counters equal what was published."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from collections.abc import Callable
+
+import redis
+
+from asyncphp.sandbox import Pool, RedisServer, free_port
+from tests.conftest import PHP_DIR
+from tests.integration.conftest import Daemon, lines, wait_for
+
+FAST = PHP_DIR / "fast.php"
+
+
+def scrape(port: int) -> dict[str, float]:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    samples = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            samples[name] = float(value)
+    return samples
+
+
+def test_counters_equal_what_was_published(
+    redis_server: RedisServer, pool: Pool, start_daemon: Callable[..., Daemon]
+) -> None:
+    port = free_port()
+    start_daemon(pool.listen, "--metrics-listen", f"127.0.0.1:{port}", "--log-level", "WARNING", worker=FAST)
+    client = redis.Redis.from_url(redis_server.url)
+    with client.pipeline(transaction=False) as pipe:
+        for i in range(500):
+            pipe.publish("commands", json.dumps({"n": i}))
+        pipe.publish("commands", b"not json")
+        pipe.execute()
+    client.close()
+    wait_for(lambda: len(lines(pool.worker_log)) == 500, what="500 jobs")
+
+    def settled() -> dict[str, float] | None:
+        samples = scrape(port)
+        return (
+            samples
+            if samples.get('asyncphp_jobs_ended_total{outcome="completed",source="commands"}') == 500
+            else None
+        )
+
+    samples = wait_for(settled, what="the counters to catch up")
+    assert isinstance(samples, dict)
+    assert samples['asyncphp_messages_received_total{source="commands"}'] == 501
+    assert samples['asyncphp_messages_rejected_total{source="commands"}'] == 1
+    assert samples['asyncphp_jobs_dispatched_total{source="commands"}'] == 500
+    assert samples['asyncphp_job_duration_seconds_count{source="commands"}'] == 500
+    assert samples["asyncphp_jobs_in_flight"] == 0 and samples["asyncphp_jobs_queued"] == 0
