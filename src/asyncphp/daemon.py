@@ -168,9 +168,8 @@ class Daemon:
                 keeper.check(now, self.settings.redis_health_interval)
         self.dispatcher.pump()
         if self.streams is not None and self._streams_keeper is not None and self._streams_keeper.connected:
-            d = self.dispatcher
             try:
-                self.streams.tick(free=d.max_in_flight - d.in_flight - d.queued)
+                self.streams.tick(free=self._free())
             except (redis.RedisError, OSError) as exc:
                 self._streams_keeper.lost(str(exc))
         if (
@@ -200,10 +199,20 @@ class Daemon:
         wakes += [k.connect_at for k in self.keepers if k.connect_at is not None]
         if self._ready and self.notifier.watchdog_interval:
             wakes.append(self._next_watchdog)
-        for wake in (self.dispatcher.wake_at(), self.streams.wake_at() if self.streams else None):
-            if wake is not None:
-                wakes.append(wake)
+        pool_wake = self.dispatcher.wake_at()
+        if pool_wake is not None:
+            wakes.append(pool_wake)
+        keeper = self._streams_keeper
+        if self.streams is not None and keeper is not None and keeper.connected and self._free() > 0:
+            retry_wake = self.streams.wake_at()  # only worth waking for when a slot can take it
+            if retry_wake is not None:
+                wakes.append(retry_wake)
         return max(0.0, min(wakes) - now)
+
+    def _free(self) -> int:
+        """Request slots nothing is waiting for: what the stream source may read."""
+        d = self.dispatcher
+        return d.max_in_flight - d.in_flight - d.queued
 
     # Messages.
 
@@ -239,7 +248,7 @@ class Daemon:
         if self.metrics is not None:
             self.metrics.ended(job.channel, result.outcome, result.seconds)
         if job.origin is not None and self.streams is not None:
-            self.streams.settle(job.origin, result, job)
+            self.streams.settle(job.origin, result)
 
     def _on_signals(self, signals: SignalWakeup) -> None:
         for sig in signals.received():

@@ -73,6 +73,10 @@ class Keeper:
             except (redis.RedisError, OSError) as exc:
                 self.lost(str(exc) or type(exc).__name__)
                 return
+            except Exception as exc:  # a reply of a shape not foreseen: start over, visibly
+                self._log.exception("unexpected %s handling redis (%s)", type(exc).__name__, self.what)
+                self.lost(f"{type(exc).__name__}: {exc}")
+                return
             self.after_read()
 
         return on_ready

@@ -172,7 +172,9 @@ class Link:
     def wait_readable(self, timeout: float) -> None:
         """Block until the socket is readable or ``timeout`` passes: only for a bounded last flush."""
         if self._sock is not None and timeout > 0:
-            select.select([self._sock], [], [], timeout)
+            poller = select.poll()
+            poller.register(self._sock, select.POLLIN)
+            poller.poll(timeout * 1000)
 
     def close(self) -> None:
         """Drop the connection; safe to call more than once. Callbacks still waiting are dropped."""

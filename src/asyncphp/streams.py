@@ -81,6 +81,7 @@ class StreamSource:
         self._retry_seq = 0
         self._acks: dict[str, list[str]] = {}
         self._reading = False
+        self._read_sent = 0.0  # when the XREADGROUP now out was sent
         self._claiming = False
         self._stopped = False
         self._next_claim = 0.0
@@ -102,6 +103,11 @@ class StreamSource:
         self.close()
         self.reader, self.writer = Link(self._url, self._password_file), Link(self._url, self._password_file)
         where = self.reader.open()
+        numbers = where[1].removeprefix("redis ").split(".")
+        if all(n.isdigit() for n in numbers[:2]) and tuple(map(int, numbers[:2])) < (6, 2):
+            raise redis.RedisError(
+                f"the durable mode needs Redis 6.2 or later (XAUTOCLAIM); this is {where[1]}"
+            )
         self.writer.open()
         for stream in self.streams:
             try:
@@ -113,6 +119,7 @@ class StreamSource:
         self.reader.start()
         self.writer.start()
         self._reading = self._claiming = False
+        self._next_touch = 0.0
         self._next_claim = 0.0  # claim what dead consumers left, now
         for held in self._held.values():
             held.touched = 0.0  # touch at once: the outage may have made them look idle
@@ -128,7 +135,10 @@ class StreamSource:
 
     @property
     def last_read(self) -> float:
-        # The reader hears from Redis at least every BLOCK_MS while it reads.
+        # A read out for longer than BLOCK_MS has gone unanswered: the reader's connection is
+        # dead even if the writer's replies keep coming.
+        if self._reading and time.monotonic() - self._read_sent > BLOCK_MS / 1000 + 1:
+            return min(self.reader.last_read, self._read_sent)
         return max(self.reader.last_read, self.writer.last_read)
 
     def ping(self) -> None:
@@ -145,6 +155,7 @@ class StreamSource:
         if self._stopped or self._reading or free <= 0:
             return
         self._reading = True
+        self._read_sent = time.monotonic()
         count = max(1, free // len(self.streams))
         self.reader.send(
             "XREADGROUP", "GROUP", self.group, self.consumer, "COUNT", count, "BLOCK", BLOCK_MS,
@@ -161,6 +172,7 @@ class StreamSource:
 
     def _on_entries(self, reply: object) -> None:
         self._reading = False
+        self._read_sent = 0.0
         if self._stopped:
             return  # what this last read brought stays pending, for another consumer to claim
         if isinstance(reply, hiredis.ReplyError):
@@ -180,6 +192,12 @@ class StreamSource:
         if b"payload" not in values:
             self.settle(entry, Result(Outcome.REJECTED, "the entry has no payload field"))
             return
+        if attempts > self.max_attempts:
+            # Delivered more often than allowed without ever being settled: it may be what killed
+            # the daemons that had it.
+            reason = f"delivered {attempts} times without an outcome (a daemon may have died on it)"
+            self._bury(entry, Result(Outcome.FAILED, reason))
+            return
         self._deliver(Message(stream, entry.payload, entry))
 
     def prepare(self, job: Job, entry: Entry) -> None:
@@ -189,9 +207,9 @@ class StreamSource:
 
     # Settling.
 
-    def settle(self, entry: Entry, result: Result, job: Job | None = None) -> None:
-        if job is not None:
-            entry.attempts = max(entry.attempts, job.attempts)
+    def settle(self, entry: Entry, result: Result) -> None:
+        # entry.attempts counts deliveries, as Redis does; the dispatcher's re-sends after pool
+        # faults (job.attempts) are not deliveries and do not bring the dead letter closer.
         outcome = result.outcome
         if outcome is Outcome.COMPLETED:
             self._ack(entry)
@@ -234,15 +252,28 @@ class StreamSource:
         self.dead += 1
         if self.metrics is not None:
             self.metrics.dead_lettered(entry.stream)
-        self._flush_acks()  # keep order: earlier acks first
+
+        def stored(reply: object) -> None:
+            # Acknowledged only once the dead letter is stored: a refused one (no room, wrong
+            # key type, an ACL) leaves the entry pending, to be claimed and buried again later.
+            if isinstance(reply, hiredis.ReplyError):
+                self._log.error(
+                    "entry %s of %s stays pending: redis refused its dead letter: %s",
+                    entry.id,
+                    entry.stream,
+                    reply,
+                )
+                self._held.pop((entry.stream, entry.id), None)
+            else:
+                self._ack(entry)
+
         try:
             self.writer.send(
-                "XADD", entry.stream + DEAD_SUFFIX, "MAXLEN", "~", DEAD_MAXLEN, "*", *fields, on_reply=_check
+                "XADD", entry.stream + DEAD_SUFFIX, "MAXLEN", "~", DEAD_MAXLEN, "*", *fields, on_reply=stored
             )
         except redis.ConnectionError:
-            pass  # not acknowledged either: redelivered after claim_idle, and buried then
-        else:
-            self._ack(entry)
+            # Not stored, not acknowledged: it stays pending, and is claimed (and buried) later.
+            self._held.pop((entry.stream, entry.id), None)
 
     def _flush_acks(self) -> None:
         for stream, ids in self._acks.items():
@@ -257,10 +288,11 @@ class StreamSource:
         now = time.monotonic()
         if self._acks:
             self._flush_acks()
-        while self._retries and self._retries[0][0] <= now and free > 0:
-            _, _, entry = heapq.heappop(self._retries)
+        while not self._stopped and self._retries and self._retries[0][0] <= now and free > 0:
+            entry = self._retries[0][2]
             # XCLAIM to ourselves counts the delivery in Redis, so a crash does not reset it.
             self.writer.send("XCLAIM", entry.stream, self.group, self.consumer, 0, entry.id, on_reply=_check)
+            heapq.heappop(self._retries)
             entry.attempts += 1
             entry.touched = now
             free -= 1
@@ -268,6 +300,7 @@ class StreamSource:
         if not self._stopped and now >= self._next_touch:
             self._next_touch = now + self.claim_idle / 4
             self._touch(now)
+        free -= len(self._retries)  # entries held for a retry will need their slots too
         if not self._stopped and not self._claiming and now >= self._next_claim and free > 0:
             self._next_claim = now + self.claim_idle / 2
             self._claim(free)
@@ -300,8 +333,14 @@ class StreamSource:
             remaining.remove(stream)
             if not remaining:
                 self._claiming = False
-            if isinstance(reply, hiredis.ReplyError) or not reply:
+            if self._stopped or isinstance(reply, hiredis.ReplyError) or not reply:
                 return
+            gone = [i.decode() for i in reply[2]] if len(reply) > 2 else []  # type: ignore[arg-type,index]
+            if gone:
+                self._log.error(
+                    "%d pending entr%s of %s no longer in the stream (trimmed by MAXLEN, or deleted): %s",
+                    len(gone), "y" if len(gone) == 1 else "ies", stream, ", ".join(gone[:20]),
+                )  # fmt: skip
             entries = [(e[0].decode(), e[1]) for e in reply[1] if e[1] is not None]  # type: ignore[index]
             if not entries:
                 return
@@ -312,6 +351,8 @@ class StreamSource:
             )  # fmt: skip
 
             def counted(pending: object) -> None:
+                if self._stopped:
+                    return  # claimed, but left pending for whoever reads next
                 deliveries = {}
                 if not isinstance(pending, hiredis.ReplyError):
                     deliveries = {row[0].decode(): int(row[3]) for row in pending or []}  # type: ignore[attr-defined]
@@ -319,7 +360,8 @@ class StreamSource:
                     self._take(stream, entry_id, fields, attempts=deliveries.get(entry_id, 2))
 
             self.writer.send(
-                "XPENDING", stream, self.group, min(ids, key=_id_key), max(ids, key=_id_key), len(ids),
+                "XPENDING", stream, self.group, min(ids, key=_id_key), max(ids, key=_id_key),
+                len(ids) + len(self._held),
                 self.consumer, on_reply=counted,
             )  # fmt: skip
 

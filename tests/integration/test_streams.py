@@ -186,3 +186,42 @@ def test_sigterm_finishes_in_flight_and_leaves_the_rest_pending(
     assert len(lines(pool.worker_log)) == 5
     info = client.xinfo_groups("jobs")[0]
     assert info["pending"] == 0 and info["lag"] == 15, info  # the five ran and were acknowledged
+
+
+def test_a_refused_dead_letter_leaves_the_entry_pending(
+    redis_server: RedisServer, pool: Pool, start_daemon: Callable[..., Daemon]
+) -> None:
+    client = redis.Redis.from_url(redis_server.url)
+    client.set("jobs:dead", "not a stream")  # XADD to it fails with WRONGTYPE
+    daemon = start_daemon(pool.listen, "--stream", "jobs", worker=STREAM_WORKER, wait=False)
+    add_many(redis_server.url, 1, status=422)
+    (line,) = daemon.wait_for("ERROR entry .* stays pending: redis refused its dead letter")
+    assert "WRONGTYPE" in line
+    time.sleep(0.5)
+    assert client.xpending("jobs", "asyncphp")["pending"] == 1, "not acknowledged: nothing lost"
+    assert daemon.server.process.poll() is None
+    client.close()
+
+
+def test_durable_mode_through_a_redis_restart(
+    tmp_path: Path, redis_server: RedisServer, pool: Pool, start_daemon: Callable[..., Daemon]
+) -> None:
+    from asyncphp import sandbox
+
+    # This Redis keeps nothing across the restart: the daemon makes the group again on the new one.
+    daemon = start_daemon(pool.listen, "--stream", "jobs", worker=STREAM_WORKER, wait=False)
+    add_many(redis_server.url, 50)
+    wait_for(lambda: len(lines(pool.worker_log)) == 50, what="the first 50")
+    redis_server.stop()
+    daemon.wait_for("lost the connection to redis")
+    (tmp_path / "again").mkdir()
+    again = sandbox.start_redis(tmp_path / "again", port=redis_server.port)
+    try:
+        daemon.wait_for("Resubscribed to stream jobs", timeout=20)
+        add_many(again.url, 50, start=50)  # a new, empty server: the group is created again
+        wait_for(lambda: len(lines(pool.worker_log)) == 100, what="the 50 after the restart")
+        assert sorted(n for n, _, _ in runs(pool)) == list(range(100))
+        assert daemon.server.process.poll() is None
+    finally:
+        daemon.stop()
+        again.stop()
