@@ -19,6 +19,8 @@ commands:
   daemon   run the daemon (asyncphp-daemon; --help for its settings)
   publish  publish a job (asyncphp-publish)
   check    verify settings, Redis, the pool and the worker, like nginx -t (takes the daemon's flags)
+  install  render the unit, settings and pool for this host; show the diff; write with --yes
+  dev      a private Redis and pool in a temp dir, the daemon in the foreground; Ctrl-C stops all
   status   every live daemon on every host, stream lag, dead letters, the pool's children
   dead     list, replay or purge the dead letters of a stream
 """
@@ -44,6 +46,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         from asyncphp.status import run as status
 
         return status(rest)
+    if command == "install":
+        from asyncphp.install import run as install
+
+        return install(rest)
+    if command == "dev":
+        from asyncphp.install import SOURCE
+        from asyncphp.sandbox import dev
+
+        pool, worker = SOURCE / "fpm-pool" / "commands.conf", SOURCE / "fpm-pool" / "worker.php"
+        return dev(pool, worker, rest)
     if command == "check":
         from asyncphp.check import run as check
 

@@ -115,7 +115,7 @@ class Daemon:
                 self._snapshot,
             )
             self._heartbeat_keeper = Keeper(
-                self.heartbeat, "heartbeats", settings.redis_url, self.poller, log
+                self.heartbeat, "heartbeats", settings.redis_url, self.poller, log, quiet=True
             )
         self.metrics: Metrics | None = None
         if settings.metrics_listen:

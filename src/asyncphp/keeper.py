@@ -27,7 +27,10 @@ class Source(Protocol):
 
 
 class Keeper:
-    def __init__(self, source: Source, what: str, url: str, poller: Poller, log: logging.Logger) -> None:
+    def __init__(
+        self, source: Source, what: str, url: str, poller: Poller, log: logging.Logger, *, quiet: bool = False
+    ) -> None:
+        self._quiet = quiet  # no "Subscribed to" line: for a connection that subscribes to nothing
         self.source = source
         self.what = what  # "commands" or "stream commands", for log lines
         self._url = url
@@ -91,7 +94,8 @@ class Keeper:
                 self._log.warning("Resubscribed to %s after a %.1f s redis outage", self.what, outage)
             else:
                 self.ever_ready = True
-                self._log.info("Subscribed to %s", self.what)
+                if not self._quiet:
+                    self._log.info("Subscribed to %s", self.what)
 
     def lost(self, reason: str) -> None:
         # Pub/sub cannot replay what was published while we were away: the outage is logged with

@@ -299,3 +299,34 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def dev(pool_conf: Path, worker: Path, extra: Sequence[str] = ()) -> int:
+    """A private Redis and pool in a temp dir, the daemon in the foreground; Ctrl-C stops all."""
+    with tempfile.TemporaryDirectory(prefix="asyncphp-dev-") as tmp:
+        workdir = Path(tmp)
+        sandbox = Sandbox(workdir)
+        previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            redis = sandbox.add(start_redis(workdir))
+            assert isinstance(redis, RedisServer)
+            pool = sandbox.add(start_pool(workdir / "pool", pool_conf))
+            assert isinstance(pool, Pool)
+            print(
+                f"asyncphp dev: redis {redis.url} · pool {pool.listen} · worker {worker}\n"
+                f"  publish with: {sys.executable} -m asyncphp.caller --redis-url {redis.url} key=value\n"
+                f"  worker log:   {pool.worker_log}\n"
+                "  Ctrl-C stops everything.",
+                flush=True,
+            )
+            daemon = sandbox.add(start_daemon(redis.url, pool.listen, worker, *extra))
+            # Ctrl-C reaches the whole process group: the daemon drains and exits, and only then
+            # are Redis and the pool stopped here.
+            return daemon.process.wait()
+        except SandboxError as exc:
+            print(f"asyncphp dev: {exc}", file=sys.stderr)
+            return 1
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            sandbox.close()

@@ -1,0 +1,91 @@
+"""asyncphp install --prefix (the rendered files pass their linters and agree), and asyncphp dev."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from asyncphp.caller import publish
+from asyncphp.sandbox import find_php_fpm, render_pool
+from tests.integration.conftest import wait_for
+
+
+def install(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "asyncphp", "install", *args], capture_output=True, text=True
+    )
+
+
+def test_install_into_a_prefix(tmp_path: Path) -> None:
+    dry = install("--prefix", str(tmp_path), "--php", "8.2")
+    assert dry.returncode == 0, dry.stderr
+    assert "nothing written" in dry.stdout and not any(tmp_path.iterdir())
+
+    done = install("--prefix", str(tmp_path), "--php", "8.2", "--yes")
+    assert done.returncode == 0, done.stderr
+    assert (
+        "✓ pool, unit and settings agree: socket /run/php/asyncphp-commands.sock, group www-data"
+        in done.stdout
+    )
+    assert "systemctl enable --now asyncphp-daemon" in done.stdout
+    unit = tmp_path / "etc/systemd/system/asyncphp-daemon.service"
+    pool = tmp_path / "etc/php/8.2/fpm/pool.d/commands.conf"
+    settings = tmp_path / "etc/asyncphp/daemon.toml"
+    assert f"ExecStart={Path(sys.executable).parent / 'asyncphp-daemon'} --config" in unit.read_text()
+
+    # The unit, as systemd sees it (ExecStart points at this environment's daemon).
+    verify = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True)
+    assert verify.returncode == 0 and verify.stderr.strip() == "", verify.stderr
+    # The pool, as php-fpm sees it; only the access log moves, so the lint writes nothing in /var/log.
+    lint = tmp_path / "lint.conf"
+    lint.write_text(render_pool(pool, {"access.log": str(tmp_path / "access.log")}))
+    done_lint = subprocess.run([find_php_fpm(), "-t", "-y", str(lint)], capture_output=True, text=True)
+    assert done_lint.returncode == 0, done_lint.stderr
+    # One socket, one group, in all three.
+    assert re.search(r"^listen = /run/php/asyncphp-commands.sock$", pool.read_text(), re.M)
+    assert 'fpm_socket = "/run/php/asyncphp-commands.sock"' in settings.read_text()
+    assert re.search(r"^listen.group = www-data$", pool.read_text(), re.M)
+    assert "SupplementaryGroups=www-data" in unit.read_text()
+
+    again = install("--prefix", str(tmp_path), "--php", "8.2")
+    assert again.stdout.count("unchanged") == 3
+    settings.write_text(settings.read_text().replace("max_in_flight = 5", "max_in_flight = 7"))
+    diff = install("--prefix", str(tmp_path), "--php", "8.2")
+    assert "-max_in_flight = 7" in diff.stdout and "+max_in_flight = 5" in diff.stdout
+    assert "max_in_flight = 7" in settings.read_text(), "nothing changed without --yes"
+
+
+def test_dev_runs_the_sandbox_until_ctrl_c() -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "asyncphp", "dev"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    assert process.stdout is not None
+    try:
+        banner = [process.stdout.readline() for _ in range(4)]
+        url = re.search(r"redis (redis://\S+)", banner[0])
+        assert url, banner
+        output: list[str] = []
+
+        def subscribed() -> bool:
+            line = process.stdout.readline() if process.stdout else ""
+            output.append(line)
+            return "Subscribed to commands" in line
+
+        wait_for(subscribed, what="the daemon to subscribe")
+        assert publish({"timestamp": "from dev"}, redis_url=url.group(1)) == 1
+        wait_for(
+            lambda: "Spawned process with ID: 1" in (process.stdout.readline() if process.stdout else "")
+        )
+        time.sleep(0.2)
+    finally:
+        os.killpg(process.pid, signal.SIGINT)  # Ctrl-C: the whole process group
+        rest, _ = process.communicate(timeout=30)
+        assert process.returncode == 0, "".join(output) + rest
+        assert "stopped · 1 received · 1 dispatched · 1 completed" in rest
