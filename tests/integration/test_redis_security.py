@@ -69,7 +69,7 @@ def test_wrong_password_is_reported_and_retried(
     log = tmp_path / "daemon.log"
     daemon = Daemon(sandbox.start_daemon(url, pool.listen, WORKER, log=log), log)
     try:
-        (line, _) = daemon.wait_for("ERROR cannot connect to redis at redis://:\\*\\*\\*@", count=2)
+        line = daemon.wait_for("ERROR cannot connect to redis at redis://:\\*\\*\\*@", count=2)[0]
         assert "WRONGPASS" in line or "invalid username-password" in line
     finally:
         daemon.stop()
@@ -126,7 +126,7 @@ def test_tls_with_an_untrusted_certificate_is_refused(
     log = tmp_path / "daemon.log"
     daemon = Daemon(sandbox.start_daemon(untrusted, pool.listen, WORKER, log=log), log)
     try:
-        (line,) = daemon.wait_for("ERROR cannot connect to redis at rediss://")
+        line = daemon.wait_for("ERROR cannot connect to redis at rediss://")[0]
         assert "certificate verify failed" in line
     finally:
         daemon.stop()
