@@ -5,10 +5,8 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-
-import pytest
 
 from asyncphp import sandbox
 from asyncphp.caller import publish
@@ -105,15 +103,6 @@ def notifications(sock: socket.socket, until: str) -> list[str]:
     while not received or until not in received[-1]:
         received.append(sock.recv(4096).decode())
     return received
-
-
-@pytest.fixture
-def notify_socket(tmp_path: Path) -> Iterator[socket.socket]:
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    sock.bind(str(tmp_path / "notify.sock"))
-    sock.settimeout(20)
-    yield sock
-    sock.close()
 
 
 def test_ready_only_after_subscribing_and_stopping_on_sigterm(

@@ -7,7 +7,7 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -207,15 +207,6 @@ def test_queue_full_is_loud(
     )
     assert "dropped job 6" in dropped[1] and "(2 dropped so far)" in dropped[1]
     daemon.wait_for("status 200", count=4)
-
-
-@pytest.fixture
-def notify_socket(tmp_path: Path) -> Iterator[socket.socket]:
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    sock.bind(str(tmp_path / "notify.sock"))
-    sock.settimeout(20)
-    yield sock
-    sock.close()
 
 
 def test_notify_protocol_in_order(
