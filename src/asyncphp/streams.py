@@ -83,6 +83,7 @@ class StreamSource:
         self._reading = False
         self._read_sent = 0.0  # when the XREADGROUP now out was sent
         self._claiming = False
+        self._claim_from: dict[str, str] = {}  # where each stream's XAUTOCLAIM scan goes on
         self._stopped = False
         self._next_claim = 0.0
         self._next_touch = 0.0
@@ -335,6 +336,12 @@ class StreamSource:
                 self._claiming = False
             if self._stopped or isinstance(reply, hiredis.ReplyError) or not reply:
                 return
+            # Follow the scan: more idle entries may lie further on; come back next turn, not in
+            # claim_idle/2, until the scan wraps to 0-0.
+            cursor = reply[0].decode()  # type: ignore[index]
+            self._claim_from[stream] = cursor
+            if cursor != "0-0":
+                self._next_claim = 0.0
             gone = [i.decode() for i in reply[2]] if len(reply) > 2 else []  # type: ignore[arg-type,index]
             if gone:
                 self._log.error(
@@ -367,7 +374,8 @@ class StreamSource:
 
         for stream in self.streams:
             self.writer.send(
-                "XAUTOCLAIM", stream, self.group, self.consumer, int(self.claim_idle * 1000), "0-0",
+                "XAUTOCLAIM", stream, self.group, self.consumer, int(self.claim_idle * 1000),
+                self._claim_from.get(stream, "0-0"),
                 "COUNT", max(1, free // len(self.streams)),
                 on_reply=functools.partial(claimed, stream),
             )  # fmt: skip
