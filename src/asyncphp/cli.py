@@ -10,8 +10,8 @@ from collections.abc import Sequence
 import redis
 
 from asyncphp import redisurl
-from asyncphp.caller import DEFAULT_REDIS_URL
 from asyncphp.logfmt import preview
+from asyncphp.settings import SettingsError, load
 
 USAGE = """asyncphp COMMAND [ARGS]
 
@@ -67,9 +67,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 def dead(argv: Sequence[str]) -> int:
     from asyncphp import deadletters
 
-    parser = argparse.ArgumentParser(prog="asyncphp dead", description="The dead letters of a stream.")
-    parser.add_argument("--redis-url", default=os.environ.get("ASYNCPHP_REDIS_URL", DEFAULT_REDIS_URL))
-    parser.add_argument("--stream", default=os.environ.get("ASYNCPHP_CHANNEL", "commands"))
+    parser = argparse.ArgumentParser(
+        prog="asyncphp dead",
+        description="The dead letters of a stream. Redis and the stream come from the daemon's settings "
+        "(--config, then ASYNCPHP_* variables) unless given here.",
+    )
+    parser.add_argument("--config", help="the daemon's TOML file")
+    parser.add_argument("--redis-url")
+    parser.add_argument("--stream", help="default: the daemon's first stream")
     actions = parser.add_subparsers(dest="action", required=True)
     show = actions.add_parser("list", help="show the dead letters, oldest first")
     show.add_argument("--count", type=int)
@@ -82,9 +87,18 @@ def dead(argv: Sequence[str]) -> int:
         parser.error(f"{args.action}: give dead letter ids, or --all")
     ids = None if args.action != "list" and args.all else getattr(args, "ids", None)
     try:
-        client = redisurl.client(args.redis_url, socket_connect_timeout=2.0, socket_timeout=5.0)
+        settings = load(["--config", args.config] if args.config else [], os.environ)
+    except SettingsError as exc:
+        print(f"asyncphp dead: {exc}", file=sys.stderr)
+        return 2
+    url = args.redis_url or settings.redis_url
+    stream = args.stream or (settings.streams or ("commands",))[0]
+    try:
+        client = redisurl.client(
+            url, settings.redis_password_file, socket_connect_timeout=2.0, socket_timeout=5.0
+        )
         if args.action == "list":
-            letters = deadletters.listing(client, args.stream, args.count)
+            letters = deadletters.listing(client, stream, args.count)
             for letter in letters:
                 f = letter.fields
                 print(
@@ -93,14 +107,14 @@ def dead(argv: Sequence[str]) -> int:
                     f"    payload {preview(letter.payload)}"
                     + (f"\n    stderr {preview(f['stderr'])}" if f.get("stderr") else "")
                 )
-            print(f"{len(letters)} dead letter(s) in {args.stream}:dead", file=sys.stderr)
+            print(f"{len(letters)} dead letter(s) in {stream}:dead", file=sys.stderr)
         elif args.action == "replay":
-            for letter_id, new_id in deadletters.replay(client, args.stream, ids):
-                print(f"{letter_id} → {args.stream} {new_id}")
+            for letter_id, new_id in deadletters.replay(client, stream, ids):
+                print(f"{letter_id} → {stream} {new_id}")
         else:
-            print(f"purged {deadletters.purge(client, args.stream, ids)} dead letter(s)", file=sys.stderr)
-    except (redis.RedisError, ValueError) as exc:
-        print(f"asyncphp dead: {redisurl.redact(args.redis_url)}: {exc}", file=sys.stderr)
+            print(f"purged {deadletters.purge(client, stream, ids)} dead letter(s)", file=sys.stderr)
+    except (redis.RedisError, ValueError, OSError) as exc:
+        print(f"asyncphp dead: {redisurl.redact(url)}: {exc}", file=sys.stderr)
         return 69
     return 0
 

@@ -17,7 +17,6 @@ import ssl
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import hiredis
@@ -26,7 +25,7 @@ from redis.backoff import NoBackoff
 from redis.connection import ConnectionInterface, ConnectionPool
 from redis.retry import Retry
 
-from asyncphp.redisurl import connection_pool, url_password
+from asyncphp.redisurl import connection_pool
 
 CONNECT_TIMEOUT = 2.0  # seconds for connecting and each handshake step: the loop waits that long at most
 READ_SIZE = 65536
@@ -60,9 +59,7 @@ class Link:
             "socket_keepalive": True,
             "retry": Retry(NoBackoff(), 0),
         }
-        if self._password_file and url_password(self.url) is None:
-            options["password"] = Path(self._password_file).read_text().strip()
-        self._pool = connection_pool(self.url, **options)
+        self._pool = connection_pool(self.url, self._password_file, **options)
         # RESP2 whatever the URL asks: the replies are parsed here, in one shape (RESP3 turns
         # XINFO's arrays into maps and answers PING differently while subscribed).
         self._pool.connection_kwargs["protocol"] = 2

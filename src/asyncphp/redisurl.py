@@ -10,6 +10,7 @@ each time a pool is made, so a reconnect after a failover finds the promoted rep
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit, urlunsplit
 
@@ -38,16 +39,16 @@ def validate(url: str) -> None:
         parse_url(url)
 
 
-def url_password(url: str) -> str | None:
-    return urlsplit(url).password
-
-
-def connection_pool(url: str, **options: Any) -> ConnectionPool:
+def connection_pool(url: str, password_file: str | None = None, **options: Any) -> ConnectionPool:
     """A redis-py connection pool for ``url``; ``options`` are connection settings (timeouts…).
+    ``password_file`` holds the password for a URL without one (``redis_password_file``).
 
     Raises:
         redis.RedisError: for a Sentinel URL, when no Sentinel answers or none knows the master.
+        OSError: the password file cannot be read.
     """
+    if password_file and urlsplit(url).password is None:
+        options["password"] = Path(password_file).read_text().strip()
     if not url.startswith(SENTINEL_SCHEME + "://"):
         return ConnectionPool.from_url(url, **options)
     hosts, master, db, username, password, sentinel_password = _sentinel_parts(url)
@@ -85,7 +86,7 @@ def _sentinel_parts(url: str) -> tuple[list[tuple[str, int]], str, int, str | No
     return hosts, path[0], int(path[1]) if len(path) == 2 else 0, username, password, sentinel_password
 
 
-def client(url: str, **options: Any) -> redis.Redis:
+def client(url: str, password_file: str | None = None, **options: Any) -> redis.Redis:
     """A redis-py client for ``url`` (see :func:`connection_pool`)."""
     # from_pool: the client owns the pool, so close() disconnects it too.
-    return redis.Redis.from_pool(connection_pool(url, **options))
+    return redis.Redis.from_pool(connection_pool(url, password_file, **options))

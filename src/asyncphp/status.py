@@ -24,7 +24,9 @@ COUNTERS = ("received", "dispatched", "completed", "failed", "retried", "given_u
 
 def collect(settings: Settings) -> dict[str, Any]:
     """Everything ``status`` shows, as plain data (what ``--json`` prints)."""
-    client = redisurl.client(settings.redis_url, socket_connect_timeout=2.0, socket_timeout=5.0)
+    client = redisurl.client(
+        settings.redis_url, settings.redis_password_file, socket_connect_timeout=2.0, socket_timeout=5.0
+    )
     try:
         daemons = []
         keys: Any = client.scan_iter(match=KEY_PREFIX + "*", count=100)  # redis-py's types are loose here

@@ -130,3 +130,16 @@ def test_tls_with_an_untrusted_certificate_is_refused(
         assert "certificate verify failed" in line
     finally:
         daemon.stop()
+
+
+def test_status_and_dead_use_the_password_file(tmp_path: Path, secured_redis: RedisServer) -> None:
+    password = tmp_path / "redis-password"
+    password.write_text("s3cret\n")
+    config = tmp_path / "daemon.toml"
+    config.write_text(f'redis_url = "{secured_redis.url}"\nredis_password_file = "{password}"\n')
+    for command in (["status", "--json"], ["dead", "--stream", "jobs", "list"]):
+        done = subprocess.run(
+            [sys.executable, "-m", "asyncphp", *command[:1], "--config", str(config), *command[1:]],
+            capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+        assert done.returncode == 0, (command, done.stderr)
