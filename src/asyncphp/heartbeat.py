@@ -10,7 +10,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 
-from asyncphp.redislink import Link
+from asyncphp.redislink import Link, ignore  # an error only costs a row in asyncphp status
 
 KEY_PREFIX = "asyncphp:daemon:"
 
@@ -28,21 +28,18 @@ class Heartbeat:
     ) -> None:
         self.key = KEY_PREFIX + name
         self.interval = interval
-        self._url, self._password_file = url, password_file
         self._snapshot = snapshot
         self.link = Link(url, password_file)
         self._next = 0.0
 
     def open(self) -> tuple[str, str]:
-        self.close()
-        self.link = Link(self._url, self._password_file)
         where = self.link.open()
         self.link.start()
         self._next = 0.0
         return where
 
     def watch(self) -> list[tuple[int, Callable[[], None]]]:
-        return [(self.link.fileno(), self._read)]
+        return [(self.link.fileno(), self.link.drain)]
 
     @property
     def ready(self) -> bool:
@@ -52,12 +49,8 @@ class Heartbeat:
     def last_read(self) -> float:
         return self.link.last_read
 
-    def _read(self) -> None:
-        for _ in self.link.read():
-            pass  # every reply has a callback
-
     def ping(self) -> None:
-        self.link.send("PING", on_reply=_ignore)
+        self.link.send("PING", on_reply=ignore)
 
     def tick(self) -> None:
         now = time.monotonic()
@@ -67,19 +60,15 @@ class Heartbeat:
         fields: list[str | bytes | int] = []
         for name, value in self._snapshot().items():
             fields += [name, f"{value:.3f}" if isinstance(value, float) else value]
-        self.link.send("HSET", self.key, *fields, on_reply=_ignore)
-        self.link.send("PEXPIRE", self.key, int(self.interval * 3000), on_reply=_ignore)
+        self.link.send("HSET", self.key, *fields, on_reply=ignore)
+        self.link.send("PEXPIRE", self.key, int(self.interval * 3000), on_reply=ignore)
 
     def remove(self) -> None:
         """At a clean stop: do not wait for the key to expire."""
-        self.link.send("DEL", self.key, on_reply=_ignore)
+        self.link.send("DEL", self.key, on_reply=ignore)
 
     def close(self) -> None:
         self.link.close()
-
-
-def _ignore(reply: object) -> None:
-    pass  # an error here only costs a missing row in asyncphp status
 
 
 class LastError(logging.Handler):

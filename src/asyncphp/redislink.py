@@ -34,6 +34,10 @@ Reply = Any  # bytes, int, list, None, or hiredis.ReplyError
 OnReply = Callable[[Reply], None]
 
 
+def ignore(reply: Reply) -> None:
+    """For a command whose reply does not matter (PING, a heartbeat's HSET)."""
+
+
 class Link:
     """One Redis connection: blocking to open, non-blocking from then on."""
 
@@ -46,13 +50,17 @@ class Link:
         self._reader = hiredis.Reader()
         self._waiting: deque[OnReply] = deque()
         self.last_read = time.monotonic()
+        self.version: tuple[int, ...] = ()  # the server's, once open
 
     def open(self) -> tuple[str, str]:
-        """Connect and authenticate; returns where it connected and the server's version.
+        """Connect (again, if it was open) and authenticate; returns where it connected and the
+        server's version, for the log.
 
         Raises:
             redis.RedisError, OSError: Redis is unreachable, refused us, or did not answer in time.
         """
+        self.close()
+        self._reader = hiredis.Reader()  # nothing half-read from a previous connection
         options: dict[str, Any] = {
             "socket_timeout": CONNECT_TIMEOUT,  # a Redis that accepts but never answers must not hang us
             "socket_connect_timeout": CONNECT_TIMEOUT,
@@ -75,6 +83,7 @@ class Link:
             for line in bytes(info).splitlines():
                 if line.startswith(b"redis_version:"):
                     version = "redis " + line.split(b":", 1)[1].decode()
+                    self.version = tuple(int(n) for n in version[6:].split(".") if n.isdigit())
         pieces = dict(connection.repr_pieces())
         where = pieces["path"] if "path" in pieces else f"{pieces['host']}:{pieces['port']}"
         return str(where), version
@@ -172,6 +181,11 @@ class Link:
             poller = select.poll()
             poller.register(self._sock, select.POLLIN)
             poller.poll(timeout * 1000)
+
+    def drain(self) -> None:
+        """Handle what has arrived on a link where every command has a callback (no pushes)."""
+        for reply in self.read():
+            raise redis.ConnectionError(f"redis sent a reply nobody asked for: {reply!r:.100}")
 
     def close(self) -> None:
         """Drop the connection; safe to call more than once. Callbacks still waiting are dropped."""

@@ -18,7 +18,6 @@ class PubSubSource:
         self, url: str, channels: Sequence[str], password_file: str | None, deliver: Callable[[Message], None]
     ) -> None:
         self.channels = tuple(channels)
-        self._url, self._password_file = url, password_file
         self._deliver = deliver
         self.link = Link(url, password_file)
         self._unconfirmed = set(self.channels)
@@ -27,8 +26,6 @@ class PubSubSource:
     def open(self) -> tuple[str, str]:
         """Connect and send SUBSCRIBE; returns where it connected and the server's version.
         Confirmation arrives later, through the socket; see :attr:`ready`."""
-        self.close()
-        self.link = Link(self._url, self._password_file)
         self._unconfirmed, self._subscribed = set(self.channels), set()
         where = self.link.open()
         self.link.start()

@@ -27,7 +27,7 @@ import redis
 
 from asyncphp.jobs import Job, Message, Outcome, Result
 from asyncphp.logfmt import preview
-from asyncphp.redislink import Link
+from asyncphp.redislink import Link, ignore
 
 if TYPE_CHECKING:  # prometheus_client is only imported when metrics are on
     from asyncphp.metrics import Metrics
@@ -71,7 +71,6 @@ class StreamSource:
         self.claim_idle = claim_idle
         self.max_attempts = max_attempts
         self.retry_delay = retry_delay
-        self._url, self._password_file = url, password_file
         self._deliver = deliver
         self._log = log
         self.reader = Link(url, password_file)
@@ -101,11 +100,8 @@ class StreamSource:
         Raises:
             redis.RedisError, OSError: Redis is unreachable or refused us.
         """
-        self.close()
-        self.reader, self.writer = Link(self._url, self._password_file), Link(self._url, self._password_file)
         where = self.reader.open()
-        numbers = where[1].removeprefix("redis ").split(".")
-        if all(n.isdigit() for n in numbers[:2]) and tuple(map(int, numbers[:2])) < (6, 2):
+        if self.reader.version and self.reader.version < (6, 2):
             raise redis.RedisError(
                 f"the durable mode needs Redis 6.2 or later (XAUTOCLAIM); this is {where[1]}"
             )
@@ -132,7 +128,7 @@ class StreamSource:
         return True
 
     def watch(self) -> list[tuple[int, Callable[[], None]]]:
-        return [(self.reader.fileno(), self._read), (self.writer.fileno(), self._read_writer)]
+        return [(self.reader.fileno(), self.reader.drain), (self.writer.fileno(), self.writer.drain)]
 
     @property
     def last_read(self) -> float:
@@ -143,7 +139,7 @@ class StreamSource:
         return max(self.reader.last_read, self.writer.last_read)
 
     def ping(self) -> None:
-        self.writer.send("PING", on_reply=lambda reply: None)
+        self.writer.send("PING", on_reply=ignore)
 
     def close(self) -> None:
         self.reader.close()
@@ -162,14 +158,6 @@ class StreamSource:
             "XREADGROUP", "GROUP", self.group, self.consumer, "COUNT", count, "BLOCK", BLOCK_MS,
             "STREAMS", *self.streams, *[">"] * len(self.streams), on_reply=self._on_entries,
         )  # fmt: skip
-
-    def _read(self) -> None:
-        for _ in self.reader.read():
-            pass  # every reply has a callback
-
-    def _read_writer(self) -> None:
-        for _ in self.writer.read():
-            pass
 
     def _on_entries(self, reply: object) -> None:
         self._reading = False
@@ -403,7 +391,7 @@ class StreamSource:
             deadline = time.monotonic() + timeout
             while self.writer.waiting and time.monotonic() < deadline:
                 self.writer.wait_readable(deadline - time.monotonic())
-                self._read_writer()
+                self.writer.drain()
         except redis.ConnectionError:
             pass
 
