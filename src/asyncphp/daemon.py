@@ -98,6 +98,7 @@ class Daemon:
                 settings.redis_url, settings.streams, group=settings.group, consumer=settings.consumer,
                 claim_idle=settings.claim_idle, max_attempts=settings.max_attempts,
                 retry_delay=settings.retry_delay, password_file=password_file, deliver=self._on_message,
+                resubmit=self.dispatcher.submit,
                 log=log,
             )  # fmt: skip
             what = (
@@ -222,9 +223,8 @@ class Daemon:
             self.metrics.received(message.channel)
         try:
             body = form_body(message.payload, self.limits)
-        except (
-            Exception
-        ) as exc:  # BadMessage, or a case the encoder missed: one message must not end the daemon
+        # BadMessage, or a case the encoder missed: one message must not end the daemon.
+        except Exception as exc:
             self.rejected += 1
             if self.metrics is not None:
                 self.metrics.rejected(message.channel)
@@ -235,20 +235,22 @@ class Daemon:
                 "skipped a message on %s: %s; message %s", message.channel, reason, preview(message.payload),
                 extra={"ASYNCPHP_CHANNEL": message.channel},
             )  # fmt: skip
-            if message.origin is not None and self.streams is not None:
+            if self.streams is not None and message.origin is not None:
                 self.streams.settle(message.origin, Result(Outcome.REJECTED, f"bad message: {reason}"))
             return
         self._last_job_id += 1
-        job = Job(self._last_job_id, message.channel, body, time.monotonic(), origin=message.origin)
-        if message.origin is not None and self.streams is not None:
-            self.streams.prepare(job, message.origin)
+        # attempts: sends so far; the dispatcher counts the one it is about to make.
+        job = Job(
+            self._last_job_id, message.channel, body, time.monotonic(), message.deliveries - 1,
+            origin=message.origin, message_id=message.message_id,
+        )  # fmt: skip
         self.dispatcher.submit(job)
 
     def _settle(self, job: Job, result: Result) -> None:
         if self.metrics is not None:
             self.metrics.ended(job.channel, result.outcome, result.seconds)
-        if job.origin is not None and self.streams is not None:
-            self.streams.settle(job.origin, result)
+        if self.streams is not None and job.origin is not None:
+            self.streams.settle(job.origin, result, job)
 
     def _on_signals(self, signals: SignalWakeup) -> None:
         for sig in signals.received():

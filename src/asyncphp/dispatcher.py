@@ -409,7 +409,8 @@ class Dispatcher:
                 logging.WARNING, job, "job %d on %s: %s; attempt %d, retrying in %.2f s",
                 job.id, job.channel, reason, job.attempts, delay,
             )  # fmt: skip
-        self.pump()
+        # No pump: dispatching has just been paused; only the expiry of queued jobs is due.
+        self._give_up_expired(now)
 
     def _deadline(self, job: Job) -> float:
         # A job's retry_for runs from the start of the pool's trouble, or from its arrival if later,

@@ -16,6 +16,8 @@ class Message:
     channel: str
     payload: bytes
     origin: Any = None
+    message_id: str = ""  # a stream entry's id
+    deliveries: int = 1  # how often Redis has delivered it, this time included
 
 
 @dataclass(slots=True)

@@ -63,6 +63,7 @@ class StreamSource:
         retry_delay: float,
         password_file: str | None,
         deliver: Callable[[Message], None],
+        resubmit: Callable[[Job], None],
         log: logging.Logger,
     ) -> None:
         self.streams = streams
@@ -72,11 +73,12 @@ class StreamSource:
         self.max_attempts = max_attempts
         self.retry_delay = retry_delay
         self._deliver = deliver
+        self._resubmit = resubmit
         self._log = log
         self.reader = Link(url, password_file)
         self.writer = Link(url, password_file)
         self._held: dict[tuple[str, str], Entry] = {}
-        self._retries: list[tuple[float, int, Entry]] = []  # a heap by due time
+        self._retries: list[tuple[float, int, Entry, Job]] = []  # a heap by due time
         self._retry_seq = 0
         self._acks: dict[str, list[str]] = {}
         self._reading = False
@@ -187,16 +189,12 @@ class StreamSource:
             reason = f"delivered {attempts} times without an outcome (a daemon may have died on it)"
             self._bury(entry, Result(Outcome.FAILED, reason))
             return
-        self._deliver(Message(stream, entry.payload, entry))
-
-    def prepare(self, job: Job, entry: Entry) -> None:
-        """Give the job what the worker should see of the entry: its id and delivery count."""
-        job.message_id = entry.id
-        job.attempts = entry.attempts - 1  # the dispatcher counts the send it is about to make
+        self._deliver(Message(stream, entry.payload, entry, entry_id, attempts))
 
     # Settling.
 
-    def settle(self, entry: Entry, result: Result) -> None:
+    def settle(self, entry: Entry, result: Result, job: Job | None = None) -> None:
+        """Acknowledge, dead-letter, or keep ``job`` (the entry's, when it ran) for a retry."""
         # entry.attempts counts deliveries, as Redis does; the dispatcher's re-sends after pool
         # faults (job.attempts) are not deliveries and do not bring the dead letter closer.
         outcome = result.outcome
@@ -204,7 +202,7 @@ class StreamSource:
             self._ack(entry)
         elif outcome is Outcome.REJECTED:
             self._bury(entry, result)
-        elif outcome in (Outcome.FAILED, Outcome.UNDELIVERED):
+        elif outcome in (Outcome.FAILED, Outcome.UNDELIVERED) and job is not None:
             if entry.attempts >= self.max_attempts:
                 self._bury(entry, result)
             else:
@@ -216,7 +214,7 @@ class StreamSource:
                     extra={"ASYNCPHP_CHANNEL": entry.stream, "ASYNCPHP_MESSAGE_ID": entry.id},
                 )  # fmt: skip
                 self._retry_seq += 1
-                heapq.heappush(self._retries, (time.monotonic() + delay, self._retry_seq, entry))
+                heapq.heappush(self._retries, (time.monotonic() + delay, self._retry_seq, entry, job))
         else:
             # DROPPED or ABANDONED: it stays pending, for XAUTOCLAIM here or elsewhere.
             self._held.pop((entry.stream, entry.id), None)
@@ -278,14 +276,16 @@ class StreamSource:
         if self._acks:
             self._flush_acks()
         while not self._stopped and self._retries and self._retries[0][0] <= now and free > 0:
-            entry = self._retries[0][2]
+            _, _, entry, job = self._retries[0]
             # XCLAIM to ourselves counts the delivery in Redis, so a crash does not reset it.
             self.writer.send("XCLAIM", entry.stream, self.group, self.consumer, 0, entry.id, on_reply=_check)
             heapq.heappop(self._retries)
             entry.attempts += 1
             entry.touched = now
             free -= 1
-            self._deliver(Message(entry.stream, entry.payload, entry))
+            # The same job again, body and all: the message was decoded and counted once.
+            job.attempts, job.received, job.last_error = entry.attempts - 1, now, ""
+            self._resubmit(job)
         if not self._stopped and now >= self._next_touch:
             self._next_touch = now + self.claim_idle / 4
             self._touch(now)
