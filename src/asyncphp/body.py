@@ -121,7 +121,7 @@ def decode_message(payload: bytes) -> dict[str, Any]:
     """The JSON object in ``payload``, accepted only where PHP's ``json_decode()`` accepts it
     (see :func:`form_body` for its depth limit)."""
     try:
-        value = json.loads(payload.decode("utf-8"), parse_constant=_reject_constant)
+        value = json.loads(payload.decode("utf-8"), parse_constant=reject_json_constant)
     except UnicodeDecodeError as exc:
         raise BadMessage(f"not UTF-8 ({exc.reason} at byte {exc.start})") from None
     except RecursionError:
@@ -133,8 +133,8 @@ def decode_message(payload: bytes) -> dict[str, Any]:
     return value
 
 
-def _reject_constant(name: str) -> Any:
-    # Python's json takes NaN and Infinity; JSON (and PHP) do not.
+def reject_json_constant(name: str) -> Any:
+    """For json.loads(parse_constant=…): Python's json takes NaN and Infinity; JSON (and PHP) do not."""
     raise ValueError(f"{name} is not JSON")
 
 

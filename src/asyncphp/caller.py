@@ -16,6 +16,7 @@ from typing import Any, Literal, overload
 import redis
 
 from asyncphp import redisurl
+from asyncphp.body import reject_json_constant
 from asyncphp.redisurl import redact
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -108,7 +109,7 @@ def build_payload(data: str | None, pairs: Sequence[str], stdin: Any = None) -> 
     if data is not None:
         text = (stdin or sys.stdin).read() if data == "-" else data
         try:
-            decoded = json.loads(text, parse_constant=_not_json)
+            decoded = json.loads(text, parse_constant=reject_json_constant)
         except ValueError as exc:
             raise PayloadError(f"--data is not valid JSON: {exc}") from None
         if not isinstance(decoded, dict):
@@ -120,10 +121,6 @@ def build_payload(data: str | None, pairs: Sequence[str], stdin: Any = None) -> 
             raise PayloadError(f"argument {pair!r} is not key=value")
         message[key] = value
     return message
-
-
-def _not_json(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
 
 
 def _parser() -> argparse.ArgumentParser:

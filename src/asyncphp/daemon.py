@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import gc
 import logging
 import os
@@ -65,15 +66,10 @@ class Daemon:
         self.requests = RequestBuilder(settings.worker_script)
         self.dispatcher = Dispatcher(
             self.poller,
-            settings.fpm_socket,
+            settings,
             lambda job: self.requests.build(job.id, job.channel, job.body, job.attempts, job.message_id),
+            self._settle,
             log,
-            max_in_flight=settings.max_in_flight,
-            max_queued=settings.max_queued,
-            max_queued_bytes=settings.max_queued_bytes,
-            retry_for=settings.retry_for,
-            request_timeout=settings.request_timeout,
-            settle=self._settle,
         )
         self.received = 0
         self.rejected = 0
@@ -168,20 +164,10 @@ class Daemon:
             elif self._stop_reason is None:
                 keeper.check(now, self.settings.redis_health_interval)
         self.dispatcher.pump()
-        if self.streams is not None and self._streams_keeper is not None and self._streams_keeper.connected:
-            try:
-                self.streams.tick(free=self._free())
-            except (redis.RedisError, OSError) as exc:
-                self._streams_keeper.lost(str(exc))
-        if (
-            self.heartbeat is not None
-            and self._heartbeat_keeper is not None
-            and self._heartbeat_keeper.connected
-        ):
-            try:
-                self.heartbeat.tick()
-            except (redis.RedisError, OSError) as exc:
-                self._heartbeat_keeper.lost(str(exc))
+        if self.streams is not None and self._streams_keeper is not None:
+            self._streams_keeper.run(functools.partial(self.streams.tick, self._free()))
+        if self.heartbeat is not None and self._heartbeat_keeper is not None:
+            self._heartbeat_keeper.run(self.heartbeat.tick)
         if not self._ready and all(keeper.announced for keeper in self.keepers):
             self._ready = True
             self.notifier.ready(self._status_line())
@@ -280,11 +266,7 @@ class Daemon:
         self.settings = dataclasses.replace(self.settings, **{name: getattr(new, name) for name in applied})
         self.log.setLevel(self.settings.log_level)
         self.limits = _limits(self.settings)
-        self.dispatcher.max_in_flight = self.settings.max_in_flight
-        self.dispatcher.max_queued = self.settings.max_queued
-        self.dispatcher.max_queued_bytes = self.settings.max_queued_bytes
-        self.dispatcher.retry_for = self.settings.retry_for
-        self.dispatcher.request_timeout = self.settings.request_timeout
+        self.dispatcher.configure(self.settings)
         # WARNING, so that the answer to an operator's SIGHUP shows whatever the log level.
         self.log.warning("SIGHUP: settings reloaded; changed: %s", ", ".join(applied) or "nothing")
         if ignored:
@@ -332,7 +314,7 @@ class Daemon:
             and self._heartbeat_keeper is not None
             and self._heartbeat_keeper.connected
         ):
-            with contextlib.suppress(redis.RedisError, OSError):
+            with contextlib.suppress(redis.RedisError, OSError):  # stopping anyway: it expires on its own
                 self.heartbeat.remove()
         c = d.counters
         self.log.info(
@@ -356,8 +338,9 @@ class Daemon:
         else:
             state = "subscribed to " + ", ".join(self.settings.channels + self.settings.streams)
         d, c = self.dispatcher, self.dispatcher.counters
-        failed = c.failed + c.given_up + c.dropped  # every job that did not end well
-        counts = f"{c.dispatched} dispatched · {d.in_flight} in flight · {d.queued} queued · {failed} failed"
+        counts = (
+            f"{c.dispatched} dispatched · {d.in_flight} in flight · {d.queued} queued · {c.not_ok} failed"
+        )
         if self.streams is not None:
             lags = [lag for lag in self.streams.lag.values() if lag is not None]
             if lags:
@@ -372,9 +355,7 @@ class Daemon:
             "host": socket.gethostname(), "pid": os.getpid(), "version": __version__, "started": self.started,
             "updated": time.time(), "channels": ",".join(s.channels), "streams": ",".join(s.streams),
             "group": s.group if s.streams else "", "pool": str(s.fpm_socket), "state": self._status_line(),
-            "received": self.received, "dispatched": c.dispatched, "completed": c.completed,
-            "failed": c.failed,
-            "retried": c.retried, "given_up": c.given_up, "dropped": c.dropped, "rejected": self.rejected,
+            "received": self.received, "rejected": self.rejected, **dataclasses.asdict(c),
             "in_flight": d.in_flight, "queued": d.queued,
             "dead_lettered": self.streams.dead if self.streams else 0,
             "last_error": self.last_error.text, "last_error_at": self.last_error.at,

@@ -29,7 +29,7 @@ from asyncphp.fastcgi import FCGI_REQUEST_COMPLETE, FastCGIError, Response, Resp
 from asyncphp.jobs import Job, Outcome, Result
 from asyncphp.logfmt import preview
 from asyncphp.poller import READ, WRITE, Poller
-from asyncphp.settings import PoolAddress
+from asyncphp.settings import PoolAddress, Settings
 
 if TYPE_CHECKING:  # prometheus_client is only imported when metrics are on
     from asyncphp.metrics import Metrics
@@ -181,6 +181,11 @@ class Counters:
     given_up: int = 0  # jobs the pool could not take for retry_for seconds
     dropped: int = 0  # jobs refused because the queue was full
 
+    @property
+    def not_ok(self) -> int:
+        """Every job that did not end well."""
+        return self.failed + self.given_up + self.dropped
+
 
 class Dispatcher:
     """Feeds the pool at most ``max_in_flight`` jobs at a time, queues the rest, retries pool
@@ -189,28 +194,18 @@ class Dispatcher:
     def __init__(
         self,
         poller: Poller,
-        address: PoolAddress,
+        settings: Settings,
         build: Callable[[Job], bytes],
-        log: logging.Logger,
-        *,
-        max_in_flight: int,
-        max_queued: int,
-        max_queued_bytes: int,
-        retry_for: float,
-        request_timeout: float,
         settle: Callable[[Job, Result], None],
+        log: logging.Logger,
     ) -> None:
         self.poller = poller
-        self.max_in_flight = max_in_flight
-        self.max_queued = max_queued
-        self.max_queued_bytes = max_queued_bytes
-        self.retry_for = retry_for
-        self.request_timeout = request_timeout
+        self.configure(settings)
         self.metrics: Metrics | None = None
         self._settle = settle
         self._queued_bytes = 0
         self.counters = Counters()
-        self._address = address
+        self._address = settings.fpm_socket
         self._build = build
         self._log = log
         self._open: set[Exchange] = set()
@@ -218,6 +213,14 @@ class Dispatcher:
         self._backoff = Backoff(BACKOFF_FIRST, BACKOFF_CAP)
         self._paused_until = 0.0
         self._outage_since: float | None = None  # first pool fault since the last good response
+
+    def configure(self, settings: Settings) -> None:
+        """Take the limits that may change on SIGHUP (the pool's address does not)."""
+        self.max_in_flight = settings.max_in_flight
+        self.max_queued = settings.max_queued
+        self.max_queued_bytes = settings.max_queued_bytes
+        self.retry_for = settings.retry_for
+        self.request_timeout = settings.request_timeout
 
     @property
     def in_flight(self) -> int:

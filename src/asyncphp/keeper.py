@@ -110,6 +110,15 @@ class Keeper:
             "lost the connection to redis (%s): %s; reconnecting in %.1f s", self.what, reason, delay
         )
 
+    def run(self, step: Callable[[], None]) -> None:
+        """Do ``step`` on the connection, if it is up; its failure means the connection is lost."""
+        if not self._fds:
+            return
+        try:
+            step()
+        except (redis.RedisError, OSError) as exc:
+            self.lost(str(exc) or type(exc).__name__)
+
     def disconnect(self) -> None:
         for fd in self._fds:
             self._poller.forget(fd)

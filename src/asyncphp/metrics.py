@@ -41,7 +41,7 @@ class Metrics:
         )  # fmt: skip
         Gauge("asyncphp_jobs_in_flight", "Requests open to the pool", registry=r).set_function(in_flight)
         Gauge("asyncphp_jobs_queued", "Jobs waiting for a free request slot", registry=r).set_function(queued)
-        self.server, self._thread = start_http_server(int(port), addr=host.strip("[]"), registry=r)
+        self.server, _ = start_http_server(int(port), addr=host.strip("[]"), registry=r)
 
     def received(self, source: str) -> None:
         self._received.labels(source).inc()

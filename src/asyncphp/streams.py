@@ -90,7 +90,6 @@ class StreamSource:
         self._next_touch = 0.0
         self._next_lag = 0.0
         self.lag: dict[str, int | None] = {}
-        self.acked = 0
         self.dead = 0
         self.metrics: Metrics | None = None
 
@@ -265,7 +264,6 @@ class StreamSource:
     def _flush_acks(self) -> None:
         for stream, ids in self._acks.items():
             self.writer.send("XACK", stream, self.group, *ids, on_reply=_check)
-            self.acked += len(ids)
         self._acks.clear()
 
     # Periodic work, from the event loop.
@@ -394,10 +392,6 @@ class StreamSource:
                 self.writer.drain()
         except redis.ConnectionError:
             pass
-
-    @property
-    def held(self) -> int:
-        return len(self._held)
 
 
 def _check(reply: object) -> None:
