@@ -183,17 +183,3 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     raise RuntimeError(f"no VmRSS for {pid}")
-
-
-def subscribed(url: str, channel: str, timeout: float = 15, durable: bool = False) -> None:
-    """Wait for a daemon to listen on ``channel`` (or, ``durable``, to read the stream of that name)."""
-    client = redis.Redis.from_url(url)
-
-    def reading() -> bool:
-        if not durable:
-            return bool(client.pubsub_numsub(channel)[0][1] > 0)
-        # Redis 7.0 registers a consumer only once it has been given entries: look for the read.
-        return any(c.get("cmd") == "xreadgroup" for c in client.client_list())
-
-    wait_until(reading, timeout, f"a daemon on {channel}")
-    client.close()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import statistics
 import subprocess
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -34,17 +33,8 @@ class Options:
 @contextmanager
 def servers(pool_overrides: dict[str, str | None] | None = None) -> Iterator[tuple[Path, RedisServer, Pool]]:
     """A private Redis and a private pool from the shipped commands.conf."""
-    with tempfile.TemporaryDirectory(prefix="asyncphp-bench-") as tmp:
-        workdir = Path(tmp)
-        redis_server = sandbox.start_redis(workdir)
-        try:
-            pool = sandbox.start_pool(workdir / "pool", POOL_CONF, pool_overrides)
-            try:
-                yield workdir, redis_server, pool
-            finally:
-                pool.stop()
-        finally:
-            redis_server.stop()
+    with sandbox.private_servers("asyncphp-bench-", POOL_CONF, pool_overrides) as (box, redis_server, pool):
+        yield box.workdir, redis_server, pool
 
 
 def start_daemon(
@@ -55,7 +45,7 @@ def start_daemon(
         redis_server.url, pool.listen, worker, *options.daemon_args, *extra, log=log
     )
     try:
-        drivers.subscribed(redis_server.url, "commands", durable="--stream" in extra)
+        sandbox.subscribed(redis_server.url, "commands", durable="--stream" in extra)
     except BaseException:
         daemon.stop()
         raise
@@ -115,7 +105,7 @@ def latency(options: Options) -> dict[str, float]:
     with servers() as (workdir, redis_server, pool):
         floor_log = workdir / "floor.log"
         floor = drivers.start_bare_subscriber(redis_server.url, "floor", floor_log, total)
-        drivers.subscribed(redis_server.url, "floor")
+        sandbox.subscribed(redis_server.url, "floor")
         drivers.publish_paced(redis_server.url, options.rate, seconds, channel="floor")
         floor.wait(30)
 

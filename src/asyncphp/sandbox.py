@@ -19,9 +19,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 STARTUP_TIMEOUT = 15.0
 
@@ -227,6 +228,9 @@ def start_daemon(
     return Server("asyncphp-daemon", process, log or Path("/dev/stderr"))
 
 
+S = TypeVar("S", bound=Server)
+
+
 @dataclass
 class Sandbox:
     """Servers started together and stopped together, in reverse order."""
@@ -234,7 +238,7 @@ class Sandbox:
     workdir: Path
     servers: list[Server] = field(default_factory=list)
 
-    def add(self, server: Server) -> Server:
+    def add(self, server: S) -> S:
         self.servers.append(server)
         return server
 
@@ -245,26 +249,47 @@ class Sandbox:
         self.servers.clear()
 
 
-def _subscribers(port: int, channel: str) -> int:
-    with socket.create_connection(("127.0.0.1", port), timeout=2) as sock:
-        sock.sendall(f"PUBSUB NUMSUB {channel}\r\n".encode())
-        reply = sock.recv(256).split(b"\r\n")  # *2, $len, channel, :count
-        return int(reply[3][1:]) if len(reply) > 3 and reply[3].startswith(b":") else 0
+@contextlib.contextmanager
+def private_servers(
+    prefix: str, pool_conf: Path, overrides: Mapping[str, str | None] | None = None
+) -> Iterator[tuple[Sandbox, RedisServer, Pool]]:
+    """A Redis and a pool from ``pool_conf`` in a new temp dir; all stopped and removed on exit.
+    More servers (a daemon) can join through :meth:`Sandbox.add`."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        sandbox = Sandbox(Path(tmp))
+        try:
+            redis = sandbox.add(start_redis(sandbox.workdir))
+            pool = sandbox.add(start_pool(sandbox.workdir / "pool", pool_conf, overrides))
+            yield sandbox, redis, pool
+        finally:
+            sandbox.close()
+
+
+def subscribed(url: str, channel: str, timeout: float = STARTUP_TIMEOUT, durable: bool = False) -> None:
+    """Wait for a daemon to listen on ``channel`` (``durable``: to read the stream of that name)."""
+    import redis
+
+    client = redis.Redis.from_url(url)
+
+    def reading() -> bool:
+        if not durable:
+            return bool(client.pubsub_numsub(channel)[0][1] > 0)
+        # Redis 7.0 registers a consumer only once it has been given entries: look for the read.
+        return any(c.get("cmd") == "xreadgroup" for c in client.client_list())
+
+    try:
+        wait_until(reading, timeout, f"a daemon on {channel}")
+    finally:
+        client.close()
 
 
 def demo(pool_conf: Path, worker: Path, messages: int, timeout: float) -> int:
     """The original's scenario on private servers; prints the worker's log. Returns an exit status."""
-    with tempfile.TemporaryDirectory(prefix="asyncphp-demo-") as tmp:
-        workdir = Path(tmp)
-        sandbox = Sandbox(workdir)
-        try:
-            redis = sandbox.add(start_redis(workdir))
-            assert isinstance(redis, RedisServer)
-            pool = sandbox.add(start_pool(workdir / "pool", pool_conf))
-            assert isinstance(pool, Pool)
-            print(f"demo: redis on {redis.url}, pool on {pool.listen}, in {workdir}", file=sys.stderr)
+    try:
+        with private_servers("asyncphp-demo-", pool_conf) as (sandbox, redis, pool):
+            print(f"demo: redis on {redis.url}, pool on {pool.listen}, in {sandbox.workdir}", file=sys.stderr)
             sandbox.add(start_daemon(redis.url, pool.listen, worker))
-            wait_until(lambda: _subscribers(redis.port, "commands") > 0, STARTUP_TIMEOUT, "the daemon")
+            subscribed(redis.url, "commands")
 
             started = time.monotonic()
             for _ in range(messages):
@@ -280,11 +305,33 @@ def demo(pool_conf: Path, worker: Path, messages: int, timeout: float) -> int:
             print(f"== pool access log ==\n{pool.access_log.read_text()}", flush=True)
             print(f"demo: {messages} jobs finished {elapsed:.2f} s after the first publish", file=sys.stderr)
             return 0
-        except (SandboxError, subprocess.CalledProcessError) as exc:
-            print(f"demo: {exc}", file=sys.stderr)
-            return 1
-        finally:
-            sandbox.close()
+    except (SandboxError, subprocess.CalledProcessError) as exc:
+        print(f"demo: {exc}", file=sys.stderr)
+        return 1
+
+
+def dev(pool_conf: Path, worker: Path, extra: Sequence[str] = ()) -> int:
+    """A private Redis and pool in a temp dir, the daemon in the foreground; Ctrl-C stops all."""
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with private_servers("asyncphp-dev-", pool_conf) as (sandbox, redis, pool):
+            print(
+                f"asyncphp dev: redis {redis.url} · pool {pool.listen} · worker {worker}\n"
+                f"  publish with: {sys.executable} -m asyncphp.caller --redis-url {redis.url} key=value\n"
+                f"  worker log:   {pool.worker_log}\n"
+                "  Ctrl-C stops everything.",
+                flush=True,
+            )
+            daemon = sandbox.add(start_daemon(redis.url, pool.listen, worker, *extra))
+            # Ctrl-C reaches the whole process group: the daemon drains and exits, and only then
+            # are Redis and the pool stopped here.
+            return daemon.process.wait()
+    except SandboxError as exc:
+        print(f"asyncphp dev: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -299,34 +346,3 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-
-
-def dev(pool_conf: Path, worker: Path, extra: Sequence[str] = ()) -> int:
-    """A private Redis and pool in a temp dir, the daemon in the foreground; Ctrl-C stops all."""
-    with tempfile.TemporaryDirectory(prefix="asyncphp-dev-") as tmp:
-        workdir = Path(tmp)
-        sandbox = Sandbox(workdir)
-        previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            redis = sandbox.add(start_redis(workdir))
-            assert isinstance(redis, RedisServer)
-            pool = sandbox.add(start_pool(workdir / "pool", pool_conf))
-            assert isinstance(pool, Pool)
-            print(
-                f"asyncphp dev: redis {redis.url} · pool {pool.listen} · worker {worker}\n"
-                f"  publish with: {sys.executable} -m asyncphp.caller --redis-url {redis.url} key=value\n"
-                f"  worker log:   {pool.worker_log}\n"
-                "  Ctrl-C stops everything.",
-                flush=True,
-            )
-            daemon = sandbox.add(start_daemon(redis.url, pool.listen, worker, *extra))
-            # Ctrl-C reaches the whole process group: the daemon drains and exits, and only then
-            # are Redis and the pool stopped here.
-            return daemon.process.wait()
-        except SandboxError as exc:
-            print(f"asyncphp dev: {exc}", file=sys.stderr)
-            return 1
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-            sandbox.close()
