@@ -58,6 +58,14 @@ class Daemon:
         return self.server.stop()
 
 
+def notifications(sock: socket.socket, until: str) -> list[str]:
+    """sd_notify datagrams received up to and including the first one holding ``until``."""
+    received: list[str] = []
+    while not received or until not in received[-1]:
+        received.append(sock.recv(4096).decode())
+    return received
+
+
 @pytest.fixture
 def notify_socket(tmp_path: Path) -> Iterator[socket.socket]:
     """A real AF_UNIX datagram socket to give the daemon as NOTIFY_SOCKET, as systemd does."""

@@ -14,6 +14,7 @@ import pytest
 from asyncphp import sandbox
 from asyncphp.sandbox import Pool, RedisServer, free_port
 from tests.conftest import WORKER
+from tests.integration.conftest import wait_for
 
 
 def check(*args: str, prefix: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
@@ -106,12 +107,11 @@ def test_stream_group(redis_server: RedisServer, pool: Pool, start_daemon: Calla
     before = check(*flags(redis_server.url, pool), "--stream", "jobs")
     assert before.returncode == 1 and "✗ stream jobs: does not exist yet" in before.stdout
     start_daemon(pool.listen, "--stream", "jobs", wait=False)
-    import time
 
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
+    def passing() -> subprocess.CompletedProcess[str] | None:
         after = check(*flags(redis_server.url, pool), "--stream", "jobs")
-        if after.returncode == 0:
-            break
-        time.sleep(0.2)
+        return after if after.returncode == 0 else None
+
+    after = wait_for(passing, timeout=10, what="the group to exist")
+    assert isinstance(after, subprocess.CompletedProcess)
     assert "✓ stream jobs: group asyncphp exists" in after.stdout

@@ -12,7 +12,7 @@ from asyncphp import sandbox
 from asyncphp.caller import publish
 from asyncphp.sandbox import Pool, RedisServer, free_port
 from tests.conftest import WORKER
-from tests.integration.conftest import Daemon, lines, wait_for
+from tests.integration.conftest import Daemon, lines, notifications, wait_for
 
 
 def run_daemon(*args: str) -> subprocess.CompletedProcess[str]:
@@ -95,14 +95,6 @@ def test_pool_not_listening_is_logged_with_the_message(
     assert "No such file or directory" in line and "timestamp=lost%3F" in line
     retries = daemon.lines("WARNING job 1 on commands: cannot connect")
     assert len(retries) >= 3 and "retrying in" in retries[0]
-
-
-def notifications(sock: socket.socket, until: str) -> list[str]:
-    """sd_notify datagrams received up to and including the first one holding ``until``."""
-    received = []
-    while not received or until not in received[-1]:
-        received.append(sock.recv(4096).decode())
-    return received
 
 
 def test_ready_only_after_subscribing_and_stopping_on_sigterm(

@@ -16,8 +16,9 @@ import redis
 from asyncphp import sandbox
 from asyncphp.caller import publish
 from asyncphp.sandbox import Pool, RedisServer
+from benchmarks.drivers import cpu_seconds
 from tests.conftest import PHP_DIR, WORKER
-from tests.integration.conftest import Daemon, lines, wait_for
+from tests.integration.conftest import Daemon, lines, notifications, wait_for
 
 FAST = PHP_DIR / "fast.php"
 
@@ -214,9 +215,7 @@ def test_notify_protocol_in_order(
 ) -> None:
     env = {"NOTIFY_SOCKET": notify_socket.getsockname(), "WATCHDOG_USEC": "1000000"}
     daemon = start_daemon(pool.listen, env=env)
-    received: list[str] = []
-    while not any("WATCHDOG=1" in m for m in received):
-        received.append(notify_socket.recv(4096).decode())
+    received = notifications(notify_socket, until="WATCHDOG=1")
     assert publish({"timestamp": "x"}, redis_url=redis_server.url) == 1
     daemon.wait_for("status 200")
     watchdogs_before = sum("WATCHDOG=1" in m for m in received)
@@ -225,8 +224,7 @@ def test_notify_protocol_in_order(
         received.append(notify_socket.recv(4096).decode())
     assert sum("WATCHDOG=1" in m for m in received) - watchdogs_before >= 4  # every 0.5 s
     assert daemon.stop() == 0
-    while not any("STOPPING=1" in m for m in received):
-        received.append(notify_socket.recv(4096).decode())
+    received += notifications(notify_socket, until="STOPPING=1")
 
     def first(field: str) -> int:
         return next(i for i, m in enumerate(received) if field in m)
@@ -390,11 +388,11 @@ def test_sigterm_while_redis_is_down_exits_promptly(
 
 
 def drivers_cpu(pid: int, default: float = 0.0) -> float:
+    """The process's CPU seconds, or ``default`` once it is gone."""
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return cpu_seconds(pid)
     except OSError:
         return default
-    return (int(fields[11]) + int(fields[12])) / 100
 
 
 def test_status_says_when_redis_is_unreachable(
