@@ -14,7 +14,7 @@ from pathlib import Path
 
 import redis
 
-from asyncphp.sandbox import SandboxError, Server, free_port, wait_until
+from asyncphp.dev.sandbox import SandboxError, Server, free_port, wait_until
 
 BENCH_DIR = Path(__file__).resolve().parent
 WORKER = BENCH_DIR / "php" / "worker.php"

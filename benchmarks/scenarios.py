@@ -10,8 +10,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from asyncphp import sandbox
-from asyncphp.sandbox import Pool, RedisServer, Server
+from asyncphp.dev import sandbox
+from asyncphp.dev.sandbox import Pool, RedisServer, Server
 from benchmarks import drivers
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -16,8 +16,8 @@ from typing import Any, Literal, overload
 import redis
 
 from asyncphp import redisurl
-from asyncphp.body import reject_json_constant
 from asyncphp.redisurl import redact
+from asyncphp.wire.body import reject_json_constant
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_CHANNEL = "commands"

@@ -33,7 +33,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0 if args else 2
     command, rest = args[0], args[1:]
     if command == "daemon":
-        from asyncphp.daemon import main as daemon_main
+        from asyncphp.loop.daemon import main as daemon_main
 
         return daemon_main(rest)
     if command == "publish":
@@ -43,21 +43,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command == "dead":
         return dead(rest)
     if command == "status":
-        from asyncphp.status import run as status
+        from asyncphp.ops.status import run as status
 
         return status(rest)
     if command == "install":
-        from asyncphp.install import run as install
+        from asyncphp.ops.install import run as install
 
         return install(rest)
     if command == "dev":
-        from asyncphp.install import SOURCE
-        from asyncphp.sandbox import dev
+        from asyncphp.dev.sandbox import dev
+        from asyncphp.ops.install import SOURCE
 
         pool, worker = SOURCE / "fpm-pool" / "commands.conf", SOURCE / "fpm-pool" / "worker.php"
         return dev(pool, worker, rest)
     if command == "check":
-        from asyncphp.check import run as check
+        from asyncphp.ops.check import run as check
 
         return check(rest)
     print(f"asyncphp: unknown command {command!r}\n\n{USAGE}", file=sys.stderr, end="")
@@ -65,7 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def dead(argv: Sequence[str]) -> int:
-    from asyncphp import deadletters
+    from asyncphp.ops import deadletters
 
     parser = argparse.ArgumentParser(
         prog="asyncphp dead",

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from asyncphp import sandbox
-from asyncphp.sandbox import Pool, RedisServer, Server
+from asyncphp.dev import sandbox
+from asyncphp.dev.sandbox import Pool, RedisServer, Server
 from tests.conftest import POOL_CONF, WORKER
 
 pytestmark = pytest.mark.integration

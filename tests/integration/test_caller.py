@@ -11,7 +11,7 @@ import pytest
 import redis
 
 from asyncphp.caller import EXIT_BAD_PAYLOAD, EXIT_NO_SUBSCRIBER, EXIT_UNREACHABLE, publish
-from asyncphp.sandbox import Pool, RedisServer, free_port
+from asyncphp.dev.sandbox import Pool, RedisServer, free_port
 from tests.integration.conftest import Daemon, lines
 
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from asyncphp import sandbox
-from asyncphp.sandbox import Pool, RedisServer, free_port
+from asyncphp.dev import sandbox
+from asyncphp.dev.sandbox import Pool, RedisServer, free_port
 from tests.conftest import WORKER
 from tests.integration.conftest import wait_for
 

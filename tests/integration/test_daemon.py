@@ -8,16 +8,16 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from asyncphp import sandbox
 from asyncphp.caller import publish
-from asyncphp.sandbox import Pool, RedisServer, free_port
+from asyncphp.dev import sandbox
+from asyncphp.dev.sandbox import Pool, RedisServer, free_port
 from tests.conftest import WORKER
 from tests.integration.conftest import Daemon, lines, notifications, wait_for
 
 
 def run_daemon(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "asyncphp.daemon", *args], capture_output=True, text=True, timeout=30
+        [sys.executable, "-m", "asyncphp.loop.daemon", *args], capture_output=True, text=True, timeout=30
     )
 
 

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import redis
 
-from asyncphp import sandbox
 from asyncphp.caller import publish
-from asyncphp.sandbox import Pool, RedisServer
+from asyncphp.dev import sandbox
+from asyncphp.dev.sandbox import Pool, RedisServer
 from benchmarks.drivers import cpu_seconds
 from tests.conftest import PHP_DIR, WORKER
 from tests.integration.conftest import Daemon, lines, notifications, wait_for

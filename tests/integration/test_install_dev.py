@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from asyncphp.caller import publish
-from asyncphp.sandbox import find_php_fpm, render_pool
+from asyncphp.dev.sandbox import find_php_fpm, render_pool
 from tests.integration.conftest import wait_for
 
 

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import redis
 
-from asyncphp.sandbox import Pool, RedisServer, free_port
+from asyncphp.dev.sandbox import Pool, RedisServer, free_port
 from tests.conftest import PHP_DIR
 from tests.integration.conftest import Daemon, lines, wait_for
 

@@ -8,7 +8,7 @@ import sys
 import time
 from collections.abc import Callable
 
-from asyncphp.sandbox import Pool, RedisServer
+from asyncphp.dev.sandbox import Pool, RedisServer
 from tests.integration.conftest import Daemon, lines, wait_for
 
 

@@ -7,7 +7,7 @@ import subprocess
 from collections.abc import Callable
 
 from asyncphp.caller import publish
-from asyncphp.sandbox import Pool, RedisServer
+from asyncphp.dev.sandbox import Pool, RedisServer
 from tests.conftest import PHP_DIR
 from tests.integration.conftest import Daemon, lines, wait_for
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from asyncphp.sandbox import find_php_fpm, render_pool
+from asyncphp.dev.sandbox import find_php_fpm, render_pool
 from tests.conftest import POOL_CONF
 
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from asyncphp import sandbox
 from asyncphp.caller import publish
-from asyncphp.sandbox import Pool, RedisServer, Server, free_port
+from asyncphp.dev import sandbox
+from asyncphp.dev.sandbox import Pool, RedisServer, Server, free_port
 from tests.conftest import WORKER
 from tests.integration.conftest import Daemon, wait_for
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import redis
 
-from asyncphp import sandbox
 from asyncphp.caller import publish
-from asyncphp.sandbox import Pool, RedisServer, Server, free_port
+from asyncphp.dev import sandbox
+from asyncphp.dev.sandbox import Pool, RedisServer, Server, free_port
 from tests.conftest import PHP_DIR
 from tests.integration.conftest import Daemon, lines, wait_for
 

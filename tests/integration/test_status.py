@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 
 from asyncphp.caller import publish
-from asyncphp.sandbox import Pool, RedisServer
+from asyncphp.dev.sandbox import Pool, RedisServer
 from tests.integration.conftest import Daemon, wait_for
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import redis
 
 from asyncphp.caller import publish
-from asyncphp.sandbox import Pool, RedisServer
+from asyncphp.dev.sandbox import Pool, RedisServer
 from tests.conftest import PHP_DIR
 from tests.integration.conftest import Daemon, lines, wait_for
 
@@ -211,7 +211,7 @@ def test_a_refused_dead_letter_leaves_the_entry_pending(
 def test_durable_mode_through_a_redis_restart(
     tmp_path: Path, redis_server: RedisServer, pool: Pool, start_daemon: Callable[..., Daemon]
 ) -> None:
-    from asyncphp import sandbox
+    from asyncphp.dev import sandbox
 
     # This Redis keeps nothing across the restart: the daemon makes the group again on the new one.
     daemon = start_daemon(pool.listen, "--stream", "jobs", worker=STREAM_WORKER, wait=False)

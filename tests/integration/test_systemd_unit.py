@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from asyncphp.caller import publish
-from asyncphp.sandbox import RedisServer, find_php_fpm, render_pool
+from asyncphp.dev.sandbox import RedisServer, find_php_fpm, render_pool
 from tests.conftest import POOL_CONF, ROOT, WORKER
 from tests.integration.conftest import wait_for
 from tests.integration.systemd_ns import NamespacedSystemd, unavailable
@@ -100,7 +100,7 @@ def _test_install() -> str:
 def systemd(tmp_path: Path, redis_server: RedisServer) -> Iterator[NamespacedSystemd]:
     dropin = f"""[Service]
 ExecStart=
-ExecStart={sys.executable} -m asyncphp.daemon --config /dev/null
+ExecStart={sys.executable} -m asyncphp.loop.daemon --config /dev/null
 Environment=ASYNCPHP_REDIS_URL={redis_server.url} ASYNCPHP_WORKER_SCRIPT={RUN}/worker.php
 {_test_install()}"""
     units = {

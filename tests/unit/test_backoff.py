@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from asyncphp.backoff import Backoff
+from asyncphp.core.backoff import Backoff
 
 
 def test_doubles_up_to_the_cap_and_resets() -> None:

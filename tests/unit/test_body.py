@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from asyncphp.body import BadMessage, Limits, form_body, nesting, php_float, urlencode
+from asyncphp.wire.body import BadMessage, Limits, form_body, nesting, php_float, urlencode
 
 # Raw JSON, so duplicate keys and exact number literals reach both sides unchanged.
 PAYLOADS = [

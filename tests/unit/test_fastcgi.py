@@ -19,7 +19,7 @@ from flup.server.fcgi_base import (
     Record,
 )
 
-from asyncphp.fastcgi import (
+from asyncphp.wire.fastcgi import (
     MAX_CONTENT,
     FastCGIError,
     ResponseParser,

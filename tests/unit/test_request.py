@@ -3,8 +3,8 @@ from __future__ import annotations
 from flup.server.fcgi_base import FCGI_PARAMS, FCGI_STDIN
 
 from asyncphp import __version__
-from asyncphp.fastcgi import parse_pairs
-from asyncphp.request import RequestBuilder
+from asyncphp.wire.fastcgi import parse_pairs
+from asyncphp.wire.request import RequestBuilder
 from tests.unit.test_fastcgi import flup_records
 
 

@@ -8,7 +8,7 @@ from typing import Any
 import redis
 
 from asyncphp.caller import DEFAULT_MAXLEN
-from asyncphp.streams import DEAD_SUFFIX
+from asyncphp.loop.streams import DEAD_SUFFIX
 
 
 @dataclass(frozen=True)

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import redis
 
-from asyncphp import probe
-from asyncphp.fastcgi import FastCGIError
-from asyncphp.redislink import Link
+from asyncphp.loop.redislink import Link
+from asyncphp.ops import probe
 from asyncphp.redisurl import redact
 from asyncphp.settings import Settings, SettingsError, load
+from asyncphp.wire.fastcgi import FastCGIError
 
 OK, FAILED = "✓", "✗"
 

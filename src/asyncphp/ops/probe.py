@@ -6,8 +6,8 @@ from __future__ import annotations
 import socket
 import time
 
-from asyncphp.fastcgi import Response, ResponseParser, encode_params, encode_request, get_values_request
 from asyncphp.settings import PoolAddress
+from asyncphp.wire.fastcgi import Response, ResponseParser, encode_params, encode_request, get_values_request
 
 
 def exchange(address: PoolAddress, request: bytes, timeout: float = 3.0) -> Response:

@@ -26,21 +26,21 @@ from typing import TYPE_CHECKING
 import redis
 
 from asyncphp import __version__
-from asyncphp.body import BadMessage, Limits, form_body
-from asyncphp.dispatcher import Dispatcher
-from asyncphp.heartbeat import Heartbeat, LastError
-from asyncphp.jobs import Job, Message, Outcome, Result
-from asyncphp.keeper import Keeper
+from asyncphp.core.jobs import Job, Message, Outcome, Result
+from asyncphp.loop.heartbeat import Heartbeat, LastError
+from asyncphp.loop.keeper import Keeper
+from asyncphp.loop.pool import Dispatcher
+from asyncphp.wire.body import BadMessage, Limits, form_body
 
 if TYPE_CHECKING:
-    from asyncphp.metrics import Metrics
+    from asyncphp.ops.metrics import Metrics
 from asyncphp.logfmt import preview
-from asyncphp.poller import READ, Poller
-from asyncphp.request import RequestBuilder
-from asyncphp.service import Notifier, ServiceError, SignalWakeup, configure_logging
+from asyncphp.loop.poller import READ, Poller
+from asyncphp.loop.pubsub import PubSubSource
+from asyncphp.loop.service import Notifier, ServiceError, SignalWakeup, configure_logging
+from asyncphp.loop.streams import StreamSource
 from asyncphp.settings import RELOADABLE, Settings, SettingsError, load
-from asyncphp.sources import PubSubSource
-from asyncphp.streams import StreamSource
+from asyncphp.wire.request import RequestBuilder
 
 EXIT_OK = 0
 EXIT_BAD_SETTINGS = 2
@@ -116,7 +116,7 @@ class Daemon:
             )
         self.metrics: Metrics | None = None
         if settings.metrics_listen:
-            from asyncphp.metrics import Metrics  # prometheus_client: only when asked for
+            from asyncphp.ops.metrics import Metrics  # prometheus_client: only when asked for
 
             d = self.dispatcher
             self.metrics = Metrics(settings.metrics_listen, lambda: d.in_flight, lambda: d.queued)

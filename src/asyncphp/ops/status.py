@@ -13,11 +13,12 @@ from typing import Any
 
 import redis
 
-from asyncphp import probe, redisurl
-from asyncphp.fastcgi import FastCGIError
-from asyncphp.heartbeat import KEY_PREFIX
+from asyncphp import redisurl
+from asyncphp.loop.heartbeat import KEY_PREFIX
+from asyncphp.loop.streams import DEAD_SUFFIX
+from asyncphp.ops import probe
 from asyncphp.settings import Settings, SettingsError, load
-from asyncphp.streams import DEAD_SUFFIX
+from asyncphp.wire.fastcgi import FastCGIError
 
 COUNTERS = ("received", "dispatched", "completed", "failed", "retried", "given_up", "dropped", "rejected")
 

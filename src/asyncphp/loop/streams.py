@@ -25,12 +25,12 @@ from typing import TYPE_CHECKING
 import hiredis
 import redis
 
-from asyncphp.jobs import Job, Message, Outcome, Result
+from asyncphp.core.jobs import Job, Message, Outcome, Result
 from asyncphp.logfmt import preview
-from asyncphp.redislink import Link, ignore
+from asyncphp.loop.redislink import Link, ignore
 
 if TYPE_CHECKING:  # prometheus_client is only imported when metrics are on
-    from asyncphp.metrics import Metrics
+    from asyncphp.ops.metrics import Metrics
 
 DEAD_SUFFIX = ":dead"
 DEAD_MAXLEN = 100_000  # dead letters kept per stream (approximately)

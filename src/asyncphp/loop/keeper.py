@@ -10,8 +10,8 @@ from typing import Protocol
 
 import redis
 
-from asyncphp.backoff import Backoff
-from asyncphp.poller import READ, Poller
+from asyncphp.core.backoff import Backoff
+from asyncphp.loop.poller import READ, Poller
 from asyncphp.redisurl import redact
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import posixpath
 
 from asyncphp import __version__
-from asyncphp.fastcgi import encode_params, encode_request
+from asyncphp.wire.fastcgi import encode_params, encode_request
 
 
 class RequestBuilder:

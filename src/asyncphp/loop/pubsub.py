@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from asyncphp.jobs import Message
-from asyncphp.redislink import Link
+from asyncphp.core.jobs import Message
+from asyncphp.loop.redislink import Link
 
 
 class PubSubSource:

@@ -212,9 +212,9 @@ def start_daemon(
     log: Path | None = None,
     env: Mapping[str, str] | None = None,
 ) -> Server:
-    """``python -m asyncphp.daemon`` as a child; its log goes to ``log``, or to our stderr."""
+    """``python -m asyncphp.loop.daemon`` as a child; its log goes to ``log``, or to our stderr."""
     args = [
-        sys.executable, "-m", "asyncphp.daemon",
+        sys.executable, "-m", "asyncphp.loop.daemon",
         "--redis-url", redis_url, "--fpm-socket", pool_socket,
         "--worker-script", str(worker_script.resolve()), *extra,
     ]  # fmt: skip
@@ -335,7 +335,7 @@ def dev(pool_conf: Path, worker: Path, extra: Sequence[str] = ()) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m asyncphp.sandbox", description=demo.__doc__)
+    parser = argparse.ArgumentParser(prog="python -m asyncphp.dev.sandbox", description=demo.__doc__)
     parser.add_argument("--pool-conf", type=Path, required=True, help="fpm-pool/commands.conf")
     parser.add_argument("--worker", type=Path, required=True, help="fpm-pool/worker.php")
     parser.add_argument("--messages", type=int, default=10)

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-SOURCE = Path(__file__).resolve().parents[2]  # the checkout this package runs from (pip install -e)
+SOURCE = Path(__file__).resolve().parents[3]  # the checkout this package runs from (pip install -e)
 
 
 @dataclass(frozen=True)

@@ -24,15 +24,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from asyncphp.backoff import Backoff
-from asyncphp.fastcgi import FCGI_REQUEST_COMPLETE, FastCGIError, Response, ResponseParser
-from asyncphp.jobs import Job, Outcome, Result
+from asyncphp.core.backoff import Backoff
+from asyncphp.core.jobs import Job, Outcome, Result
 from asyncphp.logfmt import preview
-from asyncphp.poller import READ, WRITE, Poller
+from asyncphp.loop.poller import READ, WRITE, Poller
 from asyncphp.settings import PoolAddress, Settings
+from asyncphp.wire.fastcgi import FCGI_REQUEST_COMPLETE, FastCGIError, Response, ResponseParser
 
 if TYPE_CHECKING:  # prometheus_client is only imported when metrics are on
-    from asyncphp.metrics import Metrics
+    from asyncphp.ops.metrics import Metrics
 
 READ_SIZE = 65536
 STDERR_PREVIEW = 600  # characters: enough for a PHP fatal error with its file and line

@@ -10,7 +10,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 
-from asyncphp.redislink import Link, ignore  # an error only costs a row in asyncphp status
+from asyncphp.loop.redislink import Link, ignore  # an error only costs a row in asyncphp status
 
 KEY_PREFIX = "asyncphp:daemon:"
 

@@ -1,0 +1,1 @@
+"""Private servers for the demo, ``asyncphp dev``, the tests and the benchmark."""
