@@ -2,6 +2,11 @@
 
 Precedence rises in that order. Every bad value is reported as one line naming the setting and
 where it came from, so an operator can fix it without reading code.
+
+Each setting is declared once, as a field of `Settings` (type, default, parser, liveness, help);
+its flag, environment variable, TOML key, ``--help`` line and SIGHUP behaviour are derived from
+that, so adding one cannot leave the others behind. The unit tests hold the README's table and
+the shipped ``systemd/daemon.toml`` to the same list.
 """
 
 from __future__ import annotations
@@ -11,15 +16,17 @@ import os
 import socket
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import Field, dataclass, field, fields
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, TypeVar
 
 from asyncphp import __version__
 from asyncphp.redisurl import validate as validate_redis_url
 
 DEFAULT_CONFIG = Path("/etc/asyncphp/daemon.toml")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+T = TypeVar("T")
 
 
 class SettingsError(ValueError):
@@ -48,48 +55,6 @@ class PoolAddress:
             return self.address
         host, port = self.address
         return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-@dataclass(frozen=True)
-class Settings:
-    redis_url: str = "redis://127.0.0.1:6379/0"
-    # A file holding the Redis password, for a URL without one; systemd's LoadCredential= puts it
-    # at $CREDENTIALS_DIRECTORY/redis-password, which is used when this is not set.
-    redis_password_file: str | None = None
-    redis_health_interval: float = 15.0  # seconds of silence before a PING, and then to wait for its answer
-    channels: tuple[str, ...] = ("commands",)  # none by default when streams are given
-    streams: tuple[str, ...] = ()  # the durable mode: Redis Streams read through a consumer group
-    group: str = "asyncphp"
-    consumer: str = ""  # unique per daemon; "" means <hostname>-<pid>
-    claim_idle: float = 60.0  # seconds an entry may sit unacknowledged before another consumer takes it
-    max_attempts: int = 5  # deliveries of a stream entry before it is dead-lettered
-    retry_delay: float = 1.0  # seconds before a failed stream entry is tried again, doubling each time
-    fpm_socket: PoolAddress = PoolAddress(socket.AF_UNIX, "/run/php/asyncphp-commands.sock")
-    worker_script: str = "/usr/local/lib/asyncphp/worker.php"
-    # php-fpm's own pages in the pool (commands.conf sets both); "" if the pool has none.
-    fpm_ping_path: str = "/asyncphp-ping"
-    fpm_status_path: str = "/asyncphp-status"
-    max_in_flight: int = 5  # the pool's pm.max_children
-    max_queued: int = 100_000
-    max_queued_bytes: int = 256 << 20  # form bodies waiting, so that large messages cannot exhaust memory
-    retry_for: float = 60.0  # seconds a job may wait for an unreachable or refusing pool
-    request_timeout: float = (
-        600.0  # seconds for a complete answer; above the pool's request_terminate_timeout
-    )
-    drain_timeout: float = 10.0  # seconds to finish jobs at shutdown, below the unit's TimeoutStopSec
-    max_message_bytes: int = 1 << 20
-    max_nesting: int = 64  # php.ini max_input_nesting_level
-    max_fields: int = 1000  # php.ini max_input_vars
-    metrics_listen: str = ""  # host:port for Prometheus to scrape, e.g. 127.0.0.1:9464; "" is off
-    heartbeat_interval: float = 5.0  # seconds between this daemon's counters written to Redis; 0: none
-    log_level: str = "INFO"
-
-
-# Settings a SIGHUP applies without a restart; the others need one.
-RELOADABLE = frozenset(
-    {"redis_health_interval", "max_in_flight", "max_queued", "max_queued_bytes", "retry_for",
-     "request_timeout", "drain_timeout", "max_message_bytes", "max_nesting", "max_fields", "log_level"}
-)  # fmt: skip
 
 
 def _string(value: Any) -> str:
@@ -142,6 +107,10 @@ def _listen(value: Any) -> str:
     return str(address)
 
 
+def _optional_absolute_path(value: Any) -> str:
+    return "" if value == "" else _absolute_path(value)
+
+
 def _optional_path(value: Any) -> str:
     if value == "":
         return ""
@@ -192,49 +161,158 @@ def _log_level(value: Any) -> str:
     return level
 
 
-_FIELDS: dict[str, tuple[Callable[[Any], Any], str]] = {
-    "redis_url": (_redis_url, "redis://, rediss:// (TLS) or unix:// URL, with user and password if any"),
-    "redis_password_file": (_absolute_path, "file holding the Redis password"),
-    "redis_health_interval": (
-        _positive_seconds,
-        "seconds of silence before Redis is PINGed, and for its answer",
-    ),
-    "channels": (_channels, "channel to subscribe to; repeatable"),
-    "streams": (_channels, "stream to read through the consumer group; repeatable"),
-    "group": (_string, "the streams' consumer group"),
-    "consumer": (_string, "this daemon's consumer name, unique in the group"),
-    "claim_idle": (_positive_seconds, "seconds before entries of a stopped consumer are taken over"),
-    "max_attempts": (_count(1), "deliveries of a stream entry before it is dead-lettered"),
-    "retry_delay": (_seconds, "seconds before a failed stream entry is retried, doubling each time"),
-    "fpm_socket": (_fpm_socket, "the pool: a unix socket path, or host:port"),
-    "worker_script": (_worker_script, "absolute path of the PHP script, as SCRIPT_FILENAME"),
-    "fpm_ping_path": (_optional_path, "the pool's ping.path, for asyncphp check (empty: none)"),
-    "fpm_status_path": (_optional_path, "the pool's pm.status_path, for asyncphp status (empty: none)"),
-    "max_in_flight": (_count(1), "requests open at once; the pool's pm.max_children"),
-    "max_queued": (_count(0), "messages waiting for a free request slot before new ones are dropped"),
-    "max_queued_bytes": (_count(0), "bytes of form bodies waiting before new ones are dropped"),
-    "retry_for": (_seconds, "seconds to retry a job the pool cannot take"),
-    "request_timeout": (_seconds, "seconds to wait for a complete answer (0: forever)"),
-    "drain_timeout": (_seconds, "seconds to finish jobs on SIGTERM"),
-    "max_message_bytes": (_count(1), "larger messages are skipped"),
-    "max_nesting": (_count(1), "deeper messages are skipped; php.ini max_input_nesting_level"),
-    "max_fields": (_count(1), "messages with more form fields are skipped; php.ini max_input_vars"),
-    "metrics_listen": (_listen, "host:port to serve Prometheus metrics on, e.g. 127.0.0.1:9464 (empty: off)"),
-    "heartbeat_interval": (
-        _seconds,
-        "seconds between counters written to Redis for asyncphp status (0: off)",
-    ),
-    "log_level": (_log_level, "DEBUG, INFO (two lines per job), WARNING or ERROR"),
-}
+_SPEC = "asyncphp.setting"  # the metadata key, namespaced so other field metadata cannot clash
 
 
-def _flag(key: str) -> str:
-    return {"channels": "--channel", "streams": "--stream"}.get(key, "--" + key.replace("_", "-"))
+@dataclass(frozen=True)
+class _Spec:
+    parse: Callable[[Any], Any]
+    help: str
+    live: bool
+    flag: str | None
 
 
-def _env(key: str) -> str:
+def setting(
+    default: T, parse: Callable[[Any], T], help: str, *, live: bool = False, flag: str | None = None
+) -> T:
+    """A `Settings` field: its default, the parser that validates TOML, env and flag values, the
+    ``--help`` text, whether a SIGHUP applies it, and a flag if the one derived from the name reads
+    badly. Typed as the value so that mypy checks the default against the annotation."""
+    spec = _Spec(parse, help, live, flag)
+    return field(default=default, metadata={_SPEC: spec})
+
+
+@dataclass(frozen=True)
+class Settings:
+    redis_url: str = setting(
+        "redis://127.0.0.1:6379/0",
+        _redis_url,
+        "redis://, rediss:// (TLS) or unix:// URL, with user and password if any",
+    )
+    # Used for a URL without a password; systemd's LoadCredential= puts it at
+    # $CREDENTIALS_DIRECTORY/redis-password, which load() falls back to.
+    redis_password_file: str | None = setting(None, _absolute_path, "file holding the Redis password")
+    redis_health_interval: float = setting(
+        15.0, _positive_seconds, "seconds of silence before Redis is PINGed, and for its answer", live=True
+    )
+    channels: tuple[str, ...] = setting(
+        ("commands",),
+        _channels,
+        "channel to subscribe to; repeatable (none when streams are given)",
+        flag="--channel",
+    )
+    streams: tuple[str, ...] = setting(
+        (),
+        _channels,
+        "stream to read through the consumer group (the durable mode); repeatable",
+        flag="--stream",
+    )
+    group: str = setting("asyncphp", _string, "the streams' consumer group")
+    # "" until load() fills in <hostname>-<pid>, which is unique per daemon and says where it runs.
+    consumer: str = setting("", _string, "this daemon's consumer name, unique in the group")
+    claim_idle: float = setting(
+        60.0, _positive_seconds, "seconds before entries of a stopped consumer are taken over"
+    )
+    max_attempts: int = setting(5, _count(1), "deliveries of a stream entry before it is dead-lettered")
+    retry_delay: float = setting(
+        1.0, _seconds, "seconds before a failed stream entry is retried, doubling each time"
+    )
+    # setting() returns a dataclasses.field, and PoolAddress is frozen, so the default is shared safely.
+    fpm_socket: PoolAddress = setting(  # noqa: RUF009
+        PoolAddress(socket.AF_UNIX, "/run/php/asyncphp-commands.sock"),
+        _fpm_socket,
+        "the pool: a unix socket path, or host:port",
+    )
+    worker_script: str = setting(
+        "/usr/local/lib/asyncphp/worker.php",
+        _worker_script,
+        "absolute path of the PHP script, as SCRIPT_FILENAME",
+    )
+    # php-fpm's own pages in the pool (commands.conf sets both).
+    fpm_ping_path: str = setting(
+        "/asyncphp-ping", _optional_path, "the pool's ping.path, for asyncphp check (empty: none)"
+    )
+    fpm_status_path: str = setting(
+        "/asyncphp-status", _optional_path, "the pool's pm.status_path, for asyncphp status (empty: none)"
+    )
+    # More than the pool's children only fill php-fpm's listen backlog.
+    max_in_flight: int = setting(5, _count(1), "requests open at once; the pool's pm.max_children", live=True)
+    max_queued: int = setting(
+        100_000, _count(0), "messages waiting for a free request slot before new ones are dropped", live=True
+    )
+    # Counted in bytes too, so that large messages cannot exhaust memory.
+    max_queued_bytes: int = setting(
+        256 << 20, _count(0), "bytes of form bodies waiting before new ones are dropped", live=True
+    )
+    retry_for: float = setting(60.0, _seconds, "seconds to retry a job the pool cannot take", live=True)
+    # Above the pool's request_terminate_timeout: php-fpm's own limit ends a hung job; this is the backstop.
+    request_timeout: float = setting(
+        600.0, _seconds, "seconds to wait for a complete answer (0: forever)", live=True
+    )
+    # Below the unit's TimeoutStopSec, so that systemd does not kill the daemon mid-drain.
+    drain_timeout: float = setting(10.0, _seconds, "seconds to finish jobs on SIGTERM", live=True)
+    max_message_bytes: int = setting(1 << 20, _count(1), "larger messages are skipped", live=True)
+    # PHP's own limits: past them the worker would get a truncated $_POST.
+    max_nesting: int = setting(
+        64, _count(1), "deeper messages are skipped; php.ini max_input_nesting_level", live=True
+    )
+    max_fields: int = setting(
+        1000, _count(1), "messages with more form fields are skipped; php.ini max_input_vars", live=True
+    )
+    metrics_listen: str = setting(
+        "", _listen, "host:port to serve Prometheus metrics on, e.g. 127.0.0.1:9464 (empty: off)"
+    )
+    heartbeat_interval: float = setting(
+        5.0, _seconds, "seconds between counters written to Redis for asyncphp status (0: off)"
+    )
+    # systemd's StateDirectory= sets $STATE_DIRECTORY, which load() falls back to.
+    state_dir: str = setting(
+        "",
+        _optional_absolute_path,
+        "directory for the pub/sub spill file (messages that could not be queued, or were still "
+        "queued at a stop); empty: none",
+    )
+    max_spill_bytes: int = setting(
+        1 << 30,
+        _count(0),
+        "bytes the spill file may hold; past it, messages are dropped with an aggregated ERROR line",
+        live=True,
+    )
+    log_level: str = setting(
+        "INFO", _log_level, "DEBUG, INFO (two lines per job), WARNING or ERROR", live=True
+    )
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One setting as the parser, the environment, the TOML file and SIGHUP see it."""
+
+    name: str
+    flag: str
+    env: str
+    default: Any
+    parse: Callable[[Any], Any]
+    live: bool
+    help: str
+
+    @property
+    def repeatable(self) -> bool:
+        return isinstance(self.default, tuple)
+
+
+def _setting(f: Field[Any]) -> Setting:
+    spec: _Spec = f.metadata[_SPEC]
+    flag = spec.flag or "--" + f.name.replace("_", "-")
     # Named after the flag, so ASYNCPHP_CHANNEL means the same to the daemon and to the caller.
-    return "ASYNCPHP_" + _flag(key)[2:].replace("-", "_").upper()
+    env = "ASYNCPHP_" + flag[2:].replace("-", "_").upper()
+    return Setting(f.name, flag, env, f.default, spec.parse, spec.live, spec.help)
+
+
+SETTINGS: tuple[Setting, ...] = tuple(_setting(f) for f in fields(Settings))
+_BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
+
+# Settings a SIGHUP applies without a restart; the others need one.
+RELOADABLE: frozenset[str] = frozenset(s.name for s in SETTINGS if s.live)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -243,19 +321,19 @@ def parser() -> argparse.ArgumentParser:
         description="Subscribe to Redis channels and hand each JSON message to a php-fpm pool.",
         epilog="Each setting can also come from the TOML file (the name with underscores) or from "
         "ASYNCPHP_<FLAG NAME> in the environment (ASYNCPHP_CHANNEL comma-separated); flags win over env, "
-        "env over file. Exit status 2: invalid settings.",
+        "env over file. Those marked live are applied by SIGHUP. Exit status 2: invalid settings.",
     )
     p.add_argument("--version", action="version", version=f"asyncphp {__version__}")
     p.add_argument("--config", type=Path, help=f"TOML file (default: {DEFAULT_CONFIG} if it exists)")
-    defaults = Settings()
-    for key, (_, text) in _FIELDS.items():
-        default = getattr(defaults, key)
-        shown = ", ".join(default) if isinstance(default, tuple) else default
+    for s in SETTINGS:
+        shown = ", ".join(s.default) if s.repeatable else s.default
+        if shown == "":
+            shown = '""'  # "(default: ; …" reads as a typo
         p.add_argument(
-            _flag(key),
-            dest=key,
-            action="append" if key in ("channels", "streams") else "store",
-            help=f"{text} (default: {shown}; env {_env(key)})",
+            s.flag,
+            dest=s.name,
+            action="append" if s.repeatable else "store",
+            help=f"{s.help} (default: {shown}; env {s.env}{'; live' if s.live else ''})",
         )
     return p
 
@@ -289,21 +367,24 @@ def load(
         config = default_config
     if config is not None:
         for key, value in _read_toml(config).items():
-            if key not in _FIELDS:
+            if key not in _BY_NAME:
                 raise SettingsError(f"config {config}: unknown setting {key!r}")
             raw[key] = (value, f"{config}")
-    for key in _FIELDS:
-        name = _env(key)
-        if env.get(name):
-            raw[key] = (env[name], f"${name}")
-        value = getattr(args, key)
+    for s in SETTINGS:
+        if env.get(s.env):
+            raw[s.name] = (env[s.env], f"${s.env}")
+        value = getattr(args, s.name)
         if value is not None:
-            raw[key] = (value, _flag(key))
+            raw[s.name] = (value, s.flag)
+    state = env.get("STATE_DIRECTORY")
+    if "state_dir" not in raw and state:
+        # systemd's StateDirectory=; a colon-separated list when the unit names several.
+        raw["state_dir"] = (state.split(":")[0], "$STATE_DIRECTORY")
 
     values: dict[str, Any] = {}
     for key, (value, source) in raw.items():
         try:
-            values[key] = _FIELDS[key][0](value)
+            values[key] = _BY_NAME[key].parse(value)
         except ValueError as exc:
             raise SettingsError(f"invalid setting {key} (from {source}): {exc}") from None
     if values.get("streams") and "channels" not in values:

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import dataclasses
 import os
+import re
 import socket
 from pathlib import Path
 
@@ -56,6 +58,9 @@ def test_channels_from_env_and_repeated_flags() -> None:
         (["--redis-url", "http://x"], {}, "invalid setting redis_url (from --redis-url)"),
         (["--log-level", "loud"], {}, "log_level"),
         (["--channel", ""], {}, "channels (from --channel)"),
+        (["--state-dir", "var/lib/asyncphp"], {}, "invalid setting state_dir (from --state-dir)"),
+        ([], {"STATE_DIRECTORY": "relative"}, "invalid setting state_dir (from $STATE_DIRECTORY)"),
+        (["--max-spill-bytes", "-1"], {}, "invalid setting max_spill_bytes (from --max-spill-bytes)"),
     ],
 )
 def test_invalid_settings_name_the_setting(argv: list[str], env: dict[str, str], message: str) -> None:
@@ -63,6 +68,54 @@ def test_invalid_settings_name_the_setting(argv: list[str], env: dict[str, str],
         load(argv, env)
     assert message in str(raised.value)
     assert "\n" not in str(raised.value)
+
+
+def test_state_dir_falls_back_to_systemds_state_directory(tmp_path: Path) -> None:
+    assert load([], {}).state_dir == ""
+    # StateDirectory= with several names gives them colon-separated, in the unit's order.
+    assert load([], {"STATE_DIRECTORY": "/var/lib/asyncphp:/var/lib/other"}).state_dir == "/var/lib/asyncphp"
+    state = {"STATE_DIRECTORY": "/var/lib/asyncphp"}
+    assert load(["--state-dir", "/srv/spill"], state).state_dir == "/srv/spill"
+    assert load([], {**state, "ASYNCPHP_STATE_DIR": "/srv/env"}).state_dir == "/srv/env"
+    config = tmp_path / "daemon.toml"
+    config.write_text('state_dir = ""\n')
+    assert load(["--config", str(config)], state).state_dir == "", "set empty on purpose: stays off"
+
+
+def test_max_spill_bytes() -> None:
+    assert load([], {}).max_spill_bytes == 1 << 30
+    assert load([], {"ASYNCPHP_MAX_SPILL_BYTES": "0"}).max_spill_bytes == 0
+
+
+def test_flags_and_env_names_derive_from_the_setting_names() -> None:
+    by_name = {s.name: s for s in settings_mod.SETTINGS}
+    assert [s.name for s in settings_mod.SETTINGS] == [f.name for f in dataclasses.fields(Settings)]
+    assert (by_name["channels"].flag, by_name["channels"].env) == ("--channel", "ASYNCPHP_CHANNEL")
+    assert (by_name["streams"].flag, by_name["streams"].env) == ("--stream", "ASYNCPHP_STREAM")
+    assert (by_name["max_in_flight"].flag, by_name["max_in_flight"].env) == (
+        "--max-in-flight",
+        "ASYNCPHP_MAX_IN_FLIGHT",
+    )
+    assert len({s.flag for s in settings_mod.SETTINGS}) == len(settings_mod.SETTINGS)
+    assert len({s.env for s in settings_mod.SETTINGS}) == len(settings_mod.SETTINGS)
+
+
+def test_reloadable_is_the_live_settings() -> None:
+    assert {s.name for s in settings_mod.SETTINGS if s.live} == settings_mod.RELOADABLE
+    assert "max_spill_bytes" in settings_mod.RELOADABLE
+    assert "state_dir" not in settings_mod.RELOADABLE
+    assert "channels" not in settings_mod.RELOADABLE
+
+
+def test_help_lists_every_flag_with_its_env_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "1000")  # so that no name is wrapped apart
+    options = [
+        " ".join(block.split()) for block in re.split(r"\n(?=  -)", settings_mod.parser().format_help())
+    ]
+    for s in settings_mod.SETTINGS:
+        [option] = [option for option in options if option.startswith(f"{s.flag} ")]
+        assert f"env {s.env}" in option
+        assert ("; live)" in option) == s.live
 
 
 def test_unknown_key_in_the_file_is_an_error(tmp_path: Path) -> None:
