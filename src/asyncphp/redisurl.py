@@ -39,7 +39,7 @@ def validate(url: str) -> None:
         parse_url(url)
 
 
-def connection_pool(url: str, password_file: str | None = None, **options: Any) -> ConnectionPool:
+def connection_pool(url: str, password_file: str = "", **options: Any) -> ConnectionPool:
     """A redis-py connection pool for ``url``; ``options`` are connection settings (timeouts…).
     ``password_file`` holds the password for a URL without one (``redis_password_file``).
 
@@ -86,7 +86,7 @@ def _sentinel_parts(url: str) -> tuple[list[tuple[str, int]], str, int, str | No
     return hosts, path[0], int(path[1]) if len(path) == 2 else 0, username, password, sentinel_password
 
 
-def client(url: str, password_file: str | None = None, **options: Any) -> redis.Redis:
+def client(url: str, password_file: str = "", **options: Any) -> redis.Redis:
     """A redis-py client for ``url`` (see :func:`connection_pool`)."""
     # from_pool: the client owns the pool, so close() disconnects it too.
     return redis.Redis.from_pool(connection_pool(url, password_file, **options))

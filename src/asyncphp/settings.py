@@ -191,7 +191,7 @@ class Settings:
     )
     # Used for a URL without a password; systemd's LoadCredential= puts it at
     # $CREDENTIALS_DIRECTORY/redis-password, which load() falls back to.
-    redis_password_file: str | None = setting(None, _absolute_path, "file holding the Redis password")
+    redis_password_file: str = setting("", _optional_absolute_path, "file holding the Redis password")
     redis_health_interval: float = setting(
         15.0, _positive_seconds, "seconds of silence before Redis is PINGed, and for its answer", live=True
     )

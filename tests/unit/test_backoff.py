@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import random
+
 from asyncphp.core.backoff import Backoff
 
 
@@ -11,6 +13,11 @@ def test_doubles_up_to_the_cap_and_resets() -> None:
 
 
 def test_jitter_stays_in_the_upper_half() -> None:
-    backoff = Backoff(1.0, 8.0, jitter=True)
+    backoff = Backoff(1.0, 8.0, jitter=random.Random(7).random)
     for ceiling in (1.0, 2.0, 4.0, 8.0, 8.0):
         assert ceiling / 2 <= backoff.next() <= ceiling
+
+
+def test_jitter_extremes() -> None:
+    assert Backoff(2.0, 8.0, jitter=lambda: 0.0).next() == 1.0
+    assert Backoff(2.0, 8.0, jitter=lambda: 0.999).next() < 2.0

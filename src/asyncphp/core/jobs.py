@@ -1,23 +1,45 @@
-"""The vocabulary shared by sources, the daemon and the dispatcher: a message, a job, and how a
-job ended."""
+"""The vocabulary shared by sources, the daemon and the dispatcher: a message, a job, how a job's
+attempt failed, and how a job ended."""
 
 from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Any
+from typing import Protocol
+
+
+class Origin(Protocol):
+    """Where a message came from, told once how it ended: a stream entry is then acknowledged,
+    dead-lettered or tried again; a pub/sub message has nobody to tell."""
+
+    def ended(self, job: Job, result: Result) -> None:
+        """The job made of the message ended."""
+
+    def rejected(self, message: Message, reason: str) -> None:
+        """The message could not become a job."""
+
+
+class _Nowhere:
+    def ended(self, job: Job, result: Result) -> None:
+        pass
+
+    def rejected(self, message: Message, reason: str) -> None:
+        pass
+
+
+NOWHERE: Origin = _Nowhere()
 
 
 @dataclass(frozen=True, slots=True)
 class Message:
-    """What a source received. ``origin`` is the source's handle for settling it (a stream entry);
-    None for pub/sub, which has nothing to acknowledge."""
+    """What a source received, before it became a job."""
 
     channel: str
     payload: bytes
-    origin: Any = None
-    message_id: str = ""  # a stream entry's id
-    deliveries: int = 1  # how often Redis has delivered it, this time included
+    origin: Origin = NOWHERE
+    message_id: str = ""  # a stream entry's id, for the worker
+    attempt: int = 1  # a stream entry's delivery, as Redis counts them
+    max_attempt: int = 0  # the last attempt the dispatcher may make itself; 0: the daemon's max_attempts
 
 
 @dataclass(slots=True)
@@ -25,19 +47,30 @@ class Job:
     id: int
     channel: str
     body: bytes
-    received: float  # time.monotonic()
-    attempts: int = 0  # requests sent to the pool for it, counting earlier deliveries of a stream entry
+    received: float  # monotonic; when it was accepted
+    attempt: int = 1  # ASYNCPHP_ATTEMPT of the next request: rises only when a request may have run
+    max_attempt: int = 1  # past this, a request lost before any answer ends the job instead of a retry
+    origin: Origin = NOWHERE
+    message_id: str = ""
+    payload: bytes = b""  # the message as received, for a spill file (pub/sub) or a log line
     last_error: str = ""  # why the pool could not take it last time
-    origin: Any = None
-    message_id: str = ""  # the stream entry id, for the worker
+    counted: bool = False  # counted as dispatched (once per delivery, whatever the retries)
+
+
+class Failure(enum.Enum):
+    """How a request failed without a complete answer; what it means for the job."""
+
+    UNREACHABLE = "unreachable"  # no connection, or the pool refused the request: it never ran
+    LOST = "lost"  # the request reached the pool; the connection died before any answer: it may have run
+    BROKEN = "broken"  # it ran (an answer began) or may have, and its outcome will not be known
 
 
 class Outcome(enum.Enum):
     COMPLETED = "completed"  # the worker answered 2xx or 3xx
     REJECTED = "rejected"  # the worker answered 4xx, or the message could not become a request
     FAILED = "failed"  # the worker ran and failed, or may have: 5xx, fatal error, lost mid-answer
-    UNDELIVERED = "undelivered"  # the pool could not take it for retry_for seconds
-    DROPPED = "dropped"  # the queue was full
+    UNDELIVERED = "undelivered"  # the pool could not be reached for retry_for seconds
+    DROPPED = "dropped"  # no room for it, in the queue or the spill file
     ABANDONED = "abandoned"  # still queued or running when the daemon stopped
 
 
@@ -45,6 +78,40 @@ class Outcome(enum.Enum):
 class Result:
     outcome: Outcome
     reason: str = ""
-    status: int | None = None
+    status: int = 0  # the worker's HTTP status; 0 when it did not answer
     stderr: bytes = b""
-    seconds: float | None = None  # from dispatch to the pool's complete answer
+    seconds: float = -1.0  # from dispatch to the pool's complete answer; -1 when there was none
+
+
+@dataclass
+class Counters:
+    """What this daemon did, for the summary line, STATUS= and the heartbeat."""
+
+    received: int = 0  # messages from Redis (a spilled one is counted when it first arrived)
+    rejected: int = 0  # messages that could not become a job
+    dispatched: int = 0  # deliveries written whole to the pool (a retry of the same delivery is not one)
+    completed: int = 0
+    failed: int = 0  # the worker ran and failed (4xx included), or may have
+    retried: int = 0  # attempts tried again by the dispatcher
+    given_up: int = 0  # jobs the pool could not take for retry_for seconds
+    dropped: int = 0  # messages with no room in the queue nor the spill file
+    spilled: int = 0  # messages written to the spill file
+    abandoned: int = 0  # jobs still queued or running at the end of a drain
+    dead_lettered: int = 0  # stream entries Redis confirmed as dead letters
+
+    @property
+    def not_ok(self) -> int:
+        """Every job that did not end well."""
+        return self.failed + self.given_up + self.dropped
+
+    def ended(self, outcome: Outcome) -> None:
+        if outcome is Outcome.COMPLETED:
+            self.completed += 1
+        elif outcome in (Outcome.FAILED, Outcome.REJECTED):
+            self.failed += 1
+        elif outcome is Outcome.UNDELIVERED:
+            self.given_up += 1
+        elif outcome is Outcome.DROPPED:
+            self.dropped += 1
+        else:
+            self.abandoned += 1

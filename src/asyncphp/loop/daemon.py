@@ -1,8 +1,9 @@
 """The daemon: Redis messages in, FastCGI requests out, one event loop, never waiting on a worker.
 
     source (Redis) ─▶ JSON ─▶ form body ─▶ FastCGI request ─▶ dispatcher ─▶ pool ─▶ log line
+                                                                   └─ no room: spill file (pub/sub)
 
-One thread, one poller: the Redis socket, the pool connections and a signal wakeup socket are
+One thread, one poller: the Redis sockets, the pool connections and a signal wakeup socket are
 all watched together, and the loop's bounded wait also gives periodic work its rhythm (backoff
 ends, Redis health pings, the STATUS line, watchdog pings). Signal handlers only record; the loop
 acts.
@@ -10,43 +11,42 @@ acts.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import functools
 import gc
 import logging
+import math
 import os
 import signal
 import socket
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING
-
-import redis
 
 from asyncphp import __version__
-from asyncphp.core.jobs import Job, Message, Outcome, Result
-from asyncphp.loop.heartbeat import Heartbeat, LastError
-from asyncphp.loop.keeper import Keeper
-from asyncphp.loop.pool import Dispatcher
-from asyncphp.wire.body import BadMessage, Limits, form_body
-
-if TYPE_CHECKING:
-    from asyncphp.ops.metrics import Metrics
+from asyncphp.core.admission import HEALTHY
+from asyncphp.core.admission import Limits as PoolLimits
+from asyncphp.core.jobs import NOWHERE, Counters, Job, Message, Outcome, Result
+from asyncphp.core.ledger import Policy
 from asyncphp.logfmt import preview
+from asyncphp.loop.heartbeat import Heartbeat, LastError
+from asyncphp.loop.keeper import Keeper, Source
+from asyncphp.loop.overflow import Overflow
 from asyncphp.loop.poller import READ, Poller
+from asyncphp.loop.pool import Dispatcher, job_fields
 from asyncphp.loop.pubsub import PubSubSource
 from asyncphp.loop.service import Notifier, ServiceError, SignalWakeup, configure_logging
+from asyncphp.loop.spill import SpillError
 from asyncphp.loop.streams import StreamSource
+from asyncphp.ops.metrics import serve
 from asyncphp.settings import RELOADABLE, Settings, SettingsError, load
+from asyncphp.wire.body import BadMessage, Limits, form_body
 from asyncphp.wire.request import RequestBuilder
 
 EXIT_OK = 0
 EXIT_BAD_SETTINGS = 2
 
 TICK = 1.0  # seconds: the loop wakes at least this often, and updates STATUS= at most this often
-UNSUBSCRIBE_TIMEOUT = 1.0  # seconds to wait at shutdown for Redis to confirm the unsubscribe
+REPLAY_BATCH = 1000  # spilled messages put back in the queue per turn, so Redis keeps being read
 
 
 class Daemon:
@@ -61,77 +61,68 @@ class Daemon:
         self.log = log
         self.notifier = notifier
         self._reload = reload
+        self.counters = Counters()
         self.poller = Poller()
-        self.limits = _limits(settings)
+        self.metrics = serve(
+            settings.metrics_listen, lambda: self.dispatcher.in_flight, lambda: self.dispatcher.queued
+        )
         self.requests = RequestBuilder(settings.worker_script)
         self.dispatcher = Dispatcher(
             self.poller,
-            settings,
-            lambda job: self.requests.build(job.id, job.channel, job.body, job.attempts, job.message_id),
-            self._settle,
+            settings.fpm_socket,
+            self._request,
+            self._ended,
+            self._keep,
+            self.counters,
+            self.metrics,
             log,
         )
-        self.received = 0
-        self.rejected = 0
+        self.overflow = Overflow(
+            settings.state_dir, settings.max_spill_bytes, self.counters, self.metrics, log
+        )
+        self._configure(settings)
         self._last_job_id = 0
         self.started = time.time()
         self.last_error = LastError()
         log.addHandler(self.last_error)
-        self.pubsub: PubSubSource | None = None
-        self.streams: StreamSource | None = None
-        self.heartbeat: Heartbeat | None = None
-        self._pubsub_keeper: Keeper | None = None
-        self._streams_keeper: Keeper | None = None
-        self._heartbeat_keeper: Keeper | None = None
-        password_file = settings.redis_password_file
-        if settings.channels:
-            self.pubsub = PubSubSource(settings.redis_url, settings.channels, password_file, self._on_message)
-            self._pubsub_keeper = Keeper(
-                self.pubsub, ", ".join(settings.channels), settings.redis_url, self.poller, log
-            )
-        if settings.streams:
-            self.streams = StreamSource(
-                settings.redis_url, settings.streams, group=settings.group, consumer=settings.consumer,
-                claim_idle=settings.claim_idle, max_attempts=settings.max_attempts,
-                retry_delay=settings.retry_delay, password_file=password_file, deliver=self._on_message,
-                resubmit=self.dispatcher.submit,
-                log=log,
-            )  # fmt: skip
-            what = (
-                "stream "
-                + ", ".join(settings.streams)
-                + f" (group {settings.group}, consumer {settings.consumer})"
-            )
-            self._streams_keeper = Keeper(self.streams, what, settings.redis_url, self.poller, log)
-        if settings.heartbeat_interval:
-            self.heartbeat = Heartbeat(
-                settings.redis_url,
-                password_file,
-                settings.consumer,
-                settings.heartbeat_interval,
-                self._snapshot,
-            )
-            self._heartbeat_keeper = Keeper(
-                self.heartbeat, "heartbeats", settings.redis_url, self.poller, log, quiet=True
-            )
-        self.metrics: Metrics | None = None
-        if settings.metrics_listen:
-            from asyncphp.ops.metrics import Metrics  # prometheus_client: only when asked for
-
-            d = self.dispatcher
-            self.metrics = Metrics(settings.metrics_listen, lambda: d.in_flight, lambda: d.queued)
-            d.metrics = self.metrics
-            if self.streams is not None:
-                self.streams.metrics = self.metrics
         self.keepers = [
-            k for k in (self._pubsub_keeper, self._streams_keeper, self._heartbeat_keeper) if k is not None
+            Keeper(source, settings.redis_url, self.poller, log) for source in self._sources(settings)
         ]
         self._ready = False
-        self._stop_reason: str | None = None
+        self._stop_reason = ""
         self._stop_now = False
         self._status = ""
         self._next_status = 0.0
         self._next_watchdog = 0.0
+
+    def _sources(self, settings: Settings) -> list[Source]:
+        sources: list[Source] = []
+        url, password_file = settings.redis_url, settings.redis_password_file
+        if settings.channels:
+            sources.append(PubSubSource(url, settings.channels, password_file, self._on_published))
+        if settings.streams:
+            policy = Policy(settings.claim_idle, settings.max_attempts, settings.retry_delay)
+            streams = StreamSource(
+                url, password_file, settings.streams, group=settings.group, consumer=settings.consumer,
+                policy=policy, deliver=self._on_entry, resubmit=self._resubmit, counters=self.counters,
+                metrics=self.metrics, log=self.log,
+            )  # fmt: skip
+            sources.append(streams)
+        if settings.heartbeat_interval:
+            interval = settings.heartbeat_interval
+            sources.append(Heartbeat(url, password_file, settings.consumer, interval, self._snapshot))
+        return sources
+
+    def _configure(self, settings: Settings) -> None:
+        """Apply the settings that may change on SIGHUP."""
+        self.limits = Limits(settings.max_message_bytes, settings.max_nesting, settings.max_fields)
+        self.dispatcher.configure(
+            PoolLimits(
+                settings.max_in_flight, settings.max_queued, settings.max_queued_bytes, settings.retry_for
+            ),
+            settings.request_timeout,
+        )
+        self.overflow.configure(settings.max_spill_bytes)
 
     # The loop.
 
@@ -142,33 +133,28 @@ class Daemon:
         signals = SignalWakeup((signal.SIGTERM, signal.SIGINT, signal.SIGHUP))
         self.poller.watch(signals.fileno(), READ, lambda events: self._on_signals(signals))
         try:
-            while self._stop_reason is None:
+            while not self._stop_reason:
                 self._turn(self._timeout())
             self._drain()
         finally:
             for keeper in self.keepers:
                 keeper.disconnect()
+            self.overflow.close()
             signals.close()
             self.poller.close()
-            if self.metrics is not None:
-                self.metrics.close()
+            self.metrics.close()
         return EXIT_OK
 
     def _turn(self, timeout: float) -> None:
         """One pass of the loop: socket events, then whatever periodic work is due."""
         self.poller.poll(timeout)
         now = time.monotonic()
-        for keeper in self.keepers:
-            if keeper.connect_at is not None and now >= keeper.connect_at and self._stop_reason is None:
-                keeper.connect()
-            elif self._stop_reason is None:
-                keeper.check(now, self.settings.redis_health_interval)
         self.dispatcher.pump()
-        if self.streams is not None and self._streams_keeper is not None:
-            self._streams_keeper.run(functools.partial(self.streams.tick, self._free()))
-        if self.heartbeat is not None and self._heartbeat_keeper is not None:
-            self._heartbeat_keeper.run(self.heartbeat.tick)
-        if not self._ready and all(keeper.announced for keeper in self.keepers):
+        self._replay()
+        for keeper in self.keepers:
+            keeper.turn(now, self.settings.redis_health_interval, self.dispatcher.admission.free)
+        self.overflow.turn(now)
+        if not self._ready and all(k.state.announced for k in self.keepers):
             self._ready = True
             self.notifier.ready(self._status_line())
         if now >= self._next_status:
@@ -182,38 +168,41 @@ class Daemon:
 
     def _timeout(self) -> float:
         now = time.monotonic()
-        wakes = [now + TICK, self._next_status]
-        wakes += [k.connect_at for k in self.keepers if k.connect_at is not None]
+        free = self.dispatcher.admission.free
+        wakes = [now + TICK, self._next_status, self.dispatcher.wake_at()]
+        wakes += [keeper.wake_at(free) for keeper in self.keepers]
         if self._ready and self.notifier.watchdog_interval:
             wakes.append(self._next_watchdog)
-        pool_wake = self.dispatcher.wake_at()
-        if pool_wake is not None:
-            wakes.append(pool_wake)
-        keeper = self._streams_keeper
-        if self.streams is not None and keeper is not None and keeper.connected and self._free() > 0:
-            retry_wake = self.streams.wake_at()  # only worth waking for when a slot can take it
-            if retry_wake is not None:
-                wakes.append(retry_wake)
+        if self.overflow.waiting and self._replay_room() > 0:
+            wakes.append(now)
         return max(0.0, min(wakes) - now)
-
-    def _free(self) -> int:
-        """Request slots nothing is waiting for: what the stream source may read."""
-        d = self.dispatcher
-        return d.max_in_flight - d.in_flight - d.queued
 
     # Messages.
 
-    def _on_message(self, message: Message) -> None:
-        self.received += 1
-        if self.metrics is not None:
-            self.metrics.received(message.channel)
+    def _on_published(self, message: Message) -> None:
+        self.counters.received += 1
+        self.metrics.received(message.channel)
+        # Behind what the spill file holds, to keep the order; and without decoding it first,
+        # so that a message with no room costs a buffered write and nothing more.
+        if self.overflow.waiting or not self.dispatcher.has_room(len(message.payload)):
+            self.overflow.keep(
+                message.channel, message.payload, time.time(), time.monotonic(), "the queue is full"
+            )
+            return
+        self._admit(message)
+
+    def _on_entry(self, message: Message) -> None:
+        self.counters.received += 1
+        self.metrics.received(message.channel)
+        self._admit(message)
+
+    def _admit(self, message: Message) -> None:
         try:
             body = form_body(message.payload, self.limits)
         # BadMessage, or a case the encoder missed: one message must not end the daemon.
         except Exception as exc:
-            self.rejected += 1
-            if self.metrics is not None:
-                self.metrics.rejected(message.channel)
+            self.counters.rejected += 1
+            self.metrics.rejected(message.channel)
             reason = (
                 str(exc) if isinstance(exc, BadMessage) else f"cannot encode it ({type(exc).__name__}: {exc})"
             )
@@ -221,28 +210,67 @@ class Daemon:
                 "skipped a message on %s: %s; message %s", message.channel, reason, preview(message.payload),
                 extra={"ASYNCPHP_CHANNEL": message.channel},
             )  # fmt: skip
-            if self.streams is not None and message.origin is not None:
-                self.streams.settle(message.origin, Result(Outcome.REJECTED, f"bad message: {reason}"))
+            message.origin.rejected(message, reason)
             return
         self._last_job_id += 1
-        # attempts: sends so far; the dispatcher counts the one it is about to make.
         job = Job(
-            self._last_job_id, message.channel, body, time.monotonic(), message.deliveries - 1,
-            origin=message.origin, message_id=message.message_id,
+            self._last_job_id, message.channel, body, time.monotonic(), attempt=message.attempt,
+            max_attempt=message.max_attempt or self.settings.max_attempts, origin=message.origin,
+            message_id=message.message_id, payload=message.payload,
         )  # fmt: skip
-        self.dispatcher.submit(job)
+        if self.dispatcher.has_room(len(body)):
+            self.dispatcher.submit(job)
+        elif job.origin is NOWHERE:
+            self.overflow.keep(job.channel, job.payload, time.time(), time.monotonic(), "the queue is full")
+        else:
+            # A stream entry stays pending in Redis: another consumer, or this one later, claims it.
+            self._ended(job, Result(Outcome.DROPPED, "the queue was full"))
 
-    def _settle(self, job: Job, result: Result) -> None:
-        if self.metrics is not None:
-            self.metrics.ended(job.channel, result.outcome, result.seconds)
-        if self.streams is not None and job.origin is not None:
-            self.streams.settle(job.origin, result, job)
+    def _resubmit(self, job: Job) -> None:
+        """A stream entry's job again, after a failure: the same job, already decoded and counted."""
+        if self.dispatcher.has_room(len(job.body)):
+            self.dispatcher.submit(job)
+        else:
+            self._ended(job, Result(Outcome.DROPPED, "the queue was full"))
+
+    def _replay(self) -> None:
+        """Spilled messages back into the queue, oldest first, while there is room and the pool can
+        be reached (a pool outage is what the spill file carries them through)."""
+        if not self.overflow.waiting or self.dispatcher.admission.unreachable_since != HEALTHY:
+            return
+        room = self._replay_room()
+        for spilled in self.overflow.take(min(REPLAY_BATCH, room)) if room > 0 else []:
+            self._admit(Message(spilled.channel, spilled.payload))
+
+    def _replay_room(self) -> int:
+        # Up to half the queue: the other half is for what keeps arriving meanwhile (which goes
+        # behind the spilled messages, in order, as long as any are left).
+        return self.settings.max_queued // 2 - self.dispatcher.queued + max(0, self.dispatcher.admission.free)
+
+    def _request(self, job: Job) -> bytes:
+        return self.requests.build(job.id, job.channel, job.body, job.attempt, job.message_id)
+
+    def _keep(self, job: Job) -> bool:
+        """A pub/sub job the pool could not be reached for in retry_for: nothing else keeps it, so
+        the spill file carries it through the outage (a stream entry stays in Redis anyway)."""
+        if job.origin is not NOWHERE or not self.overflow.keeps:
+            return False
+        self.overflow.keep(
+            job.channel, job.payload, time.time(), time.monotonic(), "the pool stayed unreachable"
+        )
+        return True
+
+    def _ended(self, job: Job, result: Result) -> None:
+        """Every job ends here, once: counted, measured, and its origin told."""
+        self.counters.ended(result.outcome)
+        self.metrics.ended(job.channel, result.outcome, result.seconds)
+        job.origin.ended(job, result)
 
     def _on_signals(self, signals: SignalWakeup) -> None:
         for sig in signals.received():
             if sig == signal.SIGHUP:
                 self._reload_settings()
-            elif self._stop_reason is None:
+            elif not self._stop_reason:
                 self._stop_reason = sig.name
             else:
                 self.log.warning("%s again: stopping now", sig.name)
@@ -265,99 +293,93 @@ class Daemon:
         ignored = [name for name in changed if name not in RELOADABLE]
         self.settings = dataclasses.replace(self.settings, **{name: getattr(new, name) for name in applied})
         self.log.setLevel(self.settings.log_level)
-        self.limits = _limits(self.settings)
-        self.dispatcher.configure(self.settings)
+        self._configure(self.settings)
         # WARNING, so that the answer to an operator's SIGHUP shows whatever the log level.
         self.log.warning("SIGHUP: settings reloaded; changed: %s", ", ".join(applied) or "nothing")
         if ignored:
             self.log.warning("SIGHUP: %s changed but take effect only after a restart", ", ".join(ignored))
 
     def _drain(self) -> None:
-        """Stop taking messages, then let queued and in-flight jobs finish, up to drain_timeout or a
-        second signal; what is left is logged job by job (stream entries stay pending)."""
+        """Stop taking messages; let queued and running jobs finish and every settle be confirmed,
+        up to drain_timeout or a second signal. What is left is said: spilled, pending, or
+        running on in the pool."""
         d = self.dispatcher
         self.notifier.stopping(f"stopping: {self._stop_reason} · {d.in_flight} in flight · {d.queued} queued")
         self.log.info("stopping (%s): %d in flight, %d queued", self._stop_reason, d.in_flight, d.queued)
         deadline = time.monotonic() + self.settings.drain_timeout
-        unsubscribe_by = time.monotonic() + UNSUBSCRIBE_TIMEOUT
         for keeper in self.keepers:
-            keeper.connect_at = None  # no reconnecting while stopping
-        waiting_unsubscribe = False
-        pubsub_keeper = self._pubsub_keeper
-        if self.pubsub is not None and pubsub_keeper is not None and pubsub_keeper.connected:
-            try:
-                self.pubsub.stop()
-                waiting_unsubscribe = True
-            except (redis.RedisError, OSError):
-                pubsub_keeper.disconnect()
-        if self.streams is not None:
-            self.streams.stop()
+            keeper.stop()
         while not self._stop_now:
             now = time.monotonic()
-            if waiting_unsubscribe and self.pubsub is not None:
-                if self.pubsub.unsubscribed or pubsub_keeper is None or not pubsub_keeper.connected:
-                    waiting_unsubscribe = False  # whatever Redis sent before confirming has been read
-                elif now >= unsubscribe_by:
-                    self.log.warning("redis did not confirm the unsubscribe within %g s", UNSUBSCRIBE_TIMEOUT)
-                    waiting_unsubscribe = False
-                if not waiting_unsubscribe and pubsub_keeper is not None:
-                    pubsub_keeper.disconnect()
-            if (not waiting_unsubscribe and d.idle) or now >= deadline:
+            if (d.idle and all(k.settled for k in self.keepers)) or now >= deadline:
                 break
             self._turn(min(self._timeout(), max(0.0, deadline - now)))
-        if not d.idle:
-            d.close(f"{self._stop_reason}: drain ended" if not self._stop_now else "stopped at once")
-        if self.streams is not None:
-            self.streams.flush()
-        if (
-            self.heartbeat is not None
-            and self._heartbeat_keeper is not None
-            and self._heartbeat_keeper.connected
-        ):
-            with contextlib.suppress(redis.RedisError, OSError):  # stopping anyway: it expires on its own
-                self.heartbeat.remove()
-        c = d.counters
+        reason = f"{self._stop_reason}: drain ended" if not self._stop_now else "stopped at once"
+        self._leave(reason)
+        for keeper in self.keepers:
+            keeper.leave()
+        c = self.counters
         self.log.info(
-            "stopped · %d received · %d dispatched · %d completed · %d failed · %d retried · "
-            "%d given up · %d dropped · %d rejected",
-            self.received, c.dispatched, c.completed, c.failed, c.retried, c.given_up, c.dropped,
-            self.rejected,
+            "stopped · %d received · %d dispatched · %d completed · %d failed · %d retried · %d given up · "
+            "%d dropped · %d rejected · %d spilled · %d unfinished · %d dead-lettered",
+            c.received, c.dispatched, c.completed, c.failed, c.retried, c.given_up, c.dropped, c.rejected,
+            c.spilled, c.abandoned, c.dead_lettered,
         )  # fmt: skip
+
+    def _leave(self, reason: str) -> None:
+        """The end of a drain: every job not finished is accounted for, each on one line."""
+        running, unsent = self.dispatcher.close()
+        for job in running:
+            # The pool has it; with ignore_user_abort on (commands.conf) it runs to its end.
+            self.log.warning(
+                "job %d on %s still running in the pool (%s): its outcome will not be logged",
+                job.id, job.channel, reason, extra=job_fields(job),
+            )  # fmt: skip
+            self._ended(job, Result(Outcome.ABANDONED, reason))
+        now = time.monotonic()
+        for job in unsent:
+            if job.origin is NOWHERE and self.overflow.keeps:
+                self.overflow.keep(job.channel, job.payload, time.time(), now, "the drain ended")
+                continue
+            if job.origin is NOWHERE:
+                what = f"message {preview(job.payload)}"
+            else:
+                what = f"entry {job.message_id} stays pending, for another consumer"
+            self.log.error(
+                "job %d on %s left undone (%s); %s", job.id, job.channel, reason, what, extra=job_fields(job)
+            )
+            self._ended(job, Result(Outcome.ABANDONED, reason))
 
     # Status.
 
     def _status_line(self) -> str:
-        down = [k for k in self.keepers if k.down_since is not None]
-        if self._stop_reason is not None:
+        now = time.monotonic()
+        down = [k.state.down_since for k in self.keepers if k.state.down_since != math.inf]
+        if self._stop_reason:
             state = f"stopping ({self._stop_reason})"
         elif down:
-            outage = time.monotonic() - min(k.down_since or 0 for k in down)
-            state = f"redis unreachable for {outage:.0f} s, reconnecting"
+            state = f"redis unreachable for {now - min(down):.0f} s, reconnecting"
         elif not self._ready:
-            state = "connecting to redis for " + " and ".join(k.what for k in self.keepers)
+            state = "connecting to redis for " + " and ".join(k.source.what for k in self.keepers)
         else:
             state = "subscribed to " + ", ".join(self.settings.channels + self.settings.streams)
-        d, c = self.dispatcher, self.dispatcher.counters
-        counts = (
-            f"{c.dispatched} dispatched · {d.in_flight} in flight · {d.queued} queued · {c.not_ok} failed"
-        )
-        if self.streams is not None:
-            lags = [lag for lag in self.streams.lag.values() if lag is not None]
-            if lags:
-                counts += f" · lag {sum(lags)}"
-            counts += f" · {self.streams.dead} dead-lettered"
-        return f"{state} · {counts}"
+        d, c = self.dispatcher, self.counters
+        parts = [state, f"{c.dispatched} dispatched", f"{d.in_flight} in flight", f"{d.queued} queued",
+                 f"{c.not_ok} failed"]  # fmt: skip
+        if self.overflow.waiting:
+            parts.append(f"{self.overflow.waiting} in the spill file")
+        parts += [text for text in (k.source.status() for k in self.keepers) if text]
+        return " · ".join(parts)
 
     def _snapshot(self) -> dict[str, str | int | float]:
         """What the heartbeat tells ``asyncphp status``."""
-        d, c, s = self.dispatcher, self.dispatcher.counters, self.settings
+        d, s = self.dispatcher, self.settings
         return {
             "host": socket.gethostname(), "pid": os.getpid(), "version": __version__, "started": self.started,
             "updated": time.time(), "channels": ",".join(s.channels), "streams": ",".join(s.streams),
             "group": s.group if s.streams else "", "pool": str(s.fpm_socket), "state": self._status_line(),
-            "received": self.received, "rejected": self.rejected, **dataclasses.asdict(c),
-            "in_flight": d.in_flight, "queued": d.queued,
-            "dead_lettered": self.streams.dead if self.streams else 0,
+            **dataclasses.asdict(self.counters), "in_flight": d.in_flight, "queued": d.queued,
+            "spill_waiting": self.overflow.waiting,
             "last_error": self.last_error.text, "last_error_at": self.last_error.at,
         }  # fmt: skip
 
@@ -366,10 +388,6 @@ class Daemon:
         if status != self._status:
             self._status = status
             self.notifier.status(status)
-
-
-def _limits(settings: Settings) -> Limits:
-    return Limits(settings.max_message_bytes, settings.max_nesting, settings.max_fields)
 
 
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
@@ -383,11 +401,13 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     log = configure_logging(settings.log_level, env)
     try:
         notifier = Notifier(env)
-    except ServiceError as exc:
-        # Like bad settings, a restart cannot fix a missing binding (RestartPreventExitStatus=2).
+        daemon = Daemon(settings, log, notifier, reload=lambda: load(args, env))
+    except (ServiceError, SpillError) as exc:
+        # Like bad settings, a restart cannot fix a missing binding or an unusable state_dir
+        # (RestartPreventExitStatus=2).
         log.error("%s", exc)
         return EXIT_BAD_SETTINGS
-    return Daemon(settings, log, notifier, reload=lambda: load(args, env)).run()
+    return daemon.run()
 
 
 if __name__ == "__main__":

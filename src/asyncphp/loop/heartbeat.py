@@ -18,10 +18,14 @@ KEY_PREFIX = "asyncphp:daemon:"
 class Heartbeat:
     """A source with nothing to receive: kept connected like the others (see ``keeper``)."""
 
+    what = "heartbeats"
+    announce = False
+    settled = True
+
     def __init__(
         self,
         url: str,
-        password_file: str | None,
+        password_file: str,
         name: str,
         interval: float,
         snapshot: Callable[[], Mapping[str, str | int | float]],
@@ -52,8 +56,7 @@ class Heartbeat:
     def ping(self) -> None:
         self.link.send("PING", on_reply=ignore)
 
-    def tick(self) -> None:
-        now = time.monotonic()
+    def tick(self, now: float, free: int) -> None:
         if now < self._next:
             return
         self._next = now + self.interval
@@ -63,7 +66,19 @@ class Heartbeat:
         self.link.send("HSET", self.key, *fields, on_reply=ignore)
         self.link.send("PEXPIRE", self.key, int(self.interval * 3000), on_reply=ignore)
 
-    def remove(self) -> None:
+    def wake_at(self, free: int) -> float:
+        return self._next
+
+    def stop(self) -> None:
+        pass
+
+    def explain(self, reason: str) -> str:
+        return reason
+
+    def status(self) -> str:
+        return ""
+
+    def leave(self) -> None:
         """At a clean stop: do not wait for the key to expire."""
         self.link.send("DEL", self.key, on_reply=ignore)
 

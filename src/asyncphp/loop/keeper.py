@@ -1,71 +1,121 @@
 """Keeps one source connected: opens it, watches its sockets, pings it when it falls silent,
-reconnects with jittered backoff, and says in the log when it was lost and when it is back."""
+reconnects with jittered backoff, and says in the log when it was lost and when it is back.
+When to do each is decided in ``asyncphp.core.link``."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import math
+import random
 import time
 from collections.abc import Callable
 from typing import Protocol
 
 import redis
 
-from asyncphp.core.backoff import Backoff
+from asyncphp.core.link import Announce, Health, LinkState
 from asyncphp.loop.poller import READ, Poller
 from asyncphp.redisurl import redact
 
 
 class Source(Protocol):
-    def open(self) -> tuple[str, str]: ...
+    """What a keeper keeps connected: the pub/sub channels, the streams, the heartbeat."""
+
+    what: str  # "commands", "stream commands (group …)": for log lines
+    announce: bool  # log "Subscribed to …" when ready (not for a connection that subscribes to nothing)
+
+    def open(self) -> tuple[str, str]:
+        """Connect; returns where, and the server's version, for the log."""
+
     def watch(self) -> list[tuple[int, Callable[[], None]]]: ...
+
     @property
     def ready(self) -> bool: ...
+
     @property
     def last_read(self) -> float: ...
+
     def ping(self) -> None: ...
+
+    def tick(self, now: float, free: int) -> None:
+        """Periodic work on the open connection; ``free`` request slots may be filled."""
+
+    def wake_at(self, free: int) -> float:
+        """When :meth:`tick` has work no socket event brings (``inf``: none)."""
+
+    def stop(self) -> None:
+        """Stop taking work: the daemon is draining."""
+
+    @property
+    def settled(self) -> bool:
+        """Once stopping: nothing more will arrive, and nothing it owes Redis is unconfirmed."""
+
+    def leave(self) -> None:
+        """The drain is over: say what is left unconfirmed, remove what should not outlive us."""
+
+    def explain(self, reason: str) -> str:
+        """``reason`` for a lost connection, with its likely cause when the source knows it."""
+
+    def status(self) -> str:
+        """Its part of the STATUS= line ("" for none)."""
+
     def close(self) -> None: ...
 
 
 class Keeper:
-    def __init__(
-        self, source: Source, what: str, url: str, poller: Poller, log: logging.Logger, *, quiet: bool = False
-    ) -> None:
-        self._quiet = quiet  # no "Subscribed to" line: for a connection that subscribes to nothing
+    def __init__(self, source: Source, url: str, poller: Poller, log: logging.Logger) -> None:
         self.source = source
-        self.what = what  # "commands" or "stream commands", for log lines
         self._url = url
         self._poller = poller
         self._log = log
         self._fds: list[int] = []
-        self.connect_at: float | None = 0.0  # when to (re)connect; None while connected or stopping
-        self._backoff = Backoff(0.1, 5.0, jitter=True)
-        self.down_since: float | None = None  # None unless it was lost after being up
-        self.announced = False  # this connection is ready and has been logged
-        self.ever_ready = False
-        self._pinged_at: float | None = None
+        self._stopping = False
+        self.state = LinkState(jitter=random.random)
 
     @property
     def connected(self) -> bool:
         return bool(self._fds)
 
-    def connect(self) -> None:
+    def turn(self, now: float, health_interval: float, free: int) -> None:
+        """One pass of the loop: connect when due, check the connection's health, run the source."""
+        if self._stopping and self.source.settled:
+            self.state.stop()  # while stopping, reconnect only to confirm what is owed to Redis
+        if self.state.due(now):
+            self._connect(now)
+        if not self._fds:
+            return
+        health = self.state.check(now, self.source.last_read, health_interval)
+        try:
+            if health is Health.PING:
+                self.source.ping()
+            elif health is Health.LOST:
+                self.lost(f"no answer to PING within {health_interval:g} s")
+                return
+            self.source.tick(now, free)
+        except (redis.RedisError, OSError) as exc:
+            self.lost(str(exc) or type(exc).__name__)
+
+    def wake_at(self, free: int) -> float:
+        return min(self.state.wake_at(), self.source.wake_at(free) if self._fds else math.inf)
+
+    def _connect(self, now: float) -> None:
         try:
             where, version = self.source.open()
             watched = self.source.watch()
         except (redis.RedisError, OSError) as exc:
             self.source.close()
-            delay = self._backoff.next()
-            self.connect_at = time.monotonic() + delay
+            delay = self.state.failed(now)
             self._log.error(
                 "cannot connect to redis at %s: %s; retrying in %.1f s", redact(self._url), exc, delay
             )
             return
-        self.connect_at, self._pinged_at, self.announced = None, None, False
+        self.state.opened()
         for fd, callback in watched:
             self._poller.watch(fd, READ, self._guard(callback))
             self._fds.append(fd)
-        self._log.info("Connected to redis on %s (%s) for %s", where, version, self.what)
-        self.after_read()
+        self._log.info("Connected to redis on %s (%s) for %s", where, version, self.source.what)
+        self._after_read()
 
     def _guard(self, callback: Callable[[], None]) -> Callable[[int], None]:
         def on_ready(events: int) -> None:
@@ -77,67 +127,59 @@ class Keeper:
                 self.lost(str(exc) or type(exc).__name__)
                 return
             except Exception as exc:  # a reply of a shape not foreseen: start over, visibly
-                self._log.exception("unexpected %s handling redis (%s)", type(exc).__name__, self.what)
+                self._log.exception("unexpected %s handling redis (%s)", type(exc).__name__, self.source.what)
                 self.lost(f"{type(exc).__name__}: {exc}")
                 return
-            self.after_read()
+            self._after_read()
 
         return on_ready
 
-    def after_read(self) -> None:
-        if not self.announced and self.source.ready:
-            self.announced = True
-            self._backoff.reset()
-            if self.down_since is not None:
-                outage = time.monotonic() - self.down_since
-                self.down_since = None
-                self._log.warning("Resubscribed to %s after a %.1f s redis outage", self.what, outage)
-            else:
-                self.ever_ready = True
-                if not self._quiet:
-                    self._log.info("Subscribed to %s", self.what)
+    def _after_read(self) -> None:
+        if not self.source.ready:
+            return
+        said = self.state.ready(time.monotonic())
+        if said is Announce.BACK:
+            self._log.warning(
+                "Resubscribed to %s after a %.1f s redis outage", self.source.what, self.state.outage
+            )
+        elif said is Announce.FIRST and self.source.announce:
+            self._log.info("Subscribed to %s", self.source.what)
 
     def lost(self, reason: str) -> None:
         # Pub/sub cannot replay what was published while we were away: the outage is logged with
         # its length once we are back, so the gap is visible.
+        reason = self.source.explain(reason)
         self.disconnect()
-        now = time.monotonic()
-        if self.down_since is None and self.ever_ready:
-            self.down_since = now
-        delay = self._backoff.next()
-        self.connect_at = now + delay
-        self._log.error(
-            "lost the connection to redis (%s): %s; reconnecting in %.1f s", self.what, reason, delay
-        )
+        delay = self.state.failed(time.monotonic())
+        if delay == math.inf:
+            self._log.error("lost the connection to redis (%s): %s", self.source.what, reason)
+        else:
+            self._log.error(
+                "lost the connection to redis (%s): %s; reconnecting in %.1f s",
+                self.source.what,
+                reason,
+                delay,
+            )
 
-    def run(self, step: Callable[[], None]) -> None:
-        """Do ``step`` on the connection, if it is up; its failure means the connection is lost."""
-        if not self._fds:
-            return
+    def stop(self) -> None:
+        """The source stops taking work; reconnecting goes on only while it is not settled."""
+        self._stopping = True
         try:
-            step()
+            self.source.stop()
         except (redis.RedisError, OSError) as exc:
             self.lost(str(exc) or type(exc).__name__)
+
+    @property
+    def settled(self) -> bool:
+        return self.source.settled
+
+    def leave(self) -> None:
+        # Stopping anyway: what it would remove also expires on its own.
+        with contextlib.suppress(redis.RedisError, OSError):
+            self.source.leave()
 
     def disconnect(self) -> None:
         for fd in self._fds:
             self._poller.forget(fd)
         self._fds.clear()
         self.source.close()
-
-    def check(self, now: float, interval: float) -> None:
-        """PING a silent connection; call it lost when the answer does not come within ``interval``."""
-        if not self._fds:
-            return
-        last = self.source.last_read
-        if self._pinged_at is not None and last > self._pinged_at:
-            self._pinged_at = None  # it answered
-        if self._pinged_at is None and now - last > interval:
-            try:
-                self.source.ping()
-            except (redis.RedisError, OSError) as exc:
-                self.lost(str(exc))
-                return
-            self._pinged_at = now
-        elif self._pinged_at is not None and now - self._pinged_at > interval:
-            self.lost(f"no answer to PING within {interval:g} s")

@@ -1,16 +1,11 @@
 """Hands jobs to the pool, one connection each, and reads every response in the background.
 
 Nothing here blocks: sockets are non-blocking and watched by the daemon's poller, whose loop
-calls back into the exchange that owns the socket. A worker's output is always read to the
-end, because PHP aborts a script that writes to a connection its client has closed.
+calls back into the exchange that owns the socket. A worker's output is always read to the end,
+because PHP aborts a script that writes to a connection its client has closed.
 
-At most ``max_in_flight`` requests are open, matching the pool's children, so a burst waits here
-in a bounded queue instead of overflowing php-fpm's listen backlog. When the pool cannot take a
-job (backlog full, refused, socket missing while it restarts, connection reset, OVERLOADED), the
-job goes back to the head of the queue and dispatching pauses with capped exponential backoff;
-a job is given up only after the pool has failed it for ``retry_for`` seconds. A connection lost
-after the worker began to answer is not retried: the worker ran, and its outcome is unknown.
-Retried requests carry ``ASYNCPHP_ATTEMPT``, so a worker can tell a second run from a first.
+What to send next and what a failure means are decided in ``asyncphp.core.admission``; this
+module carries it out (sockets, the log, the job's origin).
 """
 
 from __future__ import annotations
@@ -19,42 +14,26 @@ import errno
 import logging
 import socket
 import time
-from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-from asyncphp.core.backoff import Backoff
-from asyncphp.core.jobs import Job, Outcome, Result
+from asyncphp.core.admission import Admission, End, Limits, Retry, Verdict
+from asyncphp.core.jobs import Counters, Failure, Job, Result
 from asyncphp.logfmt import preview
 from asyncphp.loop.poller import READ, WRITE, Poller
-from asyncphp.settings import PoolAddress, Settings
-from asyncphp.wire.fastcgi import FCGI_REQUEST_COMPLETE, FastCGIError, Response, ResponseParser
-
-if TYPE_CHECKING:  # prometheus_client is only imported when metrics are on
-    from asyncphp.ops.metrics import Metrics
+from asyncphp.ops.metrics import Metrics
+from asyncphp.settings import PoolAddress
+from asyncphp.wire.fastcgi import FastCGIError, ResponseParser
+from asyncphp.wire.outcome import Refused, result_of
 
 READ_SIZE = 65536
 STDERR_PREVIEW = 600  # characters: enough for a PHP fatal error with its file and line
-BACKOFF_FIRST = 0.05  # seconds
-BACKOFF_CAP = 2.0  # seconds: a pool back from a restart is used again within this
-UNDONE_LOGGED = 1000  # jobs listed one by one when a drain leaves them undone
 
 
 class Exchange:
     """One job's connection: connect, send the request, read the response to its end."""
 
-    __slots__ = (
-        "_answered",
-        "_connecting",
-        "_owner",
-        "_parser",
-        "_pending",
-        "_sock",
-        "_watching",
-        "job",
-        "started",
-    )
+    __slots__ = ("_answered", "_connected", "_owner", "_parser", "_pending", "_sock", "_watching", "job",
+                 "started")  # fmt: skip
 
     def __init__(self, job: Job, request: bytes, owner: Dispatcher) -> None:
         self.job = job
@@ -62,57 +41,61 @@ class Exchange:
         self._owner = owner
         self._pending = request
         self._watching = 0  # the poller events registered for the socket, 0 if none
-        self._connecting = False
+        self._connected = False
         self._answered = False  # a byte of the response has arrived: the worker has run
         self._parser = ResponseParser()
-        self._sock: socket.socket | None = None
+        self._sock = socket.socket(owner.address.family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
 
-    def start(self, address: PoolAddress) -> None:
+    def start(self) -> None:
+        address = self._owner.address
         try:
-            sock = self._sock = socket.socket(address.family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
-            sock.connect(address.address)
+            self._sock.connect(address.address)
         except BlockingIOError as exc:
             if exc.errno != errno.EINPROGRESS:
                 # On a unix socket EAGAIN means the pool's listen backlog is full.
-                self.fail(f"cannot connect to {address}: listen backlog full", retry=True)
+                self.fail(Failure.UNREACHABLE, f"cannot connect to {address}: listen backlog full")
                 return
-            self._connecting = True  # TCP: the outcome comes as writability
-        except OSError as exc:
-            self.fail(f"cannot connect to {address}: {exc.strerror or exc}", retry=True)
+            self._watch(WRITE)  # TCP: the outcome comes as writability
             return
-        if self._connecting:
-            self._watch(WRITE)
-        else:
-            self._send()
+        except OSError as exc:
+            self.fail(Failure.UNREACHABLE, f"cannot connect to {address}: {exc.strerror or exc}")
+            return
+        self._on_connected()
+
+    def _on_connected(self) -> None:
+        self._connected = True
+        self._owner.on_connected()
+        self._send()
 
     def _watch(self, events: int) -> None:
         # Registered only once there is something to wait for: a unix socket usually takes the
         # whole request at once, so the first registration is for the answer.
-        assert self._sock is not None
         if events != self._watching:
             self._owner.poller.watch(self._sock.fileno(), events, self)
             self._watching = events
 
     def __call__(self, mask: int) -> None:
         """The poller's callback: the socket is ready for what this exchange waits on."""
-        if self._pending:
+        if not self._connected:
+            err = self._sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if err:
+                reason = f"cannot connect to {self._owner.address}: {errno.errorcode.get(err, err)}"
+                self.fail(Failure.UNREACHABLE, reason)
+            else:
+                self._on_connected()
+        elif self._pending:
             self._send()
         else:
             self._receive()
 
     def _send(self) -> None:
-        assert self._sock is not None
         try:
-            if self._connecting:
-                self._connecting = False
-                err = self._sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-                if err:
-                    raise OSError(err, f"connect failed: {errno.errorcode.get(err, err)}")
             sent = self._sock.send(self._pending)
         except BlockingIOError:
+            self._watch(WRITE)
             return
         except OSError as exc:
-            self.fail(f"cannot send the request: {exc.strerror or exc}", retry=True)
+            self.fail(Failure.LOST, f"cannot send the request: {exc.strerror or exc}")
             return
         if sent < len(self._pending):
             self._pending = self._pending[sent:]
@@ -120,10 +103,9 @@ class Exchange:
             return
         self._pending = b""
         self._watch(READ)
-        self._owner.on_sent(self)
+        self._owner.on_sent(self.job)
 
     def _receive(self) -> None:
-        assert self._sock is not None
         try:
             data = self._sock.recv(READ_SIZE)
         except BlockingIOError:
@@ -138,141 +120,141 @@ class Exchange:
         try:
             response = self._parser.feed(data)
         except FastCGIError as exc:
-            self.fail(f"the pool's answer is not FastCGI: {exc}", retry=False)
+            self.fail(Failure.BROKEN, f"the pool's answer is not FastCGI: {exc}")
             return
         if response.complete:
             self.close()
-            self._owner.on_finished(self, response)
+            elapsed = time.monotonic() - self.started
+            try:
+                result = result_of(response, elapsed)
+            except Refused as exc:
+                self._owner.on_failed(self, Failure.UNREACHABLE, str(exc))
+                return
+            self._owner.on_answered(self, result)
 
     def _lost(self, what: str) -> None:
         if self._answered:
             self.fail(
-                f"{what} after the worker began to answer: it ran, with an unknown outcome", retry=False
+                Failure.BROKEN, f"{what} after the worker began to answer: it ran, with an unknown outcome"
             )
         else:
-            self.fail(f"{what} before any answer", retry=True)
+            self.fail(Failure.LOST, f"{what} before any answer")
+
+    def time_out(self, timeout: float) -> None:
+        """No complete answer within ``timeout`` seconds: end it as what it had got to."""
+        if not self._connected:
+            self.fail(Failure.UNREACHABLE, f"the pool did not accept the connection within {timeout:g} s")
+        elif self._pending:
+            self.fail(Failure.LOST, f"the pool did not take the request within {timeout:g} s")
+        else:
+            self.fail(
+                Failure.BROKEN, f"no complete answer within {timeout:g} s; the worker may still be running"
+            )
 
     @property
     def sent(self) -> bool:
         """True once the whole request is with the pool."""
-        return not self._pending
+        return self._connected and not self._pending
 
-    def fail(self, reason: str, retry: bool) -> None:
-        """End this exchange without a complete response; ``retry`` if the job never ran."""
+    def fail(self, failure: Failure, reason: str) -> None:
+        """End this exchange without a complete response."""
         self.close()
-        self._owner.on_failed(self, reason, retry)
+        self._owner.on_failed(self, failure, reason)
 
     def close(self) -> None:
-        if self._sock is None:
+        if self._sock.fileno() < 0:
             return
         if self._watching:
             self._owner.poller.forget(self._sock.fileno(), closing=True)
             self._watching = 0
         self._sock.close()
-        self._sock = None
-
-
-@dataclass
-class Counters:
-    dispatched: int = 0  # jobs whose request was written whole to the pool (first attempts)
-    completed: int = 0  # responses that ended well
-    failed: int = 0  # the worker ran and failed, or the pool's answer made no sense
-    retried: int = 0  # attempts the pool could not take, tried again
-    given_up: int = 0  # jobs the pool could not take for retry_for seconds
-    dropped: int = 0  # jobs refused because the queue was full
-
-    @property
-    def not_ok(self) -> int:
-        """Every job that did not end well."""
-        return self.failed + self.given_up + self.dropped
 
 
 class Dispatcher:
-    """Feeds the pool at most ``max_in_flight`` jobs at a time, queues the rest, retries pool
-    faults with backoff, and logs one line per job's outcome."""
+    """Feeds the pool what :class:`Admission` lets through, one connection per job, and logs one
+    line per job's outcome; ``ended`` hears how each job ended, once. A job the pool could not
+    be reached for is first offered to ``keep``, which returns True if it took the job instead."""
 
     def __init__(
         self,
         poller: Poller,
-        settings: Settings,
+        address: PoolAddress,
         build: Callable[[Job], bytes],
-        settle: Callable[[Job, Result], None],
+        ended: Callable[[Job, Result], None],
+        keep: Callable[[Job], bool],
+        counters: Counters,
+        metrics: Metrics,
         log: logging.Logger,
     ) -> None:
         self.poller = poller
-        self.configure(settings)
-        self.metrics: Metrics | None = None
-        self._settle = settle
-        self._queued_bytes = 0
-        self.counters = Counters()
-        self._address = settings.fpm_socket
+        self.address = address
+        self.admission = Admission(Limits())
+        self.request_timeout = 0.0
         self._build = build
+        self._ended = ended
+        self._keep = keep
+        self._counters = counters
+        self._metrics = metrics
         self._log = log
         self._open: set[Exchange] = set()
-        self._queue: deque[Job] = deque()
-        self._backoff = Backoff(BACKOFF_FIRST, BACKOFF_CAP)
-        self._paused_until = 0.0
-        self._outage_since: float | None = None  # first pool fault since the last good response
+        self._pumping = self._again = False
 
-    def configure(self, settings: Settings) -> None:
+    def configure(self, limits: Limits, request_timeout: float) -> None:
         """Take the limits that may change on SIGHUP (the pool's address does not)."""
-        self.max_in_flight = settings.max_in_flight
-        self.max_queued = settings.max_queued
-        self.max_queued_bytes = settings.max_queued_bytes
-        self.retry_for = settings.retry_for
-        self.request_timeout = settings.request_timeout
+        self.admission.limits = limits
+        self.request_timeout = request_timeout
 
     @property
     def in_flight(self) -> int:
-        return len(self._open)
+        return self.admission.in_flight
 
     @property
     def queued(self) -> int:
-        return len(self._queue)
+        return self.admission.queued
 
     @property
     def idle(self) -> bool:
-        return not self._open and not self._queue
+        return self.admission.idle
 
-    def wake_at(self) -> float | None:
-        """When :meth:`pump` has work that no socket event will trigger: the end of a backoff."""
-        if self._queue and self._paused_until > time.monotonic():
-            return self._paused_until
-        return None
+    def has_room(self, size: int) -> bool:
+        return self.admission.has_room(size, time.monotonic())
 
     def submit(self, job: Job) -> None:
-        """Take ``job``: start it now if a slot is free, else queue it (or drop it, loudly, when
-        the queue is full)."""
-        self._enqueue(job)
+        """Take ``job`` (after :meth:`has_room`) and start what can start."""
+        self.admission.offer(job)
         self.pump()
-        if len(self._queue) > self.max_queued or self._queued_bytes > self.max_queued_bytes:
-            dropped = self._queue.pop()  # the job just taken: older ones keep their place
-            self._queued_bytes -= len(dropped.body)
-            self.counters.dropped += 1
-            self._log_job(
-                logging.ERROR, dropped,
-                "queue full (%d queued, %d bytes, %d in flight): dropped job %d on %s (%d dropped so far); "
-                "message %s",
-                len(self._queue), self._queued_bytes, len(self._open), dropped.id, dropped.channel,
-                self.counters.dropped, preview(dropped.body),
-            )  # fmt: skip
-            self._settle(dropped, Result(Outcome.DROPPED, "the queue was full"))
 
     def pump(self) -> None:
-        """Start queued jobs while slots are free and the pool is not being backed off from."""
-        now = time.monotonic()
-        if self._outage_since is not None:
-            self._give_up_expired(now)
-        if now < self._paused_until:
+        """Give up what has waited out its ``retry_for``; start queued jobs while slots are free."""
+        if self._pumping:
+            # Called back from a start that failed at once: the running pump goes round again.
+            self._again = True
             return
-        while self._queue and len(self._open) < self.max_in_flight:
-            job = self._dequeue()
-            job.attempts += 1
-            exchange = Exchange(job, self._build(job), self)
+        self._pumping = True
+        try:
+            self._again = True
+            while self._again:
+                self._again = False
+                self._pump_once()
+        finally:
+            self._pumping = False
+
+    def _pump_once(self) -> None:
+        now = time.monotonic()
+        for end in self.admission.expire(now):
+            self._give_up(end, now)
+        for job in self.admission.start(now):
+            try:
+                exchange = Exchange(job, self._build(job), self)
+            except OSError as exc:  # out of file descriptors, say: like a pool that cannot be reached
+                self._failed(job, Failure.UNREACHABLE, f"cannot open a socket: {exc.strerror or exc}")
+                continue
             self._open.add(exchange)
-            exchange.start(self._address)
-            if now < self._paused_until:  # that start failed at once: back off
-                return
+            exchange.start()
+
+    def wake_at(self) -> float:
+        """When :meth:`pump` has work that no socket event will trigger (``inf``: none)."""
+        return self.admission.wake_at()
 
     def expire(self) -> None:
         """End requests that have had no complete answer for ``request_timeout`` seconds, so a
@@ -281,175 +263,112 @@ class Dispatcher:
             return
         limit = time.monotonic() - self.request_timeout
         for exchange in [e for e in self._open if e.started < limit]:
-            if exchange.sent:
-                reason = (
-                    f"no complete answer within {self.request_timeout:g} s; the worker may still be running"
-                )
-            else:
-                reason = f"the pool did not take the request within {self.request_timeout:g} s"
-            exchange.fail(reason, retry=not exchange.sent)
+            exchange.time_out(self.request_timeout)
 
-    def close(self, reason: str) -> None:
-        """Stop: log each job whose outcome will never be known or that was never sent."""
+    def close(self) -> tuple[list[Job], list[Job]]:
+        """Stop: close every connection; returns the jobs the pool has (still running there) and
+        those it never got, oldest first. Their outcome is the caller's to report."""
         running = sorted((e.job for e in self._open if e.sent), key=lambda job: job.id)
-        unsent = sorted((e.job for e in self._open if not e.sent), key=lambda job: job.id) + list(self._queue)
-        for exchange in list(self._open):
+        unsent = sorted((e.job for e in self._open if not e.sent), key=lambda job: job.id)
+        for exchange in self._open:
             exchange.close()
         self._open.clear()
-        self._queue.clear()
-        self._queued_bytes = 0
-        for job in running:
-            # The pool has it; with ignore_user_abort on (commands.conf) it runs to its end.
-            self._log_job(
-                logging.WARNING, job,
-                "job %d on %s still running in the pool (%s): its outcome will not be logged",
-                job.id, job.channel, reason,
-            )  # fmt: skip
-        for job in running + unsent:
-            self._settle(job, Result(Outcome.ABANDONED, reason))
-        for job in unsent[:UNDONE_LOGGED]:
-            self._log_job(
-                logging.ERROR, job, "job %d on %s left undone (%s); message %s",
-                job.id, job.channel, reason, preview(job.body),
-            )  # fmt: skip
-        if len(unsent) > UNDONE_LOGGED:
-            self._log.error("%d more jobs left undone (%s)", len(unsent) - UNDONE_LOGGED, reason)
-
-    def _enqueue(self, job: Job, front: bool = False) -> None:
-        if front:
-            self._queue.appendleft(job)
-        else:
-            self._queue.append(job)
-        self._queued_bytes += len(job.body)
-
-    def _dequeue(self) -> Job:
-        job = self._queue.popleft()
-        self._queued_bytes -= len(job.body)
-        return job
+        self.admission.in_flight = 0
+        return running, unsent + self.admission.clear()
 
     # Called by exchanges.
 
-    def on_sent(self, exchange: Exchange) -> None:
-        job = exchange.job
-        if job.attempts == 1:
-            self.counters.dispatched += 1
-            if self.metrics is not None:
-                self.metrics.dispatched(job.channel)
+    def on_connected(self) -> None:
+        self.admission.reached()
+
+    def on_sent(self, job: Job) -> None:
+        if not job.counted:
+            job.counted = True
+            self._counters.dispatched += 1
+            self._metrics.dispatched(job.channel)
+        if job.attempt == 1:
             self._log_job(logging.INFO, job, "Spawned process with ID: %d", job.id)
         else:
-            self._log_job(logging.INFO, job, "Spawned process with ID: %d (attempt %d)", job.id, job.attempts)
+            self._log_job(logging.INFO, job, "Spawned process with ID: %d (attempt %d)", job.id, job.attempt)
 
-    def on_finished(self, exchange: Exchange, response: Response) -> None:
+    def on_answered(self, exchange: Exchange, result: Result) -> None:
         self._open.discard(exchange)
+        self.admission.answered()
         job = exchange.job
-        if response.protocol_status != FCGI_REQUEST_COMPLETE:
-            # The pool refused the request (OVERLOADED, CANT_MPX_CONN, UNKNOWN_ROLE): it never ran.
-            self._retry(exchange, f"the pool refused it (FastCGI protocol status {response.protocol_status})")
-            return
-        self._outage_since = None
-        self._backoff.reset()
-        elapsed_ms = (time.monotonic() - exchange.started) * 1000
-        status = response.http_status
-        problem = None
-        if status >= 400:
-            problem = "the worker failed"
-        elif response.app_status:
-            problem = f"the worker exited with status {response.app_status}"
-        stderr = f"; stderr {preview(response.stderr, STDERR_PREVIEW)}" if response.stderr_bytes else ""
-        if problem is None:
-            self.counters.completed += 1
-            self._settle(job, Result(Outcome.COMPLETED, status=status, seconds=elapsed_ms / 1000))
-            self._log_job(
-                logging.INFO, job, "job %d on %s: status %d in %.1f ms%s",
-                job.id, job.channel, status, elapsed_ms, stderr, status=status, elapsed_ms=elapsed_ms,
-            )  # fmt: skip
-        else:
-            self.counters.failed += 1
+        elapsed_ms = result.seconds * 1000
+        stderr = f"; stderr {preview(result.stderr, STDERR_PREVIEW)}" if result.stderr else ""
+        if result.reason:
             self._log_job(
                 logging.ERROR, job, "job %d on %s: status %d in %.1f ms, %s%s",
-                job.id, job.channel, status, elapsed_ms, problem, stderr,
-                status=status, elapsed_ms=elapsed_ms,
+                job.id, job.channel, result.status, elapsed_ms, result.reason, stderr,
+                status=result.status, elapsed_ms=elapsed_ms,
             )  # fmt: skip
-            outcome = Outcome.REJECTED if 400 <= status < 500 else Outcome.FAILED
-            self._settle(job, Result(outcome, problem, status, response.stderr, elapsed_ms / 1000))
-        self.pump()
-
-    def on_failed(self, exchange: Exchange, reason: str, retry: bool) -> None:
-        self._open.discard(exchange)
-        if retry:
-            self._retry(exchange, reason)
-            return
-        job = exchange.job
-        self.counters.failed += 1
-        self._log_job(
-            logging.ERROR,
-            job,
-            "job %d on %s failed: %s; message %s",
-            job.id,
-            job.channel,
-            reason,
-            preview(job.body),
-        )
-        self._settle(job, Result(Outcome.FAILED, reason))
-        self.pump()
-
-    def _retry(self, exchange: Exchange, reason: str) -> None:
-        job = exchange.job
-        job.last_error = reason
-        now = time.monotonic()
-        if self._outage_since is None:
-            self._outage_since = now
-        delay = self._backoff.next()
-        self._paused_until = now + delay
-        if self._deadline(job) < now:
-            self._give_up(job, reason)
         else:
-            self.counters.retried += 1
-            if self.metrics is not None:
-                self.metrics.retried(job.channel)
-            self._enqueue(job, front=True)
+            self._log_job(
+                logging.INFO, job, "job %d on %s: status %d in %.1f ms%s",
+                job.id, job.channel, result.status, elapsed_ms, stderr, status=result.status,
+                elapsed_ms=elapsed_ms,
+            )  # fmt: skip
+        self._ended(job, result)
+        self.pump()
+
+    def on_failed(self, exchange: Exchange, failure: Failure, reason: str) -> None:
+        self._open.discard(exchange)
+        self._failed(exchange.job, failure, reason)
+
+    def _failed(self, job: Job, failure: Failure, reason: str) -> None:
+        now = time.monotonic()
+        verdict: Verdict = self.admission.failed(job, failure, reason, now)
+        if isinstance(verdict, Retry):
+            job = verdict.job
+            self._counters.retried += 1
+            self._metrics.retried(job.channel)
             self._log_job(
                 logging.WARNING, job, "job %d on %s: %s; attempt %d, retrying in %.2f s",
-                job.id, job.channel, reason, job.attempts, delay,
+                job.id, job.channel, reason, verdict.attempt, verdict.delay,
             )  # fmt: skip
-        # No pump: dispatching has just been paused; only the expiry of queued jobs is due.
-        self._give_up_expired(now)
+            if not verdict.delay:  # else dispatching is paused: the loop wakes at the backoff's end
+                self.pump()
+            return
+        if failure is Failure.UNREACHABLE:
+            self._give_up(verdict, now)
+        else:
+            job = verdict.job
+            self._log_job(
+                logging.ERROR, job, "job %d on %s failed: %s; message %s",
+                job.id, job.channel, verdict.result.reason, preview(job.payload or job.body),
+            )  # fmt: skip
+            self._ended(job, verdict.result)
+        self.pump()
 
-    def _deadline(self, job: Job) -> float:
-        # A job's retry_for runs from the start of the pool's trouble, or from its arrival if later,
-        # so jobs queued behind an outage are not each given a fresh minute in turn.
-        assert self._outage_since is not None
-        return max(job.received, self._outage_since) + self.retry_for
-
-    def _give_up_expired(self, now: float) -> None:
-        # Deadlines rise along the queue (jobs arrive in order), so expired ones are at its head.
-        while self._queue and self._deadline(self._queue[0]) < now:
-            job = self._dequeue()
-            self._give_up(job, job.last_error or "the pool stayed unreachable")
-
-    def _give_up(self, job: Job, reason: str) -> None:
-        self.counters.given_up += 1
+    def _give_up(self, end: End, now: float) -> None:
+        job = end.job
+        if self._keep(job):
+            return  # kept elsewhere (a spill file) until the pool can be reached again
         self._log_job(
-            logging.ERROR, job, "job %d on %s given up after %d attempt(s) over %.1f s: %s; message %s",
-            job.id, job.channel, job.attempts, time.monotonic() - job.received, reason, preview(job.body),
+            logging.ERROR, job, "job %d on %s given up: the pool was unreachable for %.1f s since it "
+            "arrived (retry_for %g s): %s; message %s",
+            job.id, job.channel, now - max(job.received, self.admission.unreachable_since),
+            self.admission.limits.retry_for, end.result.reason, preview(job.payload or job.body),
         )  # fmt: skip
-        self._settle(job, Result(Outcome.UNDELIVERED, reason))
+        self._ended(job, end.result)
 
     def _log_job(
-        self, level: int, job: Job, msg: str, *args: object, status: int | None = None,
-        elapsed_ms: float | None = None,
-    ) -> None:  # fmt: skip
+        self, level: int, job: Job, msg: str, *args: object, status: int = 0, elapsed_ms: float = -1.0
+    ) -> None:
         # Checked first: the journal fields are work that a suppressed line (INFO under
         # log_level = WARNING, on the hot path) should not cost.
         if self._log.isEnabledFor(level):
-            self._log.log(level, msg, *args, extra=_fields(job, status, elapsed_ms))
+            self._log.log(level, msg, *args, extra=job_fields(job, status, elapsed_ms))
 
 
-def _fields(job: Job, status: int | None = None, elapsed_ms: float | None = None) -> dict[str, object]:
+def job_fields(job: Job, status: int = 0, elapsed_ms: float = -1.0) -> dict[str, object]:
     """Structured journal fields for a job's log line (ignored by a plain stderr handler)."""
     fields: dict[str, object] = {"ASYNCPHP_CHANNEL": job.channel, "ASYNCPHP_REQUEST_ID": job.id}
-    if status is not None:
+    if job.message_id:
+        fields["ASYNCPHP_MESSAGE_ID"] = job.message_id
+    if status:
         fields["ASYNCPHP_STATUS"] = status
-    if elapsed_ms is not None:
+    if elapsed_ms >= 0:
         fields["ASYNCPHP_DURATION_MS"] = round(elapsed_ms, 1)
     return fields

@@ -5,29 +5,49 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
+
+import redis
 
 from asyncphp.core.jobs import Message
 from asyncphp.loop.redislink import Link
+from asyncphp.wire import replies
+
+CLOSED = "redis closed the connection"
 
 
 class PubSubSource:
     """One subscribed connection: open, hand on whatever has arrived, ping, unsubscribe, close."""
 
+    announce = True
+
     def __init__(
-        self, url: str, channels: Sequence[str], password_file: str | None, deliver: Callable[[Message], None]
+        self, url: str, channels: Sequence[str], password_file: str, deliver: Callable[[Message], None]
     ) -> None:
         self.channels = tuple(channels)
+        self.what = ", ".join(self.channels)
         self._deliver = deliver
         self.link = Link(url, password_file)
         self._unconfirmed = set(self.channels)
         self._subscribed: set[str] = set()
+        self._stopping = False
+        self._limit = (
+            "not read"  # the server's pub/sub output buffer limit, for a line saying why we were cut off
+        )
 
     def open(self) -> tuple[str, str]:
         """Connect and send SUBSCRIBE; returns where it connected and the server's version.
         Confirmation arrives later, through the socket; see :attr:`ready`."""
         self._unconfirmed, self._subscribed = set(self.channels), set()
         where = self.link.open()
+        try:
+            self._limit = (
+                replies.pubsub_output_limit(self.link.call("CONFIG", "GET", "client-output-buffer-limit"))
+                or "unknown"
+            )
+        except redis.ResponseError as exc:  # CONFIG may be renamed away or denied by an ACL
+            self._limit = f"not readable: {exc}"
         self.link.start()
         self.link.send("SUBSCRIBE", *self.channels)
         return where
@@ -41,8 +61,8 @@ class PubSubSource:
         return not self._unconfirmed
 
     @property
-    def unsubscribed(self) -> bool:
-        """True once Redis has acknowledged the UNSUBSCRIBE sent by :meth:`stop`."""
+    def settled(self) -> bool:
+        """Once stopping: Redis has confirmed the UNSUBSCRIBE, so nothing more will come."""
         return not self._subscribed and not self._unconfirmed
 
     @property
@@ -74,10 +94,35 @@ class PubSubSource:
         """Ask for a reply, so a silently dead connection shows up as one that stays silent."""
         self.link.send("PING")
 
+    def tick(self, now: float, free: int) -> None:
+        pass  # everything arrives through the socket
+
+    def wake_at(self, free: int) -> float:
+        return math.inf
+
     def stop(self) -> None:
         """Stop receiving; messages Redis sent before its confirmation are still handed on."""
-        self.link.send("UNSUBSCRIBE")
+        self._stopping = True
+        if self._subscribed or self._unconfirmed:  # else not connected: nothing will come
+            self.link.send("UNSUBSCRIBE")
+
+    def leave(self) -> None:
+        pass
+
+    def explain(self, reason: str) -> str:
+        if reason != CLOSED or self._stopping:
+            return reason
+        return (
+            f"{reason}; unless it restarted or was told to, the likely cause is its pub/sub output buffer "
+            f"limit ({self._limit}): this daemon read more slowly than messages came, and what was "
+            "buffered for it is lost. The durable mode (--stream) keeps messages in Redis instead"
+        )
+
+    def status(self) -> str:
+        return ""
 
     def close(self) -> None:
         """Drop the connection; safe to call more than once."""
         self.link.close()
+        self._subscribed.clear()
+        self._unconfirmed.clear()

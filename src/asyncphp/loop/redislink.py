@@ -26,11 +26,12 @@ from redis.connection import ConnectionInterface, ConnectionPool
 from redis.retry import Retry
 
 from asyncphp.redisurl import connection_pool
+from asyncphp.wire.replies import ReplyError, server_version
 
 CONNECT_TIMEOUT = 2.0  # seconds for connecting and each handshake step: the loop waits that long at most
 READ_SIZE = 65536
 
-Reply = Any  # bytes, int, list, None, or hiredis.ReplyError
+Reply = Any  # bytes, int, list, None, or ReplyError
 OnReply = Callable[[Reply], None]
 
 
@@ -41,13 +42,13 @@ def ignore(reply: Reply) -> None:
 class Link:
     """One Redis connection: blocking to open, non-blocking from then on."""
 
-    def __init__(self, url: str, password_file: str | None = None) -> None:
+    def __init__(self, url: str, password_file: str = "") -> None:
         self.url = url
         self._password_file = password_file
         self._pool: ConnectionPool | None = None
         self._connection: ConnectionInterface | None = None
         self._sock: socket.socket | None = None
-        self._reader = hiredis.Reader()
+        self._reader = hiredis.Reader(replyError=ReplyError)
         self._waiting: deque[OnReply] = deque()
         self.last_read = time.monotonic()
         self.version: tuple[int, ...] = ()  # the server's, once open
@@ -60,7 +61,7 @@ class Link:
             redis.RedisError, OSError: Redis is unreachable, refused us, or did not answer in time.
         """
         self.close()
-        self._reader = hiredis.Reader()  # nothing half-read from a previous connection
+        self._reader = hiredis.Reader(replyError=ReplyError)  # nothing half-read from before
         options: dict[str, Any] = {
             "socket_timeout": CONNECT_TIMEOUT,  # a Redis that accepts but never answers must not hang us
             "socket_connect_timeout": CONNECT_TIMEOUT,
@@ -80,10 +81,9 @@ class Link:
         except redis.exceptions.NoPermissionError:
             pass  # a least-privilege ACL user may do its job without being allowed INFO
         else:
-            for line in bytes(info).splitlines():
-                if line.startswith(b"redis_version:"):
-                    version = "redis " + line.split(b":", 1)[1].decode()
-                    self.version = tuple(int(n) for n in version[6:].split(".") if n.isdigit())
+            self.version = server_version(bytes(info))
+            if self.version:
+                version = "redis " + ".".join(map(str, self.version))
         pieces = dict(connection.repr_pieces())
         where = pieces["path"] if "path" in pieces else f"{pieces['host']}:{pieces['port']}"
         return str(where), version
@@ -123,7 +123,10 @@ class Link:
             raise redis.ConnectionError("the connection to redis is not open")
         packed = b"".join(self._connection.pack_command(*command))
         try:
-            sent = self._sock.send(packed)
+            try:
+                sent = self._sock.send(packed)
+            except (BlockingIOError, ssl.SSLWantWriteError):
+                sent = 0  # the send buffer is full for now: wait below, as for a partial send
             if sent < len(packed):
                 # The send buffer is full (a large dead letter, a slow Redis): finish within a bound
                 # rather than queue writes in the loop.
@@ -170,7 +173,7 @@ class Link:
                 return
             if self._waiting:
                 self._waiting.popleft()(reply)
-            elif isinstance(reply, hiredis.ReplyError):
+            elif isinstance(reply, ReplyError):
                 raise redis.ConnectionError(f"redis refused: {reply}")
             else:
                 yield reply

@@ -382,3 +382,25 @@ class DropReport:
         if count == 1:
             return f"dropped a message on {where} ({reasons}; {self.total} dropped so far): {first}"
         return f"dropped {count} messages on {where} ({reasons}; {self.total} dropped so far); first: {first}"
+
+
+class NoSpill:
+    """No ``state_dir``: nothing can be kept, so every overflowing message is dropped."""
+
+    path = Path("(no state_dir)")
+    max_bytes = 0
+    discarded_bytes = 0
+    pending = 0
+    pending_bytes = 0
+
+    def append(self, channel: str, payload: bytes, received: float) -> bool:
+        return False
+
+    def flush(self) -> None:
+        pass
+
+    def take(self, limit: int) -> list[SpilledMessage]:
+        return []
+
+    def close(self) -> None:
+        pass

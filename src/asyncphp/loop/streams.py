@@ -1,97 +1,102 @@
 """The durable source: Redis Streams read through a consumer group, acknowledged on the worker's result.
 
     XREADGROUP (no more entries than free request slots) ─▶ job ─▶ pool ─▶ result
-        2xx/3xx → XACK · 4xx or a bad message → dead letter + XACK
+        2xx/3xx → XACK · 4xx or a bad message → dead letter + XACK, as one script
         5xx, fatal error, pool unreachable → again after a growing delay, up to max_attempts, then
-        dead letter + XACK · still running at shutdown → left pending for another consumer
+        dead letter · still running at shutdown → left pending for another consumer
 
-Two connections, both driven by the event loop (``redislink``): one blocks in XREADGROUP, the
-other carries acknowledgements, dead letters, claims and lag queries, in order. An entry stays
-in this consumer's pending list until it is settled; while it is held here its idle time is
-reset (XCLAIM … JUSTID), so only the entries of a consumer that died reach ``claim_idle`` and
-are taken over by XAUTOCLAIM, here or on another host.
+What to do with each entry is decided by the ledger (``asyncphp.core.ledger``); this module sends
+its commands and reports the replies. Two connections, both driven by the event loop
+(``redislink``): one blocks in XREADGROUP, the other carries settles, claims and lag queries, in
+order.
 """
 
 from __future__ import annotations
 
 import functools
-import heapq
 import logging
+import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Any
 
-import hiredis
 import redis
 
-from asyncphp.core.jobs import Job, Message, Outcome, Result
+from asyncphp.core.jobs import Counters, Job, Message, Result
+from asyncphp.core.ledger import (
+    Ack,
+    Bury,
+    Claim,
+    Command,
+    Decision,
+    Deliver,
+    Entry,
+    Ledger,
+    Policy,
+    QueryLag,
+    Read,
+    Redeliver,
+    Released,
+    Retrying,
+    Touch,
+    id_key,
+)
 from asyncphp.logfmt import preview
-from asyncphp.loop.redislink import Link, ignore
-
-if TYPE_CHECKING:  # prometheus_client is only imported when metrics are on
-    from asyncphp.ops.metrics import Metrics
+from asyncphp.loop.redislink import Link, Reply
+from asyncphp.ops.metrics import Metrics
+from asyncphp.wire import replies
+from asyncphp.wire.replies import ReplyError
 
 DEAD_SUFFIX = ":dead"
 DEAD_MAXLEN = 100_000  # dead letters kept per stream (approximately)
 BLOCK_MS = 2000  # XREADGROUP waits this long for entries, then is sent again
 STDERR_EXCERPT = 2000  # bytes of the worker's stderr kept in a dead letter
-RETRY_DELAY_CAP = 300.0  # seconds
 
-
-@dataclass(slots=True)
-class Entry:
-    """A stream entry held by this consumer until it is settled."""
-
-    stream: str
-    id: str
-    payload: bytes
-    attempts: int  # deliveries so far, as Redis counts them (XPENDING)
-    touched: float = field(default_factory=time.monotonic)
+# The dead letter and the acknowledgement in one step, so they cannot come apart: if the XADD is
+# refused (WRONGTYPE, OOM, an ACL), the script stops before the XACK and the entry stays pending.
+# A resend (its first try was lost with a connection, and may have run) writes only if the entry
+# is still pending for this consumer.
+BURY_SCRIPT = """
+if ARGV[4] == '1' and #redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1, ARGV[3]) == 0 then
+    return false
+end
+local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], '*', unpack(ARGV, 6))
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+return id
+"""
 
 
 class StreamSource:
     def __init__(
         self,
         url: str,
+        password_file: str,
         streams: tuple[str, ...],
         *,
         group: str,
         consumer: str,
-        claim_idle: float,
-        max_attempts: int,
-        retry_delay: float,
-        password_file: str | None,
+        policy: Policy,
         deliver: Callable[[Message], None],
         resubmit: Callable[[Job], None],
+        counters: Counters,
+        metrics: Metrics,
         log: logging.Logger,
     ) -> None:
         self.streams = streams
         self.group = group
         self.consumer = consumer
-        self.claim_idle = claim_idle
-        self.max_attempts = max_attempts
-        self.retry_delay = retry_delay
+        self.what = f"stream {', '.join(streams)} (group {group}, consumer {consumer})"
+        self.announce = True
+        self.ledger = Ledger(streams, policy, self)
         self._deliver = deliver
         self._resubmit = resubmit
+        self._counters = counters
+        self._metrics = metrics
         self._log = log
         self.reader = Link(url, password_file)
         self.writer = Link(url, password_file)
-        self._held: dict[tuple[str, str], Entry] = {}
-        self._retries: list[tuple[float, int, Entry, Job]] = []  # a heap by due time
-        self._retry_seq = 0
-        self._acks: dict[str, list[str]] = {}
-        self._reading = False
-        self._read_sent = 0.0  # when the XREADGROUP now out was sent
-        self._claiming = False
-        self._claim_from: dict[str, str] = {}  # where each stream's XAUTOCLAIM scan goes on
-        self._stopped = False
-        self._next_claim = 0.0
-        self._next_touch = 0.0
-        self._next_lag = 0.0
-        self.lag: dict[str, int | None] = {}
-        self.dead = 0
-        self.metrics: Metrics | None = None
+        self._read_sent = math.inf  # when the XREADGROUP now out was sent
+        self.lag: dict[str, int] = {}
 
     # Connection.
 
@@ -108,20 +113,48 @@ class StreamSource:
             )
         self.writer.open()
         for stream in self.streams:
-            try:
-                # From "0": entries added while no daemon ever read this stream are work too.
-                self.writer.call("XGROUP", "CREATE", stream, self.group, "0", "MKSTREAM")
-            except redis.ResponseError as exc:
-                if "BUSYGROUP" not in str(exc):
-                    raise
+            self._create_group(stream, self.writer.call)
         self.reader.start()
         self.writer.start()
-        self._reading = self._claiming = False
-        self._next_touch = 0.0
-        self._next_claim = 0.0  # claim what dead consumers left, now
-        for held in self._held.values():
-            held.touched = 0.0  # touch at once: the outage may have made them look idle
+        self.ledger.lost()  # anything sent before and unconfirmed goes again
+        self._read_sent = math.inf
         return where
+
+    def _create_group(self, stream: str, call: Callable[..., Any]) -> None:
+        try:
+            call(*self._group_creation(stream))
+        except redis.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+            return
+        self._group_created(stream)
+
+    def _group_creation(self, stream: str) -> tuple[str, ...]:
+        # From "0" the first time: entries added while no daemon ever read this stream are work
+        # too. Once this daemon has read, from the last entry it read: a group that vanished
+        # (deleted, or Redis restarted without persistence) must not make the stream run again.
+        return "XGROUP", "CREATE", stream, self.group, self.ledger.last_read.get(stream, "0"), "MKSTREAM"
+
+    def _group_created(self, stream: str) -> None:
+        start = self.ledger.last_read.get(stream, "0")
+        if start != "0":
+            self._log.error(
+                "consumer group %s of stream %s was missing (deleted, or redis restarted without "
+                "persistence): re-created at %s, the last entry this daemon read, so that nothing "
+                "before it runs again; entries pending in the old group are no longer tracked",
+                self.group, stream, start,
+            )  # fmt: skip
+
+    def _recreate_groups(self) -> None:
+        for stream in self.streams:
+
+            def created(reply: Reply, stream: str = stream) -> None:
+                if not isinstance(reply, ReplyError):
+                    self._group_created(stream)
+                elif reply.code != "BUSYGROUP":
+                    raise redis.ConnectionError(f"XGROUP CREATE refused: {reply}")
+
+            self.writer.send(*self._group_creation(stream), on_reply=created)
 
     @property
     def ready(self) -> bool:
@@ -135,270 +168,237 @@ class StreamSource:
     def last_read(self) -> float:
         # A read out for longer than BLOCK_MS has gone unanswered: the reader's connection is
         # dead even if the writer's replies keep coming.
-        if self._reading and time.monotonic() - self._read_sent > BLOCK_MS / 1000 + 1:
+        if time.monotonic() - self._read_sent > BLOCK_MS / 1000 + 1:
             return min(self.reader.last_read, self._read_sent)
         return max(self.reader.last_read, self.writer.last_read)
 
     def ping(self) -> None:
-        self.writer.send("PING", on_reply=ignore)
+        self.writer.send("PING", on_reply=_ignore)
+
+    def explain(self, reason: str) -> str:
+        return reason
 
     def close(self) -> None:
         self.reader.close()
         self.writer.close()
 
-    # Receiving.
+    # Work.
 
-    def pull(self, free: int) -> None:
-        """Ask for at most ``free`` entries (the free request slots), unless a read is out."""
-        if self._stopped or self._reading or free <= 0:
+    def tick(self, now: float, free: int) -> None:
+        """Send what the ledger says is due: settles, retries, touches, claims, lag, a read."""
+        for command in self.ledger.plan(now, free):
+            self._send(command)
+
+    def wake_at(self, free: int) -> float:
+        return self.ledger.wake_at(free)
+
+    def _send(self, command: Command) -> None:
+        if isinstance(command, Ack):
+            self.writer.send(
+                "XACK", command.stream, self.group, *command.ids,
+                on_reply=functools.partial(self._acked, command),
+            )  # fmt: skip
+        elif isinstance(command, Bury):
+            self._bury(command)
+        elif isinstance(command, Redeliver):
+            entry = command.entry
+            self.writer.send(
+                "XCLAIM", entry.stream, self.group, self.consumer, 0, entry.id, "JUSTID",
+                "RETRYCOUNT", entry.deliveries + 1,
+                on_reply=functools.partial(self._redelivered, entry),
+            )  # fmt: skip
+        elif isinstance(command, Touch):
+            self.writer.send(
+                "XCLAIM", command.stream, self.group, self.consumer, 0, *command.ids, "JUSTID",
+                on_reply=self._checked,
+            )  # fmt: skip
+        elif isinstance(command, Claim):
+            self.writer.send(
+                "XAUTOCLAIM", command.stream, self.group, self.consumer,
+                int(self.ledger.policy.claim_idle * 1000), command.cursor, "COUNT", command.count,
+                on_reply=functools.partial(self._claimed, command.stream),
+            )  # fmt: skip
+        elif isinstance(command, QueryLag):
+            self.writer.send(
+                "XINFO", "GROUPS", command.stream, on_reply=functools.partial(self._on_groups, command.stream)
+            )
+        elif isinstance(command, Read):
+            self._read_sent = time.monotonic()
+            self.reader.send(
+                "XREADGROUP", "GROUP", self.group, self.consumer, "COUNT", command.count, "BLOCK", BLOCK_MS,
+                "STREAMS", *self.streams, *[">"] * len(self.streams), on_reply=self._on_entries,
+            )  # fmt: skip
+
+    # Replies.
+
+    def _on_entries(self, reply: Reply) -> None:
+        self._read_sent = math.inf
+        self.ledger.read_done()
+        if isinstance(reply, ReplyError):
+            self._refused_by_redis(reply, "XREADGROUP")
             return
-        self._reading = True
-        self._read_sent = time.monotonic()
-        count = max(1, free // len(self.streams))
-        self.reader.send(
-            "XREADGROUP", "GROUP", self.group, self.consumer, "COUNT", count, "BLOCK", BLOCK_MS,
-            "STREAMS", *self.streams, *[">"] * len(self.streams), on_reply=self._on_entries,
+        now = time.monotonic()
+        for stream, entries in replies.xreadgroup(reply):
+            for found in entries:
+                if self.ledger.stopped:
+                    return  # what this last read brought stays pending, for another consumer
+                self._carry_out(self.ledger.take(stream, found, 1, now))
+
+    def _claimed(self, stream: str, reply: Reply) -> None:
+        if isinstance(reply, ReplyError):
+            self.ledger.claim_done(stream, "0-0")
+            self._refused_by_redis(reply, "XAUTOCLAIM")
+            return
+        claim = replies.xautoclaim(reply)
+        self.ledger.claim_done(stream, claim.cursor)
+        if claim.deleted:
+            self._log.error(
+                "%d pending entr%s of %s no longer in the stream (trimmed by MAXLEN, or deleted): %s",
+                len(claim.deleted), "y" if len(claim.deleted) == 1 else "ies", stream,
+                ", ".join(claim.deleted[:20]),
+            )  # fmt: skip
+        if not claim.entries or self.ledger.stopped:
+            return  # what a claim brought while stopping stays pending, for whoever reads next
+        ids = [e.id for e in claim.entries]
+        self._log.warning(
+            "claimed %d entr%s of %s idle for over %g s from consumers that stopped",
+            len(ids), "y" if len(ids) == 1 else "ies", stream, self.ledger.policy.claim_idle,
         )  # fmt: skip
 
-    def _on_entries(self, reply: object) -> None:
-        self._reading = False
-        self._read_sent = 0.0
-        if self._stopped:
-            return  # what this last read brought stays pending, for another consumer to claim
-        if isinstance(reply, hiredis.ReplyError):
-            # NOGROUP: the stream or its group was deleted under us; reconnecting recreates both.
-            raise redis.ConnectionError(f"XREADGROUP refused: {reply}")
-        for stream, entries in reply or []:  # type: ignore[attr-defined]
-            for entry_id, fields in entries:
-                self._take(stream.decode(), entry_id.decode(), fields, attempts=1)
+        def counted(pending: Reply) -> None:
+            deliveries = {} if isinstance(pending, ReplyError) else replies.xpending_deliveries(pending)
+            now = time.monotonic()
+            for found in claim.entries:
+                if not self.ledger.stopped:
+                    self._carry_out(self.ledger.take(stream, found, deliveries.get(found.id, 2), now))
 
-    def _take(self, stream: str, entry_id: str, fields: list[bytes] | None, attempts: int) -> None:
-        key = (stream, entry_id)
-        if key in self._held:
-            return  # already ours (a claim raced with our own delivery)
-        values = dict(zip(fields[::2], fields[1::2], strict=True)) if fields else {}
-        entry = Entry(stream, entry_id, values.get(b"payload", b""), attempts)
-        self._held[key] = entry
-        if b"payload" not in values:
-            self.settle(entry, Result(Outcome.REJECTED, "the entry has no payload field"))
+        self.writer.send(
+            "XPENDING", stream, self.group, min(ids, key=id_key), max(ids, key=id_key),
+            len(ids) + len(self.ledger), self.consumer, on_reply=counted,
+        )  # fmt: skip
+
+    def _redelivered(self, entry: Entry, reply: Reply) -> None:
+        if isinstance(reply, ReplyError):
+            self._refused_by_redis(reply, "XCLAIM")
             return
-        if attempts > self.max_attempts:
-            # Delivered more often than allowed without ever being settled: it may be what killed
-            # the daemons that had it.
-            reason = f"delivered {attempts} times without an outcome (a daemon may have died on it)"
-            self._bury(entry, Result(Outcome.FAILED, reason))
+        present = entry.id in replies.xclaim_ids(reply)
+        self._carry_out(self.ledger.redelivered(entry, present, time.monotonic()))
+
+    def _acked(self, command: Ack, reply: Reply) -> None:
+        if isinstance(reply, ReplyError):
+            self._refused_by_redis(reply, "XACK")
             return
-        self._deliver(Message(stream, entry.payload, entry, entry_id, attempts))
+        for entry_id in command.ids:
+            entry = self.ledger.entry(command.stream, entry_id)
+            if entry is not None:
+                self.ledger.confirmed(entry)
 
-    # Settling.
-
-    def settle(self, entry: Entry, result: Result, job: Job | None = None) -> None:
-        """Acknowledge, dead-letter, or keep ``job`` (the entry's, when it ran) for a retry."""
-        # entry.attempts counts deliveries, as Redis does; the dispatcher's re-sends after pool
-        # faults (job.attempts) are not deliveries and do not bring the dead letter closer.
-        outcome = result.outcome
-        if outcome is Outcome.COMPLETED:
-            self._ack(entry)
-        elif outcome is Outcome.REJECTED:
-            self._bury(entry, result)
-        elif outcome in (Outcome.FAILED, Outcome.UNDELIVERED) and job is not None:
-            if entry.attempts >= self.max_attempts:
-                self._bury(entry, result)
-            else:
-                delay = min(RETRY_DELAY_CAP, self.retry_delay * 2 ** (entry.attempts - 1))
-                self._log.warning(
-                    "entry %s of %s: attempt %d of %d failed (%s); again in %.1f s",
-                    entry.id, entry.stream, entry.attempts, self.max_attempts,
-                    result.reason or result.outcome.value, delay,
-                    extra={"ASYNCPHP_CHANNEL": entry.stream, "ASYNCPHP_MESSAGE_ID": entry.id},
-                )  # fmt: skip
-                self._retry_seq += 1
-                heapq.heappush(self._retries, (time.monotonic() + delay, self._retry_seq, entry, job))
-        else:
-            # DROPPED or ABANDONED: it stays pending, for XAUTOCLAIM here or elsewhere.
-            self._held.pop((entry.stream, entry.id), None)
-
-    def _ack(self, entry: Entry) -> None:
-        self._held.pop((entry.stream, entry.id), None)
-        self._acks.setdefault(entry.stream, []).append(entry.id)
-
-    def _bury(self, entry: Entry, result: Result) -> None:
-        """Copy the entry to ``<stream>:dead`` with why, then acknowledge it."""
+    def _bury(self, command: Bury) -> None:
+        entry, result = command.entry, command.entry.result
         reason = result.reason or result.outcome.value
         fields: list[str | bytes | int] = [
-            "id", entry.id, "payload", entry.payload, "attempts", entry.attempts, "reason", reason,
-            "status", "" if result.status is None else result.status,
-            "stderr", result.stderr[:STDERR_EXCERPT], "daemon", self.consumer, "time", f"{time.time():.3f}",
+            "id", entry.id, "payload", entry.payload, "attempts", entry.deliveries, "reason", reason,
+            "status", result.status or "", "stderr", result.stderr[:STDERR_EXCERPT], "daemon", self.consumer,
+            "time", f"{time.time():.3f}",
         ]  # fmt: skip
+        self.writer.send(
+            "EVAL", BURY_SCRIPT, 2, entry.stream, entry.stream + DEAD_SUFFIX,
+            self.group, entry.id, self.consumer, int(command.only_if_pending), DEAD_MAXLEN, *fields,
+            on_reply=functools.partial(self._buried, entry, reason),
+        )  # fmt: skip
+
+    def _buried(self, entry: Entry, reason: str, reply: Reply) -> None:
+        fields = {"ASYNCPHP_CHANNEL": entry.stream, "ASYNCPHP_MESSAGE_ID": entry.id}
+        if isinstance(reply, ReplyError):
+            # Not stored, not acknowledged: it stays pending, to be claimed and buried later.
+            self._log.error(
+                "entry %s of %s stays pending: redis refused its dead letter: %s",
+                entry.id, entry.stream, reply, extra=fields,
+            )  # fmt: skip
+            self.ledger.refused(entry)
+            return
+        self.ledger.confirmed(entry)
+        if reply is None:
+            self._log.warning(
+                "entry %s of %s: its dead letter was sent before a lost connection and is not pending any "
+                "more; not written twice", entry.id, entry.stream, extra=fields,
+            )  # fmt: skip
+            return
+        self._counters.dead_lettered += 1
+        self._metrics.dead_lettered(entry.stream)
         self._log.error(
             "entry %s of %s dead-lettered to %s after %d attempt(s): %s; message %s",
-            entry.id, entry.stream, entry.stream + DEAD_SUFFIX, entry.attempts, reason,
-            preview(entry.payload), extra={"ASYNCPHP_CHANNEL": entry.stream, "ASYNCPHP_MESSAGE_ID": entry.id},
+            entry.id, entry.stream, entry.stream + DEAD_SUFFIX, entry.deliveries, reason,
+            preview(entry.payload), extra=fields,
         )  # fmt: skip
-        self.dead += 1
-        if self.metrics is not None:
-            self.metrics.dead_lettered(entry.stream)
 
-        def stored(reply: object) -> None:
-            # Acknowledged only once the dead letter is stored: a refused one (no room, wrong
-            # key type, an ACL) leaves the entry pending, to be claimed and buried again later.
-            if isinstance(reply, hiredis.ReplyError):
-                self._log.error(
-                    "entry %s of %s stays pending: redis refused its dead letter: %s",
-                    entry.id,
-                    entry.stream,
-                    reply,
-                )
-                self._held.pop((entry.stream, entry.id), None)
-            else:
-                self._ack(entry)
+    def _checked(self, reply: Reply) -> None:
+        if isinstance(reply, ReplyError):
+            self._refused_by_redis(reply, "XCLAIM")
 
-        try:
-            self.writer.send(
-                "XADD", entry.stream + DEAD_SUFFIX, "MAXLEN", "~", DEAD_MAXLEN, "*", *fields, on_reply=stored
-            )
-        except redis.ConnectionError:
-            # Not stored, not acknowledged: it stays pending, and is claimed (and buried) later.
-            self._held.pop((entry.stream, entry.id), None)
+    def _on_groups(self, stream: str, reply: Reply) -> None:
+        if isinstance(reply, ReplyError):
+            return  # the read will say NOGROUP if it matters
+        info = replies.xinfo_groups(reply).get(self.group)
+        if info is not None:
+            self.lag[stream] = info.lag
 
-    def _flush_acks(self) -> None:
-        for stream, ids in self._acks.items():
-            self.writer.send("XACK", stream, self.group, *ids, on_reply=_check)
-        self._acks.clear()
-
-    # Periodic work, from the event loop.
-
-    def tick(self, free: int) -> None:
-        """Acks out, retries due back in, claims and idle-time resets when due, then read."""
-        now = time.monotonic()
-        if self._acks:
-            self._flush_acks()
-        while not self._stopped and self._retries and self._retries[0][0] <= now and free > 0:
-            _, _, entry, job = self._retries[0]
-            # XCLAIM to ourselves counts the delivery in Redis, so a crash does not reset it.
-            self.writer.send("XCLAIM", entry.stream, self.group, self.consumer, 0, entry.id, on_reply=_check)
-            heapq.heappop(self._retries)
-            entry.attempts += 1
-            entry.touched = now
-            free -= 1
-            # The same job again, body and all: the message was decoded and counted once.
-            job.attempts, job.received, job.last_error = entry.attempts - 1, now, ""
-            self._resubmit(job)
-        if not self._stopped and now >= self._next_touch:
-            self._next_touch = now + self.claim_idle / 4
-            self._touch(now)
-        free -= len(self._retries)  # entries held for a retry will need their slots too
-        if not self._stopped and not self._claiming and now >= self._next_claim and free > 0:
-            self._next_claim = now + self.claim_idle / 2
-            self._claim(free)
-        if now >= self._next_lag:
-            self._next_lag = now + 5.0
-            for stream in self.streams:
-                self.writer.send(
-                    "XINFO", "GROUPS", stream, on_reply=functools.partial(self._on_groups, stream)
-                )
-        self.pull(free)
-
-    def wake_at(self) -> float | None:
-        return self._retries[0][0] if self._retries else None
-
-    def _touch(self, now: float) -> None:
-        """Reset the idle time of entries held here for a while, so nobody claims them from us."""
-        by_stream: dict[str, list[str]] = {}
-        for entry in self._held.values():
-            if now - entry.touched > self.claim_idle / 4:
-                entry.touched = now
-                by_stream.setdefault(entry.stream, []).append(entry.id)
-        for stream, ids in by_stream.items():
-            self.writer.send("XCLAIM", stream, self.group, self.consumer, 0, *ids, "JUSTID", on_reply=_check)
-
-    def _claim(self, free: int) -> None:
-        self._claiming = True
-        remaining = list(self.streams)
-
-        def claimed(stream: str, reply: object) -> None:
-            remaining.remove(stream)
-            if not remaining:
-                self._claiming = False
-            if self._stopped or isinstance(reply, hiredis.ReplyError) or not reply:
-                return
-            # Follow the scan: more idle entries may lie further on; come back next turn, not in
-            # claim_idle/2, until the scan wraps to 0-0.
-            cursor = reply[0].decode()  # type: ignore[index]
-            self._claim_from[stream] = cursor
-            if cursor != "0-0":
-                self._next_claim = 0.0
-            gone = [i.decode() for i in reply[2]] if len(reply) > 2 else []  # type: ignore[arg-type,index]
-            if gone:
-                self._log.error(
-                    "%d pending entr%s of %s no longer in the stream (trimmed by MAXLEN, or deleted): %s",
-                    len(gone), "y" if len(gone) == 1 else "ies", stream, ", ".join(gone[:20]),
-                )  # fmt: skip
-            entries = [(e[0].decode(), e[1]) for e in reply[1] if e[1] is not None]  # type: ignore[index]
-            if not entries:
-                return
-            ids = [entry_id for entry_id, _ in entries]
-            self._log.warning(
-                "claimed %d entr%s of %s idle for over %g s from consumers that stopped",
-                len(ids), "y" if len(ids) == 1 else "ies", stream, self.claim_idle,
-            )  # fmt: skip
-
-            def counted(pending: object) -> None:
-                if self._stopped:
-                    return  # claimed, but left pending for whoever reads next
-                deliveries = {}
-                if not isinstance(pending, hiredis.ReplyError):
-                    deliveries = {row[0].decode(): int(row[3]) for row in pending or []}  # type: ignore[attr-defined]
-                for entry_id, fields in entries:
-                    self._take(stream, entry_id, fields, attempts=deliveries.get(entry_id, 2))
-
-            self.writer.send(
-                "XPENDING", stream, self.group, min(ids, key=_id_key), max(ids, key=_id_key),
-                len(ids) + len(self._held),
-                self.consumer, on_reply=counted,
-            )  # fmt: skip
-
-        for stream in self.streams:
-            self.writer.send(
-                "XAUTOCLAIM", stream, self.group, self.consumer, int(self.claim_idle * 1000),
-                self._claim_from.get(stream, "0-0"),
-                "COUNT", max(1, free // len(self.streams)),
-                on_reply=functools.partial(claimed, stream),
-            )  # fmt: skip
-
-    def _on_groups(self, stream: str, reply: object) -> None:
-        if isinstance(reply, hiredis.ReplyError):
+    def _refused_by_redis(self, error: ReplyError, command: str) -> None:
+        if error.code == "NOGROUP":
+            # The group (or the stream) vanished under us: make it again where we were.
+            self._recreate_groups()
             return
-        for group in reply or []:  # type: ignore[attr-defined]
-            info = dict(zip(group[::2], group[1::2], strict=True))
-            if info.get(b"name") == self.group.encode():
-                lag = info.get(b"lag")
-                self.lag[stream] = int(lag) if isinstance(lag, int) else None
+        raise redis.ConnectionError(f"{command} refused: {error}")
+
+    # The ledger's decisions, carried out.
+
+    def _carry_out(self, decision: Decision) -> None:
+        if isinstance(decision, Deliver):
+            if decision.job is not None:
+                self._resubmit(decision.job)  # the same job: decoded and counted once
+            else:
+                self._deliver(decision.message)
+        elif isinstance(decision, Retrying):
+            entry = decision.entry
+            self._log.warning(
+                "entry %s of %s: attempt %d of %d failed (%s); again in %.1f s",
+                entry.id, entry.stream, entry.deliveries, self.ledger.policy.max_attempts,
+                entry.result.reason or entry.result.outcome.value, decision.delay,
+                extra={"ASYNCPHP_CHANNEL": entry.stream, "ASYNCPHP_MESSAGE_ID": entry.id},
+            )  # fmt: skip
+
+    # Origin: the daemon reports how each job made from an entry ended.
+
+    def ended(self, job: Job, result: Result) -> None:
+        self._carry_out(self.ledger.ended(job, result, time.monotonic()))
+
+    def rejected(self, message: Message, reason: str) -> None:
+        self._carry_out(self.ledger.rejected(message.channel, message.message_id, reason))
 
     # Stopping.
 
     def stop(self) -> None:
-        """Stop reading; what is held stays pending for another consumer unless it ends here."""
-        self._stopped = True
-        self._retries.clear()
+        """Stop reading; entries waiting for a retry are left pending for another consumer."""
+        for entry in self.ledger.stop():
+            self._carry_out(Released(entry))
 
-    def flush(self, timeout: float = 2.0) -> None:
-        """Send the last acks and wait (bounded) for Redis to confirm them."""
-        try:
-            self._flush_acks()
-            deadline = time.monotonic() + timeout
-            while self.writer.waiting and time.monotonic() < deadline:
-                self.writer.wait_readable(deadline - time.monotonic())
-                self.writer.drain()
-        except redis.ConnectionError:
-            pass
+    @property
+    def settled(self) -> bool:
+        return self.ledger.settled
+
+    def leave(self) -> None:
+        unsettled = self.ledger.unsettled
+        if unsettled:
+            self._log.error(
+                "%d settle(s) not confirmed by redis when the drain ended: those entries stay pending, and "
+                "run again after claim_idle here or elsewhere", unsettled,
+            )  # fmt: skip
+
+    def status(self) -> str:
+        lags = [lag for lag in self.lag.values() if lag >= 0]
+        lag = f"lag {sum(lags)} · " if lags else ""
+        return f"{lag}{self._counters.dead_lettered} dead-lettered"
 
 
-def _check(reply: object) -> None:
-    if isinstance(reply, hiredis.ReplyError):
-        raise redis.ConnectionError(f"redis refused: {reply}")
-
-
-def _id_key(entry_id: str) -> tuple[int, int]:
-    ms, _, seq = entry_id.partition("-")
-    return int(ms), int(seq or 0)
+def _ignore(reply: Reply) -> None:
+    pass

@@ -1,68 +1,46 @@
-"""Prometheus metrics, served in the text exposition format by prometheus_client from a thread
-of its own (``metrics_listen``, off by default). The event loop only increments counters."""
+"""The daemon's metrics, chosen once from the settings: :class:`Metrics` does nothing (the
+default: no call site asks whether metrics are on), ``serve()`` returns one that Prometheus
+scrapes. prometheus_client is imported only then."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
-
 from asyncphp.core.jobs import Outcome
-
-# Dispatch to complete answer: from a fast job (milliseconds) to the pool's request_terminate_timeout.
-BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 
 
 class Metrics:
-    def __init__(self, listen: str, in_flight: Callable[[], float], queued: Callable[[], float]) -> None:
-        host, _, port = listen.rpartition(":")
-        self.registry = CollectorRegistry()
-        r = self.registry
-        label = ["source"]  # the channel or stream
-        self._received = Counter("asyncphp_messages_received", "Messages received", label, registry=r)
-        self._rejected = Counter(
-            "asyncphp_messages_rejected", "Messages that could not become a job", label, registry=r
-        )
-        self._dispatched = Counter(
-            "asyncphp_jobs_dispatched", "Jobs handed to the pool (first attempts)", label, registry=r
-        )
-        self._retried = Counter(
-            "asyncphp_jobs_retried", "Attempts the pool could not take, tried again", label, registry=r
-        )
-        self._outcomes = Counter(
-            "asyncphp_jobs_ended", "Jobs by how they ended", [*label, "outcome"], registry=r
-        )
-        self._dead = Counter(
-            "asyncphp_jobs_dead_lettered", "Stream entries copied to <stream>:dead", label, registry=r
-        )
-        self._duration = Histogram(
-            "asyncphp_job_duration_seconds", "From dispatch to the pool's complete answer", label,
-            buckets=BUCKETS, registry=r,
-        )  # fmt: skip
-        Gauge("asyncphp_jobs_in_flight", "Requests open to the pool", registry=r).set_function(in_flight)
-        Gauge("asyncphp_jobs_queued", "Jobs waiting for a free request slot", registry=r).set_function(queued)
-        self.server, _ = start_http_server(int(port), addr=host.strip("[]"), registry=r)
+    """Metrics that are off: every method does nothing."""
 
     def received(self, source: str) -> None:
-        self._received.labels(source).inc()
+        pass
 
     def rejected(self, source: str) -> None:
-        self._rejected.labels(source).inc()
+        pass
 
     def dispatched(self, source: str) -> None:
-        self._dispatched.labels(source).inc()
+        pass
 
     def retried(self, source: str) -> None:
-        self._retried.labels(source).inc()
+        pass
 
-    def ended(self, source: str, outcome: Outcome, seconds: float | None) -> None:
-        self._outcomes.labels(source, outcome.value).inc()
-        if seconds is not None:
-            self._duration.labels(source).observe(seconds)
+    def ended(self, source: str, outcome: Outcome, seconds: float) -> None:
+        pass
 
     def dead_lettered(self, source: str) -> None:
-        self._dead.labels(source).inc()
+        pass
+
+    def spilled(self, source: str) -> None:
+        pass
 
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        pass
+
+
+def serve(listen: str, in_flight: Callable[[], float], queued: Callable[[], float]) -> Metrics:
+    """Metrics served on ``listen`` (host:port); "" means off."""
+    if not listen:
+        return Metrics()
+    from asyncphp.ops.prometheus import PrometheusMetrics
+
+    return PrometheusMetrics(listen, in_flight, queued)

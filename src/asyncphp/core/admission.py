@@ -1,0 +1,188 @@
+"""Admission: which job goes to the pool next, and what a failed request means for its job.
+
+The pool is the scarce thing. At most ``max_in_flight`` requests are open; the rest wait here,
+bounded in count and bytes. A failed request is one of three things (``Failure``), each with its
+own budget:
+
+- *the pool cannot be reached* (no socket, refused, backlog full, OVERLOADED): an outage of the
+  pool, which ends the moment it accepts a connection again. Dispatching pauses with backoff. A
+  job is given up only when the pool has been unreachable, without a break, for ``retry_for``
+  since the job arrived: time spent queued behind healthy slow jobs never counts, and a long
+  outage does not hand each queued job a fresh ``retry_for`` in turn.
+- *the request reached the pool and was lost before any answer* (a child killed mid-request): it
+  may have run, so it is the job's own failed attempt, retried up to the job's ``max_attempt``
+  whatever other jobs do; ``ASYNCPHP_ATTEMPT`` rises with it.
+- *it ran, or may have, and its outcome is unknown*: it ends as failed, never retried.
+
+Pure: the dispatcher (``asyncphp.loop.pool``) reports what happened with ``now`` and carries out
+what comes back. Nothing here touches a socket or reads a clock.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from asyncphp.core.backoff import Backoff
+from asyncphp.core.jobs import Failure, Job, Outcome, Result
+
+BACKOFF_FIRST = 0.05  # seconds
+BACKOFF_CAP = 2.0  # seconds: a pool back from a restart is used again within this
+HEALTHY = math.inf  # "unreachable since" while the pool is reachable: no deadline is ever reached
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """What may change on SIGHUP."""
+
+    max_in_flight: int = 5
+    max_queued: int = 100_000
+    max_queued_bytes: int = 256 << 20
+    retry_for: float = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class Retry:
+    """The job is back at the head of the queue; dispatching resumes in ``delay`` seconds."""
+
+    job: Job
+    attempt: int  # the attempt that failed
+    delay: float
+
+
+@dataclass(frozen=True, slots=True)
+class End:
+    """The job is over: hand ``result`` to its origin."""
+
+    job: Job
+    result: Result
+
+
+Verdict = Retry | End
+
+
+class Admission:
+    def __init__(self, limits: Limits) -> None:
+        self.limits = limits
+        self._queue: deque[Job] = deque()
+        self._queued_bytes = 0
+        self.in_flight = 0
+        self._paused_until = 0.0
+        self._backoff = Backoff(BACKOFF_FIRST, BACKOFF_CAP)
+        self.unreachable_since = HEALTHY
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
+
+    @property
+    def queued_bytes(self) -> int:
+        return self._queued_bytes
+
+    @property
+    def idle(self) -> bool:
+        return not self.in_flight and not self._queue
+
+    @property
+    def free(self) -> int:
+        """Request slots no job is waiting for: what a durable source may read."""
+        return self.limits.max_in_flight - self.in_flight - len(self._queue)
+
+    def has_room(self, size: int, now: float) -> bool:
+        """Whether a new job of ``size`` bytes may be offered: a free slot it would take at once,
+        or room in the queue."""
+        if not self._queue and self.in_flight < self.limits.max_in_flight and now >= self._paused_until:
+            return True
+        return (
+            len(self._queue) < self.limits.max_queued
+            and self._queued_bytes + size <= self.limits.max_queued_bytes
+        )
+
+    def offer(self, job: Job) -> None:
+        """Queue ``job`` (the caller asked :meth:`has_room` first)."""
+        self._queue.append(job)
+        self._queued_bytes += len(job.body)
+
+    def expire(self, now: float, limit: int = 1000) -> list[End]:
+        """Jobs whose ``retry_for`` of pool outage has run out, given up; at most ``limit`` at a
+        time, so that a long queue given up at once cannot stall the loop (the rest follow next
+        turn: :meth:`wake_at` says so)."""
+        ended: list[End] = []
+        while self._queue and len(ended) < limit and self._deadline(self._queue[0]) <= now:
+            job = self._take()
+            reason = job.last_error or "the pool stayed unreachable"
+            ended.append(End(job, Result(Outcome.UNDELIVERED, reason)))
+        return ended
+
+    def start(self, now: float) -> Iterator[Job]:
+        """Jobs to send now, one at a time, as long as slots are free and dispatching is not
+        paused. The caller reports each job's fate before asking for the next, so a job that
+        cannot reach the pool pauses the rest, and one lost at once may come round again."""
+        while self._queue and self.in_flight < self.limits.max_in_flight and now >= self._paused_until:
+            self._paused_until = 0.0
+            self.in_flight += 1
+            yield self._take()
+
+    def reached(self) -> None:
+        """A connection to the pool was accepted: whatever outage there was is over."""
+        self.unreachable_since = HEALTHY
+        self._backoff.reset()
+        self._paused_until = 0.0
+
+    def answered(self) -> None:
+        """A started job's request ended with a complete answer."""
+        self.in_flight -= 1
+
+    def failed(self, job: Job, failure: Failure, reason: str, now: float) -> Verdict:
+        """A started job's request ended without a complete answer: retry it, or end it."""
+        self.in_flight -= 1
+        job.last_error = reason
+        if failure is Failure.UNREACHABLE:
+            if self.unreachable_since == HEALTHY:
+                self.unreachable_since = now
+            delay = self._backoff.next()
+            self._paused_until = now + delay
+            if self._deadline(job) <= now:
+                return End(job, Result(Outcome.UNDELIVERED, reason))
+            self._requeue(job)
+            return Retry(job, job.attempt, delay)
+        if failure is Failure.LOST and job.attempt < job.max_attempt:
+            job.attempt += 1
+            self._requeue(job)
+            return Retry(job, job.attempt - 1, 0.0)
+        if failure is Failure.LOST:
+            reason = f"{reason} (attempt {job.attempt} of {job.max_attempt})"
+        return End(job, Result(Outcome.FAILED, reason))
+
+    def wake_at(self) -> float:
+        """When there is work no socket event will bring: a backoff's end, or the first give-up;
+        ``inf`` when there is none."""
+        if not self._queue:
+            return math.inf
+        return min(self._paused_until if self._paused_until else math.inf, self._deadline(self._queue[0]))
+
+    def clear(self) -> list[Job]:
+        """Everything still queued, removed (at the end of a drain)."""
+        jobs = list(self._queue)
+        self._queue.clear()
+        self._queued_bytes = 0
+        return jobs
+
+    def _deadline(self, job: Job) -> float:
+        return max(job.received, self.unreachable_since) + self.limits.retry_for
+
+    def _take(self) -> Job:
+        job = self._queue.popleft()
+        self._queued_bytes -= len(job.body)
+        return job
+
+    def _requeue(self, job: Job) -> None:
+        # At the head, where it came from; among the jobs that failed together (at most
+        # max_in_flight of them) in the order they came, so that an outage does not reverse them.
+        at = 0
+        while at < len(self._queue) and self._queue[at].id < job.id and at < self.limits.max_in_flight:
+            at += 1
+        self._queue.insert(at, job)
+        self._queued_bytes += len(job.body)

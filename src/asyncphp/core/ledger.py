@@ -1,0 +1,361 @@
+"""The stream ledger: every entry this consumer holds, from delivery to a settle Redis confirmed.
+
+    delivered ─▶ RUNNING ─▶ ended ─┬▶ COMPLETED ─────────────────────▶ ack ──┬▶ SETTLING ─▶ confirmed: gone
+                                   ├▶ REJECTED, or out of attempts ─▶ bury ─┘
+                                   ├▶ FAILED/UNDELIVERED ─▶ WAITING ─▶ due: XCLAIM counts it ─▶ RUNNING
+                                   └▶ DROPPED/ABANDONED ─▶ released: stays pending, for XAUTOCLAIM
+
+A settle (ack, or dead letter and ack as one script) leaves the ledger only when Redis confirms
+it. One lost with its connection is sent again after the reconnect; a dead letter sent again is
+written only if the entry is still pending for this consumer, so a script that ran before the
+connection died is not run twice. While an entry is held its idle time is reset (touched), so
+only a consumer that died has its entries claimed by another.
+
+Pure: the stream source (``asyncphp.loop.streams``) sends what :meth:`Ledger.plan` returns and
+reports the replies. Nothing here touches a socket or reads a clock.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from dataclasses import dataclass
+
+from asyncphp.core.jobs import Job, Message, Origin, Outcome, Result
+from asyncphp.wire.replies import StreamEntry
+
+RETRY_DELAY_CAP = 300.0  # seconds
+COMPLETED = Result(Outcome.COMPLETED)
+LAG_INTERVAL = 5.0  # seconds between XINFO GROUPS for the STATUS= line
+
+
+class Hold(enum.Enum):
+    RUNNING = "running"  # with the dispatcher
+    WAITING = "waiting"  # failed; tried again at ``due``
+    REDELIVERING = "redelivering"  # XCLAIM sent to count the next delivery
+    TO_SETTLE = "to settle"  # its settle is decided, not yet sent
+    SETTLING = "settling"  # its settle is sent, not yet confirmed
+
+
+class Settle(enum.Enum):
+    ACK = "ack"
+    BURY = "bury"  # dead letter and ack, as one script
+
+
+@dataclass(slots=True)
+class Entry:
+    stream: str
+    id: str
+    payload: bytes
+    deliveries: int  # as Redis counts them, this delivery included
+    touched: float
+    hold: Hold = Hold.RUNNING
+    due: float = 0.0  # when WAITING
+    settle: Settle = Settle.ACK  # when TO_SETTLE or SETTLING
+    result: Result = COMPLETED  # why, for a dead letter
+    resent: bool = False  # its settle was lost with a connection: a dead letter only if still pending
+    job: Job | None = None  # the job again, for a retry: decoded and counted once
+
+
+# What to send. The stream source turns each into Redis commands and reports the replies.
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    stream: str
+    ids: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Bury:
+    entry: Entry
+    only_if_pending: bool  # a resend: the first may have run before its connection died
+
+
+@dataclass(frozen=True, slots=True)
+class Redeliver:
+    entry: Entry
+
+
+@dataclass(frozen=True, slots=True)
+class Touch:
+    stream: str
+    ids: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    stream: str
+    cursor: str
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class Read:
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class QueryLag:
+    stream: str
+
+
+Command = Ack | Bury | Redeliver | Touch | Claim | Read | QueryLag
+
+
+# What became of an entry, for the source to carry out (and log).
+
+
+@dataclass(frozen=True, slots=True)
+class Deliver:
+    """Hand this to the daemon: a message to decode (first delivery or claim) or a job again."""
+
+    message: Message
+    job: Job | None = None  # set for a retry: the same job, attempt raised
+
+
+@dataclass(frozen=True, slots=True)
+class Retrying:
+    entry: Entry
+    delay: float
+
+
+@dataclass(frozen=True, slots=True)
+class Settling:
+    entry: Entry
+
+
+@dataclass(frozen=True, slots=True)
+class Released:
+    """No longer held here; it stays pending in Redis for XAUTOCLAIM (here or elsewhere)."""
+
+    entry: Entry
+
+
+@dataclass(frozen=True, slots=True)
+class Ignored:
+    """Already held here (a claim raced with our own delivery), or not ours any more."""
+
+
+Decision = Deliver | Retrying | Settling | Released | Ignored
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    claim_idle: float = 60.0
+    max_attempts: int = 5
+    retry_delay: float = 1.0
+
+
+class Ledger:
+    def __init__(self, streams: tuple[str, ...], policy: Policy, origin: Origin) -> None:
+        self.streams = streams
+        self.policy = policy
+        self._origin = origin  # what jobs made from these entries report their end to
+        self._held: dict[tuple[str, str], Entry] = {}
+        self.last_read: dict[str, str] = {}  # the newest id delivered to us per stream, for a lost group
+        self._claim_from: dict[str, str] = {}
+        self.reading = False
+        self._claiming: set[str] = set()
+        self.stopped = False
+        self._next_touch = 0.0
+        self._next_claim = 0.0
+        self._next_lag = 0.0
+
+    def __len__(self) -> int:
+        return len(self._held)
+
+    @property
+    def unsettled(self) -> int:
+        """Settles waiting to be sent or confirmed."""
+        return sum(1 for e in self._held.values() if e.hold in (Hold.TO_SETTLE, Hold.SETTLING))
+
+    @property
+    def settled(self) -> bool:
+        return not self.unsettled
+
+    def entry(self, stream: str, entry_id: str) -> Entry | None:
+        return self._held.get((stream, entry_id))
+
+    # Entries in.
+
+    def take(self, stream: str, found: StreamEntry, deliveries: int, now: float) -> Decision:
+        """An entry delivered to this consumer (by XREADGROUP or a claim)."""
+        key = (stream, found.id)
+        if key in self._held:
+            return Ignored()
+        if _newer(found.id, self.last_read.get(stream, "0-0")):
+            self.last_read[stream] = found.id
+        payload = found.fields.get(b"payload")
+        entry = Entry(stream, found.id, payload or b"", deliveries, now)
+        self._held[key] = entry
+        if payload is None:
+            reason = "the entry has no payload field"
+            return self._settle(entry, Settle.BURY, Result(Outcome.REJECTED, reason))
+        if deliveries > self.policy.max_attempts:
+            # Delivered more often than allowed without ever being settled: it may be what
+            # killed the daemons that had it.
+            reason = f"delivered {deliveries} times without an outcome (a daemon may have died on it)"
+            return self._settle(entry, Settle.BURY, Result(Outcome.FAILED, reason))
+        return Deliver(self._message(entry))
+
+    def rejected(self, stream: str, entry_id: str, reason: str) -> Decision:
+        """The message could not become a job: dead-letter it."""
+        entry = self._held.get((stream, entry_id))
+        if entry is None or entry.hold is not Hold.RUNNING:
+            return Ignored()
+        return self._settle(entry, Settle.BURY, Result(Outcome.REJECTED, f"bad message: {reason}"))
+
+    # Entries out.
+
+    def ended(self, job: Job, result: Result, now: float) -> Decision:
+        """The job made from an entry ended: acknowledge, dead-letter, retry later, or release."""
+        entry = self._held.get((job.channel, job.message_id))
+        if entry is None or entry.hold is not Hold.RUNNING:
+            return Ignored()
+        outcome = result.outcome
+        if outcome is Outcome.COMPLETED:
+            return self._settle(entry, Settle.ACK, result)
+        if outcome is Outcome.REJECTED:
+            return self._settle(entry, Settle.BURY, result)
+        if outcome in (Outcome.FAILED, Outcome.UNDELIVERED) and not self.stopped:
+            if entry.deliveries >= self.policy.max_attempts:
+                return self._settle(entry, Settle.BURY, result)
+            delay = min(RETRY_DELAY_CAP, self.policy.retry_delay * 2 ** (entry.deliveries - 1))
+            entry.hold, entry.due, entry.job, entry.result = Hold.WAITING, now + delay, job, result
+            return Retrying(entry, delay)
+        # DROPPED or ABANDONED, or a failure while stopping: another consumer takes it over.
+        del self._held[(entry.stream, entry.id)]
+        return Released(entry)
+
+    def _settle(self, entry: Entry, settle: Settle, result: Result) -> Decision:
+        entry.hold, entry.settle, entry.result, entry.job = Hold.TO_SETTLE, settle, result, None
+        return Settling(entry)
+
+    # Replies.
+
+    def confirmed(self, entry: Entry) -> None:
+        """Redis confirmed the entry's settle: it is no longer ours to care about."""
+        if self._held.get((entry.stream, entry.id)) is entry and entry.hold is Hold.SETTLING:
+            del self._held[(entry.stream, entry.id)]
+
+    def refused(self, entry: Entry) -> None:
+        """Redis refused the settle (no room, wrong key type, an ACL): the entry stays pending, to
+        be claimed and settled again later, here or elsewhere."""
+        if self._held.get((entry.stream, entry.id)) is entry:
+            del self._held[(entry.stream, entry.id)]
+
+    def redelivered(self, entry: Entry, present: bool, now: float) -> Decision:
+        """The XCLAIM counting a retry's delivery came back; ``present``: still pending for us."""
+        if self._held.get((entry.stream, entry.id)) is not entry or entry.hold is not Hold.REDELIVERING:
+            return Ignored()
+        job = entry.job
+        if not present or job is None or self.stopped:
+            del self._held[(entry.stream, entry.id)]
+            return Released(entry)
+        entry.deliveries += 1
+        entry.hold, entry.touched, entry.job = Hold.RUNNING, now, None
+        job.attempt = job.max_attempt = entry.deliveries
+        job.received, job.last_error, job.counted = now, "", False
+        return Deliver(self._message(entry), job)
+
+    def read_done(self) -> None:
+        self.reading = False
+
+    def claim_done(self, stream: str, cursor: str) -> None:
+        """An XAUTOCLAIM came back: follow its scan next turn until it wraps to 0-0."""
+        self._claiming.discard(stream)
+        self._claim_from[stream] = cursor
+        if cursor != "0-0":
+            self._next_claim = 0.0
+
+    def lost(self) -> None:
+        """The connection died: whatever was sent and not confirmed is sent again once back."""
+        self.reading = False
+        self._claiming.clear()
+        for entry in self._held.values():
+            if entry.hold is Hold.SETTLING:
+                entry.hold, entry.resent = Hold.TO_SETTLE, True
+            elif entry.hold is Hold.REDELIVERING:
+                entry.hold, entry.due = Hold.WAITING, 0.0
+            entry.touched = -math.inf  # touch at once: the outage may have made it look idle
+        self._next_touch = self._next_claim = 0.0
+
+    def stop(self) -> list[Entry]:
+        """Stop taking entries; those waiting for a retry are released (another consumer takes
+        them over, their next delivery counted). Running ones end through :meth:`ended`."""
+        self.stopped = True
+        waiting = [e for e in self._held.values() if e.hold in (Hold.WAITING, Hold.REDELIVERING)]
+        for entry in waiting:
+            del self._held[(entry.stream, entry.id)]
+        return waiting
+
+    # What to send.
+
+    def plan(self, now: float, free: int) -> list[Command]:
+        """Everything due now, settles first; ``free`` request slots may be filled."""
+        commands: list[Command] = []
+        acks: dict[str, list[str]] = {}
+        for entry in self._held.values():
+            if entry.hold is Hold.TO_SETTLE:
+                entry.hold = Hold.SETTLING
+                if entry.settle is Settle.ACK:
+                    acks.setdefault(entry.stream, []).append(entry.id)
+                else:
+                    commands.append(Bury(entry, only_if_pending=entry.resent))
+        commands += [Ack(stream, tuple(ids)) for stream, ids in acks.items()]
+        if self.stopped:
+            return commands
+        waiting = sorted((e for e in self._held.values() if e.hold is Hold.WAITING), key=lambda e: e.due)
+        for entry in waiting:
+            if entry.due > now or free <= 0:
+                break
+            entry.hold = Hold.REDELIVERING
+            commands.append(Redeliver(entry))
+            free -= 1
+        free -= sum(1 for e in waiting if e.hold is Hold.WAITING)  # they will need their slots too
+        if now >= self._next_touch:
+            self._next_touch = now + self.policy.claim_idle / 4
+            commands += self._touch(now)
+        if not self._claiming and now >= self._next_claim and free > 0:
+            self._next_claim = now + self.policy.claim_idle / 2
+            count = max(1, free // len(self.streams))
+            for stream in self.streams:
+                self._claiming.add(stream)
+                commands.append(Claim(stream, self._claim_from.get(stream, "0-0"), count))
+        if now >= self._next_lag:
+            self._next_lag = now + LAG_INTERVAL
+            commands += [QueryLag(stream) for stream in self.streams]
+        if not self.reading and free > 0:
+            self.reading = True
+            commands.append(Read(max(1, free // len(self.streams))))
+        return commands
+
+    def wake_at(self, free: int) -> float:
+        """When :meth:`plan` has work due that no reply brings (``inf``: none)."""
+        due = min((e.due for e in self._held.values() if e.hold is Hold.WAITING), default=math.inf)
+        return due if free > 0 and not self.stopped else math.inf
+
+    def _touch(self, now: float) -> list[Command]:
+        """Reset the idle time of entries held here for a while, so nobody claims them from us."""
+        by_stream: dict[str, list[str]] = {}
+        for entry in self._held.values():
+            if now - entry.touched > self.policy.claim_idle / 4:
+                entry.touched = now
+                by_stream.setdefault(entry.stream, []).append(entry.id)
+        return [Touch(stream, tuple(ids)) for stream, ids in by_stream.items()]
+
+    def _message(self, entry: Entry) -> Message:
+        # No retries by the dispatcher itself: a failed delivery comes back here, to wait and be
+        # counted by Redis (max_attempt = this delivery).
+        deliveries = entry.deliveries
+        return Message(entry.stream, entry.payload, self._origin, entry.id, deliveries, deliveries)
+
+
+def id_key(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def _newer(a: str, b: str) -> bool:
+    return id_key(a) > id_key(b)
