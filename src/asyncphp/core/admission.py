@@ -72,6 +72,7 @@ class Admission:
         self._paused_until = 0.0
         self._backoff = Backoff(BACKOFF_FIRST, BACKOFF_CAP)
         self.unreachable_since = HEALTHY
+        self._outage_reason = ""  # why the pool could not be reached, for jobs that never tried
 
     @property
     def queued(self) -> int:
@@ -112,7 +113,7 @@ class Admission:
         ended: list[End] = []
         while self._queue and len(ended) < limit and self._deadline(self._queue[0]) <= now:
             job = self._take()
-            reason = job.last_error or "the pool stayed unreachable"
+            reason = job.last_error or self._outage_reason
             ended.append(End(job, Result(Outcome.UNDELIVERED, reason)))
         return ended
 
@@ -140,6 +141,7 @@ class Admission:
         self.in_flight -= 1
         job.last_error = reason
         if failure is Failure.UNREACHABLE:
+            self._outage_reason = reason
             if self.unreachable_since == HEALTHY:
                 self.unreachable_since = now
             delay = self._backoff.next()

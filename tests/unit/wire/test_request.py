@@ -5,7 +5,7 @@ from flup.server.fcgi_base import FCGI_PARAMS, FCGI_STDIN
 from asyncphp import __version__
 from asyncphp.wire.fastcgi import parse_pairs
 from asyncphp.wire.request import RequestBuilder
-from tests.unit.test_fastcgi import flup_records
+from tests.unit.wire.test_fastcgi import flup_records
 
 
 def test_cgi_params_a_php_worker_expects() -> None:

@@ -1,0 +1,190 @@
+"""Admission decisions with a fake clock: what runs next, and what a failed request costs whom."""
+
+from __future__ import annotations
+
+import math
+
+from asyncphp.core.admission import HEALTHY, Admission, End, Limits, Retry
+from asyncphp.core.jobs import Failure, Job, Outcome
+
+
+def job(n: int, at: float, max_attempt: int = 5, size: int = 10) -> Job:
+    return Job(n, "commands", b"x" * size, at, max_attempt=max_attempt)
+
+
+def started(admission: Admission, now: float) -> list[int]:
+    return [j.id for j in admission.start(now)]
+
+
+def test_jobs_queued_behind_a_slow_job_are_not_given_up_once_the_pool_answers() -> None:
+    # Case 1: --max-in-flight 1 --retry-for 2. The pool's socket is missing for the first job,
+    # then the pool starts and runs it for 5 s; three jobs queue behind it meanwhile.
+    a = Admission(Limits(max_in_flight=1, retry_for=2.0))
+    first = job(1, 0.0)
+    a.offer(first)
+    assert started(a, 0.0) == [1]
+    verdict = a.failed(first, Failure.UNREACHABLE, "no socket", 0.0)
+    assert isinstance(verdict, Retry) and a.unreachable_since == 0.0
+    for n in (2, 3, 4):
+        a.offer(job(n, 0.01 * n))
+    assert started(a, 0.5) == [1]
+    a.reached()  # the pool accepted the connection: the outage is over, before any answer
+    assert a.unreachable_since == HEALTHY
+    for now in (1.0, 2.5, 4.0, 5.4):
+        assert a.expire(now) == [], "time queued behind a healthy slow job never counts"
+    a.answered()
+    assert started(a, 5.5) == [2]
+
+
+def test_a_poison_job_ends_after_its_own_attempts_whatever_other_jobs_do() -> None:
+    # Case 2: a job php-fpm kills mid-request, under a steady stream of good jobs.
+    a = Admission(Limits(max_in_flight=5, retry_for=5.0))
+    poison = job(1, 0.0, max_attempt=5)
+    a.offer(poison)
+    attempts = []
+    now = 0.0
+    verdict: Retry | End | None = None
+    n = 2
+    while verdict is None or isinstance(verdict, Retry):
+        assert started(a, now) == [1]
+        a.reached()
+        attempts.append(poison.attempt)
+        for _ in range(50):  # a second of good jobs between each of its attempts
+            good = job(n, now)
+            n += 1
+            a.offer(good)
+            assert started(a, now) == [good.id]
+            a.reached()
+            a.answered()
+            now += 0.02
+        verdict = a.failed(poison, Failure.LOST, "reset before any answer", now)
+    assert attempts == [1, 2, 3, 4, 5]
+    assert isinstance(verdict, End) and verdict.result.outcome is Outcome.FAILED
+    assert "attempt 5 of 5" in verdict.result.reason
+
+
+def test_given_up_only_after_retry_for_of_unbroken_outage_since_it_arrived() -> None:
+    a = Admission(Limits(max_in_flight=1, retry_for=2.0))
+    probe = job(1, 0.0)
+    a.offer(probe)
+    assert started(a, 0.0) == [1]
+    a.failed(probe, Failure.UNREACHABLE, "refused", 0.0)  # the outage starts at 0
+    late = job(2, 1.0)  # arrives during the outage: its own 2 s start at 1
+    a.offer(late)
+    assert [e.job.id for e in a.expire(1.99)] == []
+    assert [e.job.id for e in a.expire(2.0)] == [1]
+    assert a.expire(2.99) == []
+    (end,) = a.expire(3.0)
+    assert end.job is late and end.result.outcome is Outcome.UNDELIVERED and end.result.reason == "refused"
+
+
+def test_a_long_outage_does_not_hand_each_queued_job_a_fresh_retry_for() -> None:
+    a = Admission(Limits(max_in_flight=1, retry_for=60.0))
+    for n in range(1, 101):
+        a.offer(job(n, 0.0))
+    head = next(a.start(0.0))
+    a.failed(head, Failure.UNREACHABLE, "refused", 10.0)
+    # Every job was there when the outage began: all share its deadline, 70 s.
+    assert a.expire(69.9) == []
+    assert len(a.expire(70.0, limit=1000)) == 100
+
+
+def test_a_break_in_the_outage_restarts_every_clock() -> None:
+    a = Admission(Limits(max_in_flight=1, retry_for=2.0))
+    j = job(1, 0.0)
+    a.offer(j)
+    assert started(a, 0.0) == [1]
+    a.failed(j, Failure.UNREACHABLE, "refused", 0.0)
+    assert started(a, 1.9) == [1]
+    a.reached()
+    a.failed(j, Failure.LOST, "reset before any answer", 1.9)  # reached it: its own attempt
+    assert started(a, 1.9) == [1]
+    a.failed(j, Failure.UNREACHABLE, "refused", 1.95)  # a new outage from 1.95
+    assert a.expire(3.9) == []
+    assert [e.job.id for e in a.expire(3.95)] == [1]
+
+
+def test_unreachable_pauses_dispatching_with_growing_backoff_and_reaching_resets_it() -> None:
+    a = Admission(Limits(max_in_flight=1, retry_for=60.0))
+    j = job(1, 0.0)
+    a.offer(j)
+    delays = []
+    now = 0.0
+    for _ in range(7):
+        assert started(a, now) == [1]
+        verdict = a.failed(j, Failure.UNREACHABLE, "refused", now)
+        assert isinstance(verdict, Retry)
+        delays.append(verdict.delay)
+        assert started(a, now + verdict.delay - 0.001) == [], "paused until the backoff ends"
+        assert a.wake_at() == now + verdict.delay
+        now += verdict.delay
+    assert delays == [0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 2.0]
+    assert j.attempt == 1, "a request that never reached the pool is not an attempt"
+    assert started(a, now) == [1]
+    a.reached()
+    a.failed(j, Failure.UNREACHABLE, "refused", now)
+    assert a.wake_at() == now + 0.05
+
+
+def test_a_request_that_may_have_run_is_never_retried() -> None:
+    a = Admission(Limits())
+    j = job(1, 0.0)
+    a.offer(j)
+    assert started(a, 0.0) == [1]
+    verdict = a.failed(j, Failure.BROKEN, "reset after the worker began to answer", 0.0)
+    assert isinstance(verdict, End) and verdict.result.outcome is Outcome.FAILED
+    assert a.idle
+
+
+def test_a_stream_job_lost_before_any_answer_goes_back_to_its_ledger() -> None:
+    # A stream entry's job may not be retried by the dispatcher: its ledger retries it later,
+    # counted by Redis (max_attempt is the delivery).
+    a = Admission(Limits())
+    j = Job(1, "jobs", b"x", 0.0, attempt=3, max_attempt=3)
+    a.offer(j)
+    assert started(a, 0.0) == [1]
+    verdict = a.failed(j, Failure.LOST, "reset", 0.0)
+    assert isinstance(verdict, End) and verdict.result.outcome is Outcome.FAILED and j.attempt == 3
+
+
+def test_room_counts_jobs_and_bytes_and_a_free_slot_takes_a_job_even_with_no_queue() -> None:
+    a = Admission(Limits(max_in_flight=1, max_queued=2, max_queued_bytes=25))
+    assert a.has_room(1000, 0.0), "a free slot takes it at once"
+    a.offer(job(1, 0.0, size=1000))
+    assert started(a, 0.0) == [1]
+    assert a.has_room(10, 0.0)
+    a.offer(job(2, 0.0))
+    assert not a.has_room(16, 0.0), "bytes"
+    a.offer(job(3, 0.0))
+    assert not a.has_room(1, 0.0), "count"
+    assert a.queued == 2 and a.queued_bytes == 20 and a.free == -2
+    zero = Admission(Limits(max_in_flight=1, max_queued=0))
+    assert zero.has_room(10, 0.0)
+    zero.offer(job(1, 0.0))
+    assert not zero.has_room(10, 0.0)
+
+
+def test_jobs_that_failed_together_keep_their_order() -> None:
+    a = Admission(Limits(max_in_flight=3))
+    jobs = [job(n, 0.0) for n in (1, 2, 3, 4)]
+    for j in jobs:
+        a.offer(j)
+    running = list(a.start(0.0))
+    assert [j.id for j in running] == [1, 2, 3]
+    a.reached()
+    for j in reversed(running):
+        a.failed(j, Failure.LOST, "reset", 0.0)
+    assert started(a, 0.0) == [1, 2, 3]
+
+
+def test_expire_is_bounded_per_call_and_wake_at_says_when() -> None:
+    a = Admission(Limits(max_in_flight=1, retry_for=1.0))
+    for n in range(1, 2502):
+        a.offer(job(n, 0.0))
+    head = next(a.start(0.0))
+    a.failed(head, Failure.UNREACHABLE, "refused", 0.0)
+    assert a.wake_at() == 0.05
+    assert len(a.expire(5.0)) == 1000
+    assert a.wake_at() <= 5.0, "more to give up: wake at once"
+    assert len(a.expire(5.0)) == 1000 and len(a.expire(5.0)) == 501
+    assert a.wake_at() == math.inf and a.idle

@@ -1,0 +1,220 @@
+"""The stream ledger with a fake clock: settles confirmed before an entry is let go, settles lost
+with a connection sent again, retries counted, claims and touches on schedule."""
+
+from __future__ import annotations
+
+from asyncphp.core.jobs import NOWHERE, Job, Outcome, Result
+from asyncphp.core.ledger import (
+    Ack,
+    Bury,
+    Claim,
+    Command,
+    Deliver,
+    Hold,
+    Ledger,
+    Policy,
+    QueryLag,
+    Read,
+    Redeliver,
+    Released,
+    Retrying,
+    Settling,
+    Touch,
+)
+from asyncphp.wire.replies import StreamEntry
+
+STREAM = "jobs"
+
+
+def ledger(**policy: float) -> Ledger:
+    return Ledger((STREAM,), Policy(**policy), NOWHERE)  # type: ignore[arg-type]
+
+
+def entry(entry_id: str, payload: bytes | None = b'{"n": 1}') -> StreamEntry:
+    return StreamEntry(entry_id, {} if payload is None else {b"payload": payload})
+
+
+def job_for(decision: object, n: int = 1) -> Job:
+    assert isinstance(decision, Deliver)
+    m = decision.message
+    return Job(
+        n, m.channel, b"n=1", 0.0, attempt=m.attempt, max_attempt=m.max_attempt, message_id=m.message_id
+    )
+
+
+def of(kind: type, commands: list[Command]) -> list[Command]:
+    return [c for c in commands if isinstance(c, kind)]
+
+
+def test_an_entry_is_let_go_only_once_its_ack_is_confirmed() -> None:
+    book = ledger()
+    job = job_for(book.take(STREAM, entry("1-0"), 1, 0.0))
+    assert isinstance(book.ended(job, Result(Outcome.COMPLETED), 1.0), Settling)
+    assert not book.settled
+    (ack,) = of(Ack, book.plan(1.0, 0))
+    assert ack == Ack(STREAM, ("1-0",))
+    assert of(Ack, book.plan(1.1, 0)) == [], "sent once"
+    record = book.entry(STREAM, "1-0")
+    assert record is not None and record.hold is Hold.SETTLING
+    book.confirmed(record)
+    assert book.settled and len(book) == 0
+
+
+def test_a_dead_letter_written_while_draining_is_still_sent_and_confirmed() -> None:
+    # Case 3: a durable job answering 422 while SIGTERM drains.
+    book = ledger()
+    job = job_for(book.take(STREAM, entry("1-0"), 1, 0.0))
+    book.stop()
+    assert isinstance(book.ended(job, Result(Outcome.REJECTED, "the worker failed", 422), 1.0), Settling)
+    assert not book.settled, "the drain must wait for it"
+    (bury,) = book.plan(1.0, 5)  # nothing else while stopped: no read, claim, touch or retry
+    assert isinstance(bury, Bury) and not bury.only_if_pending
+    book.confirmed(bury.entry)
+    assert book.settled
+
+
+def test_a_settle_lost_with_its_connection_is_sent_again_and_only_if_still_pending() -> None:
+    # Case 4: the connection drops while the dead letter is being written.
+    book = ledger(claim_idle=60.0)
+    job = job_for(book.take(STREAM, entry("1-0"), 1, 0.0))
+    book.ended(job, Result(Outcome.REJECTED, "the worker failed", 422), 1.0)
+    (first,) = of(Bury, book.plan(1.0, 0))
+    book.lost()
+    assert not book.settled
+    (again,) = of(Bury, book.plan(2.0, 0))
+    assert again.entry is first.entry and again.only_if_pending, "the first may have run"
+    book.confirmed(again.entry)
+    assert book.settled and len(book) == 0, "not held (and touched) forever"
+
+
+def test_a_refused_dead_letter_lets_the_entry_go_pending_so_it_is_claimed_later() -> None:
+    book = ledger(claim_idle=4.0)
+    job = job_for(book.take(STREAM, entry("1-0"), 1, 0.0))
+    book.ended(job, Result(Outcome.REJECTED, "the worker failed", 422), 0.5)
+    (bury,) = of(Bury, book.plan(0.5, 0))
+    book.refused(bury.entry)
+    assert len(book) == 0 and book.settled
+    assert of(Touch, book.plan(10.0, 0)) == [], "no longer touched: its idle time grows"
+
+
+def test_failures_wait_a_doubling_delay_then_come_back_counted_and_are_buried_at_the_last() -> None:
+    book = ledger(max_attempts=3, retry_delay=0.5)
+    job = job_for(book.take(STREAM, entry("1-0"), 1, 0.0))
+    now = 0.0
+    for delivery, delay in ((1, 0.5), (2, 1.0)):
+        decision = book.ended(job, Result(Outcome.FAILED, "status 500", 500), now)
+        assert isinstance(decision, Retrying) and decision.delay == delay
+        assert book.wake_at(1) == now + delay
+        assert of(Redeliver, book.plan(now + delay - 0.01, 1)) == []
+        assert of(Redeliver, book.plan(now + delay, 0)) == [], "only into a free slot"
+        (redeliver,) = of(Redeliver, book.plan(now + delay, 1))
+        now += delay
+        again = book.redelivered(redeliver.entry, True, now)
+        assert isinstance(again, Deliver) and again.job is job, "the same job, decoded once"
+        assert job.attempt == job.max_attempt == delivery + 1 and not job.counted
+    assert isinstance(book.ended(job, Result(Outcome.FAILED, "status 500", 500), now), Settling)
+    (bury,) = of(Bury, book.plan(now, 1))
+    assert bury.entry.deliveries == 3 and bury.entry.result.status == 500
+
+
+def test_a_retry_no_longer_pending_is_let_go() -> None:
+    book = ledger(retry_delay=0.1)
+    job = job_for(book.take(STREAM, entry("1-0"), 1, 0.0))
+    book.ended(job, Result(Outcome.FAILED, "status 500", 500), 0.0)
+    (redeliver,) = of(Redeliver, book.plan(0.1, 1))
+    assert isinstance(book.redelivered(redeliver.entry, False, 0.2), Released)
+    assert len(book) == 0
+
+
+def test_a_redelivery_lost_with_its_connection_is_sent_again() -> None:
+    book = ledger(retry_delay=0.1)
+    job = job_for(book.take(STREAM, entry("1-0"), 1, 0.0))
+    book.ended(job, Result(Outcome.FAILED, "status 500", 500), 0.0)
+    (first,) = of(Redeliver, book.plan(0.1, 1))
+    book.lost()
+    (again,) = of(Redeliver, book.plan(0.2, 1))
+    assert again.entry is first.entry
+    assert isinstance(book.redelivered(again.entry, True, 0.3), Deliver)
+    assert job.attempt == 2
+
+
+def test_dropped_and_abandoned_jobs_release_their_entries() -> None:
+    book = ledger()
+    for n, outcome in enumerate((Outcome.DROPPED, Outcome.ABANDONED)):
+        job = job_for(book.take(STREAM, entry(f"{n + 1}-0"), 1, 0.0))
+        assert isinstance(book.ended(job, Result(outcome), 1.0), Released)
+    assert len(book) == 0 and book.settled
+
+
+def test_stopping_releases_entries_waiting_for_a_retry_and_fails_no_more() -> None:
+    book = ledger()
+    waiting = job_for(book.take(STREAM, entry("1-0"), 1, 0.0))
+    running = job_for(book.take(STREAM, entry("2-0"), 1, 0.0), 2)
+    book.ended(waiting, Result(Outcome.FAILED, "500", 500), 0.0)
+    assert [e.id for e in book.stop()] == ["1-0"]
+    assert isinstance(book.ended(running, Result(Outcome.FAILED, "500", 500), 1.0), Released)
+    assert book.wake_at(5) == float("inf")
+
+
+def test_entries_without_a_payload_or_delivered_too_often_are_buried_at_once() -> None:
+    book = ledger(max_attempts=5)
+    assert isinstance(book.take(STREAM, entry("1-0", payload=None), 1, 0.0), Settling)
+    assert isinstance(book.take(STREAM, entry("2-0"), 6, 0.0), Settling)
+    buried = of(Bury, book.plan(0.0, 0))
+    assert [b.entry.result.reason for b in buried] == [
+        "the entry has no payload field",
+        "delivered 6 times without an outcome (a daemon may have died on it)",
+    ]
+
+
+def test_a_bad_message_is_buried_with_its_reason() -> None:
+    book = ledger()
+    book.take(STREAM, entry("1-0", b"not json"), 1, 0.0)
+    assert isinstance(book.rejected(STREAM, "1-0", "not JSON"), Settling)
+    (bury,) = of(Bury, book.plan(0.0, 0))
+    assert bury.entry.result.reason == "bad message: not JSON"
+
+
+def test_the_last_id_read_is_kept_for_a_group_that_vanishes() -> None:
+    book = ledger()
+    for entry_id in ("5-1", "12-0", "7-3"):
+        book.take(STREAM, entry(entry_id), 1, 0.0)
+    assert book.last_read == {STREAM: "12-0"}
+    assert not isinstance(book.take(STREAM, entry("12-0"), 1, 0.0), Deliver), "already held"
+
+
+def test_reads_are_bounded_by_free_slots_and_one_at_a_time() -> None:
+    book = ledger()
+    assert of(Read, book.plan(0.0, 0)) == []
+    assert of(Read, book.plan(0.0, 3)) == [Read(3)]
+    assert of(Read, book.plan(0.1, 3)) == [], "one XREADGROUP out at a time"
+    book.read_done()
+    assert of(Read, book.plan(0.2, 3)) == [Read(3)]
+
+
+def test_claims_every_half_claim_idle_and_follow_the_scan_until_it_wraps() -> None:
+    book = ledger(claim_idle=10.0)
+    assert of(Claim, book.plan(0.0, 2)) == [Claim(STREAM, "0-0", 2)]
+    assert of(Claim, book.plan(1.0, 2)) == [], "one claim out at a time"
+    book.claim_done(STREAM, "42-0")
+    assert of(Claim, book.plan(1.0, 2)) == [Claim(STREAM, "42-0", 2)], "more idle entries further on"
+    book.claim_done(STREAM, "0-0")
+    assert of(Claim, book.plan(5.9, 2)) == [], "the scan wrapped: next at claim_idle/2 after the last"
+    assert of(Claim, book.plan(6.0, 2)) == [Claim(STREAM, "0-0", 2)]
+
+
+def test_held_entries_are_touched_so_nobody_claims_them_from_a_live_consumer() -> None:
+    book = ledger(claim_idle=8.0)
+    book.plan(0.0, 0)
+    job_for(book.take(STREAM, entry("1-0"), 1, 0.0))
+    assert of(Touch, book.plan(1.0, 0)) == []
+    assert of(Touch, book.plan(2.5, 0)) == [Touch(STREAM, ("1-0",))]
+    book.lost()
+    assert of(Touch, book.plan(2.6, 0)) == [Touch(STREAM, ("1-0",))], "at once after a reconnect"
+
+
+def test_lag_is_asked_every_five_seconds() -> None:
+    book = ledger()
+    assert of(QueryLag, book.plan(0.0, 0)) == [QueryLag(STREAM)]
+    assert of(QueryLag, book.plan(4.9, 0)) == []
+    assert of(QueryLag, book.plan(5.0, 0)) == [QueryLag(STREAM)]

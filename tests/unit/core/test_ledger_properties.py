@@ -1,0 +1,227 @@
+"""The ledger's invariants over generated histories (hypothesis), against a model of what Redis
+keeps for the group (its pending entries, acknowledgements and dead letters), with connections
+that die before a command runs or after it ran but before its reply came back:
+
+- nothing is acknowledged before its job ended (or it was found unrunnable);
+- an entry leaves the ledger as settled only once Redis has it acknowledged;
+- no entry is dead-lettered twice, however often its settle is sent again;
+- a delivery's attempt number never goes backwards;
+- once connections hold and replies come, every settle is confirmed.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+from asyncphp.core.jobs import Job, Message, Outcome, Result
+from asyncphp.core.ledger import (
+    Ack,
+    Bury,
+    Claim,
+    Command,
+    Decision,
+    Deliver,
+    Ledger,
+    Policy,
+    QueryLag,
+    Read,
+    Redeliver,
+    Released,
+    Touch,
+)
+from asyncphp.wire.replies import StreamEntry
+
+STREAM = "jobs"
+MAX_ATTEMPTS = 3
+
+
+@dataclass
+class Group:
+    """What Redis keeps for the consumer group: enough to judge the ledger's commands."""
+
+    added: list[str] = field(default_factory=list)
+    delivered: int = 0  # entries handed out by XREADGROUP so far
+    pending: dict[str, int] = field(default_factory=dict)  # id → delivery count
+    acked: Counter[str] = field(default_factory=Counter)
+    dead: Counter[str] = field(default_factory=Counter)
+
+
+class NoOrigin:
+    def ended(self, job: Job, result: Result) -> None:
+        pass
+
+    def rejected(self, message: Message, reason: str) -> None:
+        pass
+
+
+class LedgerMachine(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.book = Ledger(
+            (STREAM,), Policy(claim_idle=10.0, max_attempts=MAX_ATTEMPTS, retry_delay=0.5), NoOrigin()
+        )
+        self.redis = Group()
+        self.now = 0.0
+        self.outbox: list[Command] = []  # sent, not yet run by Redis
+        self.inbox: list[tuple[Command, object]] = []  # run, reply not yet read
+        self.running: dict[str, Job] = {}  # entry id → its job, with the dispatcher
+        self.finished: set[str] = set()  # entries whose job ended, or that were unrunnable
+        self.attempts: dict[str, list[int]] = {}
+        self.released: set[str] = set()
+
+    # The world.
+
+    @rule(count=st.integers(1, 3))
+    def publish(self, count: int) -> None:
+        for _ in range(count):
+            self.redis.added.append(f"{len(self.redis.added) + 1}-0")
+
+    @rule(seconds=st.sampled_from([0.0, 0.1, 0.5, 1.0, 3.0]))
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+    @rule(free=st.integers(0, 3))
+    def plan(self, free: int) -> None:
+        self.outbox += self.book.plan(self.now, free)
+
+    @precondition(lambda self: self.outbox)
+    @rule()
+    def redis_runs_one(self) -> None:
+        command = self.outbox.pop(0)
+        self.inbox.append((command, self._run(command)))
+
+    @precondition(lambda self: self.inbox)
+    @rule()
+    def reply_arrives(self) -> None:
+        command, reply = self.inbox.pop(0)
+        self._reply(command, reply)
+
+    @rule()
+    def connection_dies(self) -> None:
+        # Commands not yet run are lost; those run have their replies lost.
+        self.outbox.clear()
+        self.inbox.clear()
+        self.book.lost()
+
+    @precondition(lambda self: self.running)
+    # Weighted towards the outcomes that settle: they are what the invariants are about.
+    @rule(
+        data=st.data(),
+        outcome=st.sampled_from([*Outcome, Outcome.REJECTED, Outcome.REJECTED, Outcome.COMPLETED]),
+    )
+    def job_ends(self, data: st.DataObject, outcome: Outcome) -> None:
+        entry_id = data.draw(st.sampled_from(sorted(self.running)))
+        job = self.running.pop(entry_id)
+        self.finished.add(entry_id)
+        self._carry_out(self.book.ended(job, Result(outcome, outcome.value), self.now), entry_id)
+
+    # Redis, as the model runs the ledger's commands.
+
+    def _run(self, command: Command) -> object:
+        r = self.redis
+        if isinstance(command, Ack):
+            for entry_id in command.ids:
+                assert entry_id in self.finished, f"{entry_id} acknowledged before its job ended"
+                if r.pending.pop(entry_id, None) is not None:
+                    r.acked[entry_id] += 1
+            return len(command.ids)
+        if isinstance(command, Bury):
+            entry_id = command.entry.id
+            assert entry_id in self.finished, f"{entry_id} dead-lettered before its job ended"
+            if command.only_if_pending and entry_id not in r.pending:
+                return None
+            r.dead[entry_id] += 1
+            if r.pending.pop(entry_id, None) is not None:
+                r.acked[entry_id] += 1
+            return b"dead-id"
+        if isinstance(command, Redeliver):
+            entry_id = command.entry.id
+            if entry_id not in r.pending:
+                return []
+            r.pending[entry_id] = command.entry.deliveries + 1  # RETRYCOUNT
+            return [entry_id]
+        if isinstance(command, Read):
+            fresh = r.added[r.delivered : r.delivered + command.count]
+            r.delivered += len(fresh)
+            for entry_id in fresh:
+                r.pending[entry_id] = 1
+            return fresh
+        assert isinstance(command, (Touch, Claim, QueryLag))
+        return None
+
+    def _reply(self, command: Command, reply: object) -> None:
+        if isinstance(command, Ack):
+            for entry_id in command.ids:
+                entry = self.book.entry(command.stream, entry_id)
+                if entry is not None:
+                    self.book.confirmed(entry)
+        elif isinstance(command, Bury):
+            self.book.confirmed(command.entry)
+        elif isinstance(command, Redeliver):
+            present = command.entry.id in reply  # type: ignore[operator]
+            self._carry_out(self.book.redelivered(command.entry, present, self.now), command.entry.id)
+        elif isinstance(command, Read):
+            self.book.read_done()
+            for entry_id in reply:  # type: ignore[attr-defined]
+                found = StreamEntry(entry_id, {b"payload": b"{}"} if entry_id[0] != "7" else {})
+                self._carry_out(self.book.take(STREAM, found, 1, self.now), entry_id)
+        elif isinstance(command, Claim):
+            self.book.claim_done(command.stream, "0-0")
+
+    def _carry_out(self, decision: Decision, entry_id: str) -> None:
+        if isinstance(decision, Deliver):
+            m = decision.message
+            fresh = Job(0, m.channel, b"", self.now, m.attempt, m.max_attempt, message_id=m.message_id)
+            job = decision.job or fresh
+            self.finished.discard(entry_id)
+            self.running[entry_id] = job
+            self.attempts.setdefault(entry_id, []).append(job.attempt)
+        elif isinstance(decision, Released):
+            self.released.add(entry_id)
+        elif entry_id not in self.running:
+            self.finished.add(entry_id)  # settled at once: unrunnable (no payload), or too often delivered
+
+    # Invariants.
+
+    @invariant()
+    def let_go_only_when_acknowledged_or_released(self) -> None:
+        for entry_id in self.finished - self.released:
+            if self.book.entry(STREAM, entry_id) is None:
+                assert self.redis.acked[entry_id] >= 1, f"{entry_id} let go without an acknowledgement"
+
+    @invariant()
+    def never_dead_lettered_twice(self) -> None:
+        assert all(count == 1 for count in self.redis.dead.values()), self.redis.dead
+
+    @invariant()
+    def attempts_never_go_back(self) -> None:
+        for numbers in self.attempts.values():
+            assert numbers == sorted(numbers) and numbers[-1] <= MAX_ATTEMPTS + 1
+
+    def teardown(self) -> None:
+        # Jobs end, connections hold, replies come: every settle gets confirmed.
+        for _ in range(200):
+            for entry_id, job in list(self.running.items()):
+                del self.running[entry_id]
+                self.finished.add(entry_id)
+                self._carry_out(self.book.ended(job, Result(Outcome.COMPLETED), self.now), entry_id)
+            self.now += 3.0
+            self.plan(0)
+            while self.outbox:
+                self.redis_runs_one()
+            while self.inbox:
+                self.reply_arrives()
+            if self.book.settled and not self.running:
+                break
+        assert self.book.settled
+        self.let_go_only_when_acknowledged_or_released()
+        self.never_dead_lettered_twice()
+
+
+LedgerMachine.TestCase.settings = settings(max_examples=500, stateful_step_count=80, deadline=None)
+test_ledger_invariants = LedgerMachine.TestCase

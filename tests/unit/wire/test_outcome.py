@@ -1,0 +1,39 @@
+"""A complete FastCGI response → how the job ended."""
+
+from __future__ import annotations
+
+import pytest
+
+from asyncphp.core.jobs import Outcome
+from asyncphp.wire.fastcgi import FCGI_OVERLOADED, FCGI_REQUEST_COMPLETE, Response
+from asyncphp.wire.outcome import Refused, result_of
+
+
+def response(status: int = 200, app_status: int = 0, protocol: int = FCGI_REQUEST_COMPLETE) -> Response:
+    head = b"Content-type: text/html\r\n\r\n" if status == 200 else b"Status: %d Oops\r\n\r\n" % status
+    return Response(head=head, stderr=b"PHP Fatal error" if status >= 500 else b"", app_status=app_status,
+                    protocol_status=protocol)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("status", "app_status", "outcome", "reason"),
+    [
+        (200, 0, Outcome.COMPLETED, ""),
+        (302, 0, Outcome.COMPLETED, ""),
+        (404, 0, Outcome.REJECTED, "the worker failed"),
+        (422, 0, Outcome.REJECTED, "the worker failed"),
+        (500, 0, Outcome.FAILED, "the worker failed"),
+        (503, 0, Outcome.FAILED, "the worker failed"),
+        (200, 255, Outcome.FAILED, "the worker exited with status 255"),
+    ],
+)
+def test_status_and_app_status_decide_the_outcome(
+    status: int, app_status: int, outcome: Outcome, reason: str
+) -> None:
+    result = result_of(response(status, app_status), 0.25)
+    assert (result.outcome, result.reason, result.status, result.seconds) == (outcome, reason, status, 0.25)
+
+
+def test_a_refusal_by_the_pool_is_not_an_outcome() -> None:
+    with pytest.raises(Refused, match="FastCGI protocol status 2"):
+        result_of(response(protocol=FCGI_OVERLOADED), 0.0)
