@@ -50,6 +50,28 @@ def test_xreadgroup_entries_per_stream_and_a_timed_out_block() -> None:
 
 
 def test_xautoclaim_on_redis_7_and_on_6_2() -> None:
+    seven = parsed(resp([b"5-0", [[b"3-0", [b"payload", b"{}"]]], [b"4-0"]]))
+    claim = replies.xautoclaim(seven)
+    assert (claim.cursor, [e.id for e in claim.entries], claim.deleted) == ("5-0", ["3-0"], ["4-0"])
+    # 6.2: no third element; an entry trimmed away comes back with nil fields.
+    six = parsed(resp([b"0-0", [[b"3-0", [b"payload", b"{}"]], [b"4-0", None]]]))
+    claim = replies.xautoclaim(six)
+    assert (claim.cursor, [e.id for e in claim.entries], claim.deleted) == ("0-0", ["3-0"], ["4-0"])
+
+
+def test_xpending_extended_rows_give_the_delivery_counts() -> None:
+    reply = parsed(resp([[b"3-0", b"host1", 61000, 2], [b"7-1", b"host1", 60500, 5]]))
+    assert replies.xpending_deliveries(reply) == {"3-0": 2, "7-1": 5}
+    assert replies.xpending_deliveries(parsed(resp([]))) == {}
+
+
+def test_xclaim_ids_with_and_without_justid() -> None:
+    assert replies.xclaim_ids(parsed(resp([b"3-0", b"4-0"]))) == ["3-0", "4-0"]
+    assert replies.xclaim_ids(parsed(resp([[b"3-0", [b"payload", b"{}"]], None]))) == ["3-0"]
+    assert replies.xclaim_ids(parsed(resp([]))) == []
+
+
+def test_xinfo_groups_with_and_without_lag() -> None:
     fields = [b"name", b"asyncphp", b"consumers", 2, b"pending", 3, b"last-delivered-id", b"9-0"]
     seven = parsed(resp([[*fields, b"entries-read", 9, b"lag", 4]]))
     assert replies.xinfo_groups(seven)["asyncphp"] == replies.GroupInfo(
