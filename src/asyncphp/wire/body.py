@@ -121,7 +121,15 @@ def decode_message(payload: bytes) -> dict[str, Any]:
     """The JSON object in ``payload``, accepted only where PHP's ``json_decode()`` accepts it
     (see :func:`form_body` for its depth limit)."""
     try:
-        value = json.loads(payload.decode("utf-8"), parse_constant=reject_json_constant)
+        text = payload.decode("utf-8")
+        try:
+            value = json.loads(text, parse_constant=reject_json_constant)
+        except ValueError as exc:
+            if "integer string conversion" not in str(exc):
+                raise
+            # Python refuses integers of over 4,300 digits (sys.get_int_max_str_digits());
+            # json_decode() makes a float of them, INF here. Only such messages pay for parse_int.
+            value = json.loads(text, parse_constant=reject_json_constant, parse_int=_php_int)
     except UnicodeDecodeError as exc:
         raise BadMessage(f"not UTF-8 ({exc.reason} at byte {exc.start})") from None
     except RecursionError:
@@ -131,6 +139,12 @@ def decode_message(payload: bytes) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise BadMessage(f"JSON {type(value).__name__}, not an object")
     return value
+
+
+def _php_int(digits: str) -> int | float:
+    if len(digits.lstrip("-")) <= 4300:
+        return int(digits)
+    return float(digits)  # past any float too: inf, as json_decode() gives
 
 
 def reject_json_constant(name: str) -> Any:

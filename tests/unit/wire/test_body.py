@@ -41,6 +41,8 @@ PAYLOADS = [
     '{"a": 9223372036854775808, "b": -9223372036854775809, "c": 12345678901234567890}',
     '{"a": 1e400, "b": -1e400}',
     '{"a": 1' + "0" * 400 + ', "b": -1' + "0" * 400 + "}",  # integers past float's range
+    # Past Python's 4,300-digit limit for int(): json_decode() makes INF of them, so must we.
+    '{"a": 9' + "9" * 5000 + ', "b": -' + "1" * 4400 + ', "c": [' + "7" * 4301 + "]}",
     '{"a": 5e-324, "b": 1.7976931348623157e308, "c": 2.2250738585072014e-308}',
     '{"a": 100.0, "b": 1234567.0, "c": 0.5, "d": 1e1}',
     '{"nested": {"list": [{"deep": {"deeper": [1, [2, [3]]]}}]}}',
@@ -67,10 +69,6 @@ def php_bodies(php: str) -> list[bytes]:
     )
 
     return [base64.b64decode(b) for b in json.loads(done.stdout)]
-
-
-def test_table_is_large_enough() -> None:
-    assert len(PAYLOADS) >= 30
 
 
 @pytest.mark.parametrize("index", range(len(PAYLOADS)))
