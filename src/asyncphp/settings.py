@@ -213,7 +213,11 @@ class Settings:
     claim_idle: float = setting(
         60.0, _positive_seconds, "seconds before entries of a stopped consumer are taken over"
     )
-    max_attempts: int = setting(5, _count(1), "deliveries of a stream entry before it is dead-lettered")
+    max_attempts: int = setting(
+        5, _count(1), "attempts of a job that may have run: deliveries of a stream entry before it is "
+        "dead-lettered; requests of a pub/sub job lost before any answer before it fails",
+    )  # fmt: skip
+
     retry_delay: float = setting(
         1.0, _seconds, "seconds before a failed stream entry is retried, doubling each time"
     )

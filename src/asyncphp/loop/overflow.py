@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from asyncphp.core.jobs import Counters
+from asyncphp.core.jobs import Counters, Outcome
 from asyncphp.loop.spill import DropReport, NoSpill, Spill, SpilledMessage, SpillError
 from asyncphp.ops.metrics import Metrics
 
@@ -63,6 +63,8 @@ class Overflow:
                 )  # fmt: skip
             return
         self._counters.dropped += 1
+        self._metrics.ended(channel, Outcome.DROPPED, -1.0)
+
         if not self.keeps:
             reason = f"{why} and no state_dir is set for a spill file"
         else:

@@ -20,7 +20,8 @@ from asyncphp.ops import probe
 from asyncphp.settings import Settings, SettingsError, load
 from asyncphp.wire.fastcgi import FastCGIError
 
-COUNTERS = ("received", "dispatched", "completed", "failed", "retried", "given_up", "dropped", "rejected")
+COUNTERS = ("received", "dispatched", "completed", "failed", "retried", "given_up", "dropped", "rejected",
+            "spilled", "abandoned", "dead_lettered")  # fmt: skip
 
 
 def collect(settings: Settings) -> dict[str, Any]:
@@ -49,7 +50,8 @@ def collect(settings: Settings) -> dict[str, Any]:
 
 def _typed(fields: dict[str, str]) -> dict[str, Any]:
     out: dict[str, Any] = dict(fields)
-    for name in (*COUNTERS, "in_flight", "queued", "pid", "dead_lettered"):
+    for name in (*COUNTERS, "in_flight", "queued", "pid", "spill_waiting"):
+
         if name in out:
             out[name] = int(out[name])
     for name in ("started", "updated", "last_error_at"):
