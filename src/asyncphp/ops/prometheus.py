@@ -25,10 +25,9 @@ class PrometheusMetrics(Metrics):
             "asyncphp_messages_rejected", "Messages that could not become a job", label, registry=r
         )
         self._dispatched = Counter(
-            "asyncphp_jobs_dispatched", "Deliveries handed to the pool, retries not counted", label, registry=r
-
-        )
-
+            "asyncphp_jobs_dispatched", "Deliveries handed to the pool, retries not counted", label,
+            registry=r,
+        )  # fmt: skip
         self._retried = Counter(
             "asyncphp_jobs_retried", "Attempts the pool could not take, tried again", label, registry=r
         )
