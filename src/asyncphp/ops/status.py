@@ -51,7 +51,6 @@ def collect(settings: Settings) -> dict[str, Any]:
 def _typed(fields: dict[str, str]) -> dict[str, Any]:
     out: dict[str, Any] = dict(fields)
     for name in (*COUNTERS, "in_flight", "queued", "pid", "spill_waiting"):
-
         if name in out:
             out[name] = int(out[name])
     for name in ("started", "updated", "last_error_at"):
