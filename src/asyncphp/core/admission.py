@@ -166,10 +166,11 @@ class Admission:
         return min(self._paused_until if self._paused_until else math.inf, self._deadline(self._queue[0]))
 
     def clear(self) -> list[Job]:
-        """Everything still queued, removed (at the end of a drain)."""
+        """Forget every job (at the end of a drain); returns those still queued."""
         jobs = list(self._queue)
         self._queue.clear()
         self._queued_bytes = 0
+        self.in_flight = 0
         return jobs
 
     def _deadline(self, job: Job) -> float:

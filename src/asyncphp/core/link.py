@@ -17,7 +17,6 @@ BACKOFF_CAP = 5.0
 class State(enum.Enum):
     DOWN = "down"  # waiting to (re)connect at connect_at
     UP = "up"  # open; ready once the source says so (subscriptions confirmed)
-    STOPPED = "stopped"  # no more connecting: the daemon is stopping
 
 
 class Health(enum.Enum):
@@ -61,8 +60,6 @@ class LinkState:
 
     def failed(self, now: float) -> float:
         """Connecting failed, or the connection was lost: the delay before the next try."""
-        if self.state is State.STOPPED:
-            return math.inf
         if self.state is State.UP and self.announced and self.down_since == math.inf:
             self.down_since = now
         self.state = State.DOWN
@@ -95,6 +92,3 @@ class LinkState:
                 return Health.PING
             return Health.FINE
         return Health.LOST if now - self._pinged_at > interval else Health.FINE
-
-    def stop(self) -> None:
-        self.state = State.STOPPED

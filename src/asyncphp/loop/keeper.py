@@ -79,9 +79,7 @@ class Keeper:
 
     def turn(self, now: float, health_interval: float, free: int) -> None:
         """One pass of the loop: connect when due, check the connection's health, run the source."""
-        if self._stopping and self.source.settled:
-            self.state.stop()  # while stopping, reconnect only to confirm what is owed to Redis
-        if self.state.due(now):
+        if self.state.due(now) and self._may_connect:
             self._connect(now)
         if not self._fds:
             return
@@ -97,7 +95,14 @@ class Keeper:
             self.lost(str(exc) or type(exc).__name__)
 
     def wake_at(self, free: int) -> float:
-        return min(self.state.wake_at(), self.source.wake_at(free) if self._fds else math.inf)
+        if not self._fds:
+            return self.state.wake_at() if self._may_connect else math.inf
+        return self.source.wake_at(free)
+
+    @property
+    def _may_connect(self) -> bool:
+        # While stopping, only to confirm what is still owed to Redis (a stream's settles).
+        return not self._stopping or not self.source.settled
 
     def _connect(self, now: float) -> None:
         try:
@@ -151,18 +156,11 @@ class Keeper:
         reason = self.source.explain(reason)
         self.disconnect()
         delay = self.state.failed(time.monotonic())
-        if delay == math.inf:
-            self._log.error("lost the connection to redis (%s): %s", self.source.what, reason)
-        else:
-            self._log.error(
-                "lost the connection to redis (%s): %s; reconnecting in %.1f s",
-                self.source.what,
-                reason,
-                delay,
-            )
+        again = f"; reconnecting in {delay:.1f} s" if self._may_connect else ""
+        self._log.error("lost the connection to redis (%s): %s%s", self.source.what, reason, again)
 
     def stop(self) -> None:
-        """The source stops taking work; reconnecting goes on only while it is not settled."""
+        """The source stops taking work; reconnecting goes on only while it owes Redis a settle."""
         self._stopping = True
         try:
             self.source.stop()

@@ -273,7 +273,6 @@ class Dispatcher:
         for exchange in self._open:
             exchange.close()
         self._open.clear()
-        self.admission.in_flight = 0
         return running, unsent + self.admission.clear()
 
     # Called by exchanges.

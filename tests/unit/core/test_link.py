@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 
-from asyncphp.core.link import Announce, Health, LinkState, State
+from asyncphp.core.link import Announce, Health, LinkState
 
 
 def link() -> LinkState:
@@ -66,12 +66,3 @@ def test_an_answered_ping_starts_the_silence_over() -> None:
     assert state.check(17.0, last_read=16.5, interval=15.0) is Health.FINE
     assert state.check(31.0, last_read=16.5, interval=15.0) is Health.FINE
     assert state.check(31.6, last_read=16.5, interval=15.0) is Health.PING
-
-
-def test_stopped_means_no_more_connecting() -> None:
-    state = link()
-    state.opened()
-    state.stop()
-    assert state.state is State.STOPPED and state.failed(1.0) == math.inf
-    assert not state.due(100.0) and state.wake_at() == math.inf
-    assert state.check(100.0, last_read=0.0, interval=1.0) is Health.FINE
