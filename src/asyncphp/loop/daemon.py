@@ -173,7 +173,7 @@ class Daemon:
         wakes += [keeper.wake_at(free) for keeper in self.keepers]
         if self._ready and self.notifier.watchdog_interval:
             wakes.append(self._next_watchdog)
-        if self.overflow.waiting and self._replay_room() > 0:
+        if self.overflow.waiting and self._replay_room() > 0 and not self._stop_reason:
             wakes.append(now)
         return max(0.0, min(wakes) - now)
 
@@ -236,7 +236,9 @@ class Daemon:
     def _replay(self) -> None:
         """Spilled messages back into the queue, oldest first, while there is room and the pool can
         be reached (a pool outage is what the spill file carries them through)."""
-        if not self.overflow.waiting or self.dispatcher.admission.unreachable_since != HEALTHY:
+        if self._stop_reason or not self.overflow.waiting:
+            return  # stopping: what is in the spill file waits for the next start
+        if self.dispatcher.admission.unreachable_since != HEALTHY:
             return
         room = self._replay_room()
         for spilled in self.overflow.take(min(REPLAY_BATCH, room)) if room > 0 else []:
