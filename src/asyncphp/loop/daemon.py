@@ -173,7 +173,7 @@ class Daemon:
         wakes += [keeper.wake_at(free) for keeper in self.keepers]
         if self._ready and self.notifier.watchdog_interval:
             wakes.append(self._next_watchdog)
-        if self.overflow.waiting and self._replay_room() > 0 and not self._stop_reason:
+        if self._replayable():
             wakes.append(now)
         return max(0.0, min(wakes) - now)
 
@@ -234,20 +234,22 @@ class Daemon:
             self._ended(job, Result(Outcome.DROPPED, "the queue was full"))
 
     def _replay(self) -> None:
-        """Spilled messages back into the queue, oldest first, while there is room and the pool can
-        be reached (a pool outage is what the spill file carries them through)."""
-        if self._stop_reason or not self.overflow.waiting:
-            return  # stopping: what is in the spill file waits for the next start
-        if self.dispatcher.admission.unreachable_since != HEALTHY:
-            return
-        room = self._replay_room()
-        for spilled in self.overflow.take(min(REPLAY_BATCH, room)) if room > 0 else []:
+        """Spilled messages back into the queue, oldest first (see :meth:`_replayable`)."""
+        count = self._replayable()
+        for spilled in self.overflow.take(count) if count else []:
             self._admit(Message(spilled.channel, spilled.payload))
 
-    def _replay_room(self) -> int:
-        # Up to half the queue: the other half is for what keeps arriving meanwhile (which goes
-        # behind the spilled messages, in order, as long as any are left).
-        return self.settings.max_queued // 2 - self.dispatcher.queued + max(0, self.dispatcher.admission.free)
+    def _replayable(self) -> int:
+        """How many spilled messages to put back in the queue now: none while stopping (they wait
+        for the next start) or while the pool cannot be reached (the spill file carries them
+        through the outage); else up to half the queue, leaving the other half for what keeps
+        arriving meanwhile (behind them, in order, as long as any are left)."""
+        if self._stop_reason or not self.overflow.waiting:
+            return 0
+        if self.dispatcher.admission.unreachable_since != HEALTHY:
+            return 0
+        room = self.settings.max_queued // 2 - self.dispatcher.queued + max(0, self.dispatcher.admission.free)
+        return max(0, min(REPLAY_BATCH, room))
 
     def _request(self, job: Job) -> bytes:
         return self.requests.build(job.id, job.channel, job.body, job.attempt, job.message_id)
