@@ -73,6 +73,7 @@ class Admission:
         self._backoff = Backoff(BACKOFF_FIRST, BACKOFF_CAP)
         self.unreachable_since = HEALTHY
         self._outage_reason = ""  # why the pool could not be reached, for jobs that never tried
+        self.probing = False
 
     @property
     def queued(self) -> int:
@@ -131,6 +132,23 @@ class Admission:
         self.unreachable_since = HEALTHY
         self._backoff.reset()
         self._paused_until = 0.0
+        self.probing = False
+
+    def probe(self, now: float) -> bool:
+        """Whether to open a connection only to learn if the pool is back: during an outage with
+        no job left to try it with (work waits elsewhere, in a spill file), once the backoff
+        allows, one at a time. Without it the outage would never be seen to end."""
+        if self.unreachable_since == HEALTHY or self._queue or self.in_flight or self.probing:
+            return False
+        if now < self._paused_until:
+            return False
+        self.probing = True
+        return True
+
+    def probe_failed(self, reason: str, now: float) -> None:
+        self.probing = False
+        self._outage_reason = reason
+        self._paused_until = now + self._backoff.next()
 
     def answered(self) -> None:
         """A started job's request ended with a complete answer."""

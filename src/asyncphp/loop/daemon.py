@@ -236,6 +236,8 @@ class Daemon:
     def _replay(self) -> None:
         """Spilled messages back into the queue, oldest first (see :meth:`_replayable`)."""
         count = self._replayable()
+        if not count and self.overflow.waiting and not self._stop_reason:
+            self.dispatcher.probe()  # in a pool outage with nothing queued, nothing else would see it end
         for spilled in self.overflow.take(count) if count else []:
             self._admit(Message(spilled.channel, spilled.payload))
 

@@ -170,6 +170,38 @@ class Exchange:
         self._sock.close()
 
 
+class Probe:
+    """A connection opened only to learn whether the pool accepts connections again, closed as
+    soon as it is accepted (see :meth:`Admission.probe`)."""
+
+    def __init__(self, owner: Dispatcher) -> None:
+        self._owner = owner
+        self._sock = socket.socket(owner.address.family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
+
+    def start(self) -> None:
+        try:
+            self._sock.connect(self._owner.address.address)
+        except BlockingIOError as exc:
+            if exc.errno == errno.EINPROGRESS:
+                self._owner.poller.watch(self._sock.fileno(), WRITE, self)
+                return
+            self._done("listen backlog full")
+            return
+        except OSError as exc:
+            self._done(exc.strerror or str(exc))
+            return
+        self._done("")
+
+    def __call__(self, mask: int) -> None:
+        err = self._sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        self._owner.poller.forget(self._sock.fileno(), closing=True)
+        self._done(errno.errorcode.get(err, str(err)) if err else "")
+
+    def _done(self, error: str) -> None:
+        self._sock.close()
+        self._owner.on_probed(error)
+
+
 class Dispatcher:
     """Feeds the pool what :class:`Admission` lets through, one connection per job, and logs one
     line per job's outcome; ``ended`` hears how each job ended, once. A job the pool could not
@@ -251,6 +283,22 @@ class Dispatcher:
                 continue
             self._open.add(exchange)
             exchange.start()
+
+    def probe(self) -> None:
+        """Work waits elsewhere for the pool (a spill file): see whether it is back, when due."""
+        if not self.admission.probe(time.monotonic()):
+            return
+        try:
+            Probe(self).start()
+        except OSError as exc:
+            self.on_probed(f"cannot open a socket: {exc.strerror or exc}")
+
+    def on_probed(self, error: str) -> None:
+        if error:
+            self.admission.probe_failed(f"cannot connect to {self.address}: {error}", time.monotonic())
+        else:
+            self.admission.reached()
+            self._log.warning("the pool at %s accepts connections again", self.address)
 
     def wake_at(self) -> float:
         """When :meth:`pump` has work that no socket event will trigger (``inf``: none)."""

@@ -188,3 +188,20 @@ def test_expire_is_bounded_per_call_and_wake_at_says_when() -> None:
     assert a.wake_at() <= 5.0, "more to give up: wake at once"
     assert len(a.expire(5.0)) == 1000 and len(a.expire(5.0)) == 501
     assert a.wake_at() == math.inf and a.idle
+
+
+def test_a_probe_alone_sees_the_end_of_an_outage_that_no_job_is_left_to_try() -> None:
+    # Everything queued was given up (and kept elsewhere): only a probe can see the pool come back.
+    a = Admission(Limits(max_in_flight=1, retry_for=1.0))
+    assert not a.probe(0.0), "no outage: nothing to probe"
+    j = job(1, 0.0)
+    a.offer(j)
+    assert started(a, 0.0) == [1]
+    a.failed(j, Failure.UNREACHABLE, "refused", 0.0)
+    assert not a.probe(0.0), "a job is still queued: it will try"
+    assert [e.job.id for e in a.expire(1.0)] == [1]
+    assert a.probe(1.0) and not a.probe(1.0), "one at a time"
+    a.probe_failed("refused again", 1.0)
+    assert not a.probe(1.05) and a.probe(1.1), "after the backoff"
+    a.reached()
+    assert a.unreachable_since == HEALTHY and not a.probe(5.0)
