@@ -1,0 +1,277 @@
+"""The durable mode's settles on real servers: dead letters through a drain, a lost connection, a
+vanished group, and the counters that report them."""
+
+from __future__ import annotations
+
+import re
+import signal
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import redis
+
+from asyncphp.dev import sandbox
+from asyncphp.dev.sandbox import Pool, RedisServer
+from tests.conftest import PHP_DIR
+from tests.integration.conftest import Daemon, lines, wait_for
+from tests.integration.test_streams import add_many
+
+# "start n id attempt" when a run begins, "end n id attempt status" just before it answers.
+FAULTS_WORKER = PHP_DIR / "stream_faults.php"
+GROUP = "asyncphp"
+DEAD_LINE = "ERROR entry .* dead-lettered to jobs:dead after"
+
+
+def worker_lines(pool: Pool, kind: str) -> list[tuple[int, str, int, int]]:
+    """(n, entry id, attempt, status) of the worker's "start" or "end" lines (status 0 for "start")."""
+    found = []
+    for line in lines(pool.worker_log):
+        what, n, entry_id, attempt, *status = line.split()
+        if what == kind:
+            found.append((int(n), entry_id, int(attempt), int(status[0]) if status else 0))
+    return found
+
+
+def pending(client: redis.Redis) -> int:
+    return int(client.xpending("jobs", GROUP)["pending"])
+
+
+def xautoclaim_calls(client: redis.Redis) -> int:
+    """XAUTOCLAIM commands Redis has run since it started: each is one claim pass of a daemon."""
+    return int(client.info("commandstats").get("cmdstat_xautoclaim", {}).get("calls", 0))
+
+
+def eval_held(client: redis.Redis) -> bool:
+    """A client (the daemon's writer) is blocked in an EVAL: CLIENT PAUSE WRITE holds the dead letter."""
+    return any(c["cmd"] == "eval" and "b" in c["flags"] for c in client.client_list())
+
+
+def summary(daemon: Daemon) -> dict[str, int]:
+    """The counters of the daemon's last line, ``stopped · 2 received · 4 dispatched · …``."""
+    (line,) = daemon.lines(r"stopped · \d+ received")
+    return {
+        name: int(count)
+        for count, name in re.findall(r"(\d+) ([a-z][a-z -]*[a-z])", line.split("stopped")[1])
+    }
+
+
+def sigterm(daemon: Daemon) -> None:
+    daemon.server.process.send_signal(signal.SIGTERM)
+    assert daemon.server.process.wait(30) == 0, daemon.log.read_text()
+
+
+def test_a_dead_letter_written_during_a_sigterm_drain_is_acknowledged_in_the_same_step(
+    redis_server: RedisServer, pool: Pool, start_daemon: Callable[..., Daemon]
+) -> None:
+    # Old behaviour: a job answering 422 while SIGTERM drained left the daemon exiting with the dead
+    # letter stored but the entry still pending; another consumer claimed it, ran the 4xx job again
+    # and buried it a second time.
+    client = redis.Redis.from_url(redis_server.url)
+    daemon = start_daemon(pool.listen, "--stream", "jobs", worker=FAULTS_WORKER, wait=False)
+    add_many(redis_server.url, 1, status=422, sleep=1)
+    wait_for(lambda: worker_lines(pool, "start"), what="the job to start")
+    sigterm(daemon)  # while the worker sleeps: the 422 comes during the drain
+
+    assert [status for _, _, _, status in worker_lines(pool, "end")] == [422]
+    order = [r"stopping \(SIGTERM\)", r"ERROR job \d+ on jobs: status 422", DEAD_LINE]
+    logged = daemon.lines("|".join(order))
+    assert [next(k for k, p in enumerate(order) if re.search(p, x)) for x in logged] == [0, 1, 2], logged
+    assert client.xlen("jobs:dead") == 1
+    assert pending(client) == 0, "the dead letter and its acknowledgement in one step"
+    assert summary(daemon)["dead-lettered"] == 1
+
+    # Another consumer, quick to claim: it must find nothing to take over.
+    claims = xautoclaim_calls(client)
+    second = start_daemon(
+        pool.listen, "--stream", "jobs", "--claim-idle", "1", "--consumer", "second",
+        worker=FAULTS_WORKER, wait=False,
+    )  # fmt: skip
+    # Passes at least claim_idle/2 apart: the fifth is over 2 s after the first daemon exited,
+    # when an entry it had left pending would be idle for more than claim_idle.
+    wait_for(lambda: xautoclaim_calls(client) >= claims + 5, timeout=30, what="five claim passes")
+    assert second.lines("claimed") == []
+    assert len(worker_lines(pool, "start")) == 1, "the 4xx job ran once"
+    assert client.xlen("jobs:dead") == 1 and pending(client) == 0
+    assert second.server.process.poll() is None
+    client.close()
+
+
+def test_an_entry_is_not_held_forever_when_its_dead_letter_write_loses_the_connection(
+    redis_server: RedisServer, pool: Pool, start_daemon: Callable[..., Daemon]
+) -> None:
+    # Old behaviour: the EVAL held by CLIENT PAUSE WRITE, then the connection killed: its callback was
+    # dropped, the entry stayed held and kept being touched: 0 dead letters and 1 pending until a
+    # restart.
+    client = redis.Redis.from_url(redis_server.url)
+    daemon = start_daemon(pool.listen, "--stream", "jobs", worker=FAULTS_WORKER, wait=False)
+    add_many(redis_server.url, 1, status=422, sleep=1)
+    wait_for(lambda: worker_lines(pool, "start"), what="the job to start")
+    client.client_pause(10_000, all=False)  # CLIENT PAUSE 10000 WRITE: EVAL of a script is held
+    try:
+        wait_for(lambda: eval_held(client), timeout=8, what="the daemon's dead letter held by the pause")
+        assert client.xlen("jobs:dead") == 0
+        killed = client.client_kill_filter(_type="normal", skipme=True)  # the EVAL dies unexecuted
+        assert killed >= 2, killed  # the daemon's reader and writer
+    finally:
+        client.client_unpause()
+    daemon.wait_for("lost the connection to redis")
+    daemon.wait_for("Resubscribed to stream jobs")
+    wait_for(
+        lambda: client.xlen("jobs:dead") == 1 and pending(client) == 0,
+        what="the dead letter written and the entry acknowledged after the reconnect",
+    )
+    time.sleep(0.5)  # nothing more: not a second dead letter, not a second run
+    ((_, fields),) = client.xrange("jobs:dead")
+    assert fields[b"status"] == b"422" and fields[b"attempts"] == b"1"
+    assert len(worker_lines(pool, "start")) == 1
+    assert len(daemon.lines(DEAD_LINE)) == 1
+    assert daemon.server.process.poll() is None
+    client.close()
+
+
+def test_a_vanished_group_is_re_created_at_the_last_entry_read(
+    redis_server: RedisServer, pool: Pool, start_daemon: Callable[..., Daemon]
+) -> None:
+    # Old behaviour: after XGROUP DESTROY the daemon re-created the group from 0, so every retained,
+    # already acknowledged entry ran again with ASYNCPHP_ATTEMPT 1, and no line said so.
+    client = redis.Redis.from_url(redis_server.url)
+    daemon = start_daemon(pool.listen, "--stream", "jobs", worker=FAULTS_WORKER, wait=False)
+    add_many(redis_server.url, 100)
+    wait_for(lambda: len(worker_lines(pool, "end")) >= 100, timeout=60, what="the first 100 runs")
+    wait_for(lambda: pending(client) == 0, what="the first 100 acknowledged")
+    last = client.xrevrange("jobs", count=1)[0][0].decode()
+
+    client.xgroup_destroy("jobs", GROUP)  # unblocks the daemon's XREADGROUP with NOGROUP
+    (line,) = daemon.wait_for(f"ERROR consumer group {GROUP} of stream jobs was missing .* re-created at ")
+    assert re.search(r"re-created at (\S+?),", line)[1] == last  # type: ignore[index]
+
+    add_many(redis_server.url, 50, start=100)
+    wait_for(lambda: len(worker_lines(pool, "end")) >= 150, timeout=60, what="the 50 added afterwards")
+    wait_for(lambda: pending(client) == 0, what="the 50 acknowledged")
+    time.sleep(0.5)  # nothing more runs
+    done = worker_lines(pool, "end")
+    assert Counter(n for n, _, _, _ in done) == Counter(range(150)), "each entry exactly once"
+    assert {(attempt, status) for _, _, attempt, status in done} == {(1, 200)}
+    ids = [entry_id.decode() for entry_id, _ in client.xrange("jobs")]
+    assert sorted(entry_id for _, entry_id, _, _ in done) == sorted(ids)
+    assert daemon.server.process.poll() is None
+    client.close()
+
+
+def test_after_a_redis_restart_without_persistence_the_group_starts_at_the_last_entry_read(
+    tmp_path: Path, redis_server: RedisServer, pool: Pool, start_daemon: Callable[..., Daemon]
+) -> None:
+    # Old behaviour: the group made again from 0 on the empty server, with no line saying the old
+    # group (and what was pending in it) was gone.
+    daemon = start_daemon(pool.listen, "--stream", "jobs", worker=FAULTS_WORKER, wait=False)
+    add_many(redis_server.url, 20)
+    wait_for(lambda: len(worker_lines(pool, "end")) >= 20, what="the first 20 runs")
+    with redis.Redis.from_url(redis_server.url) as client:
+        wait_for(lambda: pending(client) == 0, what="the first 20 acknowledged")
+        last = client.xrevrange("jobs", count=1)[0][0].decode()
+    redis_server.stop()
+    daemon.wait_for("lost the connection to redis")
+    (tmp_path / "again").mkdir()
+    again = sandbox.start_redis(tmp_path / "again", port=redis_server.port)
+    try:
+        daemon.wait_for("Resubscribed to stream jobs")
+        (line,) = daemon.wait_for(f"ERROR consumer group {GROUP} of stream jobs was missing")
+        assert f"re-created at {last}," in line
+        client = redis.Redis.from_url(again.url)
+        (group,) = client.xinfo_groups("jobs")
+        assert group["name"].decode() == GROUP
+        add_many(again.url, 20, start=20)
+        wait_for(lambda: len(worker_lines(pool, "end")) >= 40, what="the 20 after the restart")
+        wait_for(lambda: pending(client) == 0, what="the 20 acknowledged on the new server")
+        done = worker_lines(pool, "end")
+        assert Counter(n for n, _, _, _ in done) == Counter(range(40))
+        assert {attempt for _, _, attempt, _ in done} == {1}
+        assert daemon.server.process.poll() is None
+        client.close()
+    finally:
+        daemon.stop()
+        again.stop()
+
+
+def test_dispatched_counts_every_delivery_sent_to_the_pool(
+    redis_server: RedisServer, pool: Pool, start_daemon: Callable[..., Daemon]
+) -> None:
+    # Old behaviour: `dispatched` left out claimed entries and retried ones: the summary said
+    # 1 dispatched for 4 requests the pool ran.
+    client = redis.Redis.from_url(redis_server.url)
+    client.xgroup_create("jobs", GROUP, "0", mkstream=True)
+    add_many(redis_server.url, 1)  # n=0: read by a consumer that died before acknowledging it
+    client.xreadgroup(GROUP, "ghost", {"jobs": ">"}, count=1)
+    add_many(redis_server.url, 1, start=1, status=500, fail=2)  # n=1: 500 twice, then 200
+    daemon = start_daemon(
+        pool.listen, "--stream", "jobs", "--retry-delay", "0.2", "--max-attempts", "5", "--claim-idle", "1",
+        worker=FAULTS_WORKER, wait=False,
+    )  # fmt: skip
+    wait_for(lambda: len(worker_lines(pool, "end")) >= 4, timeout=30, what="four runs")
+    wait_for(lambda: pending(client) == 0, what="both acknowledged")
+    daemon.wait_for("claimed 1 entry of jobs")
+    sigterm(daemon)
+
+    ends = sorted((n, attempt, status) for n, _, attempt, status in worker_lines(pool, "end"))
+    assert ends == [(0, 2, 200), (1, 1, 500), (1, 2, 500), (1, 3, 200)]
+    counts = summary(daemon)
+    assert counts["dispatched"] == len(worker_lines(pool, "start")) == 4, counts
+    assert counts["received"] == 2 and counts["completed"] == 2 and counts["failed"] == 2, counts
+    assert counts["dead-lettered"] == 0, counts
+    client.close()
+
+
+def test_a_refused_dead_letter_is_not_counted(
+    redis_server: RedisServer, pool: Pool, start_daemon: Callable[..., Daemon]
+) -> None:
+    # Old behaviour: the dead letter was counted when sent, so the summary said 1 dead-lettered for
+    # one Redis refused.
+    client = redis.Redis.from_url(redis_server.url)
+    client.set("jobs:dead", "not a stream")  # the script's XADD fails with WRONGTYPE
+    daemon = start_daemon(pool.listen, "--stream", "jobs", worker=FAULTS_WORKER, wait=False)
+    add_many(redis_server.url, 1, status=422)
+    (line,) = daemon.wait_for("ERROR entry .* stays pending: redis refused its dead letter")
+    assert "WRONGTYPE" in line
+    sigterm(daemon)
+    counts = summary(daemon)
+    assert counts["dead-lettered"] == 0 and counts["failed"] == 1, counts
+    assert daemon.lines(DEAD_LINE) == []
+    assert pending(client) == 1, "not acknowledged: nothing lost"
+    client.close()
+
+
+def test_a_dead_letter_is_logged_and_counted_only_once_redis_confirmed_it(
+    redis_server: RedisServer, pool: Pool, start_daemon: Callable[..., Daemon]
+) -> None:
+    # Old behaviour: the `dead-lettered to` line and the counter came when the dead letter was sent,
+    # before Redis had stored it (here: while CLIENT PAUSE WRITE holds it).
+    client = redis.Redis.from_url(redis_server.url)
+    daemon = start_daemon(pool.listen, "--stream", "jobs", worker=FAULTS_WORKER, wait=False)
+    add_many(redis_server.url, 1, status=422, sleep=1)
+    wait_for(lambda: worker_lines(pool, "start"), what="the job to start")
+    client.client_pause(10_000, all=False)
+    try:
+        wait_for(lambda: eval_held(client), timeout=8, what="the daemon's dead letter held by the pause")
+        time.sleep(0.5)  # the daemon has had its chance to log too early
+        assert daemon.lines("dead-lettered") == []
+        assert client.xlen("jobs:dead") == 0
+    finally:
+        client.client_unpause()
+
+    stored_when_logged: list[int] = []
+
+    def logged() -> bool:
+        if daemon.lines(DEAD_LINE):
+            stored_when_logged.append(client.xlen("jobs:dead"))
+            return True
+        return False
+
+    wait_for(logged, what="the dead-letter line")
+    assert stored_when_logged == [1], "in Redis by the time the line is logged"
+    wait_for(lambda: pending(client) == 0, what="the entry acknowledged")
+    sigterm(daemon)
+    assert summary(daemon)["dead-lettered"] == 1
+    assert len(daemon.lines(DEAD_LINE)) == 1
+    client.close()
