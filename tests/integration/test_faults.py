@@ -519,3 +519,44 @@ def test_an_idle_connection_is_pinged_and_lives_on(
     assert publish({"timestamp": "after the pings"}, redis_url=redis_server.url) == 1
     daemon.wait_for("job 1 on commands: status 200")
     assert daemon.lines("lost the connection|Traceback") == []
+
+
+def test_a_subscriber_cut_off_by_redis_is_told_why(
+    tmp_path: Path, start_pool: Callable[..., Pool], start_daemon: Callable[..., Daemon]
+) -> None:
+    # Old behaviour: the line said only "redis closed the connection", without the likely cause.
+    (tmp_path / "strict").mkdir()
+    strict = sandbox.start_redis(
+        tmp_path / "strict", extra=("--client-output-buffer-limit", "pubsub 256kb 128kb 5")
+    )
+    pool = start_pool()
+    log = tmp_path / "cut-daemon.log"
+    daemon = Daemon(sandbox.start_daemon(strict.url, pool.listen, FAST, log=log), log)
+    try:
+        daemon.wait_for("Subscribed to commands")
+        client = redis.Redis.from_url(strict.url)
+        os.kill(daemon.server.pid, signal.SIGSTOP)  # a daemon that falls behind, for a moment
+        try:
+            padding = "p" * 1000
+            published = 0
+            # Past the kernel's socket buffers (a few MB on loopback), Redis's own output buffer
+            # grows, until the limit cuts the subscriber off: at most 200 pipelines of 100 kB.
+            for _ in range(200):
+                with client.pipeline(transaction=False) as pipe:
+                    for i in range(100):
+                        pipe.publish("commands", json.dumps({"n": i, "pad": padding}))
+                    published += sum(pipe.execute())
+                if not client.pubsub_numsub("commands")[0][1]:
+                    break
+            assert client.pubsub_numsub("commands")[0][1] == 0, "redis never cut it off"
+        finally:
+            os.kill(daemon.server.pid, signal.SIGCONT)
+        (line,) = daemon.wait_for("ERROR lost the connection to redis")
+        assert "redis closed the connection" in line
+        assert "pub/sub output buffer limit (256kb hard, 128kb for 5 s)" in line
+        assert "durable mode (--stream)" in line
+        daemon.wait_for("Resubscribed to commands after")
+        print(f"\ncut off after {published} messages reached it; the daemon says: {line.split('ERROR ')[1]}")
+    finally:
+        daemon.stop()
+        strict.stop()

@@ -114,4 +114,6 @@ def _size(count: int) -> str:
         return "no limit"
     if count % (1 << 20) == 0:
         return f"{count >> 20}mb"
+    if count % (1 << 10) == 0:
+        return f"{count >> 10}kb"
     return f"{count} bytes"

@@ -100,7 +100,9 @@ def test_the_pubsub_output_buffer_limit_from_config_get() -> None:
     )
     assert replies.pubsub_output_limit(default) == "32mb hard, 8mb for 60 s"
     small = parsed(resp([b"client-output-buffer-limit", b"normal 0 0 0 pubsub 262144 131072 5"]))
-    assert replies.pubsub_output_limit(small) == "262144 bytes hard, 131072 bytes for 5 s"
+    assert replies.pubsub_output_limit(small) == "256kb hard, 128kb for 5 s"
+    odd = parsed(resp([b"client-output-buffer-limit", b"pubsub 1000 0 0"]))
+    assert replies.pubsub_output_limit(odd) == "1000 bytes hard, no limit for 0 s"
     off = parsed(resp([b"client-output-buffer-limit", b"pubsub 0 0 0"]))
     assert replies.pubsub_output_limit(off) == "no limit hard, no limit for 0 s"
     assert replies.pubsub_output_limit(parsed(resp([]))) == ""
