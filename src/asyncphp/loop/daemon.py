@@ -185,9 +185,7 @@ class Daemon:
         # Behind what the spill file holds, to keep the order; and without decoding it first,
         # so that a message with no room costs a buffered write and nothing more.
         if self.overflow.waiting or not self.dispatcher.has_room(len(message.payload)):
-            self.overflow.keep(
-                message.channel, message.payload, time.time(), time.monotonic(), "the queue is full"
-            )
+            self.overflow.keep(message.channel, message.payload, "the queue is full")
             return
         self._admit(message)
 
@@ -196,7 +194,9 @@ class Daemon:
         self.metrics.received(message.channel)
         self._admit(message)
 
-    def _admit(self, message: Message) -> None:
+    def _admit(self, message: Message, received: float = 0.0) -> None:
+        """Decode the message and queue its job; ``received`` (wall clock) for one replayed from
+        the spill files, which goes back before every newer one if there is no room after all."""
         try:
             body = form_body(message.payload, self.limits)
         # BadMessage, or a case the encoder missed: one message must not end the daemon.
@@ -220,8 +220,10 @@ class Daemon:
         )  # fmt: skip
         if self.dispatcher.has_room(len(body)):
             self.dispatcher.submit(job)
+        elif job.origin is NOWHERE and received:
+            self.overflow.keep_older(job.channel, job.payload, received, "the queue is full")
         elif job.origin is NOWHERE:
-            self.overflow.keep(job.channel, job.payload, time.time(), time.monotonic(), "the queue is full")
+            self.overflow.keep(job.channel, job.payload, "the queue is full")
         else:
             # A stream entry stays pending in Redis: another consumer, or this one later, claims it.
             self._ended(job, Result(Outcome.DROPPED, "the queue was full"))
@@ -239,7 +241,7 @@ class Daemon:
         if not count and self.overflow.waiting and not self._stop_reason:
             self.dispatcher.probe()  # in a pool outage with nothing queued, nothing else would see it end
         for spilled in self.overflow.take(count) if count else []:
-            self._admit(Message(spilled.channel, spilled.payload))
+            self._admit(Message(spilled.channel, spilled.payload), spilled.received)
 
     def _replayable(self) -> int:
         """How many spilled messages to put back in the queue now: none while stopping (they wait
@@ -261,10 +263,12 @@ class Daemon:
         the spill file carries it through the outage (a stream entry stays in Redis anyway)."""
         if job.origin is not NOWHERE or not self.overflow.keeps:
             return False
-        self.overflow.keep(
-            job.channel, job.payload, time.time(), time.monotonic(), "the pool stayed unreachable"
-        )
+        self.overflow.keep_older(job.channel, job.payload, self._wall(job), "the pool stayed unreachable")
         return True
+
+    def _wall(self, job: Job) -> float:
+        """When the job arrived, on the wall clock (what a spill file keeps)."""
+        return time.time() - (time.monotonic() - job.received)
 
     def _ended(self, job: Job, result: Result) -> None:
         """Every job ends here, once: counted, measured, and its origin told."""
@@ -342,10 +346,9 @@ class Daemon:
                 job.id, job.channel, reason, extra=job_fields(job),
             )  # fmt: skip
             self._ended(job, Result(Outcome.ABANDONED, reason))
-        now = time.monotonic()
         for job in unsent:
             if job.origin is NOWHERE and self.overflow.keeps:
-                self.overflow.keep(job.channel, job.payload, time.time(), now, "the drain ended")
+                self.overflow.keep_older(job.channel, job.payload, self._wall(job), "the drain ended")
                 continue
             if job.origin is NOWHERE:
                 what = f"message {preview(job.payload)}"

@@ -1,16 +1,25 @@
 """Where pub/sub messages go when the dispatcher has no room for them: into the spill file, to be
 replayed oldest first when there is room (and at the next start), or, when it is full or there is
 no ``state_dir``, dropped with at most one ERROR line a second. A drop storm then costs a
-buffered write or a counter, not a log line, so the daemon keeps reading at Redis's speed."""
+buffered write or a counter, not a log line, so the daemon keeps reading at Redis's speed.
+
+Two files keep the order. New messages that find no room go to ``spill``, and every message
+after them too, as long as any wait there. Jobs that were already queued, and must leave the
+queue (given up for an unreachable pool, or still queued when a drain ends), are older than
+all of those: they go to ``spill.requeued``, which is replayed first.
+"""
 
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 from asyncphp.core.jobs import Counters, Outcome
-from asyncphp.loop.spill import DropReport, NoSpill, Spill, SpilledMessage, SpillError
+from asyncphp.loop.spill import FILE_NAME, DropReport, NoSpill, Spill, SpilledMessage, SpillError
 from asyncphp.ops.metrics import Metrics
+
+REQUEUED = FILE_NAME + ".requeued"
 
 
 class Overflow:
@@ -21,73 +30,89 @@ class Overflow:
         self._metrics = metrics
         self._log = log
         self._drops = DropReport()
-        self._spill: Spill | NoSpill = NoSpill()
+        self._max_bytes = max_bytes
+        self._older: Spill | NoSpill = NoSpill()  # replayed first
+        self._newer: Spill | NoSpill = NoSpill()
         self._filling = False  # messages are going to the spill file: said once, until it empties
         if state_dir:
-            self._spill = Spill.open(Path(state_dir), max_bytes)
-            if self._spill.discarded_bytes:
-                log.error(
-                    "spill file %s: %d bytes of a message cut off when the daemon last stopped: discarded",
-                    self._spill.path, self._spill.discarded_bytes,
-                )  # fmt: skip
-            if self._spill.pending:
+            self._older = self._open(Path(state_dir), REQUEUED)
+            self._newer = self._open(Path(state_dir), FILE_NAME)
+            if self.waiting:
                 log.warning(
-                    "spill file %s holds %d messages from before: they run first",
-                    self._spill.path,
-                    self._spill.pending,
+                    "spill files in %s hold %d messages from before: they run first", state_dir, self.waiting
                 )
+
+    def _open(self, directory: Path, name: str) -> Spill:
+        spill = Spill.open(directory, self._max_bytes, name)
+        if spill.discarded_bytes:
+            self._log.error(
+                "spill file %s: %d bytes of a message cut off when the daemon last stopped: discarded",
+                spill.path, spill.discarded_bytes,
+            )  # fmt: skip
+        return spill
 
     @property
     def keeps(self) -> bool:
         """There is a spill file (it may be full)."""
-        return not isinstance(self._spill, NoSpill)
+        return not isinstance(self._newer, NoSpill)
 
     @property
     def waiting(self) -> int:
-        """Messages in the spill file, not yet replayed."""
-        return self._spill.pending
+        """Messages kept, not yet replayed."""
+        return self._older.pending + self._newer.pending
 
     def configure(self, max_bytes: int) -> None:
-        self._spill.max_bytes = max_bytes
+        self._max_bytes = max_bytes
 
-    def keep(self, channel: str, payload: bytes, received: float, now: float, why: str) -> None:
-        """``why``: the queue is full, or the drain ended."""
-        if self._spill.append(channel, payload, received):
+    def keep(self, channel: str, payload: bytes, why: str) -> None:
+        """A new message with no room in the queue; ``why`` says so."""
+        self._keep(self._newer, channel, payload, time.time(), why)
+
+    def keep_older(self, channel: str, payload: bytes, received: float, why: str) -> None:
+        """A job that was queued and must leave the queue: it goes before every new message kept."""
+        self._keep(self._older, channel, payload, received, why)
+
+    def _keep(self, spill: Spill | NoSpill, channel: str, payload: bytes, received: float, why: str) -> None:
+        # One bound for both files: what the other holds is taken off this one's room.
+        other = self._newer if spill is self._older else self._older
+        spill.max_bytes = self._max_bytes - other.pending_bytes
+        if spill.append(channel, payload, received):
             self._counters.spilled += 1
             self._metrics.spilled(channel)
             if not self._filling:
                 self._filling = True
                 self._log.warning(
                     "%s: messages on %s go to the spill file %s, to run when there is room", why, channel,
-                    self._spill.path,
+                    spill.path,
                 )  # fmt: skip
             return
         self._counters.dropped += 1
         self._metrics.ended(channel, Outcome.DROPPED, -1.0)
-
         if not self.keeps:
             reason = f"{why} and no state_dir is set for a spill file"
         else:
-            reason = f"{why} and the spill file holds max_spill_bytes ({self._spill.max_bytes})"
-        line = self._drops.drop(channel, payload, now, reason=reason)
+            reason = f"{why} and the spill files hold max_spill_bytes ({self._max_bytes})"
+        line = self._drops.drop(channel, payload, time.monotonic(), reason=reason)
         if line:
             self._log.error("%s", line)
 
     def take(self, limit: int) -> list[SpilledMessage]:
-        taken = self._spill.take(limit) if self._spill.pending else []
-        if self._filling and not self._spill.pending:
+        """Up to ``limit`` kept messages, oldest first."""
+        taken = self._older.take(limit) if self._older.pending else []
+        if len(taken) < limit and self._newer.pending:
+            taken += self._newer.take(limit - len(taken))
+        if self._filling and not self.waiting:
             self._filling = False
-            self._log.warning(
-                "spill file %s replayed: every message kept there is back in the queue", self._spill.path
-            )
+            self._log.warning("spill files replayed: every message kept there is back in the queue")
         return taken
 
     def turn(self, now: float) -> None:
         """Once per loop turn: write what was kept, and say what was dropped."""
-        try:
-            self._spill.flush()
-        except SpillError as exc:
-            self._log.error("%s; kept in memory until it can be written", exc)
+        for spill in (self._older, self._newer):
+            try:
+                spill.flush()
+            except SpillError as exc:
+                self._log.error("%s; kept in memory until it can be written", exc)
         line = self._drops.due(now)
         if line:
             self._log.error("%s", line)
@@ -96,7 +121,8 @@ class Overflow:
         line = self._drops.flush()
         if line:
             self._log.error("%s", line)
-        try:
-            self._spill.close()
-        except SpillError as exc:
-            self._log.error("%s: messages kept since the last write are lost", exc)
+        for spill in (self._older, self._newer):
+            try:
+                spill.close()
+            except SpillError as exc:
+                self._log.error("%s: messages kept since the last write are lost", exc)

@@ -87,8 +87,8 @@ class Spill:
         self._cut_at: int | None = None
 
     @classmethod
-    def open(cls, directory: Path, max_bytes: int) -> Spill:
-        """Open ``directory/spill``, creating both if missing; earlier records stay to be replayed.
+    def open(cls, directory: Path, max_bytes: int, name: str = FILE_NAME) -> Spill:
+        """Open ``directory/name``, creating both if missing; earlier records stay to be replayed.
 
         ``discarded_bytes`` on the result says how much of a torn last record was cut off.
 
@@ -96,7 +96,7 @@ class Spill:
             SpillError: the directory or file cannot be created or read, or the file is not a
                 spill file.
         """
-        path = directory / FILE_NAME
+        path = directory / name
         try:
             directory.mkdir(parents=True, exist_ok=True)
             # 0o600: payloads are the application's data, not something for every local user.
