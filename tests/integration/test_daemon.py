@@ -91,7 +91,7 @@ def test_pool_not_listening_is_logged_with_the_message(
 ) -> None:
     daemon = start_daemon(tmp_path / "nobody.sock", "--retry-for", "1")
     assert publish({"timestamp": "lost?"}, redis_url=redis_server.url) == 1
-    (line,) = daemon.wait_for("ERROR job 1 on commands given up: the pool was unreachable for")
+    (line,) = daemon.wait_for("ERROR job 1 on commands given up: the pool could not take it for")
     assert "No such file or directory" in line and "lost?" in line
     retries = daemon.lines("WARNING job 1 on commands: cannot connect")
     assert len(retries) >= 3 and "retrying in" in retries[0]

@@ -85,7 +85,9 @@ def test_two_daemons_share_one_stream_without_duplicates(
     shares = [len(runs(p)) for p in pools]
     everything = [n for p in pools for n, _, _ in runs(p)]
     assert sorted(everything) == list(range(10_000)), "each message exactly once"
-    assert min(shares) > 2_000, f"a fair share each: {shares}"  # measured: about 2:1 on 2 shared cores
+    # Both take part. How evenly depends on how the two cores are shared with everything else
+    # the test runs: 1:1 to 2:1 mostly, once 4:1 under load.
+    assert min(shares) > 1_000, f"a share each: {shares}"
     print(f"\ntwo daemons: {shares[0]:,} and {shares[1]:,} of 10,000")
 
 

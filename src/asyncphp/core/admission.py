@@ -4,11 +4,12 @@ The pool is the scarce thing. At most ``max_in_flight`` requests are open; the r
 bounded in count and bytes. A failed request is one of three things (``Failure``), each with its
 own budget:
 
-- *the pool cannot be reached* (no socket, refused, backlog full, OVERLOADED): an outage of the
-  pool, which ends the moment it accepts a connection again. Dispatching pauses with backoff. A
-  job is given up only when the pool has been unreachable, without a break, for ``retry_for``
-  since the job arrived: time spent queued behind healthy slow jobs never counts, and a long
-  outage does not hand each queued job a fresh ``retry_for`` in turn.
+- *the pool cannot be reached* (no socket, connection refused, backlog full): an outage of the
+  pool, which ends the moment it accepts a connection again. A pool that accepts connections but
+  refuses requests (FastCGI OVERLOADED and the like) is in an outage until it answers one.
+  Dispatching pauses with backoff. A job is given up only when the pool has been out, without a
+  break, for ``retry_for`` since the job arrived: time spent queued behind healthy slow jobs never
+  counts, and a long outage does not hand each queued job a fresh ``retry_for`` in turn.
 - *the request reached the pool and was lost before any answer* (a child killed mid-request): it
   may have run, so it is the job's own failed attempt, retried up to the job's ``max_attempt``
   whatever other jobs do; ``ASYNCPHP_ATTEMPT`` rises with it.
@@ -71,9 +72,10 @@ class Admission:
         self.in_flight = 0
         self._paused_until = 0.0
         self._backoff = Backoff(BACKOFF_FIRST, BACKOFF_CAP)
-        self.unreachable_since = HEALTHY
-        self._outage_reason = ""  # why the pool could not be reached, for jobs that never tried
-        self.probing = False
+        self.unreachable_since = HEALTHY  # ended by a connection accepted
+        self._refusing_since = HEALTHY  # ended by a request answered
+        self._outage_reason = ""  # why the pool could not take jobs, for those that never tried
+        self._probing = False
 
     @property
     def queued(self) -> int:
@@ -86,6 +88,17 @@ class Admission:
     @property
     def idle(self) -> bool:
         return not self.in_flight and not self._queue
+
+    @property
+    def out_since(self) -> float:
+        """Since when the pool has been unable to take jobs (unreachable, or refusing them);
+        ``inf`` while it can."""
+        return min(self.unreachable_since, self._refusing_since)
+
+    @property
+    def reachable(self) -> bool:
+        """The pool accepts connections, as far as anyone knows."""
+        return self.unreachable_since == HEALTHY
 
     @property
     def free(self) -> int:
@@ -128,40 +141,47 @@ class Admission:
             yield self._take()
 
     def reached(self) -> None:
-        """A connection to the pool was accepted: whatever outage there was is over."""
+        """A connection to the pool was accepted: it can be reached again."""
         self.unreachable_since = HEALTHY
-        self._backoff.reset()
-        self._paused_until = 0.0
-        self.probing = False
+        self._probing = False
+        if self._refusing_since == HEALTHY:
+            self._backoff.reset()
+            self._paused_until = 0.0
 
     def probe(self, now: float) -> bool:
         """Whether to open a connection only to learn if the pool is back: during an outage with
         no job left to try it with (work waits elsewhere, in a spill file), once the backoff
         allows, one at a time. Without it the outage would never be seen to end."""
-        if self.unreachable_since == HEALTHY or self._queue or self.in_flight or self.probing:
+        if self.reachable or self._queue or self.in_flight or self._probing:
             return False
         if now < self._paused_until:
             return False
-        self.probing = True
+        self._probing = True
         return True
 
     def probe_failed(self, reason: str, now: float) -> None:
-        self.probing = False
+        self._probing = False
         self._outage_reason = reason
         self._paused_until = now + self._backoff.next()
 
     def answered(self) -> None:
-        """A started job's request ended with a complete answer."""
+        """A started job's request ended with a complete answer: the pool takes jobs again."""
         self.in_flight -= 1
+        if self._refusing_since != HEALTHY:
+            self._refusing_since = HEALTHY
+            self._backoff.reset()
+            self._paused_until = 0.0
 
     def failed(self, job: Job, failure: Failure, reason: str, now: float) -> Verdict:
         """A started job's request ended without a complete answer: retry it, or end it."""
         self.in_flight -= 1
         job.last_error = reason
-        if failure is Failure.UNREACHABLE:
+        if failure in (Failure.UNREACHABLE, Failure.REFUSED):
             self._outage_reason = reason
-            if self.unreachable_since == HEALTHY:
+            if failure is Failure.UNREACHABLE and self.unreachable_since == HEALTHY:
                 self.unreachable_since = now
+            if failure is Failure.REFUSED and self._refusing_since == HEALTHY:
+                self._refusing_since = now
             delay = self._backoff.next()
             self._paused_until = now + delay
             if self._deadline(job) <= now:
@@ -176,12 +196,15 @@ class Admission:
             reason = f"{reason} (attempt {job.attempt} of {job.max_attempt})"
         return End(job, Result(Outcome.FAILED, reason))
 
-    def wake_at(self) -> float:
-        """When there is work no socket event will bring: a backoff's end, or the first give-up;
-        ``inf`` when there is none."""
+    def wake_at(self, now: float) -> float:
+        """When there is work no socket event will bring: the end of a backoff (when a slot is
+        free to use it; else an answer frees one), or the first give-up; ``inf`` when none."""
         if not self._queue:
             return math.inf
-        return min(self._paused_until if self._paused_until else math.inf, self._deadline(self._queue[0]))
+        deadline = self._deadline(self._queue[0])
+        if self._paused_until > now and self.in_flight < self.limits.max_in_flight:
+            return min(self._paused_until, deadline)
+        return deadline
 
     def clear(self) -> list[Job]:
         """Forget every job (at the end of a drain); returns those still queued."""
@@ -192,7 +215,9 @@ class Admission:
         return jobs
 
     def _deadline(self, job: Job) -> float:
-        return max(job.received, self.unreachable_since) + self.limits.retry_for
+        # Out since the earlier of the two: a pool that went down and came back refusing was
+        # never able to take a job in between.
+        return max(job.received, self.out_since) + self.limits.retry_for
 
     def _take(self) -> Job:
         job = self._queue.popleft()

@@ -60,7 +60,8 @@ class Job:
 class Failure(enum.Enum):
     """How a request failed without a complete answer; what it means for the job."""
 
-    UNREACHABLE = "unreachable"  # no connection, or the pool refused the request: it never ran
+    UNREACHABLE = "unreachable"  # no connection: it never ran
+    REFUSED = "refused"  # the pool accepted the connection and refused the request: it never ran
     LOST = "lost"  # the request reached the pool; the connection died before any answer: it may have run
     BROKEN = "broken"  # it ran (an answer began) or may have, and its outcome will not be known
 

@@ -23,7 +23,6 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 
 from asyncphp import __version__
-from asyncphp.core.admission import HEALTHY
 from asyncphp.core.admission import Limits as PoolLimits
 from asyncphp.core.jobs import NOWHERE, Counters, Job, Message, Outcome, Result
 from asyncphp.core.ledger import Policy
@@ -152,7 +151,7 @@ class Daemon:
         self.dispatcher.pump()
         self._replay()
         for keeper in self.keepers:
-            keeper.turn(now, self.settings.redis_health_interval, self.dispatcher.admission.free)
+            keeper.turn(now, self.settings.redis_health_interval, self.dispatcher.free)
         self.overflow.turn(now)
         if not self._ready and all(k.state.announced for k in self.keepers):
             self._ready = True
@@ -168,13 +167,13 @@ class Daemon:
 
     def _timeout(self) -> float:
         now = time.monotonic()
-        free = self.dispatcher.admission.free
+        free = self.dispatcher.free
         wakes = [now + TICK, self._next_status, self.dispatcher.wake_at()]
         wakes += [keeper.wake_at(free) for keeper in self.keepers]
         if self._ready and self.notifier.watchdog_interval:
             wakes.append(self._next_watchdog)
         if self._replayable():
-            wakes.append(now)
+            wakes.append(now)  # more to replay than one turn took
         return max(0.0, min(wakes) - now)
 
     # Messages.
@@ -194,9 +193,9 @@ class Daemon:
         self.metrics.received(message.channel)
         self._admit(message)
 
-    def _admit(self, message: Message, received: float = 0.0) -> None:
-        """Decode the message and queue its job; ``received`` (wall clock) for one replayed from
-        the spill files, which goes back before every newer one if there is no room after all."""
+    def _admit(self, message: Message, replayed: bool = False) -> None:
+        """Decode the message and queue its job; one ``replayed`` from the spill files is queued
+        whatever the room (:meth:`_replayable` checked it, one message overshoots at most)."""
         try:
             body = form_body(message.payload, self.limits)
         # BadMessage, or a case the encoder missed: one message must not end the daemon.
@@ -218,10 +217,8 @@ class Daemon:
             max_attempt=message.max_attempt or self.settings.max_attempts, origin=message.origin,
             message_id=message.message_id, payload=message.payload,
         )  # fmt: skip
-        if self.dispatcher.has_room(len(body)):
+        if replayed or self.dispatcher.has_room(len(body)):
             self.dispatcher.submit(job)
-        elif job.origin is NOWHERE and received:
-            self.overflow.keep_older(job.channel, job.payload, received, "the queue is full")
         elif job.origin is NOWHERE:
             self.overflow.keep(job.channel, job.payload, "the queue is full")
         else:
@@ -236,24 +233,28 @@ class Daemon:
             self._ended(job, Result(Outcome.DROPPED, "the queue was full"))
 
     def _replay(self) -> None:
-        """Spilled messages back into the queue, oldest first (see :meth:`_replayable`)."""
-        count = self._replayable()
-        if not count and self.overflow.waiting and not self._stop_reason:
+        """Spilled messages back into the queue, oldest first, while :meth:`_replayable`."""
+        if self.overflow.waiting and not self._stop_reason and not self.dispatcher.reachable:
             self.dispatcher.probe()  # in a pool outage with nothing queued, nothing else would see it end
-        for spilled in self.overflow.take(count) if count else []:
-            self._admit(Message(spilled.channel, spilled.payload), spilled.received)
+        for _ in range(REPLAY_BATCH):
+            if not self._replayable():
+                return
+            taken = self.overflow.take(1)
+            if not taken:
+                return
+            spilled = taken[0]
+            message = Message(spilled.channel, spilled.payload, attempt=spilled.attempt)
+            self._admit(message, replayed=True)
 
-    def _replayable(self) -> int:
-        """How many spilled messages to put back in the queue now: none while stopping (they wait
-        for the next start) or while the pool cannot be reached (the spill file carries them
-        through the outage); else up to half the queue, leaving the other half for what keeps
-        arriving meanwhile (behind them, in order, as long as any are left)."""
-        if self._stop_reason or not self.overflow.waiting:
-            return 0
-        if self.dispatcher.admission.unreachable_since != HEALTHY:
-            return 0
-        room = self.settings.max_queued // 2 - self.dispatcher.queued + max(0, self.dispatcher.admission.free)
-        return max(0, min(REPLAY_BATCH, room))
+    def _replayable(self) -> bool:
+        """Whether to put a spilled message back in the queue now: not while stopping (they wait
+        for the next start), nor while the pool cannot be reached (the spill files carry them
+        through the outage); and up to half the queue, in count and bytes, leaving the other
+        half for what keeps arriving meanwhile (behind them, in order, as long as any are left)."""
+        if self._stop_reason or not self.overflow.replayable or not self.dispatcher.reachable:
+            return False
+        d, s = self.dispatcher, self.settings
+        return (d.free > 0 or d.queued < s.max_queued // 2) and d.queued_bytes < s.max_queued_bytes // 2
 
     def _request(self, job: Job) -> bytes:
         return self.requests.build(job.id, job.channel, job.body, job.attempt, job.message_id)
@@ -263,7 +264,8 @@ class Daemon:
         the spill file carries it through the outage (a stream entry stays in Redis anyway)."""
         if job.origin is not NOWHERE or not self.overflow.keeps:
             return False
-        self.overflow.keep_older(job.channel, job.payload, self._wall(job), "the pool stayed unreachable")
+        why = "the pool stayed unreachable"
+        self.overflow.keep_older(job.channel, job.payload, self._wall(job), job.attempt, why)
         return True
 
     def _wall(self, job: Job) -> float:
@@ -348,7 +350,9 @@ class Daemon:
             self._ended(job, Result(Outcome.ABANDONED, reason))
         for job in unsent:
             if job.origin is NOWHERE and self.overflow.keeps:
-                self.overflow.keep_older(job.channel, job.payload, self._wall(job), "the drain ended")
+                self.overflow.keep_older(
+                    job.channel, job.payload, self._wall(job), job.attempt, "the drain ended"
+                )
                 continue
             if job.origin is NOWHERE:
                 what = f"message {preview(job.payload)}"

@@ -34,6 +34,7 @@ class Overflow:
         self._older: Spill | NoSpill = NoSpill()  # replayed first
         self._newer: Spill | NoSpill = NoSpill()
         self._filling = False  # messages are going to the spill file: said once, until it empties
+        self._unreadable_until = 0.0  # after a failed read or write, a second's rest before the next
         if state_dir:
             self._older = self._open(Path(state_dir), REQUEUED)
             self._newer = self._open(Path(state_dir), FILE_NAME)
@@ -61,22 +62,30 @@ class Overflow:
         """Messages kept, not yet replayed."""
         return self._older.pending + self._newer.pending
 
+    @property
+    def replayable(self) -> bool:
+        """Messages are waiting, and the files worked at the last try (or a second has passed)."""
+        return bool(self.waiting) and time.monotonic() >= self._unreadable_until
+
     def configure(self, max_bytes: int) -> None:
         self._max_bytes = max_bytes
 
     def keep(self, channel: str, payload: bytes, why: str) -> None:
         """A new message with no room in the queue; ``why`` says so."""
-        self._keep(self._newer, channel, payload, time.time(), why)
+        self._keep(self._newer, channel, payload, time.time(), 1, why)
 
-    def keep_older(self, channel: str, payload: bytes, received: float, why: str) -> None:
-        """A job that was queued and must leave the queue: it goes before every new message kept."""
-        self._keep(self._older, channel, payload, received, why)
+    def keep_older(self, channel: str, payload: bytes, received: float, attempt: int, why: str) -> None:
+        """A job that was queued and must leave the queue: it goes before every new message kept,
+        with the attempt its next request carries."""
+        self._keep(self._older, channel, payload, received, attempt, why)
 
-    def _keep(self, spill: Spill | NoSpill, channel: str, payload: bytes, received: float, why: str) -> None:
+    def _keep(
+        self, spill: Spill | NoSpill, channel: str, payload: bytes, received: float, attempt: int, why: str
+    ) -> None:
         # One bound for both files: what the other holds is taken off this one's room.
         other = self._newer if spill is self._older else self._older
         spill.max_bytes = self._max_bytes - other.pending_bytes
-        if spill.append(channel, payload, received):
+        if spill.append(channel, payload, received, attempt):
             self._counters.spilled += 1
             self._metrics.spilled(channel)
             if not self._filling:
@@ -97,10 +106,16 @@ class Overflow:
             self._log.error("%s", line)
 
     def take(self, limit: int) -> list[SpilledMessage]:
-        """Up to ``limit`` kept messages, oldest first."""
-        taken = self._older.take(limit) if self._older.pending else []
-        if len(taken) < limit and self._newer.pending:
-            taken += self._newer.take(limit - len(taken))
+        """Up to ``limit`` kept messages, oldest first; none if the files cannot be read or written
+        (a full disk): they stay there, and the line says so."""
+        try:
+            taken = self._older.take(limit) if self._older.pending else []
+            if len(taken) < limit and self._newer.pending:
+                taken += self._newer.take(limit - len(taken))
+        except SpillError as exc:
+            self._unreadable_until = time.monotonic() + 1.0
+            self._log.error("%s; the messages kept there are replayed once it works again", exc)
+            return []
         if self._filling and not self.waiting:
             self._filling = False
             self._log.warning("spill files replayed: every message kept there is back in the queue")

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 
 from asyncphp.core.admission import Admission, End, Limits, Retry, Verdict
-from asyncphp.core.jobs import Counters, Failure, Job, Result
+from asyncphp.core.jobs import Counters, Failure, Job, Outcome, Result
 from asyncphp.logfmt import preview
 from asyncphp.loop.poller import READ, WRITE, Poller
 from asyncphp.ops.metrics import Metrics
@@ -26,6 +26,7 @@ from asyncphp.wire.fastcgi import FastCGIError, ResponseParser
 from asyncphp.wire.outcome import Refused, result_of
 
 READ_SIZE = 65536
+PROBE_TIMEOUT = 2.0  # seconds for a probe's connect (a TCP pool behind a black hole)
 STDERR_PREVIEW = 600  # characters: enough for a PHP fatal error with its file and line
 
 
@@ -128,7 +129,7 @@ class Exchange:
             try:
                 result = result_of(response, elapsed)
             except Refused as exc:
-                self._owner.on_failed(self, Failure.UNREACHABLE, str(exc))
+                self._owner.on_failed(self, Failure.REFUSED, str(exc))
                 return
             self._owner.on_answered(self, result)
 
@@ -176,6 +177,7 @@ class Probe:
 
     def __init__(self, owner: Dispatcher) -> None:
         self._owner = owner
+        self.started = time.monotonic()
         self._sock = socket.socket(owner.address.family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
 
     def start(self) -> None:
@@ -194,12 +196,17 @@ class Probe:
 
     def __call__(self, mask: int) -> None:
         err = self._sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-        self._owner.poller.forget(self._sock.fileno(), closing=True)
         self._done(errno.errorcode.get(err, str(err)) if err else "")
 
     def _done(self, error: str) -> None:
+        if self._sock.fileno() < 0:
+            return  # timed out already
+        self._owner.poller.forget(self._sock.fileno(), closing=True)
         self._sock.close()
-        self._owner.on_probed(error)
+        self._owner.on_probed(self, error)
+
+    def time_out(self, timeout: float) -> None:
+        self._done(f"no answer to connect within {timeout:g} s")
 
 
 class Dispatcher:
@@ -229,6 +236,7 @@ class Dispatcher:
         self._metrics = metrics
         self._log = log
         self._open: set[Exchange] = set()
+        self._probes: list[Probe] = []  # at most one
         self._pumping = self._again = False
 
     def configure(self, limits: Limits, request_timeout: float) -> None:
@@ -247,6 +255,19 @@ class Dispatcher:
     @property
     def idle(self) -> bool:
         return self.admission.idle
+
+    @property
+    def queued_bytes(self) -> int:
+        return self.admission.queued_bytes
+
+    @property
+    def free(self) -> int:
+        """Request slots no job is waiting for: what a durable source may read."""
+        return self.admission.free
+
+    @property
+    def reachable(self) -> bool:
+        return self.admission.reachable
 
     def has_room(self, size: int) -> bool:
         return self.admission.has_room(size, time.monotonic())
@@ -286,14 +307,19 @@ class Dispatcher:
 
     def probe(self) -> None:
         """Work waits elsewhere for the pool (a spill file): see whether it is back, when due."""
-        if not self.admission.probe(time.monotonic()):
+        now = time.monotonic()
+        if not self.admission.probe(now):
             return
         try:
-            Probe(self).start()
+            probe = Probe(self)
         except OSError as exc:
-            self.on_probed(f"cannot open a socket: {exc.strerror or exc}")
+            self.admission.probe_failed(f"cannot open a socket: {exc.strerror or exc}", now)
+            return
+        self._probes.append(probe)
+        probe.start()
 
-    def on_probed(self, error: str) -> None:
+    def on_probed(self, probe: Probe, error: str) -> None:
+        self._probes.remove(probe)
         if error:
             self.admission.probe_failed(f"cannot connect to {self.address}: {error}", time.monotonic())
         else:
@@ -302,11 +328,13 @@ class Dispatcher:
 
     def wake_at(self) -> float:
         """When :meth:`pump` has work that no socket event will trigger (``inf``: none)."""
-        return self.admission.wake_at()
+        return self.admission.wake_at(time.monotonic())
 
     def expire(self) -> None:
         """End requests that have had no complete answer for ``request_timeout`` seconds, so a
         peer that never answers cannot hold a slot forever."""
+        for probe in [p for p in self._probes if time.monotonic() - p.started > PROBE_TIMEOUT]:
+            probe.time_out(PROBE_TIMEOUT)
         if not self.request_timeout:
             return
         limit = time.monotonic() - self.request_timeout
@@ -321,6 +349,8 @@ class Dispatcher:
         for exchange in self._open:
             exchange.close()
         self._open.clear()
+        for probe in list(self._probes):
+            probe.time_out(0)
         return running, unsent + self.admission.clear()
 
     # Called by exchanges.
@@ -377,7 +407,7 @@ class Dispatcher:
             if not verdict.delay:  # else dispatching is paused: the loop wakes at the backoff's end
                 self.pump()
             return
-        if failure is Failure.UNREACHABLE:
+        if verdict.result.outcome is Outcome.UNDELIVERED:
             self._give_up(verdict, now)
         else:
             job = verdict.job
@@ -393,9 +423,9 @@ class Dispatcher:
         if self._keep(job):
             return  # kept elsewhere (a spill file) until the pool can be reached again
         self._log_job(
-            logging.ERROR, job, "job %d on %s given up: the pool was unreachable for %.1f s since it "
+            logging.ERROR, job, "job %d on %s given up: the pool could not take it for %.1f s since it "
             "arrived (retry_for %g s): %s; message %s",
-            job.id, job.channel, now - max(job.received, self.admission.unreachable_since),
+            job.id, job.channel, now - max(job.received, self.admission.out_since),
             self.admission.limits.retry_for, end.result.reason, preview(job.payload or job.body),
         )  # fmt: skip
         self._ended(job, end.result)

@@ -10,7 +10,7 @@ File format (little-endian)::
 
     header   8s magic b"APSPILL\\0" · u32 version (1) · u32 reserved (0)
              · u64 read offset · u64 end of records (0: the end of the file)
-    record   f64 received (time.time()) · u32 channel length · u32 payload length
+    record   f64 received (time.time()) · u32 attempt · u32 channel length · u32 payload length
              · channel (UTF-8) · payload (raw bytes)
 
 Records are appended after the last one; the read offset in the header points at the first
@@ -40,7 +40,7 @@ VERSION = 1
 FILE_NAME = "spill"
 
 _HEADER = struct.Struct("<8sIIQQ")
-_RECORD = struct.Struct("<dII")
+_RECORD = struct.Struct("<dIII")
 HEADER_SIZE = _HEADER.size
 RECORD_OVERHEAD = _RECORD.size
 # Large enough that opening or replaying a full spill file takes few reads, small enough not to
@@ -54,11 +54,14 @@ class SpillError(Exception):
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class SpilledMessage:
-    """One message as it was appended; ``received`` is the caller's time.time() at arrival."""
+    """One message as it was appended; ``received`` is the caller's time.time() at arrival, and
+    ``attempt`` the ASYNCPHP_ATTEMPT its next request carries (above 1 when an earlier request may
+    have run), so that a job's attempts do not start over through the spill file."""
 
     channel: str
     payload: bytes
     received: float
+    attempt: int = 1
 
 
 class Spill:
@@ -119,7 +122,7 @@ class Spill:
         """Size of those records, as counted against ``max_bytes``."""
         return self._written + len(self._buffer) - self._read_offset
 
-    def append(self, channel: str, payload: bytes, received: float) -> bool:
+    def append(self, channel: str, payload: bytes, received: float, attempt: int = 1) -> bool:
         """Keep one message; False (and nothing kept) if it would take the file past ``max_bytes``."""
         if self._closed:
             raise SpillError(f"{self.path}: append() after close()")
@@ -128,7 +131,7 @@ class Spill:
         if self._written + len(self._buffer) - self._read_offset + size > self.max_bytes:
             return False
         buffer = self._buffer
-        buffer += _RECORD.pack(received, len(name), len(payload))
+        buffer += _RECORD.pack(received, attempt, len(name), len(payload))
         buffer += name
         buffer += payload
         self._pending += 1
@@ -198,7 +201,7 @@ class Spill:
         chunk = os.pread(self._fd, min(_CHUNK, self._written - offset), offset)
         pos = 0
         while len(into) < limit and pos + RECORD_OVERHEAD <= len(chunk):
-            received, name_size, payload_size = _RECORD.unpack_from(chunk, pos)
+            received, attempt, name_size, payload_size = _RECORD.unpack_from(chunk, pos)
             start = pos + RECORD_OVERHEAD
             end = start + name_size + payload_size
             if end > len(chunk):
@@ -211,7 +214,7 @@ class Spill:
                 continue
             name_end = start + name_size
             channel = chunk[start:name_end].decode("utf-8", "surrogateescape")
-            into.append(SpilledMessage(channel, chunk[name_end:end], received))
+            into.append(SpilledMessage(channel, chunk[name_end:end], received, attempt))
             pos = end
         if pos == 0:
             # open() checked every record up to _written, so only another writer can get here.
@@ -306,7 +309,7 @@ def _recover(fd: int, path: Path) -> tuple[int, int, int, int]:
             chunk = os.pread(fd, min(_CHUNK, size - offset), offset)
             pos, torn = 0, False
             while pos + RECORD_OVERHEAD <= len(chunk):
-                _, name_size, payload_size = _RECORD.unpack_from(chunk, pos)
+                _, _, name_size, payload_size = _RECORD.unpack_from(chunk, pos)
                 following = pos + RECORD_OVERHEAD + name_size + payload_size
                 if offset + following > size:
                     torn = True
@@ -393,7 +396,7 @@ class NoSpill:
     pending = 0
     pending_bytes = 0
 
-    def append(self, channel: str, payload: bytes, received: float) -> bool:
+    def append(self, channel: str, payload: bytes, received: float, attempt: int = 1) -> bool:
         return False
 
     def flush(self) -> None:

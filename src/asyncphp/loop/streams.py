@@ -18,7 +18,6 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from typing import Any
 
 import redis
 
@@ -48,6 +47,8 @@ from asyncphp.wire import replies
 from asyncphp.wire.replies import ReplyError
 
 DEAD_SUFFIX = ":dead"
+# Error codes after which the connection is made again: the server cannot take writes now.
+RECONNECT_ON = frozenset({"READONLY", "LOADING", "MASTERDOWN", "BUSY"})
 DEAD_MAXLEN = 100_000  # dead letters kept per stream (approximately)
 BLOCK_MS = 2000  # XREADGROUP waits this long for entries, then is sent again
 STDERR_EXCERPT = 2000  # bytes of the worker's stderr kept in a dead letter
@@ -96,6 +97,9 @@ class StreamSource:
         self.reader = Link(url, password_file)
         self.writer = Link(url, password_file)
         self._read_sent = math.inf  # when the XREADGROUP now out was sent
+        self._reader_id = 0  # CLIENT ID of the reader, to unblock its read when stopping
+        self._opened = False  # before the first open, a missing group is new, not vanished
+        self._delivered: dict[str, str] = {}  # the group's last delivered id, per XINFO GROUPS
         self.lag: dict[str, int] = {}
 
     # Connection.
@@ -112,49 +116,58 @@ class StreamSource:
                 f"the durable mode needs Redis 6.2 or later (XAUTOCLAIM); this is {where[1]}"
             )
         self.writer.open()
+        try:
+            self._reader_id = int(self.reader.call("CLIENT", "ID"))
+        except redis.ResponseError:
+            self._reader_id = 0  # an ACL without CLIENT: a stop waits for the read's BLOCK instead
         for stream in self.streams:
-            self._create_group(stream, self.writer.call)
+            start = self._start(stream)
+            try:
+                self.writer.call("XGROUP", "CREATE", stream, self.group, start, "MKSTREAM")
+            except redis.ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
+            else:
+                self._group_created(stream, start)
         self.reader.start()
         self.writer.start()
+        self._opened = True
         self.ledger.lost()  # anything sent before and unconfirmed goes again
         self._read_sent = math.inf
         return where
 
-    def _create_group(self, stream: str, call: Callable[..., Any]) -> None:
-        try:
-            call(*self._group_creation(stream))
-        except redis.ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
+    def _start(self, stream: str) -> str:
+        """Where to create the group: the newest entry known to be delivered to it (by this
+        daemon, or by any, per XINFO GROUPS), so that a group that vanished (deleted, or Redis
+        restarted without persistence) does not make the stream run again; else the start, so
+        that entries added while no daemon ever read the stream are work too."""
+        known = [i for i in (self.ledger.last_read.get(stream), self._delivered.get(stream)) if i]
+        return max(known, key=id_key) if known else "0"
+
+    def _group_created(self, stream: str, start: str) -> None:
+        if not self._opened:
+            self._log.info("created consumer group %s of stream %s at %s", self.group, stream, start)
             return
-        self._group_created(stream)
-
-    def _group_creation(self, stream: str) -> tuple[str, ...]:
-        # From "0" the first time: entries added while no daemon ever read this stream are work
-        # too. Once this daemon has read, from the last entry it read: a group that vanished
-        # (deleted, or Redis restarted without persistence) must not make the stream run again.
-        return "XGROUP", "CREATE", stream, self.group, self.ledger.last_read.get(stream, "0"), "MKSTREAM"
-
-    def _group_created(self, stream: str) -> None:
-        start = self.ledger.last_read.get(stream, "0")
-        if start != "0":
-            self._log.error(
-                "consumer group %s of stream %s was missing (deleted, or redis restarted without "
-                "persistence): re-created at %s, the last entry this daemon read, so that nothing "
-                "before it runs again; entries pending in the old group are no longer tracked",
-                self.group, stream, start,
-            )  # fmt: skip
+        where = "its start: every entry it retains runs again" if start == "0" else (
+            f"{start}, the last entry delivered to it, so that nothing before it runs again"
+        )  # fmt: skip
+        self._log.error(
+            "consumer group %s of stream %s was missing (deleted, or redis restarted without persistence): "
+            "re-created at %s; entries pending in the old group are no longer tracked",
+            self.group, stream, where,
+        )  # fmt: skip
 
     def _recreate_groups(self) -> None:
         for stream in self.streams:
+            start = self._start(stream)
 
-            def created(reply: Reply, stream: str = stream) -> None:
+            def created(reply: Reply, stream: str = stream, start: str = start) -> None:
                 if not isinstance(reply, ReplyError):
-                    self._group_created(stream)
+                    self._group_created(stream, start)
                 elif reply.code != "BUSYGROUP":
                     raise redis.ConnectionError(f"XGROUP CREATE refused: {reply}")
 
-            self.writer.send(*self._group_creation(stream), on_reply=created)
+            self.writer.send("XGROUP", "CREATE", stream, self.group, start, "MKSTREAM", on_reply=created)
 
     @property
     def ready(self) -> bool:
@@ -235,6 +248,8 @@ class StreamSource:
         self._read_sent = math.inf
         self.ledger.read_done()
         if isinstance(reply, ReplyError):
+            if reply.code != "NOGROUP":  # reading is this source's purpose: try again, visibly
+                raise redis.ConnectionError(f"XREADGROUP refused: {reply}")
             self._refused_by_redis(reply, "XREADGROUP")
             return
         now = time.monotonic()
@@ -278,20 +293,19 @@ class StreamSource:
         )  # fmt: skip
 
     def _redelivered(self, entry: Entry, reply: Reply) -> None:
-        if isinstance(reply, ReplyError):
-            self._refused_by_redis(reply, "XCLAIM")
-            return
-        present = entry.id in replies.xclaim_ids(reply)
+        present = not isinstance(reply, ReplyError) and entry.id in replies.xclaim_ids(reply)
         self._carry_out(self.ledger.redelivered(entry, present, time.monotonic()))
+        if isinstance(reply, ReplyError):
+            self._refused_by_redis(reply, f"XCLAIM for the retry of entry {entry.id} (left pending)")
 
     def _acked(self, command: Ack, reply: Reply) -> None:
-        if isinstance(reply, ReplyError):
-            self._refused_by_redis(reply, "XACK")
-            return
-        for entry_id in command.ids:
-            entry = self.ledger.entry(command.stream, entry_id)
+        entries = [self.ledger.entry(command.stream, entry_id) for entry_id in command.ids]
+        for entry in entries:
             if entry is not None:
-                self.ledger.confirmed(entry)
+                # Refused, they stay pending in Redis, to be claimed and settled again later.
+                (self.ledger.refused if isinstance(reply, ReplyError) else self.ledger.confirmed)(entry)
+        if isinstance(reply, ReplyError):
+            self._refused_by_redis(reply, f"XACK of {len(command.ids)} entries (left pending)")
 
     def _bury(self, command: Bury) -> None:
         entry, result = command.entry, command.entry.result
@@ -334,7 +348,7 @@ class StreamSource:
 
     def _checked(self, reply: Reply) -> None:
         if isinstance(reply, ReplyError):
-            self._refused_by_redis(reply, "XCLAIM")
+            self._refused_by_redis(reply, "XCLAIM to reset the idle time of held entries")
 
     def _on_groups(self, stream: str, reply: Reply) -> None:
         if isinstance(reply, ReplyError):
@@ -342,13 +356,18 @@ class StreamSource:
         info = replies.xinfo_groups(reply).get(self.group)
         if info is not None:
             self.lag[stream] = info.lag
+            self._delivered[stream] = info.last_delivered
 
     def _refused_by_redis(self, error: ReplyError, command: str) -> None:
+        """One command refused: a group that vanished is made again; a server that cannot take
+        writes now (a replica after a failover, loading) is reconnected to; anything else (an
+        ACL, say) is said, and the loop goes on."""
         if error.code == "NOGROUP":
-            # The group (or the stream) vanished under us: make it again where we were.
             self._recreate_groups()
-            return
-        raise redis.ConnectionError(f"{command} refused: {error}")
+        elif error.code in RECONNECT_ON:
+            raise redis.ConnectionError(f"{command} refused: {error}")
+        else:
+            self._log.error("redis refused %s: %s", command, error)
 
     # The ledger's decisions, carried out.
 
@@ -360,6 +379,8 @@ class StreamSource:
                 self._deliver(decision.message)
         elif isinstance(decision, Retrying):
             entry = decision.entry
+            self._counters.retried += 1
+            self._metrics.retried(entry.stream)
             self._log.warning(
                 "entry %s of %s: attempt %d of %d failed (%s); again in %.1f s",
                 entry.id, entry.stream, entry.deliveries, self.ledger.policy.max_attempts,
@@ -381,10 +402,14 @@ class StreamSource:
         """Stop reading; entries waiting for a retry are left pending for another consumer."""
         for entry in self.ledger.stop():
             self._carry_out(Released(entry))
+        if self.ledger.reading and self._reader_id:
+            # The read out would deliver entries nobody here will run: end its BLOCK now.
+            self.writer.send("CLIENT", "UNBLOCK", self._reader_id, on_reply=_ignore)
 
     @property
     def settled(self) -> bool:
-        return self.ledger.settled
+        """No settle unconfirmed, and no read out whose entries would be stranded here."""
+        return self.ledger.settled and not self.ledger.reading
 
     def leave(self) -> None:
         unsettled = self.ledger.unsettled

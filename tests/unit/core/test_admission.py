@@ -116,14 +116,14 @@ def test_unreachable_pauses_dispatching_with_growing_backoff_and_reaching_resets
         assert isinstance(verdict, Retry)
         delays.append(verdict.delay)
         assert started(a, now + verdict.delay - 0.001) == [], "paused until the backoff ends"
-        assert a.wake_at() == now + verdict.delay
+        assert a.wake_at(now) == now + verdict.delay
         now += verdict.delay
     assert delays == [0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 2.0]
     assert j.attempt == 1, "a request that never reached the pool is not an attempt"
     assert started(a, now) == [1]
     a.reached()
     a.failed(j, Failure.UNREACHABLE, "refused", now)
-    assert a.wake_at() == now + 0.05
+    assert a.wake_at(now) == now + 0.05
 
 
 def test_a_request_that_may_have_run_is_never_retried() -> None:
@@ -183,11 +183,11 @@ def test_expire_is_bounded_per_call_and_wake_at_says_when() -> None:
         a.offer(job(n, 0.0))
     head = next(a.start(0.0))
     a.failed(head, Failure.UNREACHABLE, "refused", 0.0)
-    assert a.wake_at() == 0.05
+    assert a.wake_at(0.0) == 0.05
     assert len(a.expire(5.0)) == 1000
-    assert a.wake_at() <= 5.0, "more to give up: wake at once"
+    assert a.wake_at(5.0) <= 5.0, "more to give up: wake at once"
     assert len(a.expire(5.0)) == 1000 and len(a.expire(5.0)) == 501
-    assert a.wake_at() == math.inf and a.idle
+    assert a.wake_at(5.0) == math.inf and a.idle
 
 
 def test_a_probe_alone_sees_the_end_of_an_outage_that_no_job_is_left_to_try() -> None:
@@ -205,3 +205,45 @@ def test_a_probe_alone_sees_the_end_of_an_outage_that_no_job_is_left_to_try() ->
     assert not a.probe(1.05) and a.probe(1.1), "after the backoff"
     a.reached()
     assert a.unreachable_since == HEALTHY and not a.probe(5.0)
+
+
+def test_a_pool_that_accepts_connections_but_refuses_requests_is_out_until_it_answers() -> None:
+    # Found in review: each accepted connection ended the outage, so a pool answering OVERLOADED
+    # to every request had its jobs retried every 50 ms forever, never given up.
+    a = Admission(Limits(max_in_flight=1, retry_for=2.0))
+    j = job(1, 0.0)
+    a.offer(j)
+    now, delays = 0.0, []
+    verdict: Retry | End | None = None
+    while not isinstance(verdict, End):
+        assert started(a, now) == [1]
+        a.reached()  # the connection is accepted…
+        verdict = a.failed(j, Failure.REFUSED, "the pool refused it", now)  # …the request is not
+        if isinstance(verdict, Retry):
+            delays.append(verdict.delay)
+            now += verdict.delay
+    assert verdict.result.outcome is Outcome.UNDELIVERED and now >= 2.0
+    assert delays[:4] == [0.05, 0.1, 0.2, 0.4], "the backoff grows"
+    assert j.attempt == 1, "a refused request never ran"
+    b = Admission(Limits(max_in_flight=1, retry_for=2.0))
+    k = job(2, 0.0)
+    b.offer(k)
+    assert started(b, 0.0) == [2]
+    b.reached()
+    b.failed(k, Failure.REFUSED, "refused", 0.0)
+    assert started(b, 0.05) == [2]
+    b.reached()
+    b.answered()  # one request answered: the outage is over
+    assert b.out_since == math.inf
+
+
+def test_no_wake_up_for_a_backoff_whose_end_no_free_slot_can_use() -> None:
+    # Found in review: after SIGHUP lowered max_in_flight during a pause, wake_at() kept giving
+    # a time in the past while no slot was free, and the loop spun.
+    a = Admission(Limits(max_in_flight=2, retry_for=60.0))
+    for n in (1, 2, 3):
+        a.offer(job(n, 0.0))
+    first, _ = list(a.start(0.0))
+    a.failed(first, Failure.UNREACHABLE, "refused", 0.0)
+    a.limits = Limits(max_in_flight=1, retry_for=60.0)  # SIGHUP
+    assert a.wake_at(100.0) == 60.0, "the next give-up, not the past end of the backoff"

@@ -1,5 +1,5 @@
 """Admission's invariants over generated histories (hypothesis): every accepted job ends exactly
-once; no job is given up for an unreachable pool unless the pool was unreachable, without a
+once; no job is given up unless the pool was out (unreachable, or refusing requests), without a
 break, for retry_for since the job arrived; a job's own attempts never exceed its budget and its
 attempt number never goes backwards."""
 
@@ -33,6 +33,8 @@ class AdmissionMachine(RuleBasedStateMachine):
         self.attempts: dict[int, list[int]] = {}  # the attempt number of each request sent
         self.reached_at = -math.inf  # the last time the pool accepted a connection
         self.unreachable_at: list[float] = []  # every time it could not be reached
+        self.answered_at = -math.inf  # the last time it answered a request
+        self.refused_at: list[float] = []  # every time it refused one
 
     # The world.
 
@@ -74,15 +76,18 @@ class AdmissionMachine(RuleBasedStateMachine):
         self.admission.reached()
 
     @precondition(lambda self: any(self.running.values()))
-    @rule(data=st.data(), how=st.sampled_from(["answered", "lost", "broken"]))
+    @rule(data=st.data(), how=st.sampled_from(["answered", "lost", "broken", "refused"]))
     def finish(self, data: st.DataObject, how: str) -> None:
         job = self._pick(data, connected=True)
         if how == "answered":
             del self.running[job.id]
+            self.answered_at = self.now
             self.admission.answered()
             self._record(job, Outcome.COMPLETED)
             return
-        failure = Failure.LOST if how == "lost" else Failure.BROKEN
+        if how == "refused":
+            self.refused_at.append(self.now)
+        failure = {"lost": Failure.LOST, "broken": Failure.BROKEN, "refused": Failure.REFUSED}[how]
         self._verdict(self.admission.failed(job, failure, how, self.now))
 
     # Checks.
@@ -99,10 +104,12 @@ class AdmissionMachine(RuleBasedStateMachine):
     def _end(self, end: End) -> None:
         job = end.job
         if end.result.outcome is Outcome.UNDELIVERED:
-            # Unreachable without a break: the first failure to reach it after it was last reached.
-            since = [t for t in self.unreachable_at if t >= self.reached_at]
-            assert since, "given up while the pool was reachable"
-            assert self.now >= max(self.arrived[job.id], since[0]) + RETRY_FOR, "given up early"
+            # Out without a break: unreachable since the first failure to reach it after it was
+            # last reached, or refusing since the first refusal after its last answer.
+            starts = [t for t in self.unreachable_at if t >= self.reached_at][:1]
+            starts += [t for t in self.refused_at if t >= self.answered_at][:1]
+            assert starts, "given up while the pool was taking jobs"
+            assert self.now >= max(self.arrived[job.id], min(starts)) + RETRY_FOR, "given up early"
         self._record(job, end.result.outcome)
 
     def _record(self, job: Job, outcome: Outcome) -> None:
