@@ -73,10 +73,6 @@ class Keeper:
         self._stopping = False
         self.state = LinkState(jitter=random.random)
 
-    @property
-    def connected(self) -> bool:
-        return bool(self._fds)
-
     def turn(self, now: float, health_interval: float, free: int) -> None:
         """One pass of the loop: connect when due, check the connection's health, run the source."""
         if self.state.due(now) and self._may_connect:
