@@ -125,6 +125,8 @@ class Admission:
         time, so that a long queue given up at once cannot stall the loop (the rest follow next
         turn: :meth:`wake_at` says so)."""
         ended: list[End] = []
+        if self.unreachable_since == HEALTHY and self._refusing_since == HEALTHY:
+            return ended  # the pool takes jobs: no deadline runs (checked on every pump)
         while self._queue and len(ended) < limit and self._deadline(self._queue[0]) <= now:
             job = self._take()
             reason = job.last_error or self._outage_reason
@@ -142,6 +144,8 @@ class Admission:
 
     def reached(self) -> None:
         """A connection to the pool was accepted: it can be reached again."""
+        if self.unreachable_since == HEALTHY and not self._probing:
+            return  # nothing to end: the common case, once per job
         self.unreachable_since = HEALTHY
         self._probing = False
         if self._refusing_since == HEALTHY:

@@ -153,6 +153,10 @@ class Ledger:
         self.policy = policy
         self._origin = origin  # what jobs made from these entries report their end to
         self._held: dict[tuple[str, str], Entry] = {}
+        # Kept apart as well, so that plan(), called every turn of the loop, scans nothing: the
+        # entries whose settle is to be sent, and those waiting for a retry.
+        self._to_settle: list[Entry] = []
+        self._waiting: list[Entry] = []
         self.last_read: dict[str, str] = {}  # the newest id delivered to us per stream, for a lost group
         self._claim_from: dict[str, str] = {}
         self.reading = False
@@ -223,6 +227,7 @@ class Ledger:
                 return self._settle(entry, Settle.BURY, result)
             delay = min(RETRY_DELAY_CAP, self.policy.retry_delay * 2 ** (entry.deliveries - 1))
             entry.hold, entry.due, entry.job, entry.result = Hold.WAITING, now + delay, job, result
+            self._waiting.append(entry)
             return Retrying(entry, delay)
         # DROPPED or ABANDONED, or a failure while stopping: another consumer takes it over.
         del self._held[(entry.stream, entry.id)]
@@ -230,6 +235,7 @@ class Ledger:
 
     def _settle(self, entry: Entry, settle: Settle, result: Result) -> Decision:
         entry.hold, entry.settle, entry.result, entry.job = Hold.TO_SETTLE, settle, result, None
+        self._to_settle.append(entry)
         return Settling(entry)
 
     # Replies.
@@ -276,8 +282,10 @@ class Ledger:
         for entry in self._held.values():
             if entry.hold is Hold.SETTLING:
                 entry.hold, entry.resent = Hold.TO_SETTLE, True
+                self._to_settle.append(entry)
             elif entry.hold is Hold.REDELIVERING:
                 entry.hold, entry.due = Hold.WAITING, 0.0
+                self._waiting.append(entry)
             entry.touched = -math.inf  # touch at once: the outage may have made it look idle
         self._next_touch = self._next_claim = 0.0
 
@@ -286,6 +294,7 @@ class Ledger:
         them over, their next delivery counted). Running ones end through :meth:`ended`."""
         self.stopped = True
         waiting = [e for e in self._held.values() if e.hold in (Hold.WAITING, Hold.REDELIVERING)]
+        self._waiting.clear()
         for entry in waiting:
             del self._held[(entry.stream, entry.id)]
         return waiting
@@ -295,25 +304,28 @@ class Ledger:
     def plan(self, now: float, free: int) -> list[Command]:
         """Everything due now, settles first; ``free`` request slots may be filled."""
         commands: list[Command] = []
-        acks: dict[str, list[str]] = {}
-        for entry in self._held.values():
-            if entry.hold is Hold.TO_SETTLE:
+        if self._to_settle:
+            acks: dict[str, list[str]] = {}
+            for entry in self._to_settle:
+                if entry.hold is not Hold.TO_SETTLE or self._held.get((entry.stream, entry.id)) is not entry:
+                    continue  # listed twice, or let go meanwhile
                 entry.hold = Hold.SETTLING
                 if entry.settle is Settle.ACK:
                     acks.setdefault(entry.stream, []).append(entry.id)
                 else:
                     commands.append(Bury(entry, only_if_pending=entry.resent))
-        commands += [Ack(stream, tuple(ids)) for stream, ids in acks.items()]
+            self._to_settle.clear()
+            commands += [Ack(stream, tuple(ids)) for stream, ids in acks.items()]
         if self.stopped:
             return commands
-        waiting = sorted((e for e in self._held.values() if e.hold is Hold.WAITING), key=lambda e: e.due)
-        for entry in waiting:
-            if entry.due > now or free <= 0:
-                break
-            entry.hold = Hold.REDELIVERING
-            commands.append(Redeliver(entry))
-            free -= 1
-        free -= sum(1 for e in waiting if e.hold is Hold.WAITING)  # they will need their slots too
+        if self._waiting:
+            self._waiting.sort(key=lambda e: e.due)
+            while self._waiting and self._waiting[0].due <= now and free > 0:
+                entry = self._waiting.pop(0)
+                entry.hold = Hold.REDELIVERING
+                commands.append(Redeliver(entry))
+                free -= 1
+            free -= len(self._waiting)  # they will need their slots too
         if now >= self._next_touch:
             self._next_touch = now + self.policy.claim_idle / 4
             commands += self._touch(now)
@@ -333,8 +345,9 @@ class Ledger:
 
     def wake_at(self, free: int) -> float:
         """When :meth:`plan` has work due that no reply brings (``inf``: none)."""
-        due = min((e.due for e in self._held.values() if e.hold is Hold.WAITING), default=math.inf)
-        return due if free > 0 and not self.stopped else math.inf
+        if not self._waiting or free <= 0 or self.stopped:
+            return math.inf
+        return min(e.due for e in self._waiting)
 
     def _touch(self, now: float) -> list[Command]:
         """Reset the idle time of entries held here for a while, so nobody claims them from us."""

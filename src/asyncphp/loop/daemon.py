@@ -182,8 +182,10 @@ class Daemon:
         self.counters.received += 1
         self.metrics.received(message.channel)
         # Behind what the spill file holds, to keep the order; and without decoding it first,
-        # so that a message with no room costs a buffered write and nothing more.
-        if self.overflow.waiting or not self.dispatcher.has_room(len(message.payload)):
+        # so that a message with no room costs a buffered write and nothing more. (The bytes of
+        # its form body are checked once it has one.)
+        d = self.dispatcher
+        if self.overflow.waiting or (d.queued >= self.settings.max_queued and d.free <= 0):
             self.overflow.keep(message.channel, message.payload, "the queue is full")
             return
         self._admit(message)

@@ -237,7 +237,8 @@ class Dispatcher:
         self._log = log
         self._open: set[Exchange] = set()
         self._probes: list[Probe] = []  # at most one
-        self._pumping = self._again = False
+        self._pumping = False
+        self.on_connected = self.admission.reached  # an exchange's connection was accepted
 
     def configure(self, limits: Limits, request_timeout: float) -> None:
         """Take the limits that may change on SIGHUP (the pool's address does not)."""
@@ -280,30 +281,24 @@ class Dispatcher:
     def pump(self) -> None:
         """Give up what has waited out its ``retry_for``; start queued jobs while slots are free."""
         if self._pumping:
-            # Called back from a start that failed at once: the running pump goes round again.
-            self._again = True
-            return
+            return  # called back from a start that failed at once: the loop below goes on
         self._pumping = True
         try:
-            self._again = True
-            while self._again:
-                self._again = False
-                self._pump_once()
+            now = time.monotonic()
+            for end in self.admission.expire(now):
+                self._give_up(end, now)
+            # start() yields one job at a time and sees what became of the last one: a job
+            # requeued at once is yielded again, a pause stops it.
+            for job in self.admission.start(now):
+                try:
+                    exchange = Exchange(job, self._build(job), self)
+                except OSError as exc:  # out of file descriptors, say: like a pool that cannot be reached
+                    self._failed(job, Failure.UNREACHABLE, f"cannot open a socket: {exc.strerror or exc}")
+                    continue
+                self._open.add(exchange)
+                exchange.start()
         finally:
             self._pumping = False
-
-    def _pump_once(self) -> None:
-        now = time.monotonic()
-        for end in self.admission.expire(now):
-            self._give_up(end, now)
-        for job in self.admission.start(now):
-            try:
-                exchange = Exchange(job, self._build(job), self)
-            except OSError as exc:  # out of file descriptors, say: like a pool that cannot be reached
-                self._failed(job, Failure.UNREACHABLE, f"cannot open a socket: {exc.strerror or exc}")
-                continue
-            self._open.add(exchange)
-            exchange.start()
 
     def probe(self) -> None:
         """Work waits elsewhere for the pool (a spill file): see whether it is back, when due."""
@@ -354,9 +349,6 @@ class Dispatcher:
         return running, unsent + self.admission.clear()
 
     # Called by exchanges.
-
-    def on_connected(self) -> None:
-        self.admission.reached()
 
     def on_sent(self, job: Job) -> None:
         if not job.counted:
