@@ -115,3 +115,17 @@ def test_stream_group(redis_server: RedisServer, pool: Pool, start_daemon: Calla
     after = wait_for(passing, timeout=10, what="the group to exist")
     assert isinstance(after, subprocess.CompletedProcess)
     assert "✓ stream jobs: group asyncphp exists" in after.stdout
+
+
+def test_state_dir(redis_server: RedisServer, pool: Pool, tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    done = check(*flags(redis_server.url, pool), "--state-dir", str(state))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"✓ state_dir {state} does not exist yet; the daemon creates it" in done.stdout
+    state.mkdir()
+    done = check(*flags(redis_server.url, pool), "--state-dir", str(state))
+    assert f"✓ state_dir {state} is writable (pub/sub spill files)" in done.stdout
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    done = check(*flags(redis_server.url, pool), "--state-dir", str(blocker))
+    assert done.returncode == 1 and f"✗ state_dir {blocker}: not a directory" in done.stdout

@@ -45,6 +45,7 @@ def run(argv: Sequence[str], env: Mapping[str, str] | None = None) -> int:
         _check_redis(settings, report)
         _check_pool(settings, report)
         _check_worker(settings, report)
+        _check_state_dir(settings, report)
     print("\n".join(report.lines))
     print(
         f"{'all checks passed' if not report.failures else f'{report.failures} check(s) failed'}",
@@ -156,3 +157,24 @@ def _check_worker(settings: Settings, report: Report) -> None:
         report.failed(f"worker {script}: not readable", "the pool's user (www-data) must be able to read it")
     else:
         report.passed(f"worker {script} exists and is readable")
+
+
+def _check_state_dir(settings: Settings, report: Report) -> None:
+    if not settings.state_dir:
+        return  # no spill file: pub/sub messages with no room are dropped, as the settings say
+    where = Path(settings.state_dir)
+    hint = "the daemon keeps its pub/sub spill files there: make it writable by the daemon's user"
+    if where.is_dir():
+        if os.access(where, os.W_OK | os.X_OK):
+            report.passed(f"state_dir {where} is writable (pub/sub spill files)")
+        else:
+            report.failed(f"state_dir {where}: not writable by this user", hint)
+        return
+    if where.exists():
+        report.failed(f"state_dir {where}: not a directory", "point state_dir at a directory")
+        return
+    parent = next((p for p in where.parents if p.exists()), Path("/"))
+    if os.access(parent, os.W_OK | os.X_OK):
+        report.passed(f"state_dir {where} does not exist yet; the daemon creates it")
+    else:
+        report.failed(f"state_dir {where}: missing, and {parent} is not writable", hint)
