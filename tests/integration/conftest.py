@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import json
 import re
 import socket
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
 
 from asyncphp.dev import sandbox
 from asyncphp.dev.sandbox import Pool, RedisServer, Server
+from asyncphp.loop.heartbeat import KEY_PREFIX
+from asyncphp.ops import probe
+from asyncphp.settings import PoolAddress
 from tests.conftest import POOL_CONF, WORKER
 
 pytestmark = pytest.mark.integration
@@ -25,12 +30,27 @@ def wait_for(check: Callable[[], object], timeout: float = 20.0, what: str = "co
         result = check()
         if result:
             return result
-        time.sleep(0.05)
+        time.sleep(0.05)  # poll
     pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 def lines(path: Path) -> list[str]:
     return path.read_text(errors="replace").splitlines() if path.exists() else []
+
+
+def pool_status(pool: Pool) -> dict[str, Any]:
+    """The pool's pm.status_path page (commands.conf sets it), which php-fpm answers itself. This
+    request is counted in its "accepted conn", and is one of its "active processes"."""
+    response = probe.get(PoolAddress.parse(pool.listen), "/asyncphp-status", "json")
+    page: dict[str, Any] = json.loads(response.head.partition(b"\r\n\r\n")[2])
+    return page
+
+
+def heartbeat_counter(client: redis.Redis, name: str) -> int:
+    """A counter (``received``, ``completed`` …) of the daemon's last heartbeat in Redis; 0 before
+    the first. The heartbeat is written in a turn of the loop after the one that counted."""
+    keys = client.keys(KEY_PREFIX + "*")
+    return max((int(client.hget(key, name) or 0) for key in keys), default=0)
 
 
 class Daemon:

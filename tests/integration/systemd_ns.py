@@ -114,7 +114,7 @@ class NamespacedSystemd:
                     return int(pid)
             if self._unshare.poll() is not None:
                 break
-            time.sleep(0.05)
+            time.sleep(0.05)  # poll
         self.stop()
         raise RuntimeError(f"systemd did not boot in its namespace: {Path(self._log.name).read_text()}")
 
@@ -130,7 +130,7 @@ class NamespacedSystemd:
             state = self.run("systemctl", "is-system-running", check=False).stdout.strip()
             if state in ("running", "degraded"):
                 return
-            time.sleep(0.2)
+            time.sleep(0.2)  # poll
         raise RuntimeError(f"systemd in the namespace is {state!r} after {timeout:.0f} s")
 
     def show(self, unit: str, *props: str) -> dict[str, str]:

@@ -18,7 +18,7 @@ from asyncphp.dev import sandbox
 from asyncphp.dev.sandbox import Pool, RedisServer
 from benchmarks.drivers import cpu_seconds
 from tests.conftest import PHP_DIR, WORKER
-from tests.integration.conftest import Daemon, lines, notifications, wait_for
+from tests.integration.conftest import Daemon, heartbeat_counter, lines, notifications, pool_status, wait_for
 
 FAST = PHP_DIR / "fast.php"
 
@@ -90,7 +90,13 @@ def test_pool_down_then_back_within_5_s(
     pool.stop()
     assert publish_many(redis_server.url, numbered(50)) == [1] * 50
     daemon.wait_for("WARNING job 1 on commands: cannot connect")
-    time.sleep(2)
+    # The pool stays down through several rounds of backoff, up to 1.6 s between attempts: the
+    # head of the queue is tried again each time, the others wait behind it.
+    daemon.wait_for(r"WARNING job 1 on commands: cannot connect .* retrying in 1\.60 s")
+    retries = daemon.lines("cannot connect")
+    delays = [float(line.rsplit("retrying in ", 1)[1].split()[0]) for line in retries[:6]]
+    assert delays == [0.05, 0.1, 0.2, 0.4, 0.8, 1.6], retries
+    assert all("job 1 on commands" in line for line in retries), retries
     back = start_pool()  # same directory, same socket path
     assert back.listen == pool.listen
     wait_for(
@@ -137,7 +143,12 @@ def test_bad_input_table_interleaved_with_good_messages(
         assert reason in line, (reason, line)
         assert len(line) < 600, "a preview is short"
     assert daemon.server.process.poll() is None
-    time.sleep(0.5)  # nothing more comes: each bad message was logged once
+    # Nothing more comes: each bad message was logged once. A last good message is handled after
+    # them all, in order; once it has run, any further line about them would be in the log.
+    marker = len(BAD_INPUT) + 1
+    assert publish_many(redis_server.url, [json.dumps({"n": marker})]) == [1]
+    wait_for(lambda: str(marker) in lines(pool.worker_log), what="the marker message")
+    assert sorted(map(int, lines(pool.worker_log))) == [*range(len(BAD_INPUT) + 1), marker]
     assert len(daemon.lines("WARNING skipped a message")) == len(BAD_INPUT)
     daemon.stop()
     assert daemon.lines(f"{len(BAD_INPUT)} rejected")
@@ -175,7 +186,20 @@ def test_drain_timeout_logs_what_was_left_undone(
     assert all('timestamp\\": \\"t' in line for line in undone), undone  # the message, as published
     # The pool finishes what it had (ignore_user_abort = on in commands.conf).
     wait_for(lambda: len(lines(pool.worker_log)) == 10, what="the running jobs to finish in the pool")
-    time.sleep(1.5)
+    # And it gets nothing more: once it is idle (this status request its only active process),
+    # it has accepted the ten requests and our status requests, and nothing else. A connection the
+    # daemon left queued would have been accepted before ours, by a child free long ago.
+    asked = 0
+
+    def idle() -> bool:
+        nonlocal asked
+        asked += 1
+        return pool_status(pool)["active processes"] == 1
+
+    wait_for(idle, what="the pool to be idle")
+    status = pool_status(pool)
+    asked += 1
+    assert status["accepted conn"] - asked == 10, status
     assert len(lines(pool.worker_log)) == 10
 
 
@@ -263,14 +287,17 @@ def test_sighup_reloads_what_can_change_live(
 ) -> None:
     config = tmp_path / "daemon.toml"
     config.write_text('max_in_flight = 5\nlog_level = "INFO"\n')
-    daemon = start_daemon(pool.listen, "--config", str(config))
+    daemon = start_daemon(pool.listen, "--config", str(config), "--heartbeat-interval", "0.2")
     config.write_text('max_in_flight = 2\nlog_level = "WARNING"\nchannels = ["other"]\n')
     daemon.server.process.send_signal(signal.SIGHUP)
     daemon.wait_for("WARNING SIGHUP: settings reloaded; changed: max_in_flight, log_level")
     daemon.wait_for("WARNING SIGHUP: channels changed but take effect only after a restart")
     assert publish({"timestamp": "quiet"}, redis_url=redis_server.url) == 1
     wait_for(lambda: lines(pool.worker_log) == ["quiet"], what="the job after the reload")
-    time.sleep(0.5)
+    # Its answer comes a second later (the worker sleeps); the heartbeat counts it after the
+    # daemon would have logged it.
+    with redis.Redis.from_url(redis_server.url) as client:
+        wait_for(lambda: heartbeat_counter(client, "completed") == 1, what="the job's answer")
     assert daemon.lines("Spawned|status 200") == []  # INFO lines are off now
 
 
@@ -301,10 +328,8 @@ def test_redis_is_drained_while_the_pool_is_busy(
     try:
         pool = start_pool({"pm": "static"})
         log = tmp_path / "strict-daemon.log"
-        daemon = Daemon(
-            sandbox.start_daemon(strict.url, pool.listen, WORKER, "--drain-timeout", "0", log=log),
-            log,
-        )
+        flags = ("--drain-timeout", "0", "--heartbeat-interval", "0.2")
+        daemon = Daemon(sandbox.start_daemon(strict.url, pool.listen, WORKER, *flags, log=log), log)
         wait_for(
             lambda: (
                 daemon.server.process.poll() is None
@@ -317,7 +342,11 @@ def test_redis_is_drained_while_the_pool_is_busy(
             json.dumps({"timestamp": f"t{i}", "pad": padding}) for i in range(5000)
         ]
         assert publish_many(strict.url, payloads) == [1] * 5000  # about 1.2 MB, with 5 one-second workers
-        time.sleep(1)
+        with redis.Redis.from_url(strict.url) as client:
+            wait_for(
+                lambda: heartbeat_counter(client, "received") == 5000 or daemon.lines("lost the connection"),
+                what="the daemon to read all 5,000 messages",
+            )
         daemon.server.process.send_signal(signal.SIGTERM)
         assert daemon.server.process.wait(30) == 0
         assert daemon.lines("lost the connection") == []
@@ -334,6 +363,7 @@ def test_redis_restart_under_a_steady_stream_loses_only_what_nobody_received(
 
     daemon = start_daemon(pool.listen, "--log-level", "WARNING", worker=FAST)
     delivered: list[int] = []
+    refused: list[str] = []  # the publisher's errors while redis is down
     stop = threading.Event()
 
     def stream() -> None:
@@ -347,23 +377,28 @@ def test_redis_restart_under_a_steady_stream_loses_only_what_nobody_received(
                     if client.publish("commands", json.dumps({"n": i})) == 1:
                         delivered.append(i)
                     i += 1
-                    time.sleep(0.002)
-            except redis.RedisError:
-                time.sleep(0.05)
+                    time.sleep(0.002)  # poll: pacing the load
+            except redis.RedisError as exc:
+                refused.append(str(exc))
+                time.sleep(0.05)  # poll: pacing the reconnections while redis is down
 
     publisher = threading.Thread(target=stream)
     publisher.start()
     try:
-        time.sleep(1)
+        wait_for(lambda: len(lines(pool.worker_log)) >= 300, what="the stream to run through the pool")
         redis_server.stop()
         restarted_dir = tmp_path / "again"
         restarted_dir.mkdir()
-        time.sleep(0.5)
+        # Down long enough for both sides to meet it: the daemon fails to reconnect, the
+        # publisher to publish.
+        daemon.wait_for(r"ERROR cannot connect to redis at .* retrying in")
+        wait_for(lambda: refused, what="the publisher to meet the outage")
         again = sandbox.start_redis(restarted_dir, port=redis_server.port)
         restarted = time.monotonic()
         daemon.wait_for("Resubscribed to commands after", timeout=15)
         recovered = time.monotonic() - restarted
-        time.sleep(1)
+        after = len(delivered)
+        wait_for(lambda: len(delivered) >= after + 300, what="the stream to go on after the restart")
     finally:
         stop.set()
         publisher.join()
@@ -472,8 +507,12 @@ def test_worker_killed_after_answering_is_not_retried(
         os.kill(child, signal.SIGKILL)
     (line,) = daemon.wait_for("ERROR job 1 on commands failed: .* after the worker began to answer")
     assert "unknown outcome" in line and "answer_then_slow" in line
-    time.sleep(1)
-    assert lines(pool.worker_log) == ["answered attempt 1"]
+    # Not retried: a later job runs, and the summary counts no retry, ever.
+    assert publish({"do": "note", "text": "marker"}, redis_url=redis_server.url) == 1
+    daemon.wait_for("job 2 on commands: status 200")
+    assert daemon.stop() == 0
+    assert lines(pool.worker_log) == ["answered attempt 1", "marker"]
+    assert daemon.lines("stopped · 2 received · 2 dispatched · 1 completed · 1 failed · 0 retried")
 
 
 def test_a_peer_that_is_not_fastcgi_fails_the_job_without_retries(
@@ -484,8 +523,12 @@ def test_a_peer_that_is_not_fastcgi_fails_the_job_without_retries(
     assert publish({"timestamp": "misrouted", "pad": "x" * 70_000}, redis_url=redis_server.url) == 1
     (line,) = daemon.wait_for("ERROR job 1 on commands failed: the pool's answer is not FastCGI")
     assert "misrouted" in line
-    time.sleep(0.5)
+    # Not retried: the next job meets the same end, and the summary counts no retry, ever.
+    assert publish({"timestamp": "marker", "pad": "x" * 70_000}, redis_url=redis_server.url) == 1
+    daemon.wait_for("ERROR job 2 on commands failed: the pool's answer is not FastCGI")
+    assert daemon.stop() == 0
     assert daemon.lines("attempt") == []
+    assert daemon.lines("stopped · 2 received · 2 dispatched · 0 completed · 2 failed · 0 retried")
 
 
 def test_a_peer_that_never_answers_times_out(
@@ -515,10 +558,22 @@ def test_an_idle_connection_is_pinged_and_lives_on(
     redis_server: RedisServer, pool: Pool, start_daemon: Callable[..., Daemon]
 ) -> None:
     daemon = start_daemon(pool.listen, "--redis-health-interval", "0.2")
-    time.sleep(1.5)  # several PING/PONG rounds on the subscribed connection
+    client = redis.Redis.from_url(redis_server.url, socket_timeout=20)
+    (subscriber,) = client.client_list(_type="pubsub")
+    where = subscriber["addr"].rsplit(":", 1)
+    # Several PING/PONG rounds on the subscribed connection, as Redis's MONITOR sees them.
+    pings = 0
+    with client.monitor() as monitor:
+        while pings < 5:
+            command = monitor.next_command()
+            if [command["client_address"], command["client_port"]] == where:
+                assert command["command"].upper() == "PING", command
+                pings += 1
     assert publish({"timestamp": "after the pings"}, redis_url=redis_server.url) == 1
     daemon.wait_for("job 1 on commands: status 200")
     assert daemon.lines("lost the connection|Traceback") == []
+    assert [c["id"] for c in client.client_list(_type="pubsub")] == [subscriber["id"]], "the same connection"
+    client.close()
 
 
 def test_a_subscriber_cut_off_by_redis_is_told_why(

@@ -7,7 +7,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from asyncphp.caller import publish
@@ -70,7 +69,8 @@ def test_dev_runs_the_sandbox_until_ctrl_c() -> None:
     try:
         banner = [process.stdout.readline() for _ in range(4)]
         url = re.search(r"redis (redis://\S+)", banner[0])
-        assert url, banner
+        worker_log = re.search(r"worker log: +(\S+)", banner[2])
+        assert url and worker_log, banner
         output: list[str] = []
 
         def subscribed() -> bool:
@@ -83,9 +83,12 @@ def test_dev_runs_the_sandbox_until_ctrl_c() -> None:
         wait_for(
             lambda: "Spawned process with ID: 1" in (process.stdout.readline() if process.stdout else "")
         )
-        time.sleep(0.2)
+        # Ctrl-C while the worker runs the job (it logs the timestamp, then takes a second).
+        log = Path(worker_log.group(1))
+        wait_for(lambda: log.exists() and log.read_text() == "from dev\n", what="the job to run")
     finally:
         os.killpg(process.pid, signal.SIGINT)  # Ctrl-C: the whole process group
         rest, _ = process.communicate(timeout=30)
         assert process.returncode == 0, "".join(output) + rest
+        assert "stopping (SIGINT): 1 in flight, 0 queued" in rest
         assert "stopped · 1 received · 1 dispatched · 1 completed" in rest

@@ -72,7 +72,7 @@ def test_a_poison_job_is_retried_at_most_max_attempts_times_whatever_other_jobs_
         client = redis.Redis.from_url(redis_server.url)
         started = time.monotonic()
         for i in range(count):
-            time.sleep(max(0.0, started + i / rate - time.monotonic()))  # pacing, not waiting for an event
+            time.sleep(max(0.0, started + i / rate - time.monotonic()))  # poll: pacing the load
             delivered.append(client.publish("commands", json.dumps({"do": "note", "text": f"good {i}"})))
         client.close()
 
@@ -207,7 +207,7 @@ def burst(url: str) -> tuple[int, float, int]:
     # Polled finely (bounded in time): the moment it empties is the measurement.
     deadline = time.monotonic() + 60
     while pubsub_buffer(client) and time.monotonic() < deadline:
-        time.sleep(0.002)
+        time.sleep(0.002)  # poll
     drained = time.monotonic() - started
     assert not pubsub_buffer(client), "redis still holds messages for the daemon after 60 s"
     client.close()

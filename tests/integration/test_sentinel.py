@@ -87,7 +87,7 @@ def add(url: str, start: int, count: int) -> None:
             except redis.RedisError:
                 if time.monotonic() > deadline:
                     raise
-                time.sleep(0.2)
+                time.sleep(0.2)  # poll: until the failover lets the publish through
 
 
 def test_the_daemon_follows_a_failover(

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 import signal
-import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -46,6 +45,15 @@ def xautoclaim_calls(client: redis.Redis) -> int:
 def eval_held(client: redis.Redis) -> bool:
     """A client (the daemon's writer) is blocked in an EVAL: CLIENT PAUSE WRITE holds the dead letter."""
     return any(c["cmd"] == "eval" and "b" in c["flags"] for c in client.client_list())
+
+
+def run_marker(url: str, client: redis.Redis, pool: Pool, n: int) -> None:
+    """Add a good entry {"n": n} and wait until it has run and nothing is pending. The daemon reads
+    entries in order and settles them on one connection, in order: once the marker is through,
+    whatever it was going to run or settle before it is done."""
+    add_many(url, 1, start=n)
+    wait_for(lambda: n in [m for m, *_ in worker_lines(pool, "end")], what=f"the marker entry {n} to run")
+    wait_for(lambda: pending(client) == 0, what=f"the marker entry {n} acknowledged")
 
 
 def summary(daemon: Daemon) -> dict[str, int]:
@@ -122,10 +130,12 @@ def test_an_entry_is_not_held_forever_when_its_dead_letter_write_loses_the_conne
         lambda: client.xlen("jobs:dead") == 1 and pending(client) == 0,
         what="the dead letter written and the entry acknowledged after the reconnect",
     )
-    time.sleep(0.5)  # nothing more: not a second dead letter, not a second run
+    # Nothing more: not a second dead letter, not a second run. A good entry added now is read
+    # after anything the daemon would still deliver, and acknowledged after anything it would settle.
+    run_marker(redis_server.url, client, pool, 1)
     ((_, fields),) = client.xrange("jobs:dead")
     assert fields[b"status"] == b"422" and fields[b"attempts"] == b"1"
-    assert len(worker_lines(pool, "start")) == 1
+    assert Counter(n for n, _, _, _ in worker_lines(pool, "start")) == Counter([0, 1])
     assert len(daemon.lines(DEAD_LINE)) == 1
     assert daemon.server.process.poll() is None
     client.close()
@@ -150,9 +160,10 @@ def test_a_vanished_group_is_re_created_at_the_last_entry_read(
     add_many(redis_server.url, 50, start=100)
     wait_for(lambda: len(worker_lines(pool, "end")) >= 150, timeout=60, what="the 50 added afterwards")
     wait_for(lambda: pending(client) == 0, what="the 50 acknowledged")
-    time.sleep(0.5)  # nothing more runs
+    # Nothing more runs: a group re-created too early would deliver the old entries before this one.
+    run_marker(redis_server.url, client, pool, 150)
     done = worker_lines(pool, "end")
-    assert Counter(n for n, _, _, _ in done) == Counter(range(150)), "each entry exactly once"
+    assert Counter(n for n, _, _, _ in done) == Counter(range(151)), "each entry exactly once"
     assert {(attempt, status) for _, _, attempt, status in done} == {(1, 200)}
     ids = [entry_id.decode() for entry_id, _ in client.xrange("jobs")]
     assert sorted(entry_id for _, entry_id, _, _ in done) == sorted(ids)
@@ -254,7 +265,10 @@ def test_a_dead_letter_is_logged_and_counted_only_once_redis_confirmed_it(
     client.client_pause(10_000, all=False)
     try:
         wait_for(lambda: eval_held(client), timeout=8, what="the daemon's dead letter held by the pause")
-        time.sleep(0.5)  # the daemon has had its chance to log too early
+        # The daemon has had its chance to log too early: a SIGHUP sent now is handled in a later
+        # turn of its loop than the one that sent the dead letter.
+        daemon.server.process.send_signal(signal.SIGHUP)
+        daemon.wait_for("WARNING SIGHUP: settings reloaded; changed: nothing")
         assert daemon.lines("dead-lettered") == []
         assert client.xlen("jobs:dead") == 0
     finally:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
-import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -39,6 +39,37 @@ def runs(pool: Pool) -> list[tuple[int, str, int]]:
     ]
 
 
+def settled(client: redis.Redis, stream: str = "jobs", group: str = "asyncphp") -> bool:
+    """Every entry of the stream read by the group and acknowledged: no run can come any more (only
+    a pending entry is ever delivered again)."""
+    groups = [g for g in client.xinfo_groups(stream) if g["name"].decode() == group]
+    return bool(groups) and groups[0]["pending"] == 0 and groups[0]["lag"] == 0
+
+
+def blocked_readers(client: redis.Redis) -> int:
+    """Connections blocked in XREADGROUP: daemons waiting for new entries."""
+    return sum(c["cmd"] == "xreadgroup" and "b" in c["flags"] for c in client.client_list())
+
+
+def redis_connections(pid: int, port: int) -> set[str]:
+    """The ``addr`` (as CLIENT LIST says it) of each connection process ``pid`` has open to the
+    Redis on ``port``, from the process's file descriptors and the kernel's socket table."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[len("socket:[") : -1])
+    found = set()
+    for line in Path(f"/proc/{pid}/net/tcp").read_text().splitlines()[1:]:
+        local, remote, inode = line.split()[1], line.split()[2], line.split()[9]
+        if inode in inodes and int(remote.split(":")[1], 16) == port:
+            found.add(f"127.0.0.1:{int(local.split(':')[1], 16)}")
+    return found
+
+
 def test_durable_publish_returns_the_entry_id(redis_server: RedisServer) -> None:
     entry_id = publish({"n": 1}, channel="jobs", redis_url=redis_server.url, durable=True, maxlen=10)
     assert entry_id.count("-") == 1
@@ -59,13 +90,13 @@ def test_messages_added_while_no_daemon_runs_are_all_processed_once(
         pool.listen, "--stream", "jobs", "--log-level", "WARNING", worker=STREAM_WORKER, wait=False
     )
     wait_for(lambda: len(lines(pool.worker_log)) >= 1000, timeout=60, what="1,000 runs")
-    time.sleep(0.5)
+    client = redis.Redis.from_url(redis_server.url)
+    wait_for(lambda: settled(client), what="every entry read and acknowledged")
     done = runs(pool)
     assert sorted(n for n, _, _ in done) == list(range(1000))
     assert {attempt for _, _, attempt in done} == {1}
-    client = redis.Redis.from_url(redis_server.url)
-    wait_for(lambda: client.xpending("jobs", "asyncphp")["pending"] == 0, what="every entry acknowledged")
     assert daemon.lines("ERROR") == []
+    client.close()
 
 
 def test_two_daemons_share_one_stream_without_duplicates(
@@ -78,10 +109,12 @@ def test_two_daemons_share_one_stream_without_duplicates(
             pool.listen, "--stream", "jobs", "--consumer", f"host{i + 1}", "--log-level", "WARNING",
             worker=STREAM_WORKER, wait=False,
         )  # fmt: skip
-    time.sleep(1)
+    client = redis.Redis.from_url(redis_server.url)
+    wait_for(lambda: blocked_readers(client) == 2, what="both daemons waiting for entries")
     add_many(redis_server.url, 10_000)
     wait_for(lambda: sum(len(lines(p.worker_log)) for p in pools) >= 10_000, timeout=120, what="10,000 runs")
-    time.sleep(0.5)
+    wait_for(lambda: settled(client), what="every entry read and acknowledged")
+    client.close()
     shares = [len(runs(p)) for p in pools]
     everything = [n for p in pools for n, _, _ in runs(p)]
     assert sorted(everything) == list(range(10_000)), "each message exactly once"
@@ -100,13 +133,21 @@ def test_a_killed_daemon_s_entries_are_claimed_by_the_other(
         start_daemon(pool.listen, *flags, "--consumer", f"host{i + 1}", worker=STREAM_WORKER, wait=False)
         for i, pool in enumerate(pools)
     ]
-    time.sleep(1)
+    with redis.Redis.from_url(redis_server.url) as client:
+        wait_for(lambda: blocked_readers(client) == 2, what="both daemons waiting for entries")
     add_many(redis_server.url, 5000)
     wait_for(lambda: len(lines(pools[0].worker_log)) > 300, what="the first daemon at work")
+    connections = redis_connections(daemons[0].server.pid, redis_server.port)
+    assert connections, "the first daemon's connections to redis"
     daemons[0].server.process.kill()  # kill -9: no drain, no acknowledgements
     daemons[0].server.process.wait()
-    time.sleep(0.5)  # acknowledgements it wrote just before dying still reach Redis from the socket buffer
     with redis.Redis.from_url(redis_server.url) as client:
+        # Acknowledgements it wrote just before dying still reach Redis from the socket buffer:
+        # Redis has run them all once it has closed the connections they came on.
+        wait_for(
+            lambda: not connections & {c["addr"] for c in client.client_list()},
+            what="redis to close the killed daemon's connections",
+        )
         orphans = client.xpending_range("jobs", "asyncphp", "-", "+", 1000, consumername="host1")
     wait_for(
         lambda: len({n for p in pools for n, _, _ in runs(p)}) == 5000, timeout=60, what="every message run"
@@ -204,8 +245,17 @@ def test_a_refused_dead_letter_leaves_the_entry_pending(
     add_many(redis_server.url, 1, status=422)
     (line,) = daemon.wait_for("ERROR entry .* stays pending: redis refused its dead letter")
     assert "WRONGTYPE" in line
-    time.sleep(0.5)
-    assert client.xpending("jobs", "asyncphp")["pending"] == 1, "not acknowledged: nothing lost"
+    (refused,) = [entry_id for entry_id, _ in client.xrange("jobs")]
+    # Not acknowledged later either: a good entry added after it runs and is acknowledged on the
+    # same connection, after anything the daemon sent about the first one.
+    marker = client.xadd("jobs", {"payload": json.dumps({"n": 1})})
+    wait_for(lambda: [n for n, _, _ in runs(pool)] == [1], what="the marker entry to run")
+
+    def pending_ids() -> list[bytes]:
+        return [p["message_id"] for p in client.xpending_range("jobs", "asyncphp", "-", "+", 10)]
+
+    wait_for(lambda: marker not in pending_ids(), what="the marker entry acknowledged")
+    assert pending_ids() == [refused], "not acknowledged: nothing lost"
     assert daemon.server.process.poll() is None
     client.close()
 

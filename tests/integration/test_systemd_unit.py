@@ -184,12 +184,17 @@ def test_unit_does_not_restart_on_bad_settings(systemd: NamespacedSystemd, tmp_p
     systemd.run("systemctl", "daemon-reload")
     done = systemd.run("systemctl", "start", "asyncphp-daemon.service", check=False)
     assert done.returncode != 0
-    time.sleep(6)  # longer than RestartSec: a restart would have happened by now
-    state = systemd.show("asyncphp-daemon.service", "ActiveState", "NRestarts", "ExecMainStatus")
-    assert state == {"ActiveState": "failed", "NRestarts": "0", "ExecMainStatus": "2"}
-    assert "invalid setting fpm_socket (from $ASYNCPHP_FPM_SOCKET)" in systemd.journal(
-        "asyncphp-daemon.service"
+    # systemd decides when the process exits: a restart that is due waits out RestartSec in
+    # SubState auto-restart (ActiveState activating); SubState failed is final, nothing restarts it.
+    wait_for(
+        lambda: systemd.show("asyncphp-daemon.service", "SubState")["SubState"] in ("failed", "auto-restart"),
+        what="systemd's decision about a restart",
     )
+    state = systemd.show("asyncphp-daemon.service", "ActiveState", "SubState", "NRestarts", "ExecMainStatus")
+    assert state == {"ActiveState": "failed", "SubState": "failed", "NRestarts": "0", "ExecMainStatus": "2"}
+    journal = systemd.journal("asyncphp-daemon.service")
+    assert "invalid setting fpm_socket (from $ASYNCPHP_FPM_SOCKET)" in journal
+    assert "Scheduled restart job" not in journal
 
 
 def test_host_tmp_is_left_alone(tmp_path: Path) -> None:
@@ -217,10 +222,20 @@ def test_a_stuck_loop_is_killed_by_the_watchdog_and_restarted(systemd: Namespace
     systemd.run("systemctl", "daemon-reload")
     systemd.run("systemctl", "start", "php8.2-fpm.service")
     systemd.run("systemctl", "start", "asyncphp-daemon.service")
-    state = systemd.show("asyncphp-daemon.service", "MainPID", "WatchdogUSec")
+    watched = ("MainPID", "WatchdogUSec", "ActiveEnterTimestampMonotonic")
+    state = systemd.show("asyncphp-daemon.service", *watched)
     assert state["WatchdogUSec"] == "2s"
-    time.sleep(3)  # longer than WatchdogSec: the pings keep it alive
-    assert systemd.show("asyncphp-daemon.service", "MainPID")["MainPID"] == state["MainPID"]
+    ready = int(state["ActiveEnterTimestampMonotonic"])  # µs: when READY=1 made it active
+
+    def pinged_past_watchdog_sec() -> bool:
+        """A WATCHDOG=1 from the same process more than WatchdogSec after READY=1 (systemd records
+        the last one's time): the pings keep it alive."""
+        now = systemd.show("asyncphp-daemon.service", "MainPID", "NRestarts", "WatchdogTimestampMonotonic")
+        assert (now["MainPID"], now["NRestarts"]) == (state["MainPID"], "0"), now
+        return int(now["WatchdogTimestampMonotonic"]) > ready + 2_000_000
+
+    wait_for(pinged_past_watchdog_sec, what="a watchdog ping more than WatchdogSec after READY=1")
+    assert "Watchdog timeout" not in systemd.journal("asyncphp-daemon.service")
 
     systemd.run("kill", "-STOP", state["MainPID"])  # a loop that no longer turns
 
