@@ -13,7 +13,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -167,9 +166,8 @@ def test_unit_starts_serves_logs_restarts_and_stops(
         what="a job after the restart",
     )
 
-    started = time.monotonic()
     systemd.run("systemctl", "stop", "asyncphp-daemon.service")
-    assert time.monotonic() - started < 20  # inside TimeoutStopSec: a clean exit, not a SIGKILL
+    # A clean exit inside TimeoutStopSec: "success", not "timeout" (which a SIGKILL would give).
     final = systemd.show("asyncphp-daemon.service", "ActiveState", "Result")
     assert (final["ActiveState"], final["Result"]) == ("inactive", "success")
     assert "stopped · " in systemd.journal("asyncphp-daemon.service")
