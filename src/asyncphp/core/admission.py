@@ -196,7 +196,7 @@ class Admission:
             job.attempt += 1
             self._requeue(job)
             return Retry(job, job.attempt - 1, 0.0)
-        if failure is Failure.LOST:
+        if failure is Failure.LOST and job.max_attempt:
             reason = f"{reason} (attempt {job.attempt} of {job.max_attempt})"
         return End(job, Result(Outcome.FAILED, reason))
 

@@ -39,7 +39,9 @@ class Message:
     origin: Origin = NOWHERE
     message_id: str = ""  # a stream entry's id, for the worker
     attempt: int = 1  # a stream entry's delivery, as Redis counts them
-    max_attempt: int = 0  # the last attempt the dispatcher may make itself; 0: the daemon's max_attempts
+    # A request lost before any answer is retried by the dispatcher itself (pub/sub: nothing else
+    # keeps the message); a stream entry's is not: its ledger retries it, counted by Redis.
+    retry_here: bool = True
 
 
 @dataclass(slots=True)
@@ -49,7 +51,7 @@ class Job:
     body: bytes
     received: float  # monotonic; when it was accepted
     attempt: int = 1  # ASYNCPHP_ATTEMPT of the next request: rises only when a request may have run
-    max_attempt: int = 1  # past this, a request lost before any answer ends the job instead of a retry
+    max_attempt: int = 1  # past this, a request lost before any answer ends the job; 0: never retried here
     origin: Origin = NOWHERE
     message_id: str = ""
     payload: bytes = b""  # the message as received, for a spill file (pub/sub) or a log line

@@ -127,9 +127,11 @@ class Settling:
 
 @dataclass(frozen=True, slots=True)
 class Released:
-    """No longer held here; it stays pending in Redis for XAUTOCLAIM (here or elsewhere)."""
+    """No longer held here; it stays pending in Redis for XAUTOCLAIM (here or elsewhere).
+    ``why`` is for a line, when nothing else says it."""
 
     entry: Entry
+    why: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,12 +258,22 @@ class Ledger:
         if self._held.get((entry.stream, entry.id)) is not entry or entry.hold is not Hold.REDELIVERING:
             return Ignored()
         job = entry.job
-        if not present or job is None or self.stopped:
+        if self.stopped or job is None:
             del self._held[(entry.stream, entry.id)]
-            return Released(entry)
+            return Released(entry, "stopping before its retry")
+        if not present:
+            # Its group was re-created, or another consumer took it over: nobody would retry
+            # it. Its payload is here: keep it where an operator can replay it.
+            failed = entry.result
+            reason = (
+                "no longer pending for this consumer when its retry was due (its group re-created, or "
+                f"taken over); it had failed: {failed.reason or failed.outcome.value}"
+            )
+            buried = Result(failed.outcome, reason, failed.status, failed.stderr)
+            return self._settle(entry, Settle.BURY, buried)
         entry.deliveries += 1
         entry.hold, entry.touched, entry.job = Hold.RUNNING, now, None
-        job.attempt = job.max_attempt = entry.deliveries
+        job.attempt = entry.deliveries
         job.received, job.last_error, job.counted = now, "", False
         return Deliver(self._message(entry), job)
 
@@ -360,9 +372,10 @@ class Ledger:
 
     def _message(self, entry: Entry) -> Message:
         # No retries by the dispatcher itself: a failed delivery comes back here, to wait and be
-        # counted by Redis (max_attempt = this delivery).
-        deliveries = entry.deliveries
-        return Message(entry.stream, entry.payload, self._origin, entry.id, deliveries, deliveries)
+        # counted by Redis.
+        return Message(
+            entry.stream, entry.payload, self._origin, entry.id, entry.deliveries, retry_here=False
+        )
 
 
 def id_key(entry_id: str) -> tuple[int, int]:

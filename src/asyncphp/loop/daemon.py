@@ -216,7 +216,7 @@ class Daemon:
         self._last_job_id += 1
         job = Job(
             self._last_job_id, message.channel, body, time.monotonic(), attempt=message.attempt,
-            max_attempt=message.max_attempt or self.settings.max_attempts, origin=message.origin,
+            max_attempt=self.settings.max_attempts if message.retry_here else 0, origin=message.origin,
             message_id=message.message_id, payload=message.payload,
         )  # fmt: skip
         if replayed or self.dispatcher.has_room(len(body)):
@@ -256,6 +256,8 @@ class Daemon:
         if self._stop_reason or not self.overflow.replayable or not self.dispatcher.reachable:
             return False
         d, s = self.dispatcher, self.settings
+        if not d.queued:
+            return True  # whatever the limits (max_queued_bytes = 0, say): one at a time, then
         return (d.free > 0 or d.queued < s.max_queued // 2) and d.queued_bytes < s.max_queued_bytes // 2
 
     def _request(self, job: Job) -> bytes:

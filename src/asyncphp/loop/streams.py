@@ -194,6 +194,7 @@ class StreamSource:
     def close(self) -> None:
         self.reader.close()
         self.writer.close()
+        self.ledger.lost()  # no read is out any more, and what was unconfirmed goes again
 
     # Work.
 
@@ -377,6 +378,14 @@ class StreamSource:
                 self._resubmit(decision.job)  # the same job: decoded and counted once
             else:
                 self._deliver(decision.message)
+        elif isinstance(decision, Released) and decision.why:
+            entry = decision.entry
+            self._log.warning(
+                "entry %s of %s left pending (%s): another consumer, or this one after a restart, claims it "
+                "after claim_idle; attempt %d of %d", entry.id, entry.stream, decision.why, entry.deliveries,
+                self.ledger.policy.max_attempts,
+                extra={"ASYNCPHP_CHANNEL": entry.stream, "ASYNCPHP_MESSAGE_ID": entry.id},
+            )  # fmt: skip
         elif isinstance(decision, Retrying):
             entry = decision.entry
             self._counters.retried += 1
@@ -401,7 +410,7 @@ class StreamSource:
     def stop(self) -> None:
         """Stop reading; entries waiting for a retry are left pending for another consumer."""
         for entry in self.ledger.stop():
-            self._carry_out(Released(entry))
+            self._carry_out(Released(entry, "waiting for a retry when the daemon stopped"))
         if self.ledger.reading and self._reader_id:
             # The read out would deliver entries nobody here will run: end its BLOCK now.
             self.writer.send("CLIENT", "UNBLOCK", self._reader_id, on_reply=_ignore)

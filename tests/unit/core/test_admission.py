@@ -140,11 +140,12 @@ def test_a_stream_job_lost_before_any_answer_goes_back_to_its_ledger() -> None:
     # A stream entry's job may not be retried by the dispatcher: its ledger retries it later,
     # counted by Redis (max_attempt is the delivery).
     a = Admission(Limits())
-    j = Job(1, "jobs", b"x", 0.0, attempt=3, max_attempt=3)
+    j = Job(1, "jobs", b"x", 0.0, attempt=3, max_attempt=0)
     a.offer(j)
     assert started(a, 0.0) == [1]
     verdict = a.failed(j, Failure.LOST, "reset", 0.0)
     assert isinstance(verdict, End) and verdict.result.outcome is Outcome.FAILED and j.attempt == 3
+    assert verdict.result.reason == "reset", "no attempt count of its own: the ledger says it"
 
 
 def test_room_counts_jobs_and_bytes_and_a_free_slot_takes_a_job_even_with_no_queue() -> None:

@@ -176,7 +176,7 @@ class LedgerMachine(RuleBasedStateMachine):
     def _carry_out(self, decision: Decision, entry_id: str) -> None:
         if isinstance(decision, Deliver):
             m = decision.message
-            fresh = Job(0, m.channel, b"", self.now, m.attempt, m.max_attempt, message_id=m.message_id)
+            fresh = Job(0, m.channel, b"", self.now, m.attempt, 0, message_id=m.message_id)
             job = decision.job or fresh
             self.finished.discard(entry_id)
             self.running[entry_id] = job
