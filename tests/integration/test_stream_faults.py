@@ -171,6 +171,31 @@ def test_a_vanished_group_is_re_created_at_the_last_entry_read(
     client.close()
 
 
+def test_a_group_deleted_while_no_daemon_runs_is_re_created_where_it_was(
+    redis_server: RedisServer, pool: Pool, start_daemon: Callable[..., Daemon]
+) -> None:
+    # Found in a fault run: XGROUP DESTROY during a SIGTERM drain, and the next daemon, knowing
+    # nothing, created the group from 0: all 300 retained entries ran again, with attempt 1. The
+    # group's position is now kept in jobs:groups, which outlives the group.
+    client = redis.Redis.from_url(redis_server.url)
+    first = start_daemon(pool.listen, "--stream", "jobs", worker=FAULTS_WORKER, wait=False)
+    add_many(redis_server.url, 100)
+    wait_for(lambda: len(worker_lines(pool, "end")) >= 100, timeout=60, what="the first 100 runs")
+    wait_for(lambda: pending(client) == 0, what="the first 100 acknowledged")
+    last = client.xrevrange("jobs", count=1)[0][0].decode()
+    sigterm(first)
+    assert client.hget("jobs:groups", GROUP) == last.encode(), "recorded, at the latest at the stop"
+    client.xgroup_destroy("jobs", GROUP)
+
+    second = start_daemon(pool.listen, "--stream", "jobs", worker=FAULTS_WORKER, wait=False)
+    (line,) = second.wait_for(f"ERROR consumer group {GROUP} of stream jobs was missing .* re-created at ")
+    assert f"re-created at {last}," in line
+    run_marker(redis_server.url, client, pool, 100)
+    done = worker_lines(pool, "end")
+    assert Counter(n for n, _, _, _ in done) == Counter(range(101)), "each entry exactly once"
+    client.close()
+
+
 def test_after_a_redis_restart_without_persistence_the_group_starts_at_the_last_entry_read(
     tmp_path: Path, redis_server: RedisServer, pool: Pool, start_daemon: Callable[..., Daemon]
 ) -> None:

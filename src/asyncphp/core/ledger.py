@@ -26,7 +26,9 @@ from asyncphp.wire.replies import StreamEntry
 
 RETRY_DELAY_CAP = 300.0  # seconds
 COMPLETED = Result(Outcome.COMPLETED)
-LAG_INTERVAL = 5.0  # seconds between XINFO GROUPS for the STATUS= line
+# Seconds between XINFO GROUPS: the lag for STATUS=, and the group's position, recorded so that a
+# group that vanishes can be made again where it was (a second of reads is what may run twice).
+LAG_INTERVAL = 1.0
 
 
 class Hold(enum.Enum):

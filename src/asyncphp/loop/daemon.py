@@ -224,15 +224,23 @@ class Daemon:
         elif job.origin is NOWHERE:
             self.overflow.keep(job.channel, job.payload, "the queue is full")
         else:
-            # A stream entry stays pending in Redis: another consumer, or this one later, claims it.
-            self._ended(job, Result(Outcome.DROPPED, "the queue was full"))
+            self._no_room(job)
 
     def _resubmit(self, job: Job) -> None:
         """A stream entry's job again, after a failure: the same job, already decoded and counted."""
         if self.dispatcher.has_room(len(job.body)):
             self.dispatcher.submit(job)
         else:
-            self._ended(job, Result(Outcome.DROPPED, "the queue was full"))
+            self._no_room(job)
+
+    def _no_room(self, job: Job) -> None:
+        """A stream entry's job with no room in the queue (a claim or a retry beyond what the
+        reads asked for): it stays pending in Redis, for a claim later, here or elsewhere."""
+        self.log.warning(
+            "job %d on %s: no room in the queue (%d queued): entry %s left pending, claimed after claim_idle",
+            job.id, job.channel, self.dispatcher.queued, job.message_id, extra=job_fields(job),
+        )  # fmt: skip
+        self._ended(job, Result(Outcome.DROPPED, "the queue was full"))
 
     def _replay(self) -> None:
         """Spilled messages back into the queue, oldest first, while :meth:`_replayable`."""

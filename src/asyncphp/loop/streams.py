@@ -47,6 +47,23 @@ from asyncphp.wire import replies
 from asyncphp.wire.replies import ReplyError
 
 DEAD_SUFFIX = ":dead"
+# <stream>:groups, a hash: each group's last delivered id, as last seen. It outlives the group,
+# so that one deleted (XGROUP DESTROY) is made again there rather than from the start. Beside
+# the stream under the same name, as <stream>:dead, so that the same ACL key pattern covers it.
+POSITION_SUFFIX = ":groups"
+# Record an id only if it is newer than the one there: several daemons write it.
+POSITION_SCRIPT = """
+local old = redis.call('HGET', KEYS[1], ARGV[1])
+if old then
+    local oms, oseq = string.match(old, '^(%d+)-(%d+)$')
+    local nms, nseq = string.match(ARGV[2], '^(%d+)-(%d+)$')
+    if oms and (tonumber(oms) > tonumber(nms) or (oms == nms and tonumber(oseq) >= tonumber(nseq))) then
+        return 0
+    end
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return 1
+"""
 # Error codes after which the connection is made again: the server cannot take writes now.
 RECONNECT_ON = frozenset({"READONLY", "LOADING", "MASTERDOWN", "BUSY"})
 DEAD_MAXLEN = 100_000  # dead letters kept per stream (approximately)
@@ -99,7 +116,10 @@ class StreamSource:
         self._read_sent = math.inf  # when the XREADGROUP now out was sent
         self._reader_id = 0  # CLIENT ID of the reader, to unblock its read when stopping
         self._opened = False  # before the first open, a missing group is new, not vanished
-        self._delivered: dict[str, str] = {}  # the group's last delivered id, per XINFO GROUPS
+        # The group's last delivered id, per XINFO GROUPS, and as recorded in <stream>:groups.
+        self._delivered: dict[str, str] = {}
+        self._recorded: dict[str, str] = {}
+        self._unrecordable = False  # an ACL refused <stream>:groups: said once
         self.lag: dict[str, int] = {}
 
     # Connection.
@@ -121,6 +141,12 @@ class StreamSource:
         except redis.ResponseError:
             self._reader_id = 0  # an ACL without CLIENT: a stop waits for the read's BLOCK instead
         for stream in self.streams:
+            try:
+                recorded = self.writer.call("HGET", stream + POSITION_SUFFIX, self.group)
+            except redis.ResponseError:
+                recorded = None  # an ACL without the key: the position is what this daemon knows
+            if recorded:
+                self._recorded[stream] = recorded.decode()
             start = self._start(stream)
             try:
                 self.writer.call("XGROUP", "CREATE", stream, self.group, start, "MKSTREAM")
@@ -138,15 +164,17 @@ class StreamSource:
 
     def _start(self, stream: str) -> str:
         """Where to create the group: the newest entry known to be delivered to it (by this
-        daemon, or by any, per XINFO GROUPS), so that a group that vanished (deleted, or Redis
-        restarted without persistence) does not make the stream run again; else the start, so
-        that entries added while no daemon ever read the stream are work too."""
-        known = [i for i in (self.ledger.last_read.get(stream), self._delivered.get(stream)) if i]
+        daemon, by any per XINFO GROUPS, or as recorded in <stream>:groups), so that a group that
+        vanished (deleted, or Redis restarted without persistence) does not make the stream run
+        again; else the start, so that entries added while no daemon ever read the stream are
+        work too."""
+        sources = (self.ledger.last_read, self._delivered, self._recorded)
+        known = [position for source in sources if (position := source.get(stream))]
         return max(known, key=id_key) if known else "0"
 
     def _group_created(self, stream: str, start: str) -> None:
-        if not self._opened:
-            self._log.info("created consumer group %s of stream %s at %s", self.group, stream, start)
+        if not self._opened and start == "0":
+            self._log.info("created consumer group %s of stream %s at its start", self.group, stream)
             return
         where = "its start: every entry it retains runs again" if start == "0" else (
             f"{start}, the last entry delivered to it, so that nothing before it runs again"
@@ -358,6 +386,25 @@ class StreamSource:
         if info is not None:
             self.lag[stream] = info.lag
             self._delivered[stream] = info.last_delivered
+            self._record(stream, info.last_delivered)
+
+    def _record(self, stream: str, position: str) -> None:
+        """Keep the group's position in <stream>:groups, when it has moved."""
+        if not position or self._recorded.get(stream) == position or self._unrecordable:
+            return
+        self._recorded[stream] = position
+
+        def recorded(reply: Reply) -> None:
+            if isinstance(reply, ReplyError) and not self._unrecordable:
+                self._unrecordable = True
+                self._log.error(
+                    "redis refused to record the group's position in %s: %s; a group that vanishes "
+                    "is then made again where this daemon knows it was", stream + POSITION_SUFFIX, reply,
+                )  # fmt: skip
+
+        self.writer.send(
+            "EVAL", POSITION_SCRIPT, 1, stream + POSITION_SUFFIX, self.group, position, on_reply=recorded
+        )
 
     def _refused_by_redis(self, error: ReplyError, command: str) -> None:
         """One command refused: a group that vanished is made again; a server that cannot take
@@ -427,6 +474,8 @@ class StreamSource:
                 "%d settle(s) not confirmed by redis when the drain ended: those entries stay pending, and "
                 "run again after claim_idle here or elsewhere", unsettled,
             )  # fmt: skip
+        for stream, position in self.ledger.last_read.items():
+            self._record(stream, position)  # the newest this daemon read, for a group that vanishes
 
     def status(self) -> str:
         lags = [lag for lag in self.lag.values() if lag >= 0]
