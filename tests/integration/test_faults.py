@@ -247,8 +247,8 @@ def test_queue_full_spills_and_every_message_runs_in_order(
         pool.listen, "--max-in-flight", "1", "--max-queued", "2", "--state-dir", str(state), worker=FAST
     )
     assert publish_many(redis_server.url, numbered(200)) == [1] * 200
-    (line,) = daemon.wait_for("WARNING the queue is full: messages on commands go to the spill file")
-    assert str(state / "spill") in line
+    (line,) = daemon.wait_for("WARNING the queue is full: messages on commands go to the spill files in")
+    assert str(state) in line
     wait_for(lambda: len(lines(pool.worker_log)) == 200, what="all 200 jobs")
     assert lines(pool.worker_log) == [str(i) for i in range(200)], "oldest first, spilled or not"
     daemon.wait_for("spill files replayed")

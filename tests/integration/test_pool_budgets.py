@@ -160,7 +160,7 @@ def test_at_the_end_of_a_drain_queued_jobs_are_spilled_and_run_at_the_next_start
 
     assert daemon.lines("left undone|ERROR") == []
     assert len(daemon.lines("WARNING job 1 on commands still running in the pool")) == 1
-    assert daemon.lines(f"WARNING the drain ended: messages on commands go to the spill file {state}")
+    assert daemon.lines(f"WARNING the drain ended: messages on commands go to the spill files in {state}")
     counts = summary(daemon)
     assert (counts["received"], counts["dispatched"], counts["unfinished"]) == (1500, 1, 1)
     assert (counts["spilled"], counts["dropped"]) == (1499, 0)
@@ -304,7 +304,7 @@ def test_a_200000_message_burst_into_a_pool_that_is_down_is_spilled_and_runs_lat
     wait_for(lambda: line_count(pool.worker_log) >= BURST, timeout=90, what="every spilled message")
     seen = [int(n) for n in lines(pool.worker_log)]
     assert sorted(seen) == list(range(BURST))
-    # Oldest first, the 1,000 still queued at the stop (the oldest, kept in spill.requeued) too.
+    # Oldest first, the 1,000 still queued at the stop (the oldest: a spill file of their own) too.
     assert in_order(seen, list(range(BURST)), max_in_flight=5), out_of_order(seen, 0, 5)
     assert again.lines("ERROR") == []
 

@@ -1,10 +1,12 @@
-"""Overflow: the order of kept messages across the two spill files, their shared bound, drops."""
+"""Overflow: the order of kept messages across spill files, their shared bound, drops, and a
+disk that fills up."""
 
 from __future__ import annotations
 
 import logging
 import resource
 import signal
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,26 +21,36 @@ def overflow(state: Path | str, max_bytes: int = 1 << 20) -> tuple[Overflow, Cou
     return Overflow(str(state), max_bytes, counters, Metrics(), logging.getLogger("test")), counters
 
 
-def test_jobs_that_leave_the_queue_run_before_every_newer_message_kept(tmp_path: Path) -> None:
+def payloads(kept: Overflow, limit: int = 100) -> list[bytes]:
+    return [m.payload for m in kept.take(limit)]
+
+
+def test_jobs_that_leave_the_queue_run_before_every_message_kept_before_them(tmp_path: Path) -> None:
     kept, counters = overflow(tmp_path)
-    for n in (3, 4):
+    for n in (5, 6):
         kept.keep("c", b"%d" % n, "the queue is full")
-    for n in (1, 2):  # were queued before 3 and 4 came: given up, or still queued at a stop
-        kept.keep_older("c", b"%d" % n, 0.0, n, "the drain ended")
+    # Were queued before 5 and 6 came: given up for an unreachable pool, oldest first.
+    kept.keep_older([("c", b"3", 0.0, 1), ("c", b"4", 0.0, 2)], "the pool stayed unreachable")
+    kept.keep("c", b"7", "the queue is full")
     kept.turn(0.0)
-    assert kept.waiting == 4 and counters.spilled == 4
-    taken = kept.take(3)
-    assert [m.payload for m in taken] == [b"1", b"2", b"3"]
-    assert [m.attempt for m in taken] == [1, 2, 1], "an attempt number survives the spill file"
+    taken = kept.take(1)
+    assert [m.payload for m in taken] == [b"3"]
+    # A stop while replaying: what was queued (1, 2, taken from the files before 3) goes first again.
+    kept.keep_older([("c", b"1", 0.0, 1), ("c", b"2", 0.0, 1)], "the drain ended")
     kept.close()
     again, _ = overflow(tmp_path)  # the next start
-    assert [m.payload for m in again.take(10)] == [b"4"] and again.waiting == 0
+    taken = again.take(100)
+    assert [m.payload for m in taken] == [b"1", b"2", b"4", b"5", b"6", b"7"]
+    assert [m.attempt for m in taken] == [1, 1, 2, 1, 1, 1], "an attempt number survives the spill files"
+    assert counters.spilled == 7
+    again.close()
+    assert [p.name for p in tmp_path.iterdir()] == [], "emptied files are removed"
 
 
-def test_one_bound_for_both_files_and_drops_past_it(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_one_bound_for_all_files_and_drops_past_it(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     kept, counters = overflow(tmp_path, max_bytes=100)
     kept.keep("c", b"x" * 60, "the queue is full")
-    kept.keep_older("c", b"y" * 60, 0.0, 1, "the pool stayed unreachable")
+    kept.keep_older([("c", b"y" * 60, 0.0, 1)], "the pool stayed unreachable")
     assert (counters.spilled, counters.dropped) == (1, 1)
     assert "the spill files hold max_spill_bytes (100)" in caplog.text
 
@@ -52,21 +64,41 @@ def test_without_a_state_dir_everything_is_dropped_with_a_line(caplog: pytest.Lo
     assert len(caplog.records) == 1, "the first at once, the rest aggregated"
 
 
-def test_a_file_that_cannot_be_written_rests_a_second_instead_of_failing_the_daemon(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    # Found in review: take() flushed first, and a full disk raised out of the event loop.
-    kept, _ = overflow(tmp_path)
+@pytest.fixture
+def small_files() -> Iterator[None]:
+    """Files may not grow past 4 kB: writes past it fail with EFBIG, as on a full disk."""
     soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     resource.setrlimit(resource.RLIMIT_FSIZE, (4096, hard))
-    try:
-        previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of a kill
-        try:
-            for _ in range(100):
-                kept.keep("c", b"x" * 100, "the queue is full")
-            assert kept.take(1) == []
-        finally:
-            signal.signal(signal.SIGXFSZ, previous)
-    finally:
-        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
-    assert "cannot write the spill file" in caplog.text and not kept.replayable
+    yield
+    resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    signal.signal(signal.SIGXFSZ, previous)
+
+
+def test_a_disk_that_fills_up_rests_drops_new_messages_and_still_gives_back_what_it_holds(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, small_files: None
+) -> None:
+    # Found in a fault run: a full disk made the files unreadable too (reading waited for writing),
+    # an ERROR line every loop turn, nothing replayed, and what was in memory lost at the stop.
+    kept, counters = overflow(tmp_path)
+    for _ in range(100):
+        kept.keep("c", b"x" * 100, "the queue is full")  # 11.6 kB: more than the disk takes
+    kept.turn(0.0)
+    kept.turn(0.5)  # resting: not tried again
+    assert caplog.text.count("cannot write the spill file") == 1
+    kept.keep("c", b"new", "the queue is full")
+    assert counters.dropped == 1 and "the spill files cannot be written" in caplog.text
+    assert len(kept.take(100)) == 100, "what is on disk and in memory comes back"
+    kept.turn(1.0)
+    assert "spill files writable again" in caplog.text
+
+
+def test_what_could_not_be_written_at_the_stop_is_counted_lost(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, small_files: None
+) -> None:
+    kept, counters = overflow(tmp_path)
+    for _ in range(100):
+        kept.keep("c", b"x" * 100, "the queue is full")
+    kept.close()
+    assert counters.dropped > 0
+    assert f"{counters.dropped} messages kept in memory for it are lost" in caplog.text

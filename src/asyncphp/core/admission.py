@@ -210,6 +210,13 @@ class Admission:
             return min(self._paused_until, deadline)
         return deadline
 
+    def take_queued(self) -> list[Job]:
+        """Every job still queued, oldest first, out of the queue (to be kept elsewhere)."""
+        jobs = list(self._queue)
+        self._queue.clear()
+        self._queued_bytes = 0
+        return jobs
+
     def clear(self) -> list[Job]:
         """Forget every job (at the end of a drain); returns those still queued."""
         jobs = list(self._queue)

@@ -273,16 +273,25 @@ class Daemon:
 
     def _keep(self, job: Job) -> bool:
         """A pub/sub job the pool could not be reached for in retry_for: nothing else keeps it, so
-        the spill file carries it through the outage (a stream entry stays in Redis anyway)."""
+        the spill files carry it through the outage (a stream entry stays in Redis anyway). The
+        pub/sub jobs queued behind it go with it, in order: they are older than anything kept,
+        and newer messages go behind them from now on."""
         if job.origin is not NOWHERE or not self.overflow.keeps:
             return False
-        why = "the pool stayed unreachable"
-        self.overflow.keep_older(job.channel, job.payload, self._wall(job), job.attempt, why)
+        queued = self.dispatcher.take_queued()
+        for other in queued:
+            if other.origin is not NOWHERE:
+                self.dispatcher.submit(other)  # a stream entry's job keeps its place and its clock
+        self._keep_older(
+            [job] + [other for other in queued if other.origin is NOWHERE], "the pool stayed unreachable"
+        )
         return True
 
-    def _wall(self, job: Job) -> float:
-        """When the job arrived, on the wall clock (what a spill file keeps)."""
-        return time.time() - (time.monotonic() - job.received)
+    def _keep_older(self, jobs: list[Job], why: str) -> None:
+        now, wall = time.monotonic(), time.time()
+        self.overflow.keep_older(
+            ((j.channel, j.payload, wall - (now - j.received), j.attempt) for j in jobs), why
+        )
 
     def _ended(self, job: Job, result: Result) -> None:
         """Every job ends here, once: counted, measured, and its origin told."""
@@ -360,12 +369,10 @@ class Daemon:
                 job.id, job.channel, reason, extra=job_fields(job),
             )  # fmt: skip
             self._ended(job, Result(Outcome.ABANDONED, reason))
+        if self.overflow.keeps:
+            self._keep_older([job for job in unsent if job.origin is NOWHERE], "the drain ended")
+            unsent = [job for job in unsent if job.origin is not NOWHERE]
         for job in unsent:
-            if job.origin is NOWHERE and self.overflow.keeps:
-                self.overflow.keep_older(
-                    job.channel, job.payload, self._wall(job), job.attempt, "the drain ended"
-                )
-                continue
             if job.origin is NOWHERE:
                 what = f"message {preview(job.payload)}"
             else:

@@ -321,6 +321,9 @@ class Dispatcher:
             self.admission.reached()
             self._log.warning("the pool at %s accepts connections again", self.address)
 
+    def take_queued(self) -> list[Job]:
+        return self.admission.take_queued()
+
     def wake_at(self) -> float:
         """When :meth:`pump` has work that no socket event will trigger (``inf``: none)."""
         return self.admission.wake_at(time.monotonic())

@@ -85,6 +85,7 @@ class Spill:
         self._written = end
         self._buffer = bytearray()
         self._pending = pending
+        self.unwritten = 0  # records appended and still only in memory
         # Set while the header still says records end here (a compaction whose last steps
         # failed): the file must be cut there before anything is written after it.
         self._cut_at: int | None = None
@@ -135,6 +136,7 @@ class Spill:
         buffer += name
         buffer += payload
         self._pending += 1
+        self.unwritten += 1
         return True
 
     def flush(self) -> None:
@@ -146,20 +148,29 @@ class Spill:
         """
         if not self._buffer:
             return
+        start, done = self._written, 0
         try:
             if self._cut_at is not None:
                 os.ftruncate(self._fd, self._cut_at)
                 self._write_header(self._read_offset)
                 self._cut_at = None
-            while self._buffer:
-                written = os.pwrite(self._fd, self._buffer, self._written)
-                self._written += written
-                del self._buffer[:written]
+            with memoryview(self._buffer) as view:
+                while done < len(view):
+                    done += os.pwrite(self._fd, view[done:], start + done)
         except OSError as e:
+            # All or nothing: a record cut in two by a full disk would stand between the records
+            # on disk and those still in memory, and neither could be read past it.
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, start)
             raise SpillError(f"cannot write the spill file {self.path}: {e.strerror or e}") from e
+        self._written = start + done
+        self._buffer.clear()
+        self.unwritten = 0
 
     def take(self, limit: int) -> list[SpilledMessage]:
-        """Remove and return up to ``limit`` of the oldest records.
+        """Remove and return up to ``limit`` of the oldest records: those in the file first, then
+        those still in memory, which need never be written. Reading does not wait for writing, so
+        a disk too full to take more still gives back what it holds.
 
         They count as replayed as soon as this returns: a restart does not bring them back.
 
@@ -168,14 +179,34 @@ class Spill:
         """
         if self._closed:
             raise SpillError(f"{self.path}: take() after close()")
-        self.flush()
         taken: list[SpilledMessage] = []
+        if self._read_offset < self._written:
+            self._take_written(limit, taken)
+        if len(taken) < limit and self._buffer and self._read_offset == self._written:
+            self._take_unwritten(limit - len(taken), taken)
+        return taken
+
+    def _take_unwritten(self, limit: int, into: list[SpilledMessage]) -> None:
+        buffer, pos, count = self._buffer, 0, 0
+        while count < limit and pos < len(buffer):
+            received, attempt, name_size, payload_size = _RECORD.unpack_from(buffer, pos)
+            start = pos + RECORD_OVERHEAD
+            name_end = start + name_size
+            channel = bytes(buffer[start:name_end]).decode("utf-8", "surrogateescape")
+            payload = bytes(buffer[name_end : name_end + payload_size])
+            into.append(SpilledMessage(channel, payload, received, attempt))
+            pos, count = name_end + payload_size, count + 1
+        del buffer[:pos]
+        self._pending -= count
+        self.unwritten -= count
+
+    def _take_written(self, limit: int, taken: list[SpilledMessage]) -> None:
         offset = self._read_offset
         try:
             while len(taken) < limit and offset < self._written:
                 offset = self._read_some(offset, limit - len(taken), taken)
             if not taken:
-                return taken
+                return
             self._write_header(offset, self._cut_at or 0)
         except OSError as e:
             raise SpillError(f"cannot read or update the spill file {self.path}: {e.strerror or e}") from e
@@ -194,7 +225,6 @@ class Spill:
                 self._cut_at = None
             elif offset - HEADER_SIZE >= max(self.max_bytes, self._written - offset):
                 self._compact()
-        return taken
 
     def _read_some(self, offset: int, limit: int, into: list[SpilledMessage]) -> int:
         """Parse records from one read at ``offset`` into ``into``; returns the offset after them."""
@@ -386,24 +416,3 @@ class DropReport:
             return f"dropped a message on {where} ({reasons}; {self.total} dropped so far): {first}"
         return f"dropped {count} messages on {where} ({reasons}; {self.total} dropped so far); first: {first}"
 
-
-class NoSpill:
-    """No ``state_dir``: nothing can be kept, so every overflowing message is dropped."""
-
-    path = Path("(no state_dir)")
-    max_bytes = 0
-    discarded_bytes = 0
-    pending = 0
-    pending_bytes = 0
-
-    def append(self, channel: str, payload: bytes, received: float, attempt: int = 1) -> bool:
-        return False
-
-    def flush(self) -> None:
-        pass
-
-    def take(self, limit: int) -> list[SpilledMessage]:
-        return []
-
-    def close(self) -> None:
-        pass
