@@ -415,4 +415,3 @@ class DropReport:
         if count == 1:
             return f"dropped a message on {where} ({reasons}; {self.total} dropped so far): {first}"
         return f"dropped {count} messages on {where} ({reasons}; {self.total} dropped so far); first: {first}"
-
