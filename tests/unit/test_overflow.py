@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import resource
 import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -83,13 +84,14 @@ def test_a_disk_that_fills_up_rests_drops_new_messages_and_still_gives_back_what
     kept, counters = overflow(tmp_path)
     for _ in range(100):
         kept.keep("c", b"x" * 100, "the queue is full")  # 11.6 kB: more than the disk takes
-    kept.turn(0.0)
-    kept.turn(0.5)  # resting: not tried again
+    now = time.monotonic()
+    kept.turn(now)
+    kept.turn(now)  # resting: not tried again
     assert caplog.text.count("cannot write the spill file") == 1
     kept.keep("c", b"new", "the queue is full")
     assert counters.dropped == 1 and "the spill files cannot be written" in caplog.text
     assert len(kept.take(100)) == 100, "what is on disk and in memory comes back"
-    kept.turn(1.0)
+    kept.turn(now + 1.5)
     assert "spill files writable again" in caplog.text
 
 
@@ -101,4 +103,4 @@ def test_what_could_not_be_written_at_the_stop_is_counted_lost(
         kept.keep("c", b"x" * 100, "the queue is full")
     kept.close()
     assert counters.dropped > 0
-    assert f"{counters.dropped} messages kept in memory for it are lost" in caplog.text
+    assert f"{counters.dropped} message(s) kept in memory for it are lost" in caplog.text

@@ -351,6 +351,7 @@ class Daemon:
         self._leave(reason)
         for keeper in self.keepers:
             keeper.leave()
+        self.overflow.close()  # before the summary: what it could not write is counted there
         c = self.counters
         self.log.info(
             "stopped · %d received · %d dispatched · %d completed · %d failed · %d retried · %d given up · "

@@ -85,18 +85,29 @@ class Overflow:
         if self._directory is None:
             self._drop(channel, payload, f"{why} and no state_dir is set for a spill file")
             return
-        spill = self._segments[-1][1] if self._segments else self._segment(0)
+        try:
+            spill = self._segments[-1][1] if self._segments else self._segment(0)
+        except SpillError as exc:
+            self._cannot_write(exc)
+            self._drop(channel, payload, f"{why} and the spill files cannot be written ({self._failure})")
+            return
         self._keep(spill, channel, payload, time.time(), 1, why)
 
     def keep_older(self, messages: Iterable[tuple[str, bytes, float, int]], why: str) -> None:
         """Jobs that were queued and must leave the queue, oldest first (channel, payload, wall
         time received, the attempt their next request carries): they go before everything kept."""
-        spill = None
+        spill: Spill | None = None
         for channel, payload, received, attempt in messages:
-            if spill is None:
+            if spill is None and not self._failure:
                 first = self._segments[0][0] - 1 if self._segments else 0
-                spill = self._segment(first)
-            self._keep(spill, channel, payload, received, attempt, why)
+                try:
+                    spill = self._segment(first)
+                except SpillError as exc:
+                    self._cannot_write(exc)
+            if spill is None:
+                self._drop(channel, payload, f"{why} and the spill files cannot be written ({self._failure})")
+            else:
+                self._keep(spill, channel, payload, received, attempt, why)
 
     def _segment(self, number: int) -> Spill:
         assert self._directory is not None
@@ -169,14 +180,7 @@ class Overflow:
                 for _, spill in self._segments:
                     spill.flush()
             except SpillError as exc:
-                self._rest_until = now + REST
-                if not self._failure:
-                    unwritten = sum(s.unwritten for _, s in self._segments)
-                    self._log.error(
-                        "%s; %d messages kept in memory until it can be written, new ones dropped meanwhile",
-                        exc, unwritten,
-                    )  # fmt: skip
-                self._failure = str(exc).rpartition(": ")[2]
+                self._cannot_write(exc)
             else:
                 if self._failure:
                     self._failure = ""
@@ -185,7 +189,20 @@ class Overflow:
         if line:
             self._log.error("%s", line)
 
+    def _cannot_write(self, exc: SpillError) -> None:
+        """A spill file could not be written (a full disk): rest a second, keep nothing new in
+        memory meanwhile, and say so once."""
+        self._rest_until = time.monotonic() + REST
+        if not self._failure:
+            unwritten = sum(s.unwritten for _, s in self._segments)
+            self._log.error(
+                "%s; %d message(s) kept in memory until it can be written, new ones dropped meanwhile",
+                exc, unwritten,
+            )  # fmt: skip
+        self._failure = str(exc).rpartition(": ")[2]
+
     def close(self) -> None:
+        """Write what is kept, say what was dropped; safe to call twice."""
         line = self._drops.flush()
         if line:
             self._log.error("%s", line)
@@ -195,8 +212,9 @@ class Overflow:
                 spill.close()
             except SpillError as exc:
                 self._counters.dropped += unwritten
-                self._log.error("%s: %d messages kept in memory for it are lost", exc, unwritten)
+                self._log.error("%s: %d message(s) kept in memory for it are lost", exc, unwritten)
         self._forget_empty_files()
+        self._segments.clear()
 
     def _forget_empty_files(self) -> None:
         for _, spill in self._segments:
