@@ -16,7 +16,7 @@ from asyncphp.dev.sandbox import Pool, RedisServer
 from benchmarks.drivers import cpu_seconds
 from tests.conftest import PHP_DIR
 from tests.integration.conftest import Daemon, lines, wait_for
-from tests.integration.test_faults import publish_many
+from tests.integration.test_faults import numbered, publish_many
 
 BEHAVE = PHP_DIR / "behave.php"
 FAST = PHP_DIR / "fast.php"
@@ -319,3 +319,30 @@ def out_of_order(seen: list[int], first: int, max_in_flight: int) -> str:
         if position < n - first - (max_in_flight - 1):
             return f"n={n} ran at position {position}; the first to run: {seen[:10]}"
     return ""
+
+
+def test_a_pool_outage_longer_than_retry_for_is_carried_through_by_the_spill_files_in_order(
+    tmp_path: Path,
+    redis_server: RedisServer,
+    start_pool: Callable[..., Pool],
+    start_daemon: Callable[..., Daemon],
+) -> None:
+    # Found in a fault run: jobs given up in one batch went to the spill files one file each, the
+    # newer before the older, and jobs still queued ran before older ones already spilled.
+    socket = tmp_path / "pool" / "commands.sock"
+    daemon = start_daemon(
+        socket, "--state-dir", str(tmp_path / "state"), "--retry-for", "1", "--max-in-flight", "3",
+        "--log-level", "WARNING", worker=FAST,
+    )  # fmt: skip
+    # Half before the pool is given up on, half after: some given up, the rest queued or spilled.
+    assert publish_many(redis_server.url, numbered(300)) == [1] * 300
+    daemon.wait_for("WARNING the pool stayed unreachable: messages on commands go to the spill files")
+    assert publish_many(redis_server.url, numbered(300, start=300)) == [1] * 300
+    pool = start_pool()
+    assert pool.listen == str(socket)
+    daemon.wait_for("the pool at .* accepts connections again")
+    wait_for(lambda: len(lines(pool.worker_log)) >= 600, timeout=60, what="all 600 jobs")
+    seen = [int(n) for n in lines(pool.worker_log)]
+    assert sorted(seen) == list(range(600)), "each exactly once"
+    assert in_order(seen, list(range(600)), max_in_flight=3), out_of_order(seen, 0, 3)
+    assert daemon.lines("ERROR") == []

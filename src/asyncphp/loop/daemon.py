@@ -271,21 +271,21 @@ class Daemon:
     def _request(self, job: Job) -> bytes:
         return self.requests.build(job.id, job.channel, job.body, job.attempt, job.message_id)
 
-    def _keep(self, job: Job) -> bool:
-        """A pub/sub job the pool could not be reached for in retry_for: nothing else keeps it, so
-        the spill files carry it through the outage (a stream entry stays in Redis anyway). The
-        pub/sub jobs queued behind it go with it, in order: they are older than anything kept,
-        and newer messages go behind them from now on."""
-        if job.origin is not NOWHERE or not self.overflow.keeps:
-            return False
+    def _keep(self, jobs: list[Job]) -> list[Job]:
+        """Jobs the pool could not be reached for in retry_for, oldest first: the pub/sub ones
+        have nothing else to keep them, so the spill files carry them through the outage, with
+        the pub/sub jobs still queued behind them, in order (they are older than anything kept,
+        and newer messages go behind them from now on). Returns the jobs not kept: a stream
+        entry stays in Redis anyway."""
+        if not self.overflow.keeps:
+            return jobs
         queued = self.dispatcher.take_queued()
         for other in queued:
             if other.origin is not NOWHERE:
                 self.dispatcher.submit(other)  # a stream entry's job keeps its place and its clock
-        self._keep_older(
-            [job] + [other for other in queued if other.origin is NOWHERE], "the pool stayed unreachable"
-        )
-        return True
+        kept = [job for job in jobs + queued if job.origin is NOWHERE]
+        self._keep_older(kept, "the pool stayed unreachable")
+        return [job for job in jobs if job.origin is not NOWHERE]
 
     def _keep_older(self, jobs: list[Job], why: str) -> None:
         now, wall = time.monotonic(), time.time()

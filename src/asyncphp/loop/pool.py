@@ -211,8 +211,8 @@ class Probe:
 
 class Dispatcher:
     """Feeds the pool what :class:`Admission` lets through, one connection per job, and logs one
-    line per job's outcome; ``ended`` hears how each job ended, once. A job the pool could not
-    be reached for is first offered to ``keep``, which returns True if it took the job instead."""
+    line per job's outcome; ``ended`` hears how each job ended, once. Jobs the pool could not be
+    reached for are first offered to ``keep``, which returns those it did not take instead."""
 
     def __init__(
         self,
@@ -220,7 +220,7 @@ class Dispatcher:
         address: PoolAddress,
         build: Callable[[Job], bytes],
         ended: Callable[[Job, Result], None],
-        keep: Callable[[Job], bool],
+        keep: Callable[[list[Job]], list[Job]],
         counters: Counters,
         metrics: Metrics,
         log: logging.Logger,
@@ -285,8 +285,9 @@ class Dispatcher:
         self._pumping = True
         try:
             now = time.monotonic()
-            for end in self.admission.expire(now):
-                self._give_up(end, now)
+            ends = self.admission.expire(now)
+            if ends:
+                self._give_up(ends, now)
             # start() yields one job at a time and sees what became of the last one: a job
             # requeued at once is yielded again, a pause stops it.
             for job in self.admission.start(now):
@@ -403,7 +404,7 @@ class Dispatcher:
                 self.pump()
             return
         if verdict.result.outcome is Outcome.UNDELIVERED:
-            self._give_up(verdict, now)
+            self._give_up([verdict], now)
         else:
             job = verdict.job
             self._log_job(
@@ -413,17 +414,21 @@ class Dispatcher:
             self._ended(job, verdict.result)
         self.pump()
 
-    def _give_up(self, end: End, now: float) -> None:
-        job = end.job
-        if self._keep(job):
-            return  # kept elsewhere (a spill file) until the pool can be reached again
-        self._log_job(
-            logging.ERROR, job, "job %d on %s given up: the pool could not take it for %.1f s since it "
-            "arrived (retry_for %g s): %s; message %s",
-            job.id, job.channel, now - max(job.received, self.admission.out_since),
-            self.admission.limits.retry_for, end.result.reason, preview(job.payload or job.body),
-        )  # fmt: skip
-        self._ended(job, end.result)
+    def _give_up(self, ends: list[End], now: float) -> None:
+        """Jobs whose retry_for has run out, oldest first: offered to ``keep`` together (a spill
+        file keeps them in order), the rest given up."""
+        left = {id(job) for job in self._keep([end.job for end in ends])}
+        for end in ends:
+            job = end.job
+            if id(job) not in left:
+                continue  # kept elsewhere (a spill file) until the pool can be reached again
+            self._log_job(
+                logging.ERROR, job, "job %d on %s given up: the pool could not take it for %.1f s since it "
+                "arrived (retry_for %g s): %s; message %s",
+                job.id, job.channel, now - max(job.received, self.admission.out_since),
+                self.admission.limits.retry_for, end.result.reason, preview(job.payload or job.body),
+            )  # fmt: skip
+            self._ended(job, end.result)
 
     def _log_job(
         self, level: int, job: Job, msg: str, *args: object, status: int = 0, elapsed_ms: float = -1.0
