@@ -3,11 +3,10 @@ disk that fills up."""
 
 from __future__ import annotations
 
+import json
 import logging
-import resource
-import signal
-import time
-from collections.abc import Iterator
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -65,42 +64,63 @@ def test_without_a_state_dir_everything_is_dropped_with_a_line(caplog: pytest.Lo
     assert len(caplog.records) == 1, "the first at once, the rest aggregated"
 
 
-@pytest.fixture
-def small_files() -> Iterator[None]:
-    """Files may not grow past 4 kB: writes past it fail with EFBIG, as on a full disk."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
-    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (4096, hard))
-    yield
-    resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
-    signal.signal(signal.SIGXFSZ, previous)
+# A full disk, played by RLIMIT_FSIZE (writes past 4 kB fail with EFBIG) in a child process: the
+# limit would stop the test runner too, whose output may be a file.
+DISK_FULL = """
+import json, logging, resource, signal, sys, time
+from pathlib import Path
+from asyncphp.core.jobs import Counters
+from asyncphp.loop.overflow import Overflow
+from asyncphp.ops.metrics import Metrics
+
+class Lines(logging.Handler):
+    def __init__(self):
+        super().__init__()
+        self.lines = []
+    def emit(self, record):
+        self.lines.append(record.getMessage())
+
+log, lines, counters = logging.getLogger("disk"), Lines(), Counters()
+log.addHandler(lines)
+log.propagate = False
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (4096, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+kept = Overflow(sys.argv[1], 1 << 20, counters, Metrics(), log)
+for _ in range(100):
+    kept.keep("c", b"x" * 100, "the queue is full")  # 11.6 kB: more than the disk takes
+now = time.monotonic()
+kept.turn(now)
+kept.turn(now)  # resting: not tried again
+kept.keep("c", b"new", "the queue is full")
+dropped_while_failing = counters.dropped
+taken = len(kept.take(100))
+kept.turn(now + 1.5)
+for _ in range(100):
+    kept.keep("c", b"y" * 100, "the queue is full")
+kept.close()
+print(json.dumps({"lines": lines.lines, "dropped_while_failing": dropped_while_failing,
+                  "taken": taken, "dropped": counters.dropped}))
+"""
 
 
 def test_a_disk_that_fills_up_rests_drops_new_messages_and_still_gives_back_what_it_holds(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture, small_files: None
+    tmp_path: Path,
 ) -> None:
     # Found in a fault run: a full disk made the files unreadable too (reading waited for writing),
-    # an ERROR line every loop turn, nothing replayed, and what was in memory lost at the stop.
-    kept, counters = overflow(tmp_path)
-    for _ in range(100):
-        kept.keep("c", b"x" * 100, "the queue is full")  # 11.6 kB: more than the disk takes
-    now = time.monotonic()
-    kept.turn(now)
-    kept.turn(now)  # resting: not tried again
-    assert caplog.text.count("cannot write the spill file") == 1
-    kept.keep("c", b"new", "the queue is full")
-    assert counters.dropped == 1 and "the spill files cannot be written" in caplog.text
-    assert len(kept.take(100)) == 100, "what is on disk and in memory comes back"
-    kept.turn(now + 1.5)
-    assert "spill files writable again" in caplog.text
-
-
-def test_what_could_not_be_written_at_the_stop_is_counted_lost(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture, small_files: None
-) -> None:
-    kept, counters = overflow(tmp_path)
-    for _ in range(100):
-        kept.keep("c", b"x" * 100, "the queue is full")
-    kept.close()
-    assert counters.dropped > 0
-    assert f"{counters.dropped} message(s) kept in memory for it are lost" in caplog.text
+    # an ERROR line every loop turn, nothing replayed, and what was in memory lost at the stop
+    # without a count.
+    done = subprocess.run(
+        [sys.executable, "-c", DISK_FULL, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    seen = json.loads(done.stdout)
+    said = "\n".join(seen["lines"])
+    assert said.count("cannot write the spill file") == 2, said  # once while running, once at the stop
+    assert seen["dropped_while_failing"] == 1 and "the spill files cannot be written" in said
+    assert seen["taken"] == 100, "what is on disk and in memory comes back"
+    assert "spill files writable again" in said
+    lost = seen["dropped"] - 1
+    assert lost > 0 and f"{lost} message(s) kept in memory for it are lost" in said
