@@ -56,6 +56,14 @@ def run_marker(url: str, client: redis.Redis, pool: Pool, n: int) -> None:
     wait_for(lambda: pending(client) == 0, what=f"the marker entry {n} acknowledged")
 
 
+def run_first(url: str, client: redis.Redis, pool: Pool, count: int) -> str:
+    """Add ``count`` entries, wait until they ran and were acknowledged; returns the last id."""
+    add_many(url, count)
+    wait_for(lambda: len(worker_lines(pool, "end")) >= count, timeout=60, what=f"the first {count} runs")
+    wait_for(lambda: pending(client) == 0, what=f"the first {count} acknowledged")
+    return str(client.xrevrange("jobs", count=1)[0][0].decode())
+
+
 def summary(daemon: Daemon) -> dict[str, int]:
     """The counters of the daemon's last line, ``stopped · 2 received · 4 dispatched · …``."""
     (line,) = daemon.lines(r"stopped · \d+ received")
@@ -148,10 +156,7 @@ def test_a_vanished_group_is_re_created_at_the_last_entry_read(
     # already acknowledged entry ran again with ASYNCPHP_ATTEMPT 1, and no line said so.
     client = redis.Redis.from_url(redis_server.url)
     daemon = start_daemon(pool.listen, "--stream", "jobs", worker=FAULTS_WORKER, wait=False)
-    add_many(redis_server.url, 100)
-    wait_for(lambda: len(worker_lines(pool, "end")) >= 100, timeout=60, what="the first 100 runs")
-    wait_for(lambda: pending(client) == 0, what="the first 100 acknowledged")
-    last = client.xrevrange("jobs", count=1)[0][0].decode()
+    last = run_first(redis_server.url, client, pool, 100)
 
     client.xgroup_destroy("jobs", GROUP)  # unblocks the daemon's XREADGROUP with NOGROUP
     (line,) = daemon.wait_for(f"ERROR consumer group {GROUP} of stream jobs was missing .* re-created at ")
@@ -179,10 +184,7 @@ def test_a_group_deleted_while_no_daemon_runs_is_re_created_where_it_was(
     # group's position is now kept in jobs:groups, which outlives the group.
     client = redis.Redis.from_url(redis_server.url)
     first = start_daemon(pool.listen, "--stream", "jobs", worker=FAULTS_WORKER, wait=False)
-    add_many(redis_server.url, 100)
-    wait_for(lambda: len(worker_lines(pool, "end")) >= 100, timeout=60, what="the first 100 runs")
-    wait_for(lambda: pending(client) == 0, what="the first 100 acknowledged")
-    last = client.xrevrange("jobs", count=1)[0][0].decode()
+    last = run_first(redis_server.url, client, pool, 100)
     sigterm(first)
     assert client.hget("jobs:groups", GROUP) == last.encode(), "recorded, at the latest at the stop"
     client.xgroup_destroy("jobs", GROUP)
