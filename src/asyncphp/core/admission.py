@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from asyncphp.core.backoff import Backoff
@@ -125,7 +125,7 @@ class Admission:
         time, so that a long queue given up at once cannot stall the loop (the rest follow next
         turn: :meth:`wake_at` says so)."""
         ended: list[End] = []
-        if self.unreachable_since == HEALTHY and self._refusing_since == HEALTHY:
+        if self.out_since == HEALTHY:
             return ended  # the pool takes jobs: no deadline runs (checked on every pump)
         while self._queue and len(ended) < limit and self._deadline(self._queue[0]) <= now:
             job = self._take()
@@ -210,20 +210,19 @@ class Admission:
             return min(self._paused_until, deadline)
         return deadline
 
-    def take_queued(self) -> list[Job]:
-        """Every job still queued, oldest first, out of the queue (to be kept elsewhere)."""
-        jobs = list(self._queue)
-        self._queue.clear()
-        self._queued_bytes = 0
-        return jobs
+    def take_queued(self, which: Callable[[Job], bool]) -> list[Job]:
+        """The queued jobs ``which`` picks, oldest first, out of the queue (to be kept elsewhere);
+        the others keep their places."""
+        taken = [job for job in self._queue if which(job)]
+        if taken:
+            self._queue = deque(job for job in self._queue if not which(job))
+            self._queued_bytes -= sum(len(job.body) for job in taken)
+        return taken
 
     def clear(self) -> list[Job]:
         """Forget every job (at the end of a drain); returns those still queued."""
-        jobs = list(self._queue)
-        self._queue.clear()
-        self._queued_bytes = 0
         self.in_flight = 0
-        return jobs
+        return self.take_queued(lambda job: True)
 
     def _deadline(self, job: Job) -> float:
         # Out since the earlier of the two: a pool that went down and came back refusing was

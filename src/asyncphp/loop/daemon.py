@@ -184,8 +184,7 @@ class Daemon:
         # Behind what the spill file holds, to keep the order; and without decoding it first,
         # so that a message with no room costs a buffered write and nothing more. (The bytes of
         # its form body are checked once it has one.)
-        d = self.dispatcher
-        if self.overflow.waiting or (d.queued >= self.settings.max_queued and d.free <= 0):
+        if self.overflow.waiting or not self.dispatcher.has_room(0):
             self.overflow.keep(message.channel, message.payload, "the queue is full")
             return
         self._admit(message)
@@ -221,7 +220,7 @@ class Daemon:
         )  # fmt: skip
         if replayed or self.dispatcher.has_room(len(body)):
             self.dispatcher.submit(job)
-        elif job.origin is NOWHERE:
+        elif _published(job):
             self.overflow.keep(job.channel, job.payload, "the queue is full")
         else:
             self._no_room(job)
@@ -279,13 +278,9 @@ class Daemon:
         entry stays in Redis anyway."""
         if not self.overflow.keeps:
             return jobs
-        queued = self.dispatcher.take_queued()
-        for other in queued:
-            if other.origin is not NOWHERE:
-                self.dispatcher.submit(other)  # a stream entry's job keeps its place and its clock
-        kept = [job for job in jobs + queued if job.origin is NOWHERE]
-        self._keep_older(kept, "the pool stayed unreachable")
-        return [job for job in jobs if job.origin is not NOWHERE]
+        queued = self.dispatcher.take_queued(_published)  # a stream entry's job keeps its place
+        self._keep_older([job for job in jobs if _published(job)] + queued, "the pool stayed unreachable")
+        return [job for job in jobs if not _published(job)]
 
     def _keep_older(self, jobs: list[Job], why: str) -> None:
         now, wall = time.monotonic(), time.time()
@@ -371,10 +366,10 @@ class Daemon:
             )  # fmt: skip
             self._ended(job, Result(Outcome.ABANDONED, reason))
         if self.overflow.keeps:
-            self._keep_older([job for job in unsent if job.origin is NOWHERE], "the drain ended")
-            unsent = [job for job in unsent if job.origin is not NOWHERE]
+            self._keep_older([job for job in unsent if _published(job)], "the drain ended")
+            unsent = [job for job in unsent if not _published(job)]
         for job in unsent:
-            if job.origin is NOWHERE:
+            if _published(job):
                 what = f"message {preview(job.payload)}"
             else:
                 what = f"entry {job.message_id} stays pending, for another consumer"
@@ -421,6 +416,11 @@ class Daemon:
         if status != self._status:
             self._status = status
             self.notifier.status(status)
+
+
+def _published(job: Job) -> bool:
+    """A pub/sub job: nothing but this daemon keeps its message (a stream entry stays in Redis)."""
+    return job.origin is NOWHERE
 
 
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:

@@ -168,9 +168,9 @@ class Overflow:
         # All but the last: the newest takes what comes next.
         while len(self._segments) > 1 and not self._segments[0][1].pending:
             _, spill = self._segments.pop(0)
-            with contextlib.suppress(SpillError, OSError):
+            with contextlib.suppress(SpillError):
                 spill.close()
-                os.unlink(spill.path)
+            _remove(spill)
 
     def turn(self, now: float) -> None:
         """Once per loop turn: write what was kept (resting a second after a failure), and say
@@ -213,11 +213,13 @@ class Overflow:
             except SpillError as exc:
                 self._counters.dropped += unwritten
                 self._log.error("%s: %d message(s) kept in memory for it are lost", exc, unwritten)
-        self._forget_empty_files()
-        self._segments.clear()
-
-    def _forget_empty_files(self) -> None:
         for _, spill in self._segments:
             if not spill.pending:
-                with contextlib.suppress(OSError):
-                    os.unlink(spill.path)
+                _remove(spill)
+        self._segments.clear()
+
+
+def _remove(spill: Spill) -> None:
+    """An emptied spill file goes: what is left of the files is what waits."""
+    with contextlib.suppress(OSError):
+        os.unlink(spill.path)

@@ -30,6 +30,28 @@ PROBE_TIMEOUT = 2.0  # seconds for a probe's connect (a TCP pool behind a black 
 STDERR_PREVIEW = 600  # characters: enough for a PHP fatal error with its file and line
 
 
+IN_PROGRESS = "in progress"
+
+
+def connect(sock: socket.socket, address: PoolAddress) -> str:
+    """Start a non-blocking connect: "" when the pool accepted it, ``IN_PROGRESS`` when (TCP) the
+    outcome comes as writability (then see :func:`connected`), else why it failed."""
+    try:
+        sock.connect(address.address)
+    except BlockingIOError as exc:
+        # On a unix socket EAGAIN means the pool's listen backlog is full.
+        return IN_PROGRESS if exc.errno == errno.EINPROGRESS else "listen backlog full"
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return ""
+
+
+def connected(sock: socket.socket) -> str:
+    """After an ``IN_PROGRESS`` connect made the socket writable: "" if it was accepted, else why not."""
+    err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+    return errno.errorcode.get(err, str(err)) if err else ""
+
+
 class Exchange:
     """One job's connection: connect, send the request, read the response to its end."""
 
@@ -48,22 +70,16 @@ class Exchange:
         self._sock = socket.socket(owner.address.family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
 
     def start(self) -> None:
-        address = self._owner.address
-        try:
-            self._sock.connect(address.address)
-        except BlockingIOError as exc:
-            if exc.errno != errno.EINPROGRESS:
-                # On a unix socket EAGAIN means the pool's listen backlog is full.
-                self.fail(Failure.UNREACHABLE, f"cannot connect to {address}: listen backlog full")
-                return
-            self._watch(WRITE)  # TCP: the outcome comes as writability
-            return
-        except OSError as exc:
-            self.fail(Failure.UNREACHABLE, f"cannot connect to {address}: {exc.strerror or exc}")
-            return
-        self._on_connected()
+        error = connect(self._sock, self._owner.address)
+        if error == IN_PROGRESS:
+            self._watch(WRITE)
+        else:
+            self._on_connect(error)
 
-    def _on_connected(self) -> None:
+    def _on_connect(self, error: str) -> None:
+        if error:
+            self.fail(Failure.UNREACHABLE, f"cannot connect to {self._owner.address}: {error}")
+            return
         self._connected = True
         self._owner.on_connected()
         self._send()
@@ -78,12 +94,7 @@ class Exchange:
     def __call__(self, mask: int) -> None:
         """The poller's callback: the socket is ready for what this exchange waits on."""
         if not self._connected:
-            err = self._sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-            if err:
-                reason = f"cannot connect to {self._owner.address}: {errno.errorcode.get(err, err)}"
-                self.fail(Failure.UNREACHABLE, reason)
-            else:
-                self._on_connected()
+            self._on_connect(connected(self._sock))
         elif self._pending:
             self._send()
         else:
@@ -181,22 +192,14 @@ class Probe:
         self._sock = socket.socket(owner.address.family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
 
     def start(self) -> None:
-        try:
-            self._sock.connect(self._owner.address.address)
-        except BlockingIOError as exc:
-            if exc.errno == errno.EINPROGRESS:
-                self._owner.poller.watch(self._sock.fileno(), WRITE, self)
-                return
-            self._done("listen backlog full")
-            return
-        except OSError as exc:
-            self._done(exc.strerror or str(exc))
-            return
-        self._done("")
+        error = connect(self._sock, self._owner.address)
+        if error == IN_PROGRESS:
+            self._owner.poller.watch(self._sock.fileno(), WRITE, self)
+        else:
+            self._done(error)
 
     def __call__(self, mask: int) -> None:
-        err = self._sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-        self._done(errno.errorcode.get(err, str(err)) if err else "")
+        self._done(connected(self._sock))
 
     def _done(self, error: str) -> None:
         if self._sock.fileno() < 0:
@@ -322,8 +325,8 @@ class Dispatcher:
             self.admission.reached()
             self._log.warning("the pool at %s accepts connections again", self.address)
 
-    def take_queued(self) -> list[Job]:
-        return self.admission.take_queued()
+    def take_queued(self, which: Callable[[Job], bool]) -> list[Job]:
+        return self.admission.take_queued(which)
 
     def wake_at(self) -> float:
         """When :meth:`pump` has work that no socket event will trigger (``inf``: none)."""

@@ -11,10 +11,8 @@ from collections.abc import Callable, Sequence
 import redis
 
 from asyncphp.core.jobs import Message
-from asyncphp.loop.redislink import Link
+from asyncphp.loop.redislink import CLOSED, Link
 from asyncphp.wire import replies
-
-CLOSED = "redis closed the connection"
 
 
 class PubSubSource:

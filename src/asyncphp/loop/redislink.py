@@ -30,6 +30,7 @@ from asyncphp.wire.replies import ReplyError, server_version
 
 CONNECT_TIMEOUT = 2.0  # seconds for connecting and each handshake step: the loop waits that long at most
 READ_SIZE = 65536
+CLOSED = "redis closed the connection"  # the reason a source may explain (pub/sub: its buffer limit)
 
 Reply = Any  # bytes, int, list, None, or ReplyError
 OnReply = Callable[[Reply], None]
@@ -161,7 +162,7 @@ class Link:
         except OSError as exc:
             raise redis.ConnectionError(f"reading from redis: {exc}") from exc
         if not data:
-            raise redis.ConnectionError("redis closed the connection")
+            raise redis.ConnectionError(CLOSED)
         self.last_read = time.monotonic()
         self._reader.feed(data)
         while True:
