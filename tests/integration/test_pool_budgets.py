@@ -107,18 +107,32 @@ def test_a_poison_job_is_retried_at_most_max_attempts_times_whatever_other_jobs_
     assert daemon.lines("given up") == []
 
 
-def test_at_the_end_of_a_drain_every_undone_job_is_said_with_its_message(
-    redis_server: RedisServer, start_pool: Callable[..., Pool], start_daemon: Callable[..., Daemon]
-) -> None:
-    # Old behaviour: only the first 1,000 jobs never sent were logged with their message, the
-    # rest as a count, and the summary line did not count them at all.
+def stop_with_1499_queued(
+    redis_server: RedisServer,
+    start_pool: Callable[..., Pool],
+    start_daemon: Callable[..., Daemon],
+    *extra: str,
+) -> Daemon:
+    """1,500 two-second jobs {"n": i} into one child, SIGTERM once the first runs, a drain of 0.5 s:
+    one job still running, 1,499 never sent. Returns the stopped daemon."""
     pool = start_pool({"pm": "static", "pm.max_children": "1"})
-    daemon = start_daemon(pool.listen, "--max-in-flight", "1", "--drain-timeout", "0.5", worker=BEHAVE)
+    daemon = start_daemon(
+        pool.listen, "--max-in-flight", "1", "--drain-timeout", "0.5", *extra, worker=BEHAVE
+    )
     payloads: list[bytes | str] = [json.dumps({"do": "slow", "seconds": 2, "n": i}) for i in range(1500)]
     assert publish_many(redis_server.url, payloads) == [1] * 1500
     wait_for(lambda: "slow attempt 1" in lines(pool.worker_log), what="the first job to run")
     daemon.server.process.send_signal(signal.SIGTERM)
     assert daemon.server.process.wait(30) == 0
+    return daemon
+
+
+def test_at_the_end_of_a_drain_every_undone_job_is_said_with_its_message(
+    redis_server: RedisServer, start_pool: Callable[..., Pool], start_daemon: Callable[..., Daemon]
+) -> None:
+    # Old behaviour: only the first 1,000 jobs never sent were logged with their message, the
+    # rest as a count, and the summary line did not count them at all.
+    daemon = stop_with_1499_queued(redis_server, start_pool, start_daemon)
 
     (running,) = daemon.lines("still running in the pool")
     assert " WARNING job 1 on commands still running in the pool (SIGTERM: drain ended)" in running
@@ -149,14 +163,7 @@ def test_at_the_end_of_a_drain_queued_jobs_are_spilled_and_run_at_the_next_start
     # Old behaviour: as above, 499 of the 1,499 jobs never sent were only a count in the log;
     # here they must go to the spill file instead of a log line each, and run at the next start.
     state = tmp_path / "state"
-    slow = start_pool({"pm": "static", "pm.max_children": "1"})
-    settings = ("--max-in-flight", "1", "--drain-timeout", "0.5", "--state-dir", str(state))
-    daemon = start_daemon(slow.listen, *settings, worker=BEHAVE)
-    payloads: list[bytes | str] = [json.dumps({"do": "slow", "seconds": 2, "n": i}) for i in range(1500)]
-    assert publish_many(redis_server.url, payloads) == [1] * 1500
-    wait_for(lambda: "slow attempt 1" in lines(slow.worker_log), what="the first job to run")
-    daemon.server.process.send_signal(signal.SIGTERM)
-    assert daemon.server.process.wait(30) == 0
+    daemon = stop_with_1499_queued(redis_server, start_pool, start_daemon, "--state-dir", str(state))
 
     assert daemon.lines("left undone|ERROR") == []
     assert len(daemon.lines("WARNING job 1 on commands still running in the pool")) == 1

@@ -3,10 +3,11 @@ vanished group, and the counters that report them."""
 
 from __future__ import annotations
 
+import contextlib
 import re
 import signal
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import redis
@@ -62,6 +63,21 @@ def run_first(url: str, client: redis.Redis, pool: Pool, count: int) -> str:
     wait_for(lambda: len(worker_lines(pool, "end")) >= count, timeout=60, what=f"the first {count} runs")
     wait_for(lambda: pending(client) == 0, what=f"the first {count} acknowledged")
     return str(client.xrevrange("jobs", count=1)[0][0].decode())
+
+
+@contextlib.contextmanager
+def dead_letter_held(url: str, client: redis.Redis, pool: Pool) -> Iterator[None]:
+    """A job that answers 422, its dead letter held by CLIENT PAUSE WRITE (an EVAL of a script is
+    a write) for as long as the block runs."""
+    add_many(url, 1, status=422, sleep=1)
+    wait_for(lambda: worker_lines(pool, "start"), what="the job to start")
+    client.client_pause(10_000, all=False)
+    try:
+        wait_for(lambda: eval_held(client), timeout=8, what="the daemon's dead letter held by the pause")
+        assert client.xlen("jobs:dead") == 0
+        yield
+    finally:
+        client.client_unpause()
 
 
 def summary(daemon: Daemon) -> dict[str, int]:
@@ -122,16 +138,9 @@ def test_an_entry_is_not_held_forever_when_its_dead_letter_write_loses_the_conne
     # restart.
     client = redis.Redis.from_url(redis_server.url)
     daemon = start_daemon(pool.listen, "--stream", "jobs", worker=FAULTS_WORKER, wait=False)
-    add_many(redis_server.url, 1, status=422, sleep=1)
-    wait_for(lambda: worker_lines(pool, "start"), what="the job to start")
-    client.client_pause(10_000, all=False)  # CLIENT PAUSE 10000 WRITE: EVAL of a script is held
-    try:
-        wait_for(lambda: eval_held(client), timeout=8, what="the daemon's dead letter held by the pause")
-        assert client.xlen("jobs:dead") == 0
+    with dead_letter_held(redis_server.url, client, pool):
         killed = client.client_kill_filter(_type="normal", skipme=True)  # the EVAL dies unexecuted
         assert killed >= 2, killed  # the daemon's reader and writer
-    finally:
-        client.client_unpause()
     daemon.wait_for("lost the connection to redis")
     daemon.wait_for("Resubscribed to stream jobs")
     wait_for(
@@ -287,19 +296,13 @@ def test_a_dead_letter_is_logged_and_counted_only_once_redis_confirmed_it(
     # before Redis had stored it (here: while CLIENT PAUSE WRITE holds it).
     client = redis.Redis.from_url(redis_server.url)
     daemon = start_daemon(pool.listen, "--stream", "jobs", worker=FAULTS_WORKER, wait=False)
-    add_many(redis_server.url, 1, status=422, sleep=1)
-    wait_for(lambda: worker_lines(pool, "start"), what="the job to start")
-    client.client_pause(10_000, all=False)
-    try:
-        wait_for(lambda: eval_held(client), timeout=8, what="the daemon's dead letter held by the pause")
+    with dead_letter_held(redis_server.url, client, pool):
         # The daemon has had its chance to log too early: a SIGHUP sent now is handled in a later
         # turn of its loop than the one that sent the dead letter.
         daemon.server.process.send_signal(signal.SIGHUP)
         daemon.wait_for("WARNING SIGHUP: settings reloaded; changed: nothing")
         assert daemon.lines("dead-lettered") == []
         assert client.xlen("jobs:dead") == 0
-    finally:
-        client.client_unpause()
 
     stored_when_logged: list[int] = []
 

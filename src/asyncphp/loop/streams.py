@@ -279,7 +279,7 @@ class StreamSource:
         if isinstance(reply, ReplyError):
             if reply.code != "NOGROUP":  # reading is this source's purpose: try again, visibly
                 raise redis.ConnectionError(f"XREADGROUP refused: {reply}")
-            self._refused_by_redis(reply, "XREADGROUP")
+            self._recreate_groups()
             return
         now = time.monotonic()
         for stream, entries in replies.xreadgroup(reply):
