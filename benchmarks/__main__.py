@@ -1,56 +1,75 @@
-"""python -m benchmarks: run the scenarios and print a table (or --json)."""
+"""python -m benchmarks: run the scenarios and print a table with the goals beside (or --json)."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from benchmarks import scenarios
-from benchmarks.scenarios import Options
+from benchmarks.scenarios import Options, Skipped
 
 Figures = dict[str, dict[str, float]]
+
+BURSTS = (
+    ("burst", "pub/sub, shipped settings (INFO, one line per job, to stderr)"),
+    ("burst_journal", "pub/sub, shipped settings under systemd (INFO, to the journal)"),
+    ("burst_quiet", "pub/sub, log_level WARNING (no line per job)"),
+    ("durable", "durable (XADD, XREADGROUP, XACK), shipped settings (stderr)"),
+    ("durable_quiet", "durable, log_level WARNING"),
+)
 
 
 def _span(figure: dict[str, float], fmt: str = "{:,.0f}") -> str:
     return f"{fmt.format(figure['median'])} ({fmt.format(figure['min'])}–{fmt.format(figure['max'])})"
 
 
-def table(facts: dict[str, str], results: dict[str, Figures], options: Options) -> str:
+def _median(results: dict[str, Figures], scenario: str, key: str) -> float | None:
+    figure = results.get(scenario, {}).get(key)
+    return figure["median"] if figure else None
+
+
+def table(
+    facts: dict[str, str], results: dict[str, Figures], skipped: dict[str, str], options: Options
+) -> str:
     out = ["asyncphp benchmark", *(f"  {k:<13} {v}" for k, v in facts.items())]
     out.append(f"  each figure: median (min–max) of {options.runs} run(s)\n")
     capacity = results.get("capacity")
-    best = 0.0
     if capacity:
         out.append("1. pool capacity, nginx + wrk (one FastCGI connection per request)")
-        for key, figure in capacity.items():
-            out.append(f"     concurrency {key[1:]:>3}: {_span(figure)} req/s")
-            best = max(best, figure["median"])
-    burst = results.get("burst")
-    if burst:
-        out.append(f"2. asyncphp burst, {options.burst:,} messages published in pipelines of 1,000")
-        out.append(f"     {_span(burst['rate'])} msg/s, all {options.burst:,} run")
-        if best:
-            out.append(f"     ratio to the best nginx + wrk figure: {burst['rate']['median'] / best:.2f}×")
-        out.append(f"     daemon CPU: {_span(burst['cpu_us_per_message'], '{:.1f}')} µs per message")
+        for connections in (5, 50):
+            out.append(
+                f"     concurrency {connections:>3}: {_span(capacity[f'c{connections}'])} req/s; "
+                f"nginx CPU {_span(capacity[f'cpu_us_c{connections}'], '{:.1f}')} µs per request"
+            )
+    if any(key in results or key in skipped for key, _ in BURSTS):
+        out.append(f"2. burst: {options.burst:,} messages published in pipelines of 1,000, until all ran")
+    for key, label in BURSTS:
+        if key in skipped:
+            out.append(f"   {label}\n     not run: {skipped[key]}")
+        burst = results.get(key)
+        if not burst:
+            continue
+        out.append(f"   {label}")
         out.append(
-            f"     daemon RSS: {burst['rss_before_mb']['median']:.1f} MB before, "
-            f"{burst['rss_after_mb']['median']:.1f} MB after"
+            f"     {_span(burst['rate'])} msg/s; daemon CPU "
+            f"{_span(burst['cpu_us_per_message'], '{:.1f}')} µs per message "
+            f"(user {burst['user_us_per_message']['median']:.1f}, "
+            f"system {burst['system_us_per_message']['median']:.1f}); "
+            f"RSS {burst['rss_before_mb']['median']:.1f} MB before, "
+            f"{burst['rss_after_mb']['median']:.1f} after"
         )
-    durable = results.get("durable")
-    if durable:
-        out.append(
-            "2b. the same burst in the durable mode (XADD to a stream, XREADGROUP, XACK on each result)"
-        )
-        out.append(f"     {_span(durable['rate'])} msg/s, all {options.burst:,} run")
-        if best:
-            out.append(f"     ratio to the best nginx + wrk figure: {durable['rate']['median'] / best:.2f}×")
-        out.append(f"     daemon CPU: {_span(durable['cpu_us_per_message'], '{:.1f}')} µs per message")
+        if "journald_us_per_message" in burst:
+            out.append(
+                f"     journald CPU {_span(burst['journald_us_per_message'], '{:.1f}')} µs per message; "
+                f"{burst['journal_lines']['median']:,.0f} entries in the journal"
+            )
     latency = results.get("latency")
     if latency:
         out.append(
-            f"3. publish → worker start at {options.rate:g} msg/s for {options.latency_seconds:g} s (ms)"
+            f"3. publish → worker start at {options.rate:g} msg/s for {options.latency_seconds:g} s (ms), "
+            "shipped settings"
         )
         out.append(f"     {'':<26}{'p50':>20}{'p90':>20}{'p99':>20}{'max':>20}")
         for who, label in (("floor", "bare redis-py subscriber"), ("asyncphp", "asyncphp → worker start")):
@@ -65,7 +84,7 @@ def table(facts: dict[str, str], results: dict[str, Figures], options: Options) 
         out.append(f"     {'asyncphp − floor':<26}{gap}")
     soak = results.get("soak")
     if soak:
-        out.append(f"4. soak, {options.soak:,} messages kept under the queue limit")
+        out.append(f"4. soak, {options.soak:,} messages kept under the queue limit, shipped settings")
         out.append(
             f"     {_span(soak['seconds'], '{:.1f}')} s; daemon CPU "
             f"{_span(soak['cpu_us_per_message'], '{:.1f}')} µs per message; "
@@ -86,7 +105,73 @@ def table(facts: dict[str, str], results: dict[str, Figures], options: Options) 
                 f"peak children {seed['children']['median']:.0f}; "
                 f"children RSS {seed['children_rss_mb']['median']:.0f} MB"
             )
+    verdicts = goals(results)
+    if verdicts:
+        out.append("\ngoals (medians of this run)")
+        width = max(len(goal) for goal, _, _ in verdicts)
+        for goal, measured, met in verdicts:
+            out.append(f"  {'met   ' if met else 'MISSED'}  {goal:<{width}}  {measured}")
     return "\n".join(out)
+
+
+def goals(results: dict[str, Figures]) -> list[tuple[str, str, bool]]:
+    """Each goal the run has figures for: (goal, what was measured, met)."""
+    found: list[tuple[str, str, bool]] = []
+
+    def m(scenario: str, key: str) -> float | None:
+        return _median(results, scenario, key)
+
+    c5, c50 = m("capacity", "c5"), m("capacity", "c50")
+    nginx_rate = max(c5 or 0.0, c50 or 0.0)
+    # The stricter reference for cost: nginx's cheapest figure per request of the two concurrencies.
+    nginx_cpu = min((x for x in (m("capacity", "cpu_us_c5"), m("capacity", "cpu_us_c50")) if x), default=0.0)
+    rate, cpu = m("burst", "rate"), m("burst", "cpu_us_per_message")
+    if nginx_rate and rate:
+        found.append((
+            "throughput, shipped settings ≥ 1.25 × best nginx + wrk",
+            f"{rate / nginx_rate:.2f} × ({rate:,.0f} vs {nginx_rate:,.0f}/s)", rate >= 1.25 * nginx_rate,
+        ))  # fmt: skip
+    if nginx_cpu and cpu:
+        found.append((
+            "daemon CPU per job, shipped settings ≤ 0.5 × nginx's per request",
+            f"{cpu / nginx_cpu:.2f} × ({cpu:.1f} vs {nginx_cpu:.1f} µs)", cpu <= 0.5 * nginx_cpu,
+        ))  # fmt: skip
+    durable_rate, durable_cpu = m("durable", "rate"), m("durable", "cpu_us_per_message")
+    if rate and durable_rate and cpu and durable_cpu:
+        found.append((
+            "durable throughput ≥ 0.8 × pub/sub (both shipped settings)",
+            f"{durable_rate / rate:.2f} ×", durable_rate >= 0.8 * rate,
+        ))  # fmt: skip
+        found.append((
+            "durable CPU per job ≤ 1.5 × pub/sub's",
+            f"{durable_cpu / cpu:.2f} × ({durable_cpu:.1f} vs {cpu:.1f} µs)", durable_cpu <= 1.5 * cpu,
+        ))  # fmt: skip
+    for q, allowed in (("p50", 0.1), ("p99", 0.3)):
+        mine, floor = m("latency", f"asyncphp_{q}"), m("latency", f"floor_{q}")
+        if mine is not None and floor is not None:
+            found.append((
+                f"latency {q} ≤ floor + {allowed} ms", f"floor {mine - floor:+.3f} ms",
+                mine - floor <= allowed,
+            ))  # fmt: skip
+    rss = m("soak", "rss_end_mb")
+    warm = m("soak", "rss_warm_mb")
+    if rss is not None and warm is not None:
+        found.append((
+            "RSS ≤ 30 MB, flat over the soak",
+            f"{warm:.1f} MB warm, {rss:.1f} MB at the end", rss <= 30 and rss - warm <= 1.0,
+        ))  # fmt: skip
+    elif (after := m("burst", "rss_after_mb")) is not None:
+        found.append(("RSS ≤ 30 MB (after the burst; --soak for flatness)", f"{after:.1f} MB", after <= 30))
+    quiet = m("burst_quiet", "rate")
+    for key, sink in (("burst_journal", "the journal"), ("burst", "stderr")):
+        logged = m(key, "rate")
+        if quiet and logged:
+            found.append((
+                f"one line per job to {sink} costs ≤ 10 % of throughput",
+                f"{1 - logged / quiet:.0%} ({logged:,.0f} vs {quiet:,.0f}/s at WARNING)",
+                logged >= 0.9 * quiet,
+            ))  # fmt: skip
+    return found
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -119,10 +204,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
 
     results: dict[str, Figures] = {}
-    plan = {
+    skipped: dict[str, str] = {}
+    plan: dict[str, Callable[[], dict[str, float]]] = {
         "capacity": lambda: scenarios.pool_capacity(options),
-        "burst": lambda: scenarios.burst(options),
-        "durable": lambda: scenarios.burst(options, durable=True),
+        "burst": lambda: scenarios.burst(options, logging="shipped"),
+        "burst_journal": lambda: scenarios.burst(options, logging="journal"),
+        "burst_quiet": lambda: scenarios.burst(options, logging="quiet"),
+        "durable": lambda: scenarios.burst(options, durable=True, logging="shipped"),
+        "durable_quiet": lambda: scenarios.burst(options, durable=True, logging="quiet"),
         "latency": lambda: scenarios.latency(options),
         "soak": lambda: scenarios.soak(options),
         "seed": lambda: scenarios.seed(options),
@@ -140,12 +229,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name, run in plan.items():
         if name.split("_")[0] in wanted:
             print(f"running {name} …", file=sys.stderr, flush=True)
-            results[name] = scenarios.repeat(1 if name == "soak" else options.runs, run)
+            try:
+                results[name] = scenarios.repeat(1 if name == "soak" else options.runs, run)
+            except Skipped as exc:
+                skipped[name] = str(exc)
     facts = scenarios.machine()
     if args.json:
-        print(json.dumps({"machine": facts, "options": vars(options), "results": results}, indent=2))
+        print(json.dumps({
+            "machine": facts, "options": vars(options), "results": results, "skipped": skipped,
+            "goals": [{"goal": g, "measured": v, "met": ok} for g, v, ok in goals(results)],
+        }, indent=2))  # fmt: skip
     else:
-        print(table(facts, results, options))
+        print(table(facts, results, skipped, options))
     return 0
 
 

@@ -60,8 +60,8 @@ http {{
     return server, port
 
 
-def wrk(port: int, connections: int, seconds: float) -> float:
-    """Requests per second that wrk drives through nginx."""
+def wrk(port: int, connections: int, seconds: float) -> tuple[float, int]:
+    """Requests per second that wrk drives through nginx, and how many requests it made."""
     threads = min(2, connections)
     done = subprocess.run(
         ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds:g}s", f"http://127.0.0.1:{port}/"],
@@ -75,7 +75,10 @@ def wrk(port: int, connections: int, seconds: float) -> float:
     non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", done.stdout)
     if non_2xx:
         raise RuntimeError(f"wrk saw {non_2xx.group(1)} failed requests")
-    return float(match.group(1))
+    requests = re.search(r"(\d+) requests in", done.stdout)
+    if not requests:
+        raise RuntimeError(f"wrk printed no request count:\n{done.stdout}")
+    return float(match.group(1)), int(requests.group(1))
 
 
 def publish_burst(
@@ -174,8 +177,76 @@ def latencies(path: Path, skip: int = 0) -> list[float]:
 
 
 def cpu_seconds(pid: int) -> float:
+    return sum(cpu_split(pid))
+
+
+def cpu_split(pid: int) -> tuple[float, float]:
+    """User and system CPU seconds of ``pid`` (all its threads)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds of ``pid`` and its live descendants (nginx's master and workers)."""
+    total, todo = 0.0, [pid]
+    while todo:
+        current = todo.pop()
+        try:
+            total += cpu_seconds(current)
+            for task in Path(f"/proc/{current}/task").iterdir():
+                todo.extend(int(child) for child in (task / "children").read_text().split())
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # ended meanwhile
+    return total
+
+
+# A journald of our own, in a private mount namespace: tmpfs over /run (so its sockets and its
+# volatile journal live and die with the namespace, and nothing on the shared filesystem changes),
+# rate limits off as the unit sets them (LogRateLimitIntervalSec=0). Then the daemon, told it runs
+# under systemd, so it logs through python-systemd's handler as it would as a service.
+JOURNAL_WRAPPER = r"""
+set -e
+mount --make-rprivate /
+mount -t tmpfs tmpfs /run
+mkdir -p /run/systemd/journal /run/bench
+printf '[Journal]\nStorage=volatile\nRateLimitIntervalSec=0\nRuntimeMaxUse=512M\n' >/run/bench/journald.conf
+mount --bind /run/bench/journald.conf /etc/systemd/journald.conf
+/lib/systemd/systemd-journald </dev/null >/dev/null 2>&1 &
+echo $! >"$1"
+shift
+for _ in $(seq 100); do [ -S /run/systemd/journal/socket ] && break; sleep 0.05; done
+[ -S /run/systemd/journal/socket ]
+JOURNAL_STREAM=0:0 exec "$@"
+"""
+
+
+def journal_available() -> str:
+    """Why a private journald cannot be started here ("" when it can)."""
+    if os.geteuid() != 0:
+        return "needs root (a private mount namespace)"
+    if not Path("/lib/systemd/systemd-journald").exists():
+        return "no /lib/systemd/systemd-journald"
+    try:
+        import systemd.journal  # noqa: F401
+    except ImportError:
+        return "python-systemd is not installed"
+    return ""
+
+
+def under_journald(pidfile: Path) -> list[str]:
+    """A command prefix: run the rest under a private journald, whose PID goes to ``pidfile``."""
+    return ["unshare", "-m", "bash", "-c", JOURNAL_WRAPPER, "journal", str(pidfile)]
+
+
+def journal_lines(journald_pid: int, identifier: str) -> int:
+    """Entries from ``identifier`` in the private journal of ``journald_pid``."""
+    done = subprocess.run(
+        ["nsenter", "-t", str(journald_pid), "-m", "journalctl", "-q", "--no-pager", "-o", "cat",
+         f"SYSLOG_IDENTIFIER={identifier}"],
+        capture_output=True, check=True,
+    )  # fmt: skip
+    return done.stdout.count(b"\n")
 
 
 def rss_mb(pid: int) -> float:

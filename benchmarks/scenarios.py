@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import statistics
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -27,7 +31,12 @@ class Options:
     latency_seconds: float = 10.0
     wrk_seconds: float = 5.0
     soak: int = 0  # messages; 0 skips the soak
-    daemon_args: tuple[str, ...] = ("--log-level", "WARNING")
+
+
+# How the daemon logs in a scenario. "shipped" is the unit's log level (INFO, one line per job)
+# to stderr, here a file; "journal" is the same level through python-systemd's handler into a
+# journald, as under the unit; "quiet" is WARNING (no line per job), the floor logging adds to.
+LOG_LEVELS = {"shipped": "INFO", "journal": "INFO", "quiet": "WARNING"}
 
 
 @contextmanager
@@ -38,12 +47,14 @@ def servers(pool_overrides: dict[str, str | None] | None = None) -> Iterator[tup
 
 
 def start_daemon(
-    redis_server: RedisServer, pool: Pool, options: Options, worker: Path, *extra: str
+    redis_server: RedisServer, pool: Pool, worker: Path, *extra: str, logging: str = "shipped"
 ) -> Server:
     log = pool.worker_log.parent / "daemon.log"
-    daemon = sandbox.start_daemon(
-        redis_server.url, pool.listen, worker, *options.daemon_args, *extra, log=log
-    )
+    args = ("--log-level", LOG_LEVELS[logging], *extra)
+    if logging == "journal":
+        daemon = _start_under_journald(redis_server, pool, worker, args, log)
+    else:
+        daemon = sandbox.start_daemon(redis_server.url, pool.listen, worker, *args, log=log)
     try:
         sandbox.subscribed(redis_server.url, "commands", durable="--stream" in extra)
     except BaseException:
@@ -52,42 +63,98 @@ def start_daemon(
     return daemon
 
 
+class JournaledDaemon(Server):
+    """The daemon started under a private journald (see drivers.under_journald), which is
+    stopped with it."""
+
+    journald_pid: int = 0
+
+    def stop(self, timeout: float = 10.0) -> int:
+        code = super().stop(timeout)
+        if self.journald_pid:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.journald_pid, signal.SIGKILL)
+        return code
+
+
+def _start_under_journald(
+    redis_server: RedisServer, pool: Pool, worker: Path, args: tuple[str, ...], log: Path
+) -> JournaledDaemon:
+    why_not = drivers.journal_available()
+    if why_not:
+        raise Skipped(f"the journal scenario {why_not}")
+    pidfile = log.parent / "journald.pid"
+    command = [
+        *drivers.under_journald(pidfile), sys.executable, "-m", "asyncphp.loop.daemon",
+        "--redis-url", redis_server.url, "--fpm-socket", pool.listen, "--worker-script", str(worker), *args,
+    ]  # fmt: skip
+    with log.open("ab") as output:
+        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stderr=output)
+    daemon = JournaledDaemon("asyncphp-daemon", process, log)
+    try:
+        sandbox.wait_until(lambda: pidfile.exists() and pidfile.read_text().strip() != "", 10, "journald")
+    except BaseException:
+        daemon.stop()
+        raise
+    daemon.journald_pid = int(pidfile.read_text())
+    return daemon
+
+
+class Skipped(Exception):
+    """A scenario this machine cannot run; the reason is printed in its place."""
+
+
 def pool_capacity(options: Options) -> dict[str, float]:
-    """Requests per second through nginx + wrk, at concurrency = max_children and 50."""
+    """Requests per second through nginx + wrk, at concurrency = max_children and 50, and
+    nginx's own CPU (master and workers) per request around each run."""
     figures = {}
     with servers() as (workdir, _, pool):
         nginx, port = drivers.start_nginx(workdir / "nginx", pool.listen)
         try:
             drivers.wrk(port, 5, 1)  # warm: the ondemand pool forks its children
             for connections in (5, 50):
-                figures[f"c{connections}"] = drivers.wrk(port, connections, options.wrk_seconds)
+                cpu_before = drivers.tree_cpu_seconds(nginx.pid)
+                rate, requests = drivers.wrk(port, connections, options.wrk_seconds)
+                cpu = drivers.tree_cpu_seconds(nginx.pid) - cpu_before
+                figures[f"c{connections}"] = rate
+                figures[f"cpu_us_c{connections}"] = cpu / requests * 1e6
         finally:
             nginx.stop()
     return figures
 
 
-def burst(options: Options, durable: bool = False) -> dict[str, float]:
+def burst(options: Options, durable: bool = False, logging: str = "quiet") -> dict[str, float]:
     """N messages published in pipelines (added to a stream, ``durable``); seconds until N lines are
-    in the worker log; the daemon's CPU time per message and its RSS before and after."""
+    in the worker log; the daemon's CPU time per message (user and system) and its RSS before and
+    after; with ``logging="journal"``, also journald's CPU per message."""
     extra = ("--stream", "commands") if durable else ()
     with servers() as (_, redis_server, pool):
-        daemon = start_daemon(redis_server, pool, options, drivers.WORKER, *extra)
+        daemon = start_daemon(redis_server, pool, drivers.WORKER, *extra, logging=logging)
+        journald = daemon.journald_pid if isinstance(daemon, JournaledDaemon) else 0
         try:
             lines = drivers.LineCounter(pool.worker_log)
             rss_before = drivers.rss_mb(daemon.pid)
-            cpu_before = drivers.cpu_seconds(daemon.pid)
+            user_before, system_before = drivers.cpu_split(daemon.pid)
+            journald_before = drivers.cpu_seconds(journald) if journald else 0.0
             started = time.monotonic()
             drivers.publish_burst(redis_server.url, options.burst, durable=durable)
             lines.wait_for(options.burst, timeout=300)
             elapsed = time.monotonic() - started
-            cpu = drivers.cpu_seconds(daemon.pid) - cpu_before
+            user, system = drivers.cpu_split(daemon.pid)
             figures = {
                 "seconds": elapsed,
                 "rate": options.burst / elapsed,
-                "cpu_us_per_message": cpu / options.burst * 1e6,
+                "cpu_us_per_message": (user + system - user_before - system_before) / options.burst * 1e6,
+                "user_us_per_message": (user - user_before) / options.burst * 1e6,
+                "system_us_per_message": (system - system_before) / options.burst * 1e6,
                 "rss_before_mb": rss_before,
                 "rss_after_mb": drivers.rss_mb(daemon.pid),
             }
+            if journald:
+                figures["journald_us_per_message"] = (
+                    (drivers.cpu_seconds(journald) - journald_before) / options.burst * 1e6
+                )
+                figures["journal_lines"] = drivers.journal_lines(journald, "asyncphp-daemon")
             lines.update()
             if lines.count != options.burst:
                 raise RuntimeError(f"{lines.count} worker lines for {options.burst} messages")
@@ -109,7 +176,7 @@ def latency(options: Options) -> dict[str, float]:
         drivers.publish_paced(redis_server.url, options.rate, seconds, channel="floor")
         floor.wait(30)
 
-        daemon = start_daemon(redis_server, pool, options, drivers.WORKER)
+        daemon = start_daemon(redis_server, pool, drivers.WORKER)
         try:
             drivers.publish_paced(redis_server.url, options.rate, seconds)
             drivers.LineCounter(pool.worker_log).wait_for(total, timeout=60)
@@ -135,7 +202,7 @@ def soak(options: Options) -> dict[str, float]:
     """``options.soak`` messages, kept under the queue limit, with the daemon's RSS sampled."""
     count, window = options.soak, 5_000  # published but not yet run: a steady load, not one long burst
     with servers() as (_, redis_server, pool):
-        daemon = start_daemon(redis_server, pool, options, drivers.WORKER)
+        daemon = start_daemon(redis_server, pool, drivers.WORKER)
         try:
             lines = drivers.LineCounter(pool.worker_log)
             samples = {"rss_start_mb": drivers.rss_mb(daemon.pid)}
@@ -164,7 +231,7 @@ def seed(options: Options, pool_overrides: dict[str, str | None] | None = None) 
     """The original's scenario: 10 messages at once into the shipped pool, the sleeping worker;
     seconds until all ten finished, and the most children the pool had."""
     with servers(pool_overrides) as (_, redis_server, pool):
-        daemon = start_daemon(redis_server, pool, options, SEED_WORKER)
+        daemon = start_daemon(redis_server, pool, SEED_WORKER)
         try:
             access = drivers.LineCounter(pool.access_log)
             started = time.monotonic()
