@@ -204,7 +204,8 @@ def tree_cpu_seconds(pid: int) -> float:
 # A journald of our own, in a private mount namespace: tmpfs over /run (so its sockets and its
 # volatile journal live and die with the namespace, and nothing on the shared filesystem changes),
 # rate limits off as the unit sets them (LogRateLimitIntervalSec=0). Then the daemon, told it runs
-# under systemd, so it logs through python-systemd's handler as it would as a service.
+# under systemd (JOURNAL_STREAM) and, as under the unit, with its stderr connected to a journal
+# stream (systemd-cat); with --journal-fields, it sends entries of its own instead.
 JOURNAL_WRAPPER = r"""
 set -e
 mount --make-rprivate /
@@ -217,7 +218,7 @@ echo $! >"$1"
 shift
 for _ in $(seq 100); do [ -S /run/systemd/journal/socket ] && break; sleep 0.05; done
 [ -S /run/systemd/journal/socket ]
-JOURNAL_STREAM=0:0 exec "$@"
+JOURNAL_STREAM=0:0 exec systemd-cat --identifier=asyncphp-daemon --level-prefix=true "$@"
 """
 
 

@@ -36,7 +36,7 @@ class Options:
 # How the daemon logs in a scenario. "shipped" is the unit's log level (INFO, one line per job)
 # to stderr, here a file; "journal" is the same level through python-systemd's handler into a
 # journald, as under the unit; "quiet" is WARNING (no line per job), the floor logging adds to.
-LOG_LEVELS = {"shipped": "INFO", "journal": "INFO", "quiet": "WARNING"}
+LOG_LEVELS = {"shipped": "INFO", "journal": "INFO", "journalfields": "INFO", "quiet": "WARNING"}
 
 
 @contextmanager
@@ -51,7 +51,9 @@ def start_daemon(
 ) -> Server:
     log = pool.worker_log.parent / "daemon.log"
     args = ("--log-level", LOG_LEVELS[logging], *extra)
-    if logging == "journal":
+    if logging == "journalfields":
+        args += ("--journal-fields", "true")
+    if logging.startswith("journal"):
         daemon = _start_under_journald(redis_server, pool, worker, args, log)
     else:
         daemon = sandbox.start_daemon(redis_server.url, pool.listen, worker, *args, log=log)

@@ -154,6 +154,17 @@ def _positive_seconds(value: Any) -> float:
     return seconds
 
 
+def _switch(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = _string(value).lower()
+    if text in ("true", "yes", "on", "1"):
+        return True
+    if text in ("false", "no", "off", "0"):
+        return False
+    raise ValueError(f"expected true or false, got {value!r}")
+
+
 def _log_level(value: Any) -> str:
     level = _string(value).upper()
     if level not in LOG_LEVELS:
@@ -283,7 +294,15 @@ class Settings:
         live=True,
     )
     log_level: str = setting(
-        "INFO", _log_level, "DEBUG, INFO (two lines per job), WARNING or ERROR", live=True
+        "INFO", _log_level, "DEBUG, INFO (one line per job, when it ends), WARNING or ERROR", live=True
+    )
+    # Under systemd, job lines go to stderr, which journald reads: one write per turn of the loop.
+    # As journal entries of their own they carry fields, at a cost the README measures.
+    journal_fields: bool = setting(
+        False,
+        _switch,
+        "under systemd, log each job as a journal entry with ASYNCPHP_* fields (python-systemd) "
+        "instead of a line on stderr",
     )
 
 

@@ -115,7 +115,7 @@ def test_fire_and_forget_hands_every_job_over_before_any_finishes(
 ) -> None:
     import redis
 
-    daemon = start_daemon(pool.listen, "--max-in-flight", "10")
+    daemon = start_daemon(pool.listen, "--max-in-flight", "10", "--log-level", "DEBUG")
     with redis.Redis.from_url(redis_server.url).pipeline(transaction=False) as pipe:
         for i in range(10):
             pipe.publish("commands", f'{{"timestamp": "job {i}"}}')

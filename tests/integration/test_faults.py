@@ -158,7 +158,7 @@ def test_sigterm_finishes_in_flight_and_queued_jobs(
     redis_server: RedisServer, start_pool: Callable[..., Pool], start_daemon: Callable[..., Daemon]
 ) -> None:
     pool = start_pool({"pm": "static"})  # all five children at once: 5 s for 25 one-second jobs
-    daemon = start_daemon(pool.listen)
+    daemon = start_daemon(pool.listen, "--log-level", "DEBUG")  # DEBUG: a line when a job is sent
     assert publish_many(redis_server.url, [json.dumps({"timestamp": f"t{i}"}) for i in range(25)]) == [1] * 25
     daemon.wait_for("Spawned process with ID: 5")
     daemon.server.process.send_signal(signal.SIGTERM)
@@ -174,7 +174,7 @@ def test_drain_timeout_logs_what_was_left_undone(
     redis_server: RedisServer, start_pool: Callable[..., Pool], start_daemon: Callable[..., Daemon]
 ) -> None:
     pool = start_pool({"pm": "static"})
-    daemon = start_daemon(pool.listen, "--drain-timeout", "1.5")
+    daemon = start_daemon(pool.listen, "--drain-timeout", "1.5", "--log-level", "DEBUG")
     assert publish_many(redis_server.url, [json.dumps({"timestamp": f"t{i}"}) for i in range(25)]) == [1] * 25
     daemon.wait_for("Spawned process with ID: 5")
     daemon.server.process.send_signal(signal.SIGTERM)
@@ -207,7 +207,7 @@ def test_second_signal_stops_at_once(
     redis_server: RedisServer, start_pool: Callable[..., Pool], start_daemon: Callable[..., Daemon]
 ) -> None:
     pool = start_pool({"pm": "static"})
-    daemon = start_daemon(pool.listen)
+    daemon = start_daemon(pool.listen, "--log-level", "DEBUG")
     assert publish_many(redis_server.url, [json.dumps({"timestamp": f"t{i}"}) for i in range(25)]) == [1] * 25
     daemon.wait_for("Spawned process with ID: 5")
     daemon.server.process.send_signal(signal.SIGTERM)
@@ -488,7 +488,7 @@ def test_pool_killed_hard_then_restarted(
 def test_worker_killed_before_answering_is_retried_with_its_attempt_number(
     redis_server: RedisServer, pool: Pool, start_daemon: Callable[..., Daemon]
 ) -> None:
-    daemon = start_daemon(pool.listen, worker=BEHAVE)
+    daemon = start_daemon(pool.listen, "--log-level", "DEBUG", worker=BEHAVE)
     assert publish({"do": "slow", "seconds": 3}, redis_url=redis_server.url) == 1
     wait_for(lambda: "slow attempt 1" in lines(pool.worker_log), what="the first attempt")
     for child in pool.children():

@@ -17,7 +17,8 @@ def test_ten_caller_runs_reach_the_worker(
 ) -> None:
     # The shipped idle timeout is 10 s; 2 s lets the test see children go without waiting that long.
     pool = start_pool({"pm.process_idle_timeout": "2s"})
-    daemon = start_daemon(pool.listen)
+    # DEBUG adds the original's "Spawned process" line when a job is sent (at INFO: one line, at its end).
+    daemon = start_daemon(pool.listen, "--log-level", "DEBUG")
     assert pool.children() == [], "ondemand: no child before the first job"
 
     started = time.monotonic()

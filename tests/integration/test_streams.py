@@ -224,7 +224,7 @@ def test_sigterm_finishes_in_flight_and_leaves_the_rest_pending(
     pool = start_pool({"pm": "static"})
     from tests.conftest import WORKER
 
-    daemon = start_daemon(pool.listen, "--stream", "jobs", worker=WORKER, wait=False)
+    daemon = start_daemon(pool.listen, "--stream", "jobs", "--log-level", "DEBUG", worker=WORKER, wait=False)
     client = redis.Redis.from_url(redis_server.url)
     for i in range(20):
         client.xadd("jobs", {"payload": json.dumps({"timestamp": f"t{i}"})})

@@ -136,14 +136,11 @@ def test_unit_starts_serves_logs_restarts_and_stops(
     )
     log = systemd.run("cat", f"{RUN}/log/worker.log").stdout
     assert log == "through systemd\n"
-    # Structured fields, through python-systemd's JournalHandler.
-    fields = systemd.run(
-        "journalctl", "-u", "asyncphp-daemon.service", "-o", "json", "ASYNCPHP_STATUS=200", "--no-pager"
-    ).stdout.splitlines()
-    entry = json.loads(fields[-1])
-    assert (entry["ASYNCPHP_REQUEST_ID"], entry["ASYNCPHP_CHANNEL"]) == ("1", "commands")
-    assert float(entry["ASYNCPHP_DURATION_MS"]) > 0
-    assert entry["SYSLOG_IDENTIFIER"] == "asyncphp-daemon"
+    # By default the line comes through stderr, which journald reads: its priority from the
+    # line's <6> prefix, and no fields of the daemon's own.
+    entry = _job_entry(systemd, "job 1 on commands: status 200")
+    assert (entry["PRIORITY"], entry["SYSLOG_IDENTIFIER"]) == ("6", "asyncphp-daemon")
+    assert "ASYNCPHP_STATUS" not in entry
 
     systemd.run("systemctl", "reload", "asyncphp-daemon.service")
     wait_for(
@@ -151,7 +148,14 @@ def test_unit_starts_serves_logs_restarts_and_stops(
         what="the reload in the journal",
     )
 
-    # A killed daemon comes back (Restart=always, RestartSec=5s) and subscribes again.
+    # A killed daemon comes back (Restart=always, RestartSec=5s) and subscribes again; the one
+    # that comes back sends its job lines as journal entries with fields (journal_fields).
+    dropins = "/run/systemd/system/asyncphp-daemon.service.d"
+    systemd.run("mkdir", "-p", dropins)
+    systemd.run(
+        "sh", "-c", f"echo '[Service]\nEnvironment=ASYNCPHP_JOURNAL_FIELDS=true' > {dropins}/fields.conf"
+    )
+    systemd.run("systemctl", "daemon-reload")
     first_pid = state["MainPID"]
     systemd.run("kill", "-9", first_pid)
 
@@ -165,12 +169,33 @@ def test_unit_starts_serves_logs_restarts_and_stops(
         lambda: "after the restart" in systemd.run("cat", f"{RUN}/log/worker.log").stdout,
         what="a job after the restart",
     )
+    wait_for(
+        lambda: (
+            "job 1 on commands: status 200"
+            in systemd.journal("asyncphp-daemon.service").split("Subscribed to commands")[-1]
+        ),
+        what="the restarted daemon's job line in the journal",
+    )
+    entry = _job_entry(systemd, "job 1 on commands: status 200")
+    assert (entry["ASYNCPHP_REQUEST_ID"], entry["ASYNCPHP_CHANNEL"]) == ("1", "commands")
+    assert (entry["ASYNCPHP_STATUS"], entry["PRIORITY"]) == ("200", "6")
+    assert float(entry["ASYNCPHP_DURATION_MS"]) > 0
+    assert entry["SYSLOG_IDENTIFIER"] == "asyncphp-daemon"
 
     systemd.run("systemctl", "stop", "asyncphp-daemon.service")
     # A clean exit inside TimeoutStopSec: "success", not "timeout" (which a SIGKILL would give).
     final = systemd.show("asyncphp-daemon.service", "ActiveState", "Result")
     assert (final["ActiveState"], final["Result"]) == ("inactive", "success")
     assert "stopped · " in systemd.journal("asyncphp-daemon.service")
+
+
+def _job_entry(systemd: NamespacedSystemd, text: str) -> dict[str, str]:
+    """The newest journal entry of the unit whose message contains ``text``."""
+    out = systemd.run("journalctl", "-u", "asyncphp-daemon.service", "-o", "json", "--no-pager").stdout
+    entries = [json.loads(line) for line in out.splitlines()]
+    found = [e for e in entries if isinstance(e.get("MESSAGE"), str) and text in e["MESSAGE"]]
+    assert found, f"no journal entry with {text!r}"
+    return found[-1]  # type: ignore[no-any-return]
 
 
 def test_unit_does_not_restart_on_bad_settings(systemd: NamespacedSystemd, tmp_path: Path) -> None:

@@ -29,11 +29,12 @@ from asyncphp.core.ledger import Policy
 from asyncphp.logfmt import preview
 from asyncphp.loop.heartbeat import Heartbeat, LastError
 from asyncphp.loop.keeper import Keeper, Source
+from asyncphp.loop.logsink import Sink, configure_logging, job_fields
 from asyncphp.loop.overflow import Overflow
 from asyncphp.loop.poller import READ, Poller
-from asyncphp.loop.pool import Dispatcher, job_fields
+from asyncphp.loop.pool import Dispatcher
 from asyncphp.loop.pubsub import PubSubSource
-from asyncphp.loop.service import Notifier, ServiceError, SignalWakeup, configure_logging
+from asyncphp.loop.service import Notifier, ServiceError, SignalWakeup
 from asyncphp.loop.spill import SpillError
 from asyncphp.loop.streams import StreamSource
 from asyncphp.ops.metrics import serve
@@ -53,11 +54,13 @@ class Daemon:
         self,
         settings: Settings,
         log: logging.Logger,
+        sink: Sink,
         notifier: Notifier,
         reload: Callable[[], Settings] | None = None,
     ) -> None:
         self.settings = settings
         self.log = log
+        self.sink = sink
         self.notifier = notifier
         self._reload = reload
         self.counters = Counters()
@@ -75,6 +78,7 @@ class Daemon:
             self.counters,
             self.metrics,
             log,
+            self.sink,
         )
         self.overflow = Overflow(
             settings.state_dir, settings.max_spill_bytes, self.counters, self.metrics, log
@@ -142,6 +146,7 @@ class Daemon:
             signals.close()
             self.poller.close()
             self.metrics.close()
+            self.sink.flush()
         return EXIT_OK
 
     def _turn(self, timeout: float) -> None:
@@ -164,6 +169,7 @@ class Daemon:
         if self._ready and self.notifier.watchdog_interval and now >= self._next_watchdog:
             self._next_watchdog = now + self.notifier.watchdog_interval
             self.notifier.watchdog()
+        self.sink.flush()  # this turn's lines, in one write, before the loop waits again
 
     def _timeout(self) -> float:
         now = time.monotonic()
@@ -431,15 +437,17 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     except SettingsError as exc:
         print(f"asyncphp-daemon: {exc}", file=sys.stderr)
         return EXIT_BAD_SETTINGS
-    log = configure_logging(settings.log_level, env)
+    log, sink = configure_logging(settings.log_level, settings.journal_fields, env)
     try:
         notifier = Notifier(env)
-        daemon = Daemon(settings, log, notifier, reload=lambda: load(args, env))
+        daemon = Daemon(settings, log, sink, notifier, reload=lambda: load(args, env))
     except (ServiceError, SpillError) as exc:
         # Like bad settings, a restart cannot fix a missing binding or an unusable state_dir
         # (RestartPreventExitStatus=2).
         log.error("%s", exc)
         return EXIT_BAD_SETTINGS
+    finally:
+        sink.flush()
     return daemon.run()
 
 

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from asyncphp.core.admission import Admission, End, Limits, Retry, Verdict
 from asyncphp.core.jobs import Counters, Failure, Job, Outcome, Result
 from asyncphp.logfmt import preview
+from asyncphp.loop.logsink import Sink, job_fields
 from asyncphp.loop.poller import READ, WRITE, Poller
 from asyncphp.ops.metrics import Metrics
 from asyncphp.settings import PoolAddress
@@ -227,6 +228,7 @@ class Dispatcher:
         counters: Counters,
         metrics: Metrics,
         log: logging.Logger,
+        sink: Sink,
     ) -> None:
         self.poller = poller
         self.address = address
@@ -238,6 +240,7 @@ class Dispatcher:
         self._counters = counters
         self._metrics = metrics
         self._log = log
+        self._sink = sink
         self._open: set[Exchange] = set()
         self._probes: list[Probe] = []  # at most one
         self._pumping = False
@@ -362,10 +365,11 @@ class Dispatcher:
             job.counted = True
             self._counters.dispatched += 1
             self._metrics.dispatched(job.channel)
+        # DEBUG: at INFO a job gets one line, when it ends (see on_answered).
         if job.attempt == 1:
-            self._log_job(logging.INFO, job, "Spawned process with ID: %d", job.id)
+            self._log_job(logging.DEBUG, job, "Spawned process with ID: %d", job.id)
         else:
-            self._log_job(logging.INFO, job, "Spawned process with ID: %d (attempt %d)", job.id, job.attempt)
+            self._log_job(logging.DEBUG, job, "Spawned process with ID: %d (attempt %d)", job.id, job.attempt)
 
     def on_answered(self, exchange: Exchange, result: Result) -> None:
         self._open.discard(exchange)
@@ -379,11 +383,11 @@ class Dispatcher:
                 job.id, job.channel, result.status, elapsed_ms, result.reason, stderr,
                 status=result.status, elapsed_ms=elapsed_ms,
             )  # fmt: skip
-        else:
-            self._log_job(
-                logging.INFO, job, "job %d on %s: status %d in %.1f ms%s",
-                job.id, job.channel, result.status, elapsed_ms, stderr, status=result.status,
-                elapsed_ms=elapsed_ms,
+        elif self._log.isEnabledFor(logging.INFO):
+            # The line nearly every job gets: past the logging machinery (see logsink).
+            self._sink.job(
+                f"job {job.id} on {job.channel}: status {result.status} in {elapsed_ms:.1f} ms{stderr}",
+                job, result.status, elapsed_ms,
             )  # fmt: skip
         self._ended(job, result)
         self.pump()
@@ -440,15 +444,3 @@ class Dispatcher:
         # log_level = WARNING, on the hot path) should not cost.
         if self._log.isEnabledFor(level):
             self._log.log(level, msg, *args, extra=job_fields(job, status, elapsed_ms))
-
-
-def job_fields(job: Job, status: int = 0, elapsed_ms: float = -1.0) -> dict[str, object]:
-    """Structured journal fields for a job's log line (ignored by a plain stderr handler)."""
-    fields: dict[str, object] = {"ASYNCPHP_CHANNEL": job.channel, "ASYNCPHP_REQUEST_ID": job.id}
-    if job.message_id:
-        fields["ASYNCPHP_MESSAGE_ID"] = job.message_id
-    if status:
-        fields["ASYNCPHP_STATUS"] = status
-    if elapsed_ms >= 0:
-        fields["ASYNCPHP_DURATION_MS"] = round(elapsed_ms, 1)
-    return fields

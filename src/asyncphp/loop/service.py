@@ -1,15 +1,11 @@
-"""Glue to the service manager: sd_notify, journal logging, and signals delivered to the loop."""
+"""Glue to the service manager: sd_notify, and signals delivered to the loop (logging: ``logsink``)."""
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
 import socket
-import sys
 from collections.abc import Callable, Iterable, Mapping
-
-SYSLOG_IDENTIFIER = "asyncphp-daemon"
 
 
 class ServiceError(RuntimeError):
@@ -56,30 +52,6 @@ class Notifier:
 
     def watchdog(self) -> None:
         self.notify("WATCHDOG=1")
-
-
-def configure_logging(level: str, env: Mapping[str, str]) -> logging.Logger:
-    """The daemon's logger: to the journal with structured fields when started by systemd
-    (``JOURNAL_STREAM`` is set and python-systemd is present), to stderr otherwise."""
-    logger = logging.getLogger("asyncphp")
-    logger.handlers.clear()
-    logger.propagate = False
-    logger.setLevel(level)
-    handler: logging.Handler
-    if env.get("JOURNAL_STREAM"):
-        try:
-            from systemd.journal import JournalHandler
-        except ImportError:
-            # stderr still reaches the journal; it adds its own timestamps.
-            handler = logging.StreamHandler(sys.stderr)
-            handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
-        else:
-            handler = JournalHandler(SYSLOG_IDENTIFIER=SYSLOG_IDENTIFIER)
-    else:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-    logger.addHandler(handler)
-    return logger
 
 
 class SignalWakeup:
