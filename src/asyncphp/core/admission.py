@@ -105,6 +105,17 @@ class Admission:
         """Request slots no job is waiting for: what a durable source may read."""
         return self.limits.max_in_flight - self.in_flight - len(self._queue)
 
+    @property
+    def readable(self) -> int:
+        """Entries a durable source may read now: enough for the free slots and for up to a pool's
+        width (max_in_flight) more queued behind the running jobs, so that the pool does not wait
+        for a Redis round trip between jobs; asked for once the queue has fallen to half that, so
+        that reads come in batches rather than one entry at a time."""
+        ahead = min(self.limits.max_in_flight, self.limits.max_queued)
+        if len(self._queue) > ahead // 2:
+            return 0
+        return max(0, self.limits.max_in_flight + ahead - self.in_flight - len(self._queue))
+
     def has_room(self, size: int, now: float) -> bool:
         """Whether a new job of ``size`` bytes may be offered: a free slot it would take at once,
         or room in the queue."""

@@ -29,6 +29,14 @@ COMPLETED = Result(Outcome.COMPLETED)
 # Seconds between XINFO GROUPS: the lag for STATUS=, and the group's position, recorded so that a
 # group that vanishes can be made again where it was (a second of reads is what may run twice).
 LAG_INTERVAL = 1.0
+# Settles are gathered into few commands: sent once SETTLE_BATCH are waiting, or SETTLE_DELAY
+# seconds after the first of them was decided, whichever comes first (at once when stopping or
+# after a reconnect). At thousands of jobs a second that is one XACK per few dozen jobs instead of
+# one per turn of the loop (13 of 81 µs of daemon CPU per job, measured). The price: a daemon
+# killed with settles gathered leaves those entries pending, and they run again after claim_idle
+# elsewhere: at most SETTLE_BATCH more than the jobs in flight.
+SETTLE_BATCH = 32
+SETTLE_DELAY = 0.002
 
 
 class Hold(enum.Enum):
@@ -160,6 +168,7 @@ class Ledger:
         # Kept apart as well, so that plan(), called every turn of the loop, scans nothing: the
         # entries whose settle is to be sent, and those waiting for a retry.
         self._to_settle: list[Entry] = []
+        self._settle_due = math.inf  # when the gathered settles go out (see SETTLE_BATCH)
         self._waiting: list[Entry] = []
         self.last_read: dict[str, str] = {}  # the newest id delivered to us per stream, for a lost group
         self._claim_from: dict[str, str] = {}
@@ -199,20 +208,20 @@ class Ledger:
         self._held[key] = entry
         if payload is None:
             reason = "the entry has no payload field"
-            return self._settle(entry, Settle.BURY, Result(Outcome.REJECTED, reason))
+            return self._settle(entry, Settle.BURY, Result(Outcome.REJECTED, reason), now)
         if deliveries > self.policy.max_attempts:
             # Delivered more often than allowed without ever being settled: it may be what
             # killed the daemons that had it.
             reason = f"delivered {deliveries} times without an outcome (a daemon may have died on it)"
-            return self._settle(entry, Settle.BURY, Result(Outcome.FAILED, reason))
+            return self._settle(entry, Settle.BURY, Result(Outcome.FAILED, reason), now)
         return Deliver(self._message(entry))
 
-    def rejected(self, stream: str, entry_id: str, reason: str) -> Decision:
+    def rejected(self, stream: str, entry_id: str, reason: str, now: float) -> Decision:
         """The message could not become a job: dead-letter it."""
         entry = self._held.get((stream, entry_id))
         if entry is None or entry.hold is not Hold.RUNNING:
             return Ignored()
-        return self._settle(entry, Settle.BURY, Result(Outcome.REJECTED, f"bad message: {reason}"))
+        return self._settle(entry, Settle.BURY, Result(Outcome.REJECTED, f"bad message: {reason}"), now)
 
     # Entries out.
 
@@ -223,12 +232,12 @@ class Ledger:
             return Ignored()
         outcome = result.outcome
         if outcome is Outcome.COMPLETED:
-            return self._settle(entry, Settle.ACK, result)
+            return self._settle(entry, Settle.ACK, result, now)
         if outcome is Outcome.REJECTED:
-            return self._settle(entry, Settle.BURY, result)
+            return self._settle(entry, Settle.BURY, result, now)
         if outcome in (Outcome.FAILED, Outcome.UNDELIVERED) and not self.stopped:
             if entry.deliveries >= self.policy.max_attempts:
-                return self._settle(entry, Settle.BURY, result)
+                return self._settle(entry, Settle.BURY, result, now)
             delay = min(RETRY_DELAY_CAP, self.policy.retry_delay * 2 ** (entry.deliveries - 1))
             entry.hold, entry.due, entry.job, entry.result = Hold.WAITING, now + delay, job, result
             self._waiting.append(entry)
@@ -237,9 +246,13 @@ class Ledger:
         del self._held[(entry.stream, entry.id)]
         return Released(entry)
 
-    def _settle(self, entry: Entry, settle: Settle, result: Result) -> Decision:
+    def _settle(self, entry: Entry, settle: Settle, result: Result, now: float) -> Decision:
         entry.hold, entry.settle, entry.result, entry.job = Hold.TO_SETTLE, settle, result, None
         self._to_settle.append(entry)
+        if len(self._to_settle) >= SETTLE_BATCH:
+            self._settle_due = -math.inf
+        elif self._settle_due == math.inf:
+            self._settle_due = now + SETTLE_DELAY
         return Settling(entry)
 
     # Replies.
@@ -272,7 +285,7 @@ class Ledger:
                 f"taken over); it had failed: {failed.reason or failed.outcome.value}"
             )
             buried = Result(failed.outcome, reason, failed.status, failed.stderr)
-            return self._settle(entry, Settle.BURY, buried)
+            return self._settle(entry, Settle.BURY, buried, now)
         entry.deliveries += 1
         entry.hold, entry.touched, entry.job = Hold.RUNNING, now, None
         job.attempt = entry.deliveries
@@ -297,6 +310,7 @@ class Ledger:
             if entry.hold is Hold.SETTLING:
                 entry.hold, entry.resent = Hold.TO_SETTLE, True
                 self._to_settle.append(entry)
+                self._settle_due = -math.inf
             elif entry.hold is Hold.REDELIVERING:
                 entry.hold, entry.due = Hold.WAITING, 0.0
                 self._waiting.append(entry)
@@ -318,7 +332,8 @@ class Ledger:
     def plan(self, now: float, free: int) -> list[Command]:
         """Everything due now, settles first; ``free`` request slots may be filled."""
         commands: list[Command] = []
-        if self._to_settle:
+        if self._to_settle and (now >= self._settle_due or self.stopped):
+            self._settle_due = math.inf
             acks: dict[str, list[str]] = {}
             for entry in self._to_settle:
                 if entry.hold is not Hold.TO_SETTLE or self._held.get((entry.stream, entry.id)) is not entry:
@@ -359,9 +374,12 @@ class Ledger:
 
     def wake_at(self, free: int) -> float:
         """When :meth:`plan` has work due that no reply brings (``inf``: none)."""
+        settles = self._settle_due if self._to_settle else math.inf
+        if self.stopped and self._to_settle:
+            return -math.inf
         if not self._waiting or free <= 0 or self.stopped:
-            return math.inf
-        return min(e.due for e in self._waiting)
+            return settles
+        return min(settles, min(e.due for e in self._waiting))
 
     def _touch(self, now: float) -> list[Command]:
         """Reset the idle time of entries held here for a while, so nobody claims them from us."""

@@ -156,7 +156,7 @@ class Daemon:
         self.dispatcher.pump()
         self._replay()
         for keeper in self.keepers:
-            keeper.turn(now, self.settings.redis_health_interval, self.dispatcher.free)
+            keeper.turn(now, self.settings.redis_health_interval, self.dispatcher.readable)
         self.overflow.turn(now)
         if not self._ready and all(k.state.announced for k in self.keepers):
             self._ready = True
@@ -173,9 +173,9 @@ class Daemon:
 
     def _timeout(self) -> float:
         now = time.monotonic()
-        free = self.dispatcher.free
+        readable = self.dispatcher.readable
         wakes = [now + TICK, self._next_status, self.dispatcher.wake_at()]
-        wakes += [keeper.wake_at(free) for keeper in self.keepers]
+        wakes += [keeper.wake_at(readable) for keeper in self.keepers]
         if self._ready and self.notifier.watchdog_interval:
             wakes.append(self._next_watchdog)
         if self._replayable():

@@ -273,6 +273,11 @@ class Dispatcher:
         return self.admission.free
 
     @property
+    def readable(self) -> int:
+        """Entries a durable source may read now (see :attr:`Admission.readable`)."""
+        return self.admission.readable
+
+    @property
     def reachable(self) -> bool:
         return self.admission.reachable
 

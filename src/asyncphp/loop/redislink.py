@@ -27,6 +27,7 @@ from redis.retry import Retry
 
 from asyncphp.redisurl import connection_pool
 from asyncphp.wire.replies import ReplyError, server_version
+from asyncphp.wire.resp import command as pack
 
 CONNECT_TIMEOUT = 2.0  # seconds for connecting and each handshake step: the loop waits that long at most
 READ_SIZE = 65536
@@ -122,7 +123,7 @@ class Link:
         """
         if self._sock is None or self._connection is None:
             raise redis.ConnectionError("the connection to redis is not open")
-        packed = b"".join(self._connection.pack_command(*command))
+        packed = pack(*command)
         try:
             try:
                 sent = self._sock.send(packed)

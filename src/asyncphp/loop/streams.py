@@ -1,6 +1,6 @@
 """The durable source: Redis Streams read through a consumer group, acknowledged on the worker's result.
 
-    XREADGROUP (no more entries than free request slots) ─▶ job ─▶ pool ─▶ result
+    XREADGROUP (free request slots, and a pool's width queued behind them) ─▶ job ─▶ pool ─▶ result
         2xx/3xx → XACK · 4xx or a bad message → dead letter + XACK, as one script
         5xx, fatal error, pool unreachable → again after a growing delay, up to max_attempts, then
         dead letter · still running at shutdown → left pending for another consumer
@@ -450,7 +450,7 @@ class StreamSource:
         self._carry_out(self.ledger.ended(job, result, time.monotonic()))
 
     def rejected(self, message: Message, reason: str) -> None:
-        self._carry_out(self.ledger.rejected(message.channel, message.message_id, reason))
+        self._carry_out(self.ledger.rejected(message.channel, message.message_id, reason, time.monotonic()))
 
     # Stopping.
 

@@ -248,3 +248,20 @@ def test_no_wake_up_for_a_backoff_whose_end_no_free_slot_can_use() -> None:
     a.failed(first, Failure.UNREACHABLE, "refused", 0.0)
     a.limits = Limits(max_in_flight=1, retry_for=60.0)  # SIGHUP
     assert a.wake_at(100.0) == 60.0, "the next give-up, not the past end of the backoff"
+
+
+def test_a_durable_source_reads_a_pool_width_ahead_in_batches() -> None:
+    a = Admission(Limits(max_in_flight=4))
+    assert a.readable == 8, "four to run, four queued behind them"
+    for n in range(8):
+        a.offer(job(n, 0.0))
+    assert started(a, 0.0) == [0, 1, 2, 3]
+    assert a.readable == 0
+    a.answered()
+    assert started(a, 0.0) == [4]
+    assert a.readable == 0, "three still queued: not worth a read yet"
+    a.answered()
+    assert started(a, 0.0) == [5]
+    assert a.readable == 2, "down to half a width queued: read what fills the queue again"
+    small = Admission(Limits(max_in_flight=4, max_queued=1))
+    assert small.readable == 5, "no more queued than max_queued allows"

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from asyncphp.core.jobs import NOWHERE, Job, Outcome, Result
 from asyncphp.core.ledger import (
+    SETTLE_BATCH,
+    SETTLE_DELAY,
     Ack,
     Bury,
     Claim,
@@ -49,7 +51,9 @@ def test_an_entry_is_let_go_only_once_its_ack_is_confirmed() -> None:
     job = job_for(book.take(STREAM, entry("1-0"), 1, 0.0))
     assert isinstance(book.ended(job, Result(Outcome.COMPLETED), 1.0), Settling)
     assert not book.settled
-    (ack,) = of(Ack, book.plan(1.0, 0))
+    assert book.wake_at(0) == 1.0 + SETTLE_DELAY
+    assert of(Ack, book.plan(1.0, 0)) == [], "gathered for SETTLE_DELAY first"
+    (ack,) = of(Ack, book.plan(1.0 + SETTLE_DELAY, 0))
     assert ack == Ack(STREAM, ("1-0",))
     assert of(Ack, book.plan(1.1, 0)) == [], "sent once"
     record = book.entry(STREAM, "1-0")
@@ -76,9 +80,10 @@ def test_a_settle_lost_with_its_connection_is_sent_again_and_only_if_still_pendi
     book = ledger(claim_idle=60.0)
     job = job_for(book.take(STREAM, entry("1-0"), 1, 0.0))
     book.ended(job, Result(Outcome.REJECTED, "the worker failed", 422), 1.0)
-    (first,) = of(Bury, book.plan(1.0, 0))
+    (first,) = of(Bury, book.plan(1.0 + SETTLE_DELAY, 0))
     book.lost()
     assert not book.settled
+    assert book.wake_at(0) == float("-inf"), "at once after the reconnect"
     (again,) = of(Bury, book.plan(2.0, 0))
     assert again.entry is first.entry and again.only_if_pending, "the first may have run"
     book.confirmed(again.entry)
@@ -89,7 +94,7 @@ def test_a_refused_dead_letter_lets_the_entry_go_pending_so_it_is_claimed_later(
     book = ledger(claim_idle=4.0)
     job = job_for(book.take(STREAM, entry("1-0"), 1, 0.0))
     book.ended(job, Result(Outcome.REJECTED, "the worker failed", 422), 0.5)
-    (bury,) = of(Bury, book.plan(0.5, 0))
+    (bury,) = of(Bury, book.plan(0.5 + SETTLE_DELAY, 0))
     book.refused(bury.entry)
     assert len(book) == 0 and book.settled
     assert of(Touch, book.plan(10.0, 0)) == [], "no longer touched: its idle time grows"
@@ -111,7 +116,7 @@ def test_failures_wait_a_doubling_delay_then_come_back_counted_and_are_buried_at
         assert isinstance(again, Deliver) and again.job is job, "the same job, decoded once"
         assert job.attempt == delivery + 1 and job.max_attempt == 0 and not job.counted
     assert isinstance(book.ended(job, Result(Outcome.FAILED, "status 500", 500), now), Settling)
-    (bury,) = of(Bury, book.plan(now, 1))
+    (bury,) = of(Bury, book.plan(now + SETTLE_DELAY, 1))
     assert bury.entry.deliveries == 3 and bury.entry.result.status == 500
 
 
@@ -123,7 +128,7 @@ def test_a_retry_no_longer_pending_is_dead_lettered_not_dropped() -> None:
     book.ended(job, Result(Outcome.FAILED, "status 500", 500), 0.0)
     (redeliver,) = of(Redeliver, book.plan(0.1, 1))
     assert isinstance(book.redelivered(redeliver.entry, False, 0.2), Settling)
-    (bury,) = of(Bury, book.plan(0.2, 1))
+    (bury,) = of(Bury, book.plan(0.2 + SETTLE_DELAY, 1))
     assert not bury.only_if_pending and bury.entry.result.status == 500
     assert bury.entry.result.reason.startswith("no longer pending for this consumer when its retry was due")
     assert bury.entry.result.reason.endswith("it had failed: status 500")
@@ -163,18 +168,43 @@ def test_entries_without_a_payload_or_delivered_too_often_are_buried_at_once() -
     book = ledger(max_attempts=5)
     assert isinstance(book.take(STREAM, entry("1-0", payload=None), 1, 0.0), Settling)
     assert isinstance(book.take(STREAM, entry("2-0"), 6, 0.0), Settling)
-    buried = of(Bury, book.plan(0.0, 0))
+    buried = of(Bury, book.plan(SETTLE_DELAY, 0))
     assert [b.entry.result.reason for b in buried] == [
         "the entry has no payload field",
         "delivered 6 times without an outcome (a daemon may have died on it)",
     ]
 
 
+def test_settles_are_gathered_until_a_batch_is_full_or_the_delay_is_over() -> None:
+    book = ledger()
+    jobs = [job_for(book.take(STREAM, entry(f"{n}-0"), 1, 0.0), n) for n in range(1, SETTLE_BATCH + 2)]
+    for n, job in enumerate(jobs[: SETTLE_BATCH - 1]):
+        book.ended(job, Result(Outcome.COMPLETED), n * SETTLE_DELAY / SETTLE_BATCH)
+    assert of(Ack, book.plan(SETTLE_DELAY / 2, 0)) == []
+    book.ended(jobs[SETTLE_BATCH - 1], Result(Outcome.COMPLETED), SETTLE_DELAY / 2)
+    assert book.wake_at(0) == float("-inf"), "a full batch goes at once"
+    (ack,) = of(Ack, book.plan(SETTLE_DELAY / 2, 0))
+    assert len(ack.ids) == SETTLE_BATCH
+    # The next one waits its own delay, counted from its own end.
+    book.ended(jobs[-1], Result(Outcome.COMPLETED), 1.0)
+    assert of(Ack, book.plan(1.0 + SETTLE_DELAY / 2, 0)) == []
+    assert of(Ack, book.plan(1.0 + SETTLE_DELAY, 0)) == [Ack(STREAM, (f"{SETTLE_BATCH + 1}-0",))]
+
+
+def test_stopping_sends_gathered_settles_at_once() -> None:
+    book = ledger()
+    job = job_for(book.take(STREAM, entry("1-0"), 1, 0.0))
+    book.ended(job, Result(Outcome.COMPLETED), 1.0)
+    book.stop()
+    assert book.wake_at(0) == float("-inf")
+    assert of(Ack, book.plan(1.0, 0)) == [Ack(STREAM, ("1-0",))]
+
+
 def test_a_bad_message_is_buried_with_its_reason() -> None:
     book = ledger()
     book.take(STREAM, entry("1-0", b"not json"), 1, 0.0)
-    assert isinstance(book.rejected(STREAM, "1-0", "not JSON"), Settling)
-    (bury,) = of(Bury, book.plan(0.0, 0))
+    assert isinstance(book.rejected(STREAM, "1-0", "not JSON", 0.0), Settling)
+    (bury,) = of(Bury, book.plan(SETTLE_DELAY, 0))
     assert bury.entry.result.reason == "bad message: not JSON"
 
 
