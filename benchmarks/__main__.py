@@ -17,6 +17,7 @@ BURSTS = (
     ("burst_journal", "pub/sub, shipped settings under systemd (INFO, stderr to journald)"),
     ("burst_journalfields", "pub/sub, under systemd with journal_fields on (an entry per job)"),
     ("burst_quiet", "pub/sub, log_level WARNING (no line per job)"),
+    ("burst_pure", "pub/sub, shipped settings, the same code as plain Python (ASYNCPHP_COMPILE=0)"),
     ("durable", "durable (XADD, XREADGROUP, XACK), shipped settings (stderr)"),
     ("durable_quiet", "durable, log_level WARNING"),
 )
@@ -163,6 +164,12 @@ def goals(results: dict[str, Figures]) -> list[tuple[str, str, bool]]:
         ))  # fmt: skip
     elif (after := m("burst", "rss_after_mb")) is not None:
         found.append(("RSS ≤ 30 MB (after the burst; --soak for flatness)", f"{after:.1f} MB", after <= 30))
+    pure_cpu = m("burst_pure", "cpu_us_per_message")
+    if pure_cpu and cpu:
+        found.append((
+            "compiled (mypyc) costs less CPU per job than plain Python",
+            f"{cpu:.1f} vs {pure_cpu:.1f} µs ({1 - cpu / pure_cpu:.0%} less)", cpu < pure_cpu,
+        ))  # fmt: skip
     quiet = m("burst_quiet", "rate")
     for key, sink in (
         ("burst_journal", "journald (shipped)"),
@@ -216,6 +223,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "burst_journal": lambda: scenarios.burst(options, logging="journal"),
         "burst_journalfields": lambda: scenarios.burst(options, logging="journalfields"),
         "burst_quiet": lambda: scenarios.burst(options, logging="quiet"),
+        "burst_pure": lambda: scenarios.burst(options, logging="shipped", pure=True),
         "durable": lambda: scenarios.burst(options, durable=True, logging="shipped"),
         "durable_quiet": lambda: scenarios.burst(options, durable=True, logging="quiet"),
         "latency": lambda: scenarios.latency(options),

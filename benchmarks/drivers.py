@@ -226,8 +226,8 @@ def journal_available() -> str:
     """Why a private journald cannot be started here ("" when it can)."""
     if os.geteuid() != 0:
         return "needs root (a private mount namespace)"
-    if not Path("/lib/systemd/systemd-journald").exists():
-        return "no /lib/systemd/systemd-journald"
+    if not Path("/lib/systemd/systemd-journald").exists() or not shutil.which("systemd-cat"):
+        return "no systemd-journald or systemd-cat (Debian's systemd package)"
     try:
         import systemd.journal  # noqa: F401
     except ImportError:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
+import shutil
 import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -47,7 +50,12 @@ def servers(pool_overrides: dict[str, str | None] | None = None) -> Iterator[tup
 
 
 def start_daemon(
-    redis_server: RedisServer, pool: Pool, worker: Path, *extra: str, logging: str = "shipped"
+    redis_server: RedisServer,
+    pool: Pool,
+    worker: Path,
+    *extra: str,
+    logging: str = "shipped",
+    pure: bool = False,
 ) -> Server:
     log = pool.worker_log.parent / "daemon.log"
     args = ("--log-level", LOG_LEVELS[logging], *extra)
@@ -56,7 +64,8 @@ def start_daemon(
     if logging.startswith("journal"):
         daemon = _start_under_journald(redis_server, pool, worker, args, log)
     else:
-        daemon = sandbox.start_daemon(redis_server.url, pool.listen, worker, *args, log=log)
+        env = {"PYTHONPATH": str(pure_source())} if pure else None
+        daemon = sandbox.start_daemon(redis_server.url, pool.listen, worker, *args, log=log, env=env)
     try:
         sandbox.subscribed(redis_server.url, "commands", durable="--stream" in extra)
     except BaseException:
@@ -106,6 +115,25 @@ class Skipped(Exception):
     """A scenario this machine cannot run; the reason is printed in its place."""
 
 
+_PURE: list[Path] = []
+
+
+def pure_source() -> Path:
+    """A copy of the installed package without its mypyc-compiled modules, for PYTHONPATH: the
+    same code as plain Python, beside the compiled build in the same run."""
+    import asyncphp
+
+    package = Path(asyncphp.__file__).parent
+    if not any(package.rglob("*.so")):
+        raise Skipped("the install is plain Python (ASYNCPHP_COMPILE=0): nothing to compare")
+    if not _PURE:
+        copy = Path(tempfile.mkdtemp(prefix="asyncphp-bench-pure-"))
+        atexit.register(shutil.rmtree, copy, True)
+        shutil.copytree(package, copy / "asyncphp", ignore=shutil.ignore_patterns("*.so", "__pycache__"))
+        _PURE.append(copy)
+    return _PURE[0]
+
+
 def pool_capacity(options: Options) -> dict[str, float]:
     """Requests per second through nginx + wrk, at concurrency = max_children and 50, and
     nginx's own CPU (master and workers) per request around each run."""
@@ -125,13 +153,15 @@ def pool_capacity(options: Options) -> dict[str, float]:
     return figures
 
 
-def burst(options: Options, durable: bool = False, logging: str = "quiet") -> dict[str, float]:
+def burst(
+    options: Options, durable: bool = False, logging: str = "quiet", pure: bool = False
+) -> dict[str, float]:
     """N messages published in pipelines (added to a stream, ``durable``); seconds until N lines are
     in the worker log; the daemon's CPU time per message (user and system) and its RSS before and
     after; with ``logging="journal"``, also journald's CPU per message."""
     extra = ("--stream", "commands") if durable else ()
     with servers() as (_, redis_server, pool):
-        daemon = start_daemon(redis_server, pool, drivers.WORKER, *extra, logging=logging)
+        daemon = start_daemon(redis_server, pool, drivers.WORKER, *extra, logging=logging, pure=pure)
         journald = daemon.journald_pid if isinstance(daemon, JournaledDaemon) else 0
         try:
             lines = drivers.LineCounter(pool.worker_log)

@@ -19,13 +19,17 @@ TINY = scenarios.Options(runs=1, burst=200, rate=100, latency_seconds=0.5, wrk_s
 def test_scenarios_run_and_report() -> None:
     results = {
         "burst": scenarios.repeat(1, lambda: scenarios.burst(TINY)),
+        "burst_journal": scenarios.repeat(1, lambda: scenarios.burst(TINY, logging="journal")),
         "latency": scenarios.repeat(1, lambda: scenarios.latency(TINY)),
         "soak": scenarios.repeat(1, lambda: scenarios.soak(TINY)),
         "seed": scenarios.repeat(1, lambda: scenarios.seed(TINY)),
     }
     assert results["latency"]["asyncphp_n"]["median"] == 50
-    report = table(scenarios.machine(), results, TINY)
+    # Every job's line reached the private journald (and the start-up lines with them).
+    assert results["burst_journal"]["journal_lines"]["median"] >= TINY.burst
+    report = table(scenarios.machine(), results, {"burst_pure": "not tried here"}, TINY)
     assert "msg/s" in report and "p99" in report and "until all ten finished" in report
+    assert "not run: not tried here" in report and "goals (medians of this run)" in report
     print("\n" + report)
 
 
@@ -34,7 +38,9 @@ def test_scenarios_run_and_report() -> None:
     reason="benchmarks/run installs nginx-light and wrk",
 )
 def test_pool_capacity_through_nginx() -> None:
-    assert set(scenarios.pool_capacity(TINY)) == {"c5", "c50"}
+    figures = scenarios.pool_capacity(TINY)
+    assert set(figures) == {"c5", "c50", "cpu_us_c5", "cpu_us_c50"}
+    assert figures["cpu_us_c5"] > 0, "nginx's own CPU, from /proc"
 
 
 def test_cli_json() -> None:
@@ -43,4 +49,6 @@ def test_cli_json() -> None:
         cwd=ROOT, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout)["results"]["burst"]["rate"]["median"] > 0
+    report = json.loads(done.stdout)
+    assert report["results"]["burst"]["rate"]["median"] > 0
+    assert any(goal["goal"].startswith("RSS") for goal in report["goals"])

@@ -9,6 +9,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Final
 
 from flup.server.fcgi_base import (
     FCGI_BEGIN_REQUEST,
@@ -154,8 +155,9 @@ class Response:
 class ResponseParser:
     """Feeds on whatever ``recv`` returned and fills a :class:`Response`."""
 
-    HEAD_LIMIT = 8192
-    STDERR_LIMIT = 8192
+    # Final: a class constant compiled too (mypyc makes an unannotated one a per-instance default).
+    HEAD_LIMIT: Final = 8192
+    STDERR_LIMIT: Final = 8192
 
     def __init__(self) -> None:
         self.response = Response()

@@ -22,5 +22,5 @@ def test_commands_are_packed_as_redis_py_packs_them(args: tuple[str | bytes | in
 
 
 def test_other_types_are_refused() -> None:
-    with pytest.raises(TypeError, match="not float"):
+    with pytest.raises(TypeError):  # said by the function, or by mypyc's check of the annotation
         command("INCRBYFLOAT", "k", 1.5)  # type: ignore[arg-type]
