@@ -60,7 +60,8 @@ def table(
             f"(user {burst['user_us_per_message']['median']:.1f}, "
             f"system {burst['system_us_per_message']['median']:.1f}); "
             f"RSS {burst['rss_before_mb']['median']:.1f} MB before, "
-            f"{burst['rss_after_mb']['median']:.1f} after"
+            f"{burst['rss_after_mb']['median']:.1f} after; "
+            f"redis-server CPU {burst['redis_us_per_message']['median']:.1f} µs per message"
         )
         if "journald_us_per_message" in burst:
             out.append(

@@ -122,14 +122,16 @@ def decode_message(payload: bytes) -> dict[str, Any]:
     (see :func:`form_body` for its depth limit)."""
     try:
         text = payload.decode("utf-8")
+        if text.startswith("\ufeff"):  # json.loads says so; a decoder's decode() does not check
+            raise ValueError("Unexpected UTF-8 BOM (decode using utf-8-sig)")
         try:
-            value = json.loads(text, parse_constant=reject_json_constant)
+            value = _decode(text)
         except ValueError as exc:
             if "integer string conversion" not in str(exc):
                 raise
             # Python refuses integers of over 4,300 digits (sys.get_int_max_str_digits());
             # json_decode() makes a float of them, INF here. Only such messages pay for parse_int.
-            value = json.loads(text, parse_constant=reject_json_constant, parse_int=_php_int)
+            value = _decode_big_ints(text)
     except UnicodeDecodeError as exc:
         raise BadMessage(f"not UTF-8 ({exc.reason} at byte {exc.start})") from None
     except RecursionError:
@@ -148,8 +150,13 @@ def _php_int(digits: str) -> int | float:
 
 
 def reject_json_constant(name: str) -> Any:
-    """For json.loads(parse_constant=…): Python's json takes NaN and Infinity; JSON (and PHP) do not."""
+    """For json's parse_constant: Python's json takes NaN and Infinity; JSON (and PHP) do not."""
     raise ValueError(f"{name} is not JSON")
+
+
+# Made once: json.loads with any keyword argument builds a new decoder per call.
+_decode = json.JSONDecoder(parse_constant=reject_json_constant).decode
+_decode_big_ints = json.JSONDecoder(parse_constant=reject_json_constant, parse_int=_php_int).decode
 
 
 @dataclass(frozen=True)
