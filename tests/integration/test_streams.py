@@ -233,12 +233,11 @@ def test_sigterm_finishes_in_flight_and_leaves_the_rest_pending(
     daemon.wait_for("Spawned process with ID: 5")
     daemon.server.process.send_signal(signal.SIGTERM)
     assert daemon.server.process.wait(30) == 0
-    # The five running, and the five read ahead of them (queued, so pending for this consumer:
-    # left there, nobody could take them before claim_idle), ran and were acknowledged; the
-    # rest was never read.
-    assert len(lines(pool.worker_log)) == 10
+    # The five ran and were acknowledged; the rest was never read (no read-ahead: how long a job
+    # takes is not known before the first answer, and one-second jobs get none anyway).
+    assert len(lines(pool.worker_log)) == 5
     info = client.xinfo_groups("jobs")[0]
-    assert info["pending"] == 0 and info["lag"] == 10, info
+    assert info["pending"] == 0 and info["lag"] == 15, info
 
 
 def test_a_refused_dead_letter_leaves_the_entry_pending(

@@ -378,7 +378,7 @@ class Dispatcher:
 
     def on_answered(self, exchange: Exchange, result: Result) -> None:
         self._open.discard(exchange)
-        self.admission.answered()
+        self.admission.answered(result.seconds)
         job = exchange.job
         elapsed_ms = result.seconds * 1000
         stderr = f"; stderr {preview(result.stderr, STDERR_PREVIEW)}" if result.stderr else ""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from asyncphp.core.admission import HEALTHY, Admission, End, Limits, Retry
+from asyncphp.core.admission import HEALTHY, READ_AHEAD_WIDTHS, Admission, End, Limits, Retry
 from asyncphp.core.jobs import Failure, Job, Outcome
 
 
@@ -32,7 +32,7 @@ def test_jobs_queued_behind_a_slow_job_are_not_given_up_once_the_pool_answers() 
     assert a.unreachable_since == HEALTHY
     for now in (1.0, 2.5, 4.0, 5.4):
         assert a.expire(now) == [], "time queued behind a healthy slow job never counts"
-    a.answered()
+    a.answered(0.5)
     assert started(a, 5.5) == [2]
 
 
@@ -55,7 +55,7 @@ def test_a_poison_job_ends_after_its_own_attempts_whatever_other_jobs_do() -> No
             a.offer(good)
             assert started(a, now) == [good.id]
             a.reached()
-            a.answered()
+            a.answered(0.5)
             now += 0.02
         verdict = a.failed(poison, Failure.LOST, "reset before any answer", now)
     assert attempts == [1, 2, 3, 4, 5]
@@ -234,7 +234,7 @@ def test_a_pool_that_accepts_connections_but_refuses_requests_is_out_until_it_an
     b.failed(k, Failure.REFUSED, "refused", 0.0)
     assert started(b, 0.05) == [2]
     b.reached()
-    b.answered()  # one request answered: the outage is over
+    b.answered(0.5)  # one request answered: the outage is over
     assert b.out_since == math.inf
 
 
@@ -250,18 +250,30 @@ def test_no_wake_up_for_a_backoff_whose_end_no_free_slot_can_use() -> None:
     assert a.wake_at(100.0) == 60.0, "the next give-up, not the past end of the backoff"
 
 
-def test_a_durable_source_reads_a_pool_width_ahead_in_batches() -> None:
+def test_a_durable_source_reads_ahead_in_batches_for_quick_jobs_only() -> None:
     a = Admission(Limits(max_in_flight=4))
-    assert a.readable == 8, "four to run, four queued behind them"
-    for n in range(8):
+    assert a.readable == 4, "how long jobs take is unknown yet: the free slots only"
+    for n in range(4):
         a.offer(job(n, 0.0))
     assert started(a, 0.0) == [0, 1, 2, 3]
-    assert a.readable == 0
-    a.answered()
+    a.answered(0.001)  # a quick job: the pool runs 40 of them in READ_AHEAD_SECONDS
+    assert a.readable == 4 + READ_AHEAD_WIDTHS * 4 - 3, "the free slot, and up to three widths queued"
+    for n in range(4, 17):
+        a.offer(job(n, 0.0))
     assert started(a, 0.0) == [4]
-    assert a.readable == 0, "three still queued: not worth a read yet"
-    a.answered()
-    assert started(a, 0.0) == [5]
-    assert a.readable == 2, "down to half a width queued: read what fills the queue again"
+    assert a.readable == 0, "twelve queued: not worth a read yet"
+    for n in range(6):
+        a.answered(0.001)
+        assert started(a, 0.0) == [5 + n]
+    assert a.readable == 6, "down to half of what may be queued: read what fills it again"
+
+    slow = Admission(Limits(max_in_flight=4))
+    slow.offer(job(1, 0.0))
+    started(slow, 0.0)
+    slow.answered(2.0)  # a two-second job: reading ahead would only keep jobs from other consumers
+    assert slow.readable == 4
     small = Admission(Limits(max_in_flight=4, max_queued=1))
+    small.offer(job(1, 0.0))
+    started(small, 0.0)
+    small.answered(0.001)
     assert small.readable == 5, "no more queued than max_queued allows"

@@ -82,7 +82,7 @@ class AdmissionMachine(RuleBasedStateMachine):
         if how == "answered":
             del self.running[job.id]
             self.answered_at = self.now
-            self.admission.answered()
+            self.admission.answered(0.5)
             self._record(job, Outcome.COMPLETED)
             return
         if how == "refused":
@@ -140,7 +140,7 @@ class AdmissionMachine(RuleBasedStateMachine):
                 self.reached_at = self.now
                 self.admission.reached()
                 del self.running[job_id]
-                self.admission.answered()
+                self.admission.answered(0.5)
                 self._record(self.accepted[job_id], Outcome.COMPLETED)
         assert set(self.ended) == set(self.accepted)
 
