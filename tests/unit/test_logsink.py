@@ -113,3 +113,26 @@ def test_journal_fields_of_a_job() -> None:
         "ASYNCPHP_CHANNEL": "jobs", "ASYNCPHP_REQUEST_ID": 7, "ASYNCPHP_MESSAGE_ID": "1-0",
         "ASYNCPHP_STATUS": 200, "ASYNCPHP_DURATION_MS": 1.2,
     }  # fmt: skip
+
+
+def test_a_full_stderr_holds_the_loop_a_bounded_time_then_lines_are_dropped_and_said(
+    pipe: tuple[int, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    read, write = pipe
+    os.set_blocking(write, False)
+    monkeypatch.setattr("asyncphp.loop.logsink.STALL_SECONDS", 0.01)
+    sink = StderrSink(write, journald=True)
+    line = "x" * 1000
+    for n in range(200):  # 200 kB: more than a pipe holds (64 kB)
+        sink.job(f"job {n}: {line}", _job(n), 200, 1.0)
+    sink.flush()
+    assert sink.dropped > 0
+    while _read(read):
+        pass  # the reader catches up
+    sink.job("job 200: after", _job(200), 200, 1.0)
+    sink.flush()
+    after = _read(read).splitlines()
+    assert after == [
+        f"<4>WARNING {sink.dropped} log line(s) dropped: stderr stayed full for 0.01 s",
+        "<6>INFO job 200: after",
+    ]

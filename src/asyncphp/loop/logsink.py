@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import select
 import sys
 import time
 from collections.abc import Mapping
@@ -20,6 +21,7 @@ from collections.abc import Mapping
 from asyncphp.core.jobs import Job
 
 SYSLOG_IDENTIFIER = "asyncphp-daemon"
+STALL_SECONDS = 1.0  # the longest a full stderr may hold the loop, per flush
 
 
 def job_fields(job: Job, status: int = 0, elapsed_ms: float = -1.0) -> dict[str, object]:
@@ -58,6 +60,8 @@ class StderrSink(Sink):
         self._lines: list[str] = []
         self._second = -1
         self._stamp = ""
+        self.dropped = 0  # lines let go because stderr stayed full (see flush)
+        self._unsaid = 0  # of those, not yet said in a line
         self.handler = _Gathered(self)
 
     def add(self, level: str, text: str) -> None:
@@ -77,13 +81,24 @@ class StderrSink(Sink):
     def flush(self) -> None:
         if not self._lines:
             return
+        if self._unsaid:
+            lost, self._unsaid = self._unsaid, 0
+            self.add("WARNING", f"{lost} log line(s) dropped: stderr stayed full for {STALL_SECONDS:g} s")
+            self._lines.insert(0, self._lines.pop())  # before the lines that came after the loss
         data = memoryview("".join(self._lines).encode("utf-8", "backslashreplace"))
         self._lines.clear()
         while data:
             try:
                 written = os.write(self._fd, data)
             except BlockingIOError:
-                continue  # a non-blocking stderr (a pipe set so by someone else): wait it out
+                # A non-blocking stderr whose reader has stopped reading: wait a bounded time,
+                # then let these lines go rather than stall the loop (or spin) behind it.
+                if not select.select([], [self._fd], [], STALL_SECONDS)[1]:
+                    lost = data.tobytes().count(b"\n")
+                    self.dropped += lost
+                    self._unsaid += lost
+                    return
+                continue
             except OSError:
                 return  # stderr is gone (closed, EPIPE): there is nowhere to say so
             data = data[written:]
