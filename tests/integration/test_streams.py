@@ -97,6 +97,13 @@ def test_messages_added_while_no_daemon_runs_are_all_processed_once(
     assert sorted(n for n, _, _ in done) == list(range(1000))
     assert {attempt for _, _, attempt in done} == {1}
     assert daemon.lines("ERROR") == []
+    # Few round trips for many quick jobs: reads ahead of the five free slots, and acknowledgements
+    # gathered. One XREADGROUP per five entries and one XACK per turn of the loop would be 200 and
+    # several hundred.
+    stats = client.info("commandstats")
+    reads, acks = stats["cmdstat_xreadgroup"]["calls"], stats["cmdstat_xack"]["calls"]
+    print(f"\n1,000 entries: {reads} XREADGROUP, {acks} XACK")
+    assert reads < 1000 / 5 and acks < 1000 / 4, (reads, acks)
     client.close()
 
 

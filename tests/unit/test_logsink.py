@@ -6,11 +6,12 @@ import logging
 import os
 import re
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from asyncphp.core.jobs import Job
-from asyncphp.loop.logsink import StderrSink, configure_logging, job_fields
+from asyncphp.loop.logsink import StderrSink, configure_logging, job_fields, on_journal_stream
 
 
 @pytest.fixture
@@ -31,7 +32,7 @@ def _read(fd: int) -> str:
 
 def _logger(sink: StderrSink, level: int = logging.INFO) -> logging.Logger:
     log = logging.getLogger(f"asyncphp-test-{id(sink)}")
-    log.handlers[:] = [sink.handler]
+    log.handlers[:] = sink.handlers
     log.propagate = False
     log.setLevel(level)
     return log
@@ -101,9 +102,9 @@ def test_bytes_that_are_not_utf8_do_not_stop_the_line(pipe: tuple[int, int]) -> 
 
 def test_configure_logging_picks_the_sink_from_the_environment() -> None:
     log, sink = configure_logging("INFO", False, {})
-    assert isinstance(sink, StderrSink) and log.handlers == [sink.handler]
+    assert isinstance(sink, StderrSink) and log.handlers == sink.handlers and not sink._journald
     log, sink = configure_logging("WARNING", False, {"JOURNAL_STREAM": "8:1234"})
-    assert isinstance(sink, StderrSink) and sink._journald
+    assert isinstance(sink, StderrSink) and not sink._journald, "not our stderr: not believed"
     assert not log.isEnabledFor(logging.INFO)
 
 
@@ -115,24 +116,52 @@ def test_journal_fields_of_a_job() -> None:
     }  # fmt: skip
 
 
-def test_a_full_stderr_holds_the_loop_a_bounded_time_then_lines_are_dropped_and_said(
+def test_a_full_stderr_never_holds_the_loop_lines_wait_then_are_dropped_and_said(
     pipe: tuple[int, int], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     read, write = pipe
     os.set_blocking(write, False)
-    monkeypatch.setattr("asyncphp.loop.logsink.STALL_SECONDS", 0.01)
+    monkeypatch.setattr("asyncphp.loop.logsink.MAX_PENDING", 100_000)
     sink = StderrSink(write, journald=True)
     line = "x" * 1000
-    for n in range(200):  # 200 kB: more than a pipe holds (64 kB)
+    for n in range(150):  # 150 kB: more than the pipe (64 kB) and the pending bytes (100 kB) hold
         sink.job(f"job {n}: {line}", _job(n), 200, 1.0)
+    sink.flush()  # returns at once, with the pipe full
+    assert 0 < sink.dropped < 150
+    text = ""
+    while chunk := _read(read):
+        text += chunk
+        sink.flush()  # the loop's next turns: what waited goes out
+    sink.job("job 150: after", _job(150), 200, 1.0)
     sink.flush()
-    assert sink.dropped > 0
-    while _read(read):
-        pass  # the reader catches up
-    sink.job("job 200: after", _job(200), 200, 1.0)
-    sink.flush()
-    after = _read(read).splitlines()
-    assert after == [
-        f"<4>WARNING {sink.dropped} log line(s) dropped: stderr stayed full for 0.01 s",
-        "<6>INFO job 200: after",
+    text += _read(read)
+    lines = text.splitlines()
+    assert all(line.startswith("<") for line in lines), "whole lines only, never two run together"
+    written = [line for line in lines if line.startswith("<6>INFO job")]
+    assert len(written) == 150 - sink.dropped + 1
+    assert lines[-2:] == [
+        f"<4>WARNING {sink.dropped} log line(s) dropped: stderr was full",
+        "<6>INFO job 150: after",
     ]
+
+
+def test_a_traceback_under_journald_keeps_its_priority_on_every_line(pipe: tuple[int, int]) -> None:
+    read, write = pipe
+    sink = StderrSink(write, journald=True)
+    log = _logger(sink)
+    try:
+        raise RuntimeError("boom")
+    except RuntimeError:
+        log.exception("redis link failed")
+    lines = _read(read).splitlines()
+    assert lines[0] == "<3>ERROR redis link failed"
+    assert all(line.startswith("<3>") for line in lines) and lines[-1] == "<3>RuntimeError: boom"
+
+
+def test_journal_stream_is_believed_only_for_the_stream_it_names(tmp_path: Path) -> None:
+    with (tmp_path / "log").open("w") as f:
+        stat = os.fstat(f.fileno())
+        assert on_journal_stream({"JOURNAL_STREAM": f"{stat.st_dev}:{stat.st_ino}"}, f.fileno())
+        assert not on_journal_stream({"JOURNAL_STREAM": "8:1234"}, f.fileno()), "inherited by a shell"
+        assert not on_journal_stream({"JOURNAL_STREAM": "garbage"}, f.fileno())
+        assert not on_journal_stream({}, f.fileno())

@@ -61,6 +61,7 @@ def test_channels_from_env_and_repeated_flags() -> None:
         (["--state-dir", "var/lib/asyncphp"], {}, "invalid setting state_dir (from --state-dir)"),
         ([], {"STATE_DIRECTORY": "relative"}, "invalid setting state_dir (from $STATE_DIRECTORY)"),
         (["--max-spill-bytes", "-1"], {}, "invalid setting max_spill_bytes (from --max-spill-bytes)"),
+        (["--journal-fields", "maybe"], {}, "invalid setting journal_fields (from --journal-fields)"),
     ],
 )
 def test_invalid_settings_name_the_setting(argv: list[str], env: dict[str, str], message: str) -> None:
@@ -85,6 +86,15 @@ def test_state_dir_falls_back_to_systemds_state_directory(tmp_path: Path) -> Non
 def test_max_spill_bytes() -> None:
     assert load([], {}).max_spill_bytes == 1 << 30
     assert load([], {"ASYNCPHP_MAX_SPILL_BYTES": "0"}).max_spill_bytes == 0
+
+
+def test_journal_fields_is_a_switch(tmp_path: Path) -> None:
+    assert load([], {}).journal_fields is False
+    assert load(["--journal-fields", "yes"], {}).journal_fields is True
+    assert load([], {"ASYNCPHP_JOURNAL_FIELDS": "off"}).journal_fields is False
+    config = tmp_path / "daemon.toml"
+    config.write_text("journal_fields = true\n")
+    assert load(["--config", str(config)], {}).journal_fields is True
 
 
 def test_flags_and_env_names_derive_from_the_setting_names() -> None:

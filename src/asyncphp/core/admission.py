@@ -38,7 +38,7 @@ HEALTHY = math.inf  # "unreachable since" while the pool is reachable: no deadli
 # the group share them.
 READ_AHEAD_SECONDS = 0.01
 READ_AHEAD_WIDTHS = 3
-JOB_SECONDS_WEIGHT = 0.1  # of each answer in the running mean of how long a job takes
+RUNNING_MEAN_WEIGHT = 0.1  # of each job in the running figures of job durations and body sizes
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +84,7 @@ class Admission:
         self._outage_reason = ""  # why the pool could not take jobs, for those that never tried
         self._probing = False
         self.job_seconds = math.inf  # a running mean of answered jobs' durations; unknown at first
+        self._body_bytes = 0.0  # a recent large body's size, decaying: what read-ahead reckons with
 
     @property
     def queued(self) -> int:
@@ -110,7 +111,7 @@ class Admission:
 
     @property
     def free(self) -> int:
-        """Request slots no job is waiting for: what a durable source may read."""
+        """Request slots no job is waiting for (a durable source reads :attr:`readable`)."""
         return self.limits.max_in_flight - self.in_flight - len(self._queue)
 
     @property
@@ -120,10 +121,14 @@ class Admission:
         does not wait for a Redis round trip between them; asked for once the queue has fallen to
         half that, so that reads come in batches rather than one entry at a time."""
         width = self.limits.max_in_flight
-        ahead = min(
-            int(min(READ_AHEAD_WIDTHS * width, width * READ_AHEAD_SECONDS / max(self.job_seconds, 1e-6))),
-            self.limits.max_queued,
+        wanted = min(READ_AHEAD_WIDTHS * width, width * READ_AHEAD_SECONDS / max(self.job_seconds, 1e-6))
+        # No more than half the queue's room, in count and (by the bodies seen so far) in bytes:
+        # an entry read that the queue cannot take is only left pending for claim_idle.
+        room = min(
+            self.limits.max_queued - len(self._queue),
+            (self.limits.max_queued_bytes - self._queued_bytes) // max(1, int(self._body_bytes)),
         )
+        ahead = int(min(wanted, room // 2))
         if len(self._queue) > ahead // 2:
             return 0
         return max(0, width + ahead - self.in_flight - len(self._queue))
@@ -142,6 +147,7 @@ class Admission:
         """Queue ``job`` (the caller asked :meth:`has_room` first)."""
         self._queue.append(job)
         self._queued_bytes += len(job.body)
+        self._body_bytes = max(self._body_bytes * (1 - RUNNING_MEAN_WEIGHT), len(job.body))
 
     def expire(self, now: float, limit: int = 1000) -> list[End]:
         """Jobs whose ``retry_for`` of pool outage has run out, given up; at most ``limit`` at a
@@ -195,14 +201,19 @@ class Admission:
         """A started job's request ended with a complete answer after ``seconds``: the pool takes
         jobs again."""
         self.in_flight -= 1
-        if self.job_seconds == math.inf:
-            self.job_seconds = seconds
-        else:
-            self.job_seconds += JOB_SECONDS_WEIGHT * (seconds - self.job_seconds)
+        self.took(seconds)
         if self._refusing_since != HEALTHY:
             self._refusing_since = HEALTHY
             self._backoff.reset()
             self._paused_until = 0.0
+
+    def took(self, seconds: float) -> None:
+        """A request the pool had ran for ``seconds``, answered or not (a timeout, a child killed):
+        how long jobs take, for the read-ahead."""
+        if self.job_seconds == math.inf:
+            self.job_seconds = seconds
+        else:
+            self.job_seconds += RUNNING_MEAN_WEIGHT * (seconds - self.job_seconds)
 
     def failed(self, job: Job, failure: Failure, reason: str, now: float) -> Verdict:
         """A started job's request ended without a complete answer: retry it, or end it."""

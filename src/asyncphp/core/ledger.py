@@ -330,7 +330,8 @@ class Ledger:
     # What to send.
 
     def plan(self, now: float, free: int) -> list[Command]:
-        """Everything due now, settles first; ``free`` request slots may be filled."""
+        """Everything due now, settles first; ``free`` more entries may be taken (free request
+        slots, and read-ahead: Admission.readable)."""
         commands: list[Command] = []
         if self._to_settle and (now >= self._settle_due or self.stopped):
             self._settle_due = math.inf

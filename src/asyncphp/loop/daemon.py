@@ -10,7 +10,7 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 
-from asyncphp.loop.engine import Daemon
+from asyncphp.loop.engine import EXIT_FLUSH_SECONDS, Daemon
 from asyncphp.loop.logsink import configure_logging
 from asyncphp.loop.service import Notifier, ServiceError
 from asyncphp.loop.spill import SpillError
@@ -37,7 +37,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         log.error("%s", exc)
         return EXIT_BAD_SETTINGS
     finally:
-        sink.flush()
+        sink.flush(wait=EXIT_FLUSH_SECONDS)
     return daemon.run()
 
 

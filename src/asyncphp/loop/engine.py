@@ -41,6 +41,7 @@ from asyncphp.wire.body import BadMessage, Limits, form_body
 from asyncphp.wire.request import RequestBuilder
 
 EXIT_OK = 0
+EXIT_FLUSH_SECONDS = 1.0  # the longest a full stderr may hold the exit
 
 TICK = 1.0  # seconds: the loop wakes at least this often, and updates STATUS= at most this often
 REPLAY_BATCH = 1000  # spilled messages put back in the queue per turn, so Redis keeps being read
@@ -137,13 +138,15 @@ class Daemon:
                 self._turn(self._timeout())
             self._drain()
         finally:
-            for keeper in self.keepers:
-                keeper.disconnect()
-            self.overflow.close()
-            signals.close()
-            self.poller.close()
-            self.metrics.close()
-            self.sink.flush()
+            try:
+                for keeper in self.keepers:
+                    keeper.disconnect()
+                self.overflow.close()
+                signals.close()
+                self.poller.close()
+                self.metrics.close()
+            finally:
+                self.sink.flush(wait=EXIT_FLUSH_SECONDS)  # the summary line among them
         return EXIT_OK
 
     def _turn(self, timeout: float) -> None:

@@ -39,7 +39,8 @@ class Source(Protocol):
     def ping(self) -> None: ...
 
     def tick(self, now: float, free: int) -> None:
-        """Periodic work on the open connection; ``free`` request slots may be filled."""
+        """Periodic work on the open connection; ``free`` more jobs may be taken (the dispatcher's
+        ``readable``: free slots, and read-ahead for quick jobs)."""
 
     def wake_at(self, free: int) -> float:
         """When :meth:`tick` has work no socket event brings (``inf``: none)."""

@@ -269,7 +269,7 @@ class Dispatcher:
 
     @property
     def free(self) -> int:
-        """Request slots no job is waiting for: what a durable source may read."""
+        """Request slots no job is waiting for (a durable source reads :attr:`readable`)."""
         return self.admission.free
 
     @property
@@ -399,6 +399,8 @@ class Dispatcher:
 
     def on_failed(self, exchange: Exchange, failure: Failure, reason: str) -> None:
         self._open.discard(exchange)
+        if exchange.sent:  # a hung or killed job counts as long, so no read-ahead piles up behind it
+            self.admission.took(time.monotonic() - exchange.started)
         self._failed(exchange.job, failure, reason)
 
     def _failed(self, job: Job, failure: Failure, reason: str) -> None:

@@ -272,8 +272,15 @@ def test_a_durable_source_reads_ahead_in_batches_for_quick_jobs_only() -> None:
     started(slow, 0.0)
     slow.answered(2.0)  # a two-second job: reading ahead would only keep jobs from other consumers
     assert slow.readable == 4
-    small = Admission(Limits(max_in_flight=4, max_queued=1))
-    small.offer(job(1, 0.0))
-    started(small, 0.0)
-    small.answered(0.001)
-    assert small.readable == 5, "no more queued than max_queued allows"
+    # Read ahead no more than half the queue's room, in count and in bytes (by the bodies seen):
+    # what the queue could not take would only wait, pending, for claim_idle.
+    for limits, expected in (
+        (Limits(max_in_flight=4, max_queued=2), 4 + 1),
+        (Limits(max_in_flight=4, max_queued_bytes=40), 4 + 2),  # bodies of 10 bytes
+        (Limits(max_in_flight=4, max_queued_bytes=0), 4),
+    ):
+        small = Admission(limits)
+        small.offer(job(1, 0.0))
+        started(small, 0.0)
+        small.answered(0.001)
+        assert small.readable == expected, limits
