@@ -218,7 +218,9 @@ echo $! >"$1"
 shift
 for _ in $(seq 100); do [ -S /run/systemd/journal/socket ] && break; sleep 0.05; done
 [ -S /run/systemd/journal/socket ]
-JOURNAL_STREAM=0:0 exec systemd-cat --identifier=asyncphp-daemon --level-prefix=true "$@"
+# JOURNAL_STREAM names the stream by device and inode, as systemd sets it for a unit.
+exec systemd-cat --identifier=asyncphp-daemon --level-prefix=true \
+    bash -c 'export JOURNAL_STREAM=$(stat -L -c %d:%i /proc/self/fd/2); exec "$@"' daemon "$@"
 """
 
 
@@ -241,13 +243,15 @@ def under_journald(pidfile: Path) -> list[str]:
 
 
 def journal_lines(journald_pid: int, identifier: str) -> int:
-    """Entries from ``identifier`` in the private journal of ``journald_pid``."""
+    """Job lines from ``identifier`` in the private journal of ``journald_pid``, as the daemon
+    writes them when it knows journald reads its stderr (a priority, no timestamp of its own)."""
     done = subprocess.run(
         ["nsenter", "-t", str(journald_pid), "-m", "journalctl", "-q", "--no-pager", "-o", "cat",
          f"SYSLOG_IDENTIFIER={identifier}"],
         capture_output=True, check=True,
     )  # fmt: skip
-    return done.stdout.count(b"\n")
+    lines = done.stdout.splitlines()
+    return sum(b" on commands: status " in line and not line[:1].isdigit() for line in lines)
 
 
 def rss_mb(pid: int) -> float:
