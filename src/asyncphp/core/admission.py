@@ -38,7 +38,7 @@ HEALTHY = math.inf  # "unreachable since" while the pool is reachable: no deadli
 # the group share them.
 READ_AHEAD_SECONDS = 0.01
 READ_AHEAD_WIDTHS = 3
-RUNNING_MEAN_WEIGHT = 0.1  # of each job in the running figures of job durations and body sizes
+RUNNING_MEAN_WEIGHT = 0.1  # how fast the figures of job durations and body sizes come down
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +83,7 @@ class Admission:
         self._refusing_since = HEALTHY  # ended by a request answered
         self._outage_reason = ""  # why the pool could not take jobs, for those that never tried
         self._probing = False
-        self.job_seconds = math.inf  # a running mean of answered jobs' durations; unknown at first
+        self.job_seconds = math.inf  # how long jobs take, by the recent ones (see took); unknown at first
         self._body_bytes = 0.0  # a recent large body's size, decaying: what read-ahead reckons with
 
     @property
@@ -210,7 +210,9 @@ class Admission:
     def took(self, seconds: float) -> None:
         """A request the pool had ran for ``seconds``, answered or not (a timeout, a child killed):
         how long jobs take, for the read-ahead."""
-        if self.job_seconds == math.inf:
+        # Up at once, down gradually: a slow job stops the read-ahead at once, so that a switch from
+        # quick jobs to slow ones does not leave entries queued here while other consumers idle.
+        if self.job_seconds == math.inf or seconds > self.job_seconds:
             self.job_seconds = seconds
         else:
             self.job_seconds += RUNNING_MEAN_WEIGHT * (seconds - self.job_seconds)

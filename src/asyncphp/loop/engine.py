@@ -343,6 +343,8 @@ class Daemon:
         deadline = time.monotonic() + self.settings.drain_timeout
         for keeper in self.keepers:
             keeper.stop()
+        # One turn whatever the drain_timeout (0 included): settles gathered so far go out now.
+        self._turn(0.0)
         while not self._stop_now:
             now = time.monotonic()
             if (d.idle and all(k.settled for k in self.keepers)) or now >= deadline:

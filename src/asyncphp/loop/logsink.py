@@ -196,8 +196,10 @@ def configure_logging(
     logger.handlers.clear()
     logger.propagate = False
     logger.setLevel(level)
-    journald = on_journal_stream(env, sys.stderr.fileno())
-    sink: Sink = StderrSink(sys.stderr.fileno(), journald=journald)
+    # sys.stderr is None when started with fd 2 closed: writes to it then fail quietly.
+    fd = sys.stderr.fileno() if sys.stderr is not None else 2
+    journald = on_journal_stream(env, fd)
+    sink: Sink = StderrSink(fd, journald=journald)
     for handler in sink.handlers:
         logger.addHandler(handler)
     if not journald:

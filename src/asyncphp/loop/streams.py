@@ -282,10 +282,12 @@ class StreamSource:
             self._recreate_groups()
             return
         now = time.monotonic()
+        # Also while stopping: the read was out when the stop came, and its entries are pending
+        # for this consumer now, where nobody else could take them before claim_idle. They run
+        # within the drain like the queued ones (a read asks for no more than the pool's free
+        # slots and, for quick jobs only, a little more); what the drain does not finish is said.
         for stream, entries in replies.xreadgroup(reply):
             for found in entries:
-                if self.ledger.stopped:
-                    return  # what this last read brought stays pending, for another consumer
                 self._carry_out(self.ledger.take(stream, found, 1, now))
 
     def _claimed(self, stream: str, reply: Reply) -> None:
@@ -471,8 +473,8 @@ class StreamSource:
         unsettled = self.ledger.unsettled
         if unsettled:
             self._log.error(
-                "%d settle(s) not confirmed by redis when the drain ended: those entries stay pending, and "
-                "run again after claim_idle here or elsewhere", unsettled,
+                "%d settle(s) not confirmed by redis when the drain ended: those redis did not apply leave "
+                "their entries pending, to run again after claim_idle here or elsewhere", unsettled,
             )  # fmt: skip
         for stream, position in self.ledger.last_read.items():
             self._record(stream, position)  # the newest this daemon read, for a group that vanishes

@@ -284,3 +284,18 @@ def test_a_durable_source_reads_ahead_in_batches_for_quick_jobs_only() -> None:
         started(small, 0.0)
         small.answered(0.001)
         assert small.readable == expected, limits
+
+
+def test_one_slow_job_stops_the_read_ahead_at_once_and_quick_ones_bring_it_back_gradually() -> None:
+    a = Admission(Limits(max_in_flight=4))
+    for n in range(4):
+        a.offer(job(n, 0.0))
+    started(a, 0.0)
+    for _ in range(3):
+        a.answered(0.001)
+    assert a.readable > 4
+    a.took(0.5)  # a request that ran half a second (answered or not)
+    assert a.readable == 4 - a.in_flight, "only the free slots: slow jobs are shared with other consumers"
+    for _ in range(100):
+        a.took(0.001)
+    assert a.readable > 4 - a.in_flight, "quick again: the read-ahead comes back"
