@@ -128,7 +128,7 @@ class Admission:
             self.limits.max_queued - len(self._queue),
             (self.limits.max_queued_bytes - self._queued_bytes) // max(1, int(self._body_bytes)),
         )
-        ahead = int(min(wanted, room // 2))
+        ahead = max(0, int(min(wanted, room // 2)))
         if len(self._queue) > ahead // 2:
             return 0
         return max(0, width + ahead - self.in_flight - len(self._queue))
