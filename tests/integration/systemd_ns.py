@@ -75,6 +75,15 @@ def _boot_script(units: Mapping[str, str], expose: Iterable[Path], workdir: Path
             "mount -t tmpfs -o mode=1777 tmpfs /tmp",
             "mount -t tmpfs -o mode=755 tmpfs /root",
             *rebinds,
+            # What units write under /var (PrivateTmp's /var/tmp/systemd-private-*, DynamicUser's
+            # /var/lib/private and the StateDirectory= link beside it) lands in the namespace's
+            # tmpfs: /var/tmp is one, and /var/lib, /var/cache and /var/log are overlays on one.
+            "mount -t tmpfs -o mode=1777 tmpfs /var/tmp",
+            "for d in lib cache log; do",
+            "    mkdir -p /run/var/$d/upper /run/var/$d/work",
+            "    layers=lowerdir=/var/$d,upperdir=/run/var/$d/upper,workdir=/run/var/$d/work",
+            "    mount -t overlay overlay -o $layers /var/$d",
+            "done",
             "mkdir -p /var/log/journal",
             "for d in /var/log/journal /var/lib/systemd /etc/systemd/system; do",
             "    mount -t tmpfs tmpfs $d",
