@@ -52,10 +52,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return install(rest)
     if command == "dev":
         from asyncphp.dev.sandbox import dev
-        from asyncphp.ops.install import SOURCE
+        from asyncphp.files import POOL, WORKER, shipped
 
-        pool, worker = SOURCE / "fpm-pool" / "commands.conf", SOURCE / "fpm-pool" / "worker.php"
-        return dev(pool, worker, rest)
+        return dev(shipped(POOL), shipped(WORKER), rest)
     if command == "check":
         from asyncphp.ops.check import run as check
 

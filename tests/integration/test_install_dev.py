@@ -1,4 +1,6 @@
-"""asyncphp install --prefix (the rendered files pass their linters and agree), and asyncphp dev."""
+"""asyncphp install --prefix (the rendered files pass their linters and agree), and asyncphp dev: from
+the checkout, and from a wheel built by ``python -m build`` and installed (not editable) into a fresh
+virtualenv, where the unit, the settings, the pool and the worker come from inside the package."""
 
 from __future__ import annotations
 
@@ -7,20 +9,72 @@ import re
 import signal
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+
+import pytest
 
 from asyncphp.caller import publish
 from asyncphp.dev.sandbox import find_php_fpm, render_pool
+from tests.conftest import ROOT
 from tests.integration.conftest import wait_for
 
 
-def install(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "asyncphp", "install", *args], capture_output=True, text=True
+@dataclass(frozen=True)
+class Installed:
+    """How to run asyncphp from one kind of install."""
+
+    command: list[str]
+    bin: Path  # where its asyncphp-daemon is
+    cwd: Path
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Installed:
+    """The wheel (built from the sdist, as ``python -m build`` does) in a virtualenv of its own."""
+    dist = tmp_path_factory.mktemp("dist")
+    built = subprocess.run(
+        [sys.executable, "-m", "build", "--outdir", str(dist), str(ROOT)], capture_output=True, text=True
     )
+    assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
+    assert len(list(dist.glob("asyncphp-*.tar.gz"))) == 1
+    (wheel_file,) = dist.glob("asyncphp-*.whl")
+    venv = tmp_path_factory.mktemp("venv")
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    pip = subprocess.run(
+        [venv / "bin/python", "-m", "pip", "install", "-q", "--disable-pip-version-check", str(wheel_file)],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert pip.returncode == 0, pip.stderr
+    return Installed([str(venv / "bin/asyncphp")], venv / "bin", tmp_path_factory.mktemp("elsewhere"))
 
 
-def test_install_into_a_prefix(tmp_path: Path) -> None:
+@pytest.fixture(params=["checkout", "wheel"])
+def asyncphp(request: pytest.FixtureRequest) -> Installed:
+    if request.param == "wheel":
+        installed: Installed = request.getfixturevalue("wheel")
+        return installed
+    return Installed([sys.executable, "-m", "asyncphp"], Path(sys.executable).parent, ROOT)
+
+
+def test_the_wheel_carries_the_files_and_no_checkout_is_on_its_path(wheel: Installed) -> None:
+    code = (
+        "import asyncphp, asyncphp.files as f; print(asyncphp.__file__); "
+        "print(f.shipped(f.WORKER).read_text())"
+    )
+    done = subprocess.run([wheel.bin / "python", "-c", code], capture_output=True, text=True, cwd=wheel.cwd)
+    assert done.returncode == 0, done.stderr
+    where, shipped = done.stdout.split("\n", 1)
+    assert str(ROOT) not in where and "site-packages" in where
+    assert shipped.rstrip("\n") == (ROOT / "fpm-pool" / "worker.php").read_text().rstrip("\n")
+
+
+def test_install_into_a_prefix(tmp_path: Path, asyncphp: Installed) -> None:
+    def install(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*asyncphp.command, "install", *args], capture_output=True, text=True, cwd=asyncphp.cwd
+        )
+
     dry = install("--prefix", str(tmp_path), "--php", "8.2")
     assert dry.returncode == 0, dry.stderr
     assert "nothing written" in dry.stdout and not any(tmp_path.iterdir())
@@ -35,7 +89,13 @@ def test_install_into_a_prefix(tmp_path: Path) -> None:
     unit = tmp_path / "etc/systemd/system/asyncphp-daemon.service"
     pool = tmp_path / "etc/php/8.2/fpm/pool.d/commands.conf"
     settings = tmp_path / "etc/asyncphp/daemon.toml"
-    assert f"ExecStart={Path(sys.executable).parent / 'asyncphp-daemon'} --config" in unit.read_text()
+    assert f"ExecStart={asyncphp.bin / 'asyncphp-daemon'} --config" in unit.read_text()
+    # The worker to copy is the package's own: inside the virtualenv, for a wheel.
+    worker = re.search(r"install -D -m 0644 (\S+) /usr/local/lib/asyncphp/worker\.php", done.stdout)
+    assert worker and Path(worker.group(1)).is_file(), done.stdout
+    assert worker.group(1).endswith("asyncphp/files/worker.php")
+    if asyncphp.cwd != ROOT:
+        assert "site-packages" in worker.group(1)
 
     # The unit, as systemd sees it (ExecStart points at this environment's daemon).
     verify = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True)
@@ -59,11 +119,11 @@ def test_install_into_a_prefix(tmp_path: Path) -> None:
     assert "max_in_flight = 7" in settings.read_text(), "nothing changed without --yes"
 
 
-def test_dev_runs_the_sandbox_until_ctrl_c() -> None:
+def test_dev_runs_the_sandbox_until_ctrl_c(asyncphp: Installed) -> None:
     process = subprocess.Popen(
-        [sys.executable, "-m", "asyncphp", "dev"],
+        [*asyncphp.command, "dev"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        start_new_session=True,
+        start_new_session=True, cwd=asyncphp.cwd,
     )  # fmt: skip
     assert process.stdout is not None
     try:

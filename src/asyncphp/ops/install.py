@@ -1,5 +1,6 @@
 """``asyncphp install``: the unit, the settings and the pool for this host, rendered from the
-checkout's ``systemd/`` and ``fpm-pool/``, shown as a diff, written only with ``--yes``."""
+files shipped in the package (``asyncphp.files``; or a checkout's, ``--from``), shown as a diff,
+written only with ``--yes``."""
 
 from __future__ import annotations
 
@@ -8,11 +9,12 @@ import difflib
 import glob
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-SOURCE = Path(__file__).resolve().parents[3]  # the checkout this package runs from (pip install -e)
+from asyncphp import files as shipped
+from asyncphp.files import POOL, SETTINGS, UNIT, WORKER
 
 
 @dataclass(frozen=True)
@@ -27,11 +29,11 @@ def detect_php() -> str | None:
     return Path(found[-1]).parts[3] if found else None
 
 
-def render(source: Path, php: str, daemon: Path) -> list[Rendered]:
+def render(sources: Mapping[str, Path], php: str, daemon: Path) -> list[Rendered]:
     """The three files, consistent with each other: one socket path, one group."""
-    pool = (source / "fpm-pool" / "commands.conf").read_text()
-    unit = (source / "systemd" / "asyncphp-daemon.service").read_text()
-    settings = (source / "systemd" / "daemon.toml").read_text()
+    pool = sources[POOL].read_text()
+    unit = sources[UNIT].read_text()
+    settings = sources[SETTINGS].read_text()
     unit = re.sub(
         r"^ExecStart=.*$", f"ExecStart={daemon} --config /etc/asyncphp/daemon.toml", unit, flags=re.M
     )
@@ -80,7 +82,7 @@ def run(argv: Sequence[str]) -> int:
         "--php", help="PHP version of the php-fpm to add the pool to (default: the newest found)"
     )
     parser.add_argument(
-        "--from", dest="source", type=Path, default=SOURCE, help="the checkout (default: %(default)s)"
+        "--from", dest="source", type=Path, help="a checkout to take the files from (default: the package's)"
     )
     args = parser.parse_args(argv)
 
@@ -92,10 +94,17 @@ def run(argv: Sequence[str]) -> int:
         )
         return 1
     daemon = Path(sys.executable).parent / "asyncphp-daemon"
-    if not (args.source / "fpm-pool" / "commands.conf").exists():
-        print(f"asyncphp install: {args.source} is not an asyncphp checkout: give --from", file=sys.stderr)
+    names = (UNIT, SETTINGS, POOL, WORKER)
+    if args.source:
+        sources = {name: shipped.in_checkout(args.source, name) for name in names}
+    else:
+        sources = {name: shipped.shipped(name) for name in names}
+    missing = [str(path) for path in sources.values() if not path.is_file()]
+    if missing:
+        what = f"{args.source} is not an asyncphp checkout" if args.source else "the package is incomplete"
+        print(f"asyncphp install: {what}: no {', '.join(missing)}", file=sys.stderr)
         return 1
-    files = render(args.source, php, daemon)
+    files = render(sources, php, daemon)
     problems = agreement(files)
     for problem in problems:
         print(f"✗ {problem}", file=sys.stderr)
@@ -129,7 +138,7 @@ def run(argv: Sequence[str]) -> int:
         return 0
     print(f"""
 next, as root:
-  install -D -m 0644 {args.source / "fpm-pool" / "worker.php"} /usr/local/lib/asyncphp/worker.php
+  install -D -m 0644 {sources[WORKER]} /usr/local/lib/asyncphp/worker.php
                                                           # or point worker_script at your own
   install -d -o www-data -g www-data /var/log/asyncphp    # the reference worker's log
   php-fpm{php} -t && systemctl reload php{php}-fpm          # load the pool
