@@ -1,0 +1,163 @@
+"""The Debian package on a brand-new Debian 12: built by scripts/build-deb, installed into a fresh
+debootstrap root booted with systemd-nspawn (a real systemd, Redis and php-fpm from Debian), one job
+run, an upgrade that keeps an edited conffile, and a purge.
+
+The container's root lives in a temp dir; with systemd-nspawn it has its own mount, PID, UTS and IPC
+namespaces, so its systemd touches nothing on this machine. It shares the network, for apt.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+from tests.integration.conftest import wait_for
+
+MIRROR = "http://deb.debian.org/debian"
+ARCH = subprocess.run(["dpkg", "--print-architecture"], capture_output=True, text=True).stdout.strip()
+VERSION = re.search(r'__version__ = "(.+?)"', (ROOT / "src/asyncphp/__init__.py").read_text())
+UNIT = "asyncphp-daemon.service"
+
+
+def _why_not() -> str:
+    if os.geteuid() != 0:
+        return "needs root (debootstrap, systemd-nspawn)"
+    return ""
+
+
+pytestmark = pytest.mark.skipif(bool(_why_not()) and not os.environ.get("CI"), reason=_why_not())
+
+
+def _deb(revision: int) -> Path:
+    """scripts/build-deb's package of this checkout, numbered ``revision``."""
+    assert VERSION
+    done = subprocess.run(
+        [ROOT / "scripts/build-deb"], env={**os.environ, "ASYNCPHP_DEB_REVISION": str(revision)},
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "lintian clean" in done.stdout
+    return ROOT / "dist" / f"asyncphp_{VERSION.group(1)}-{revision}_{ARCH}.deb"
+
+
+class Container:
+    """A Debian 12 root booted with systemd-nspawn; commands run in it with nsenter."""
+
+    def __init__(self, root: Path, log: Path) -> None:
+        self.root = root
+        self._out = log.open("wb")
+        self._nspawn = subprocess.Popen(
+            ["systemd-nspawn", "-q", "--register=no", "--keep-unit", "-b", "-D", str(root)],
+            stdin=subprocess.DEVNULL, stdout=self._out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+
+        def leader() -> int:
+            if self._nspawn.poll() is not None:
+                raise RuntimeError(f"systemd-nspawn exited with {self._nspawn.returncode}: see {log}")
+            children = Path(f"/proc/{self._nspawn.pid}/task/{self._nspawn.pid}/children").read_text().split()
+            return int(children[0]) if children else 0
+
+        self.pid = wait_for(leader, timeout=30, what="the container's systemd")
+
+        def booted() -> bool:
+            state = self.sh("systemctl is-system-running", check=False).stdout.strip()
+            return state in ("running", "degraded")
+
+        wait_for(booted, timeout=60, what="the container's systemd to finish booting")
+
+    def sh(self, script: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run(
+            ["nsenter", "-t", str(self.pid), "-m", "-u", "-i", "-p", "--", "env", "-i",
+             "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "DEBIAN_FRONTEND=noninteractive", "/bin/sh", "-c", script],
+            capture_output=True, text=True, timeout=timeout,
+        )  # fmt: skip
+        if check:
+            assert done.returncode == 0, f"{script}\n{done.stdout[-3000:]}{done.stderr[-3000:]}"
+        return done
+
+    def stop(self) -> None:
+        if self._nspawn.poll() is None:
+            self._nspawn.terminate()  # nspawn asks the container's systemd to power off
+            try:
+                self._nspawn.wait(30)
+            except subprocess.TimeoutExpired:
+                self._nspawn.kill()
+                self._nspawn.wait()
+        self._out.close()
+
+
+@pytest.fixture(scope="module")
+def debs() -> tuple[Path, Path]:
+    return _deb(1), _deb(2)
+
+
+@pytest.fixture
+def container(tmp_path: Path) -> Iterator[Container]:
+    subprocess.run([ROOT / "scripts/apt-install", "debootstrap", "systemd-container"], check=True)
+    root = tmp_path / "root"
+    # systemd-sysv gives /sbin/init, without which invoke-rc.d starts no service at all.
+    include = "--include=systemd,systemd-sysv,dbus"
+    done = subprocess.run(
+        ["debootstrap", "--variant=minbase", include, "bookworm", str(root), MIRROR],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    box = Container(root, tmp_path / "nspawn.log")
+    try:
+        yield box
+    finally:
+        box.stop()
+        shutil.rmtree(root, ignore_errors=True)  # 300 MB, which pytest would keep for three runs
+
+
+@pytest.mark.timeout(1800)  # two package builds, a debootstrap and apt in the container: minutes
+def test_install_run_upgrade_keeping_an_edited_conffile_and_purge(
+    debs: tuple[Path, Path], container: Container
+) -> None:
+    first, second = debs
+    print(f"\n{first.name}: {first.stat().st_size / 2**20:.1f} MiB")
+    for deb in debs:
+        shutil.copy(
+            deb, container.root / "srv" / deb.name
+        )  # not /tmp: the booted system mounts a tmpfs there
+
+    started = time.monotonic()
+    container.sh(f"apt-get update -qq && apt-get install -y -qq /srv/{first.name}")
+    # Enabled, not started: Redis may not be there yet (here it is: recommended, and installed).
+    assert container.sh(f"systemctl is-enabled {UNIT}").stdout.strip() == "enabled"
+    assert container.sh(f"systemctl is-active {UNIT}", check=False).stdout.strip() == "inactive"
+    assert container.sh("systemctl is-active php8.2-fpm redis-server").stdout.split() == ["active", "active"]
+    container.sh(f"systemctl start {UNIT} && asyncphp-publish timestamp=from-the-deb")
+    worker_log = container.root / "var/log/asyncphp/worker.log"
+    wait_for(lambda: worker_log.exists() and "from-the-deb" in worker_log.read_text(), what="the first job")
+    print(f"apt-get install of the .deb to the first job run: {time.monotonic() - started:.1f} s")
+    check = container.sh("asyncphp check")
+    assert "all checks passed" in check.stdout + check.stderr
+
+    # An operator's edit survives the upgrade (a conffile; apt keeps the local version when the
+    # package's did not change), and the running daemon is restarted onto the new code.
+    settings = container.root / "etc/asyncphp/daemon.toml"
+    settings.write_text(settings.read_text().replace("max_in_flight = 5", "max_in_flight = 7"))
+    pid = container.sh(f"systemctl show -p MainPID --value {UNIT}").stdout.strip()
+    container.sh(f"apt-get install -y -qq /srv/{second.name}")
+    assert container.sh("dpkg-query -W -f '${Version}' asyncphp").stdout.endswith("-2")
+    assert "max_in_flight = 7" in settings.read_text()
+    after = container.sh(f"systemctl show -p MainPID,ActiveState --value {UNIT}").stdout.split()
+    assert after[1] == "active" and after[0] != pid, after
+    container.sh("asyncphp-publish timestamp=after-the-upgrade")
+    wait_for(lambda: "after-the-upgrade" in worker_log.read_text(), what="a job after the upgrade")
+
+    container.sh("apt-get purge -y -qq asyncphp")
+    assert container.sh(f"systemctl is-active {UNIT}", check=False).stdout.strip() == "inactive"
+    gone = ["etc/asyncphp", "etc/php/8.2/fpm/pool.d/commands.conf", "var/log/asyncphp", "opt/venvs/asyncphp",
+            "lib/systemd/system/asyncphp-daemon.service", "usr/bin/asyncphp"]  # fmt: skip
+    assert [path for path in gone if (container.root / path).exists()] == []
