@@ -46,21 +46,32 @@ def sentinel_group(tmp_path: Path) -> Iterator[Group]:
         (tmp_path / name).mkdir()
     primary = sandbox.start_redis(tmp_path / "primary")
     replica = sandbox.start_redis(tmp_path / "replica", extra=("--replicaof", "127.0.0.1", str(primary.port)))
-    port = free_port()
-    conf = tmp_path / "sentinel" / "sentinel.conf"
-    conf.write_text(
-        f"port {port}\nbind 127.0.0.1\ndir {tmp_path / 'sentinel'}\n"
-        f"sentinel monitor mymaster 127.0.0.1 {primary.port} 1\n"
-        "sentinel down-after-milliseconds mymaster 1000\nsentinel failover-timeout mymaster 5000\n"
-    )
-    log = tmp_path / "sentinel" / "sentinel.log"
-    process = subprocess.Popen(
-        ["redis-server", str(conf), "--sentinel", "--logfile", str(log)], stdin=subprocess.DEVNULL
-    )
-    group = Group(primary, replica, Server("sentinel", process, log), port)
+    sentinel: Server | None = None
     try:
+        # The replica in sync before the Sentinel starts: Sentinel learns a master's replicas from
+        # its INFO, which it asks for at once and then every 10 s; a replica that came up between
+        # the two was found only up to 10 s later (over 20 s, with the handshake, in a fresh
+        # container).
         with redis.Redis.from_url(primary.url) as client:
-            wait_for(lambda: client.info("replication")["connected_slaves"] == 1, what="the replica to sync")
+
+            def in_sync() -> bool:
+                info = client.info("replication")
+                return info["connected_slaves"] == 1 and info["slave0"]["state"] == "online"
+
+            wait_for(in_sync, what="the replica to sync")
+        port = free_port()
+        conf = tmp_path / "sentinel" / "sentinel.conf"
+        conf.write_text(
+            f"port {port}\nbind 127.0.0.1\ndir {tmp_path / 'sentinel'}\n"
+            f"sentinel monitor mymaster 127.0.0.1 {primary.port} 1\n"
+            "sentinel down-after-milliseconds mymaster 1000\nsentinel failover-timeout mymaster 5000\n"
+        )
+        log = tmp_path / "sentinel" / "sentinel.log"
+        process = subprocess.Popen(
+            ["redis-server", str(conf), "--sentinel", "--logfile", str(log)], stdin=subprocess.DEVNULL
+        )
+        sentinel = Server("sentinel", process, log)
+        group = Group(primary, replica, sentinel, port)
 
         def sentinel_knows_replica() -> bool:
             try:
@@ -69,10 +80,12 @@ def sentinel_group(tmp_path: Path) -> Iterator[Group]:
             except redis.RedisError:
                 return False
 
-        wait_for(sentinel_knows_replica, what="the sentinel to find the replica")
+        # Its first INFO finds it; two of Sentinel's 10 s periods are the most it could take.
+        wait_for(sentinel_knows_replica, timeout=25, what="the sentinel to find the replica")
         yield group
     finally:
-        group.sentinel.stop()
+        if sentinel is not None:
+            sentinel.stop()
         replica.stop()
         primary.stop()
 
