@@ -36,7 +36,7 @@ class Group:
         return f"redis+sentinel://127.0.0.1:{self.sentinel_port}/mymaster"
 
     def master_port(self) -> int:
-        with redis.Redis(port=self.sentinel_port, socket_timeout=1) as client:
+        with redis.Redis("127.0.0.1", self.sentinel_port, socket_timeout=1) as client:
             return int(client.sentinel_get_master_addr_by_name("mymaster")[1])
 
 
@@ -75,7 +75,8 @@ def sentinel_group(tmp_path: Path) -> Iterator[Group]:
 
         def sentinel_knows_replica() -> bool:
             try:
-                with redis.Redis(port=port, socket_timeout=1) as client:
+                # 127.0.0.1, not localhost: a fresh Debian root has no /etc/hosts.
+                with redis.Redis("127.0.0.1", port, socket_timeout=1) as client:
                     return len(client.sentinel_slaves("mymaster")) == 1
             except redis.RedisError:
                 return False

@@ -204,6 +204,19 @@ def start_pool(
     return pool
 
 
+SERVICE_MANAGER_VARIABLES = frozenset(
+    {
+        "NOTIFY_SOCKET",
+        "WATCHDOG_USEC",
+        "WATCHDOG_PID",
+        "JOURNAL_STREAM",
+        "LISTEN_FDS",
+        "LISTEN_PID",
+        "LISTEN_FDNAMES",
+    }
+)
+
+
 def start_daemon(
     redis_url: str,
     pool_socket: str,
@@ -218,7 +231,10 @@ def start_daemon(
         "--redis-url", redis_url, "--fpm-socket", pool_socket,
         "--worker-script", str(worker_script.resolve()), *extra,
     ]  # fmt: skip
-    full_env = {**os.environ, **(env or {})}
+    # Not a service: what the service manager told this process (a container's payload, a unit
+    # running the tests) is not for the daemon it starts; a test that wants it passes it in ``env``.
+    inherited = {k: v for k, v in os.environ.items() if k not in SERVICE_MANAGER_VARIABLES}
+    full_env = {**inherited, **(env or {})}
     output = log.open("ab") if log else None
     try:
         process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stderr=output, env=full_env)
