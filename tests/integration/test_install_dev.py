@@ -19,6 +19,10 @@ from asyncphp.dev.sandbox import find_php_fpm, render_pool
 from tests.conftest import ROOT
 from tests.integration.conftest import wait_for
 
+# The wheel's build (python -m build: setuptools and mypy fetched, 18 modules compiled) counts
+# against the first test that uses it.
+pytestmark = pytest.mark.timeout(600)
+
 
 @dataclass(frozen=True)
 class Installed:

@@ -13,8 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from asyncphp import files as shipped
-from asyncphp.files import POOL, SETTINGS, UNIT, WORKER
+from asyncphp.files import POOL, SETTINGS, UNIT, WORKER, in_checkout, shipped
 
 
 @dataclass(frozen=True)
@@ -96,9 +95,9 @@ def run(argv: Sequence[str]) -> int:
     daemon = Path(sys.executable).parent / "asyncphp-daemon"
     names = (UNIT, SETTINGS, POOL, WORKER)
     if args.source:
-        sources = {name: shipped.in_checkout(args.source, name) for name in names}
+        sources = {name: in_checkout(args.source, name) for name in names}
     else:
-        sources = {name: shipped.shipped(name) for name in names}
+        sources = {name: shipped(name) for name in names}
     missing = [str(path) for path in sources.values() if not path.is_file()]
     if missing:
         what = f"{args.source} is not an asyncphp checkout" if args.source else "the package is incomplete"
