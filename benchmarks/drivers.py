@@ -218,10 +218,7 @@ echo $! >"$1"
 shift
 for _ in $(seq 100); do [ -S /run/systemd/journal/socket ] && break; sleep 0.05; done
 [ -S /run/systemd/journal/socket ]
-# JOURNAL_STREAM names the stream by device and inode, as systemd sets it for a unit; what a service
-# manager told this process (NOTIFY_SOCKET, in a container) is not for the daemon, and its socket
-# is under the /run hidden above.
-unset NOTIFY_SOCKET WATCHDOG_USEC WATCHDOG_PID
+# JOURNAL_STREAM names the stream by device and inode, as systemd sets it for a unit.
 exec systemd-cat --identifier=asyncphp-daemon --level-prefix=true \
     bash -c 'export JOURNAL_STREAM=$(stat -L -c %d:%i /proc/self/fd/2); exec "$@"' daemon "$@"
 """

@@ -100,7 +100,9 @@ def _start_under_journald(
         "--redis-url", redis_server.url, "--fpm-socket", pool.listen, "--worker-script", str(worker), *args,
     ]  # fmt: skip
     with log.open("ab") as output:
-        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stderr=output)
+        # sandbox.daemon_env: a NOTIFY_SOCKET inherited from a container would name a socket under
+        # the /run the wrapper hides.
+        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stderr=output, env=sandbox.daemon_env())
     daemon = JournaledDaemon("asyncphp-daemon", process, log)
     try:
         sandbox.wait_until(lambda: pidfile.exists() and pidfile.read_text().strip() != "", 10, "journald")

@@ -204,6 +204,14 @@ def start_pool(
     return pool
 
 
+def daemon_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """This process's environment for a daemon it starts, with ``env`` on top: without what the
+    service manager told this process (a container's payload, a unit running the tests), which is
+    not for the daemon; a test that wants it passes it in ``env``."""
+    inherited = {k: v for k, v in os.environ.items() if k not in SERVICE_MANAGER_VARIABLES}
+    return {**inherited, **(env or {})}
+
+
 SERVICE_MANAGER_VARIABLES = frozenset(
     {
         "NOTIFY_SOCKET",
@@ -231,10 +239,7 @@ def start_daemon(
         "--redis-url", redis_url, "--fpm-socket", pool_socket,
         "--worker-script", str(worker_script.resolve()), *extra,
     ]  # fmt: skip
-    # Not a service: what the service manager told this process (a container's payload, a unit
-    # running the tests) is not for the daemon it starts; a test that wants it passes it in ``env``.
-    inherited = {k: v for k, v in os.environ.items() if k not in SERVICE_MANAGER_VARIABLES}
-    full_env = {**inherited, **(env or {})}
+    full_env = daemon_env(env)
     output = log.open("ab") if log else None
     try:
         process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stderr=output, env=full_env)

@@ -12,7 +12,7 @@ SETTINGS = "daemon.toml"
 POOL = "commands.conf"
 WORKER = "worker.php"
 
-# Where each is found in a checkout (``asyncphp install --from``).
+# Every file, and where it is found in a checkout (``asyncphp install --from``).
 IN_CHECKOUT = {UNIT: "systemd", SETTINGS: "systemd", POOL: "fpm-pool", WORKER: "fpm-pool"}
 
 

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from asyncphp.files import POOL, SETTINGS, UNIT, WORKER, in_checkout, shipped
+from asyncphp.files import IN_CHECKOUT, POOL, SETTINGS, UNIT, WORKER, in_checkout, shipped
 
 
 @dataclass(frozen=True)
@@ -93,11 +93,10 @@ def run(argv: Sequence[str]) -> int:
         )
         return 1
     daemon = Path(sys.executable).parent / "asyncphp-daemon"
-    names = (UNIT, SETTINGS, POOL, WORKER)
     if args.source:
-        sources = {name: in_checkout(args.source, name) for name in names}
+        sources = {name: in_checkout(args.source, name) for name in IN_CHECKOUT}
     else:
-        sources = {name: shipped(name) for name in names}
+        sources = {name: shipped(name) for name in IN_CHECKOUT}
     missing = [str(path) for path in sources.values() if not path.is_file()]
     if missing:
         what = f"{args.source} is not an asyncphp checkout" if args.source else "the package is incomplete"
