@@ -7,28 +7,119 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
+import re
 import sys
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Literal, overload
 
 import redis
 
 from asyncphp import redisurl
 from asyncphp.redisurl import redact
+from asyncphp.wire import scripts
 from asyncphp.wire.body import reject_json_constant
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_CHANNEL = "commands"
-DEFAULT_MAXLEN = 1_000_000  # entries a stream keeps, approximately (XADD MAXLEN ~)
+DEFAULT_MAXLEN = scripts.DEFAULT_MAXLEN
+DEFAULT_UNIQUE_FOR = 3600.0  # seconds a unique job's guard holds at most
 CONNECT_TIMEOUT = 2.0  # seconds, as the original caller
 
 EXIT_DELIVERED = 0
 EXIT_NO_SUBSCRIBER = 1
+EXIT_NOT_ADDED = 3  # a job with the same unique key holds its guard
 EXIT_USAGE = 2  # argparse's own
 EXIT_BAD_PAYLOAD = 65  # sysexits EX_DATAERR
 EXIT_UNREACHABLE = 69  # sysexits EX_UNAVAILABLE
+
+
+@dataclass(frozen=True, slots=True)
+class Enqueued:
+    """What :func:`enqueue` did."""
+
+    id: str  # the stream entry's id; "d<n>" for a job waiting until it is due
+    added: bool  # False: a job with the same unique key holds its guard; ``id`` is that job's
+    due_at: datetime | None  # when it was due, if delayed or scheduled (Redis's clock)
+
+
+def enqueue(
+    message: Mapping[str, Any],
+    *,
+    stream: str = DEFAULT_CHANNEL,
+    redis_url: str = DEFAULT_REDIS_URL,
+    maxlen: int = DEFAULT_MAXLEN,
+    delay: float | None = None,
+    at: datetime | None = None,
+    unique_key: str | None = None,
+    unique_for: float = DEFAULT_UNIQUE_FOR,
+    unique_until: Literal["processed", "expiry"] = "processed",
+    client: redis.Redis | None = None,
+) -> Enqueued:
+    """Add ``message`` to the Redis stream a daemon reads (``--stream``): at once, or after
+    ``delay`` seconds, or at ``at``; and, with ``unique_key``, only if no job with that key holds
+    its guard.
+
+    A delayed job waits in Redis (a sorted set beside the stream); the daemons move it into the
+    stream when it is due. The worker sees its due time as ``$_SERVER['ASYNCPHP_DUE_AT']``
+    (seconds since the epoch). A unique job's guard is set in the same atomic step as the add,
+    and holds for ``unique_for`` seconds, or (``unique_until="processed"``, the default) until
+    the job is acknowledged or dead-lettered, whichever comes first.
+
+    Args:
+        message: a JSON-serialisable mapping; the worker receives it as ``$_POST``.
+        stream: the stream the daemon reads.
+        redis_url: ``redis://``, ``rediss://``, ``unix://`` or ``redis+sentinel://`` URL.
+        maxlen: the stream is trimmed to about this many entries.
+        delay: seconds from now (by Redis's clock) before the job may run.
+        at: an aware datetime before which the job may not run; in the past, it runs now.
+        unique_key: no second job with this key is added while the first holds the guard.
+        unique_for: seconds the guard holds at most.
+        unique_until: ``"processed"`` releases the guard when the job is settled,
+            ``"expiry"`` only when ``unique_for`` has run out.
+        client: a redis-py client to use instead of connecting to ``redis_url``.
+
+    Raises:
+        TypeError, ValueError: ``message`` cannot be serialised to a JSON object, or a time is
+            invalid (``delay`` negative, ``at`` naive, ``unique_for`` not positive).
+        redis.RedisError: Redis is unreachable or refused the command.
+    """
+    payload = _json(message)
+    delay_ms, at_ms = -1, -1
+    if delay is not None and at is not None:
+        raise ValueError("give delay or at, not both")
+    if delay is not None:
+        if not 0 <= delay < math.inf:
+            raise ValueError(f"delay must be a number of seconds from 0, not {delay!r}")
+        delay_ms = round(delay * 1000)
+    if at is not None:
+        if at.tzinfo is None or at.utcoffset() is None:
+            raise ValueError(f"at must be an aware datetime (with a time zone), not {at.isoformat()}")
+        at_ms = max(0, round(at.timestamp() * 1000))
+    if unique_key is not None and (not unique_key or not 0 < unique_for < math.inf):
+        raise ValueError("unique_key must be non-empty and unique_for a positive number of seconds")
+    if unique_until not in ("processed", "expiry"):
+        raise ValueError(f"unique_until must be 'processed' or 'expiry', not {unique_until!r}")
+    keys = scripts.Keys(stream)
+    own = client is None
+    if client is None:
+        client = redisurl.client(
+            redis_url, socket_connect_timeout=CONNECT_TIMEOUT, socket_timeout=CONNECT_TIMEOUT
+        )
+    try:
+        reply = client.register_script(scripts.ADD)(
+            keys=[*keys.moving(), keys.seq, keys.guard(unique_key or "")],
+            args=[payload, maxlen, delay_ms, at_ms, unique_key or "", round(unique_for * 1000), unique_until],
+        )
+    finally:
+        if own:
+            client.close()
+    done = scripts.added(reply)
+    due = datetime.fromtimestamp(done.due_ms / 1000, UTC) if done.due_ms >= 0 else None
+    return Enqueued(done.id, done.added, due)
 
 
 @overload
@@ -60,7 +151,8 @@ def publish(
 
     Pub/sub does not store messages: when this returns 0, nobody was subscribed and the job is
     gone. With ``durable``, the message is added to the Redis stream named ``channel`` instead,
-    where it waits for a daemon reading that stream (``--stream``), and is run once.
+    where it waits for a daemon reading that stream (``--stream``), and is run once. For delayed,
+    scheduled and unique jobs, see :func:`enqueue`.
 
     Args:
         message: a JSON-serialisable mapping; the worker receives it as ``$_POST``.
@@ -76,7 +168,7 @@ def publish(
         TypeError, ValueError: ``message`` cannot be serialised to a JSON object.
         redis.RedisError: Redis is unreachable or refused the command.
     """
-    payload = json.dumps(dict(message), ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    payload = _json(message)
     client = redisurl.client(
         redis_url, socket_connect_timeout=CONNECT_TIMEOUT, socket_timeout=CONNECT_TIMEOUT
     )
@@ -87,6 +179,10 @@ def publish(
         return int(client.publish(channel, payload))
     finally:
         client.close()
+
+
+def _json(message: Mapping[str, Any]) -> str:
+    return json.dumps(dict(message), ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 
 
 def php_date_c(now: datetime | None = None) -> str:
@@ -123,18 +219,50 @@ def build_payload(data: str | None, pairs: Sequence[str], stdin: Any = None) -> 
     return message
 
 
+DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|min|h|d)?$")
+UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def duration(text: str) -> float:
+    """``30``, ``30s``, ``250ms``, ``5m``, ``2h``, ``1d`` → seconds."""
+    match = DURATION.match(text.strip())
+    if not match:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration such as 30s, 250ms, 5m, 2h")
+    return float(match[1]) * UNITS[match[2] or "s"]
+
+
+def moment(text: str) -> datetime:
+    """An ISO 8601 time with its offset: ``2026-12-01T10:00:00+01:00``."""
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO 8601 time") from None
+    if when.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"{text!r} has no UTC offset: add one, e.g. +01:00 or Z")
+    return when
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="asyncphp-publish",
         description="Publish one job for the asyncphp daemon. With no payload, publishes "
         '{"timestamp": "<now, ISO 8601>"} like the original caller.',
         epilog=f"""With --stream the message is added to that Redis stream (durable mode) and its entry
-id is printed; it waits there for a daemon started with --stream.
+id is printed; it waits there for a daemon started with --stream. --delay, --at and --unique
+imply the durable mode (the stream is --stream, else --channel's name):
+
+  asyncphp publish --stream mail --delay 30s to=ann@example.com
+  asyncphp publish --stream reports --at 2026-12-01T10:00:00+01:00 report=daily
+  asyncphp publish --stream mail --unique welcome:42 --unique-for 10m user=42
+
+A delayed job's id is d<n> (see asyncphp delayed); a unique job already held prints the
+holder's id, says so on stderr, and exits {EXIT_NOT_ADDED}.
 
 exit status:
   {EXIT_DELIVERED}   delivered to at least one subscriber (or added to the stream)
   {EXIT_NO_SUBSCRIBER}   nobody is subscribed: pub/sub dropped the message
   {EXIT_USAGE}   bad command line
+  {EXIT_NOT_ADDED}   not added: a job with the same unique key holds its guard
   {EXIT_BAD_PAYLOAD}  the payload is not a JSON object
   {EXIT_UNREACHABLE}  Redis is unreachable or refused the command""",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -158,6 +286,23 @@ exit status:
         default=DEFAULT_MAXLEN,
         help="with --stream: keep about this many entries (%(default)s)",
     )
+    when = parser.add_mutually_exclusive_group()
+    when.add_argument("--delay", type=duration, metavar="DURATION", help="run no sooner than this from now")
+    when.add_argument("--at", type=moment, metavar="TIME", help="run no sooner than this ISO 8601 time")
+    parser.add_argument("--unique", metavar="KEY", help="add only if no job with this key holds its guard")
+    parser.add_argument(
+        "--unique-for",
+        type=duration,
+        default=DEFAULT_UNIQUE_FOR,
+        metavar="DURATION",
+        help="the longest the guard holds (default: 1h)",
+    )
+    parser.add_argument(
+        "--unique-until",
+        choices=("processed", "expiry"),
+        default="processed",
+        help="release the guard when the job is settled (default), or only at --unique-for's end",
+    )
     return parser
 
 
@@ -169,6 +314,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"asyncphp-publish: {exc}", file=sys.stderr)
         return EXIT_BAD_PAYLOAD
     try:
+        if args.delay is not None or args.at is not None or args.unique is not None:
+            done = enqueue(
+                message, stream=args.stream or args.channel, redis_url=args.redis_url, maxlen=args.maxlen,
+                delay=args.delay, at=args.at, unique_key=args.unique, unique_for=args.unique_for,
+                unique_until=args.unique_until,
+            )  # fmt: skip
+            print(done.id)
+            if not done.added:
+                print(
+                    f"asyncphp-publish: not added: job {done.id} holds the unique key {args.unique!r}",
+                    file=sys.stderr,
+                )
+                return EXIT_NOT_ADDED
+            return EXIT_DELIVERED
         if args.stream:
             print(
                 publish(

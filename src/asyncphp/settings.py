@@ -21,6 +21,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, TypeVar
 
 from asyncphp import __version__
+from asyncphp.core.reading import Lane, Lanes, Priority, Rate
 from asyncphp.redisurl import validate as validate_redis_url
 
 DEFAULT_CONFIG = Path("/etc/asyncphp/daemon.toml")
@@ -84,6 +85,60 @@ def _channels(value: Any) -> tuple[str, ...]:
     if not isinstance(items, (list, tuple)) or not items:
         raise ValueError(f"expected a non-empty list of channel names, got {value!r}")
     return tuple(_string(item.strip() if isinstance(item, str) else item) for item in items)
+
+
+def _priority(value: Any) -> Priority:
+    text = _string(value).lower()
+    try:
+        return Priority(text)
+    except ValueError:
+        raise ValueError(f"{value!r} is not one of {', '.join(p.value for p in Priority)}") from None
+
+
+def _weights(value: Any) -> tuple[int, ...]:
+    """``6:3:1`` (or a TOML list) → (6, 3, 1); ``""`` → ()."""
+    if value == "" or value == []:
+        return ()
+    if isinstance(value, (list, tuple)) and all(isinstance(item, str) for item in value):
+        value = ":".join(value)  # repeated flags
+    items = value.split(":") if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)):
+        raise ValueError(f"expected weights such as 6:3:1, got {value!r}")
+    return tuple(_count(1)(item.strip() if isinstance(item, str) else item) for item in items)
+
+
+def _per_stream(parse: Callable[[Any], T]) -> Callable[[Any], tuple[tuple[str, T], ...]]:
+    """``name=value,name=value`` (or a TOML table) → ((name, value), …)."""
+
+    def per_stream(value: Any) -> tuple[tuple[str, T], ...]:
+        if value == "" or value == {}:
+            return ()
+        if isinstance(value, (list, tuple)) and all(isinstance(item, str) for item in value):
+            value = ",".join(value)  # repeated flags
+        if isinstance(value, dict):
+            pairs = list(value.items())
+        elif isinstance(value, str):
+            pairs = []
+            for item in value.split(","):
+                name, sep, text = item.partition("=")
+                if not sep or not name.strip():
+                    raise ValueError(f"{item.strip()!r} is not stream=value")
+                pairs.append((name.strip(), text.strip()))
+        else:
+            raise ValueError(f"expected stream=value pairs, got {value!r}")
+        out = []
+        for name, item in pairs:
+            try:
+                out.append((_string(name), parse(item)))
+            except ValueError as exc:
+                raise ValueError(f"stream {name}: {exc}") from None
+        return tuple(out)
+
+    return per_stream
+
+
+def _rate(value: Any) -> Rate:
+    return Rate.parse(_string(value))
 
 
 def _fpm_socket(value: Any) -> PoolAddress:
@@ -232,6 +287,33 @@ class Settings:
     retry_delay: float = setting(
         1.0, _seconds, "seconds before a failed stream entry is retried, doubling each time"
     )
+    # Scheduling between the streams, in the order they are given.
+    priority: Priority = setting(  # noqa: RUF009 (an enum member: immutable)
+        Priority.NONE,
+        _priority,
+        "how several streams share the pool: none (read alike), strict (each stream only when every "
+        "one before it is empty), weighted (shares by --weights)",
+    )
+    weights: tuple[int, ...] = setting(
+        (), _weights, "with priority weighted: one whole weight per stream, in order, e.g. 6:3:1"
+    )
+    stream_max_in_flight: tuple[tuple[str, int], ...] = setting(
+        (),
+        _per_stream(_count(1)),
+        "jobs of a stream running (or queued, or waiting for a retry) at once, e.g. reports=2,mail=3",
+    )
+    stream_rate: tuple[tuple[str, Rate], ...] = setting(
+        (),
+        _per_stream(_rate),
+        "jobs of a stream started per second (or minute, hour) by all daemons on this Redis together, "
+        "e.g. mail=100/s,sms=20/min; the others wait in the stream",
+    )
+    move_delayed: bool = setting(
+        True,
+        _switch,
+        "move the streams' delayed jobs into them when due (off: other daemons do; the worker sees "
+        "ASYNCPHP_DUE_AT)",
+    )
     # setting() returns a dataclasses.field, and PoolAddress is frozen, so the default is shared safely.
     fpm_socket: PoolAddress = setting(  # noqa: RUF009
         PoolAddress(socket.AF_UNIX, "/run/php/asyncphp-commands.sock"),
@@ -305,6 +387,19 @@ class Settings:
         "instead of a line on stderr",
     )
 
+    @property
+    def lanes(self) -> Lanes:
+        """The streams as reading sees them (validated by :func:`load`)."""
+        limits, rates = dict(self.stream_max_in_flight), dict(self.stream_rate)
+        weights = self.weights or (1,) * len(self.streams)
+        return Lanes(
+            tuple(
+                Lane(stream, weight, limits.get(stream, 0), rates.get(stream))
+                for stream, weight in zip(self.streams, weights, strict=True)
+            ),
+            self.priority,
+        )
+
 
 @dataclass(frozen=True)
 class Setting:
@@ -350,7 +445,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--config", type=Path, help=f"TOML file (default: {DEFAULT_CONFIG} if it exists)")
     for s in SETTINGS:
         shown = ", ".join(s.default) if s.repeatable else s.default
-        if shown == "":
+        if isinstance(shown, Priority):
+            shown = shown.value
+        if shown == "" or shown == ():
             shown = '""'  # "(default: ; …" reads as a typo
         p.add_argument(
             s.flag,
@@ -410,6 +507,7 @@ def load(
             values[key] = _BY_NAME[key].parse(value)
         except ValueError as exc:
             raise SettingsError(f"invalid setting {key} (from {source}): {exc}") from None
+    _check_streams(values)
     if values.get("streams") and "channels" not in values:
         values["channels"] = ()  # --stream alone means the durable mode instead of pub/sub
     if not values.get("consumer"):
@@ -420,3 +518,24 @@ def load(
         if candidate.exists():
             values["redis_password_file"] = str(candidate)
     return Settings(**values)
+
+
+def _check_streams(values: dict[str, Any]) -> None:
+    """The settings that name streams, against the streams."""
+    streams = values.get("streams", ())
+    for name in ("stream_max_in_flight", "stream_rate"):
+        for stream, _ in values.get(name, ()):
+            if stream not in streams:
+                listed = ", ".join(streams) or "none"
+                raise SettingsError(
+                    f"invalid setting {name}: {stream!r} is not one of the streams ({listed})"
+                )
+    weights = values.get("weights", ())
+    if values.get("priority") is Priority.WEIGHTED:
+        if len(weights) != len(streams):
+            raise SettingsError(
+                f"invalid setting weights: priority weighted needs one weight per stream, in order "
+                f"({len(streams)}: {', '.join(streams) or 'none'}), got {len(weights)}"
+            )
+    elif weights:
+        raise SettingsError("invalid setting weights: given without priority weighted")

@@ -42,6 +42,7 @@ class Message:
     # A request lost before any answer is retried by the dispatcher itself (pub/sub: nothing else
     # keeps the message); a stream entry's is not: its ledger retries it, counted by Redis.
     retry_here: bool = True
+    due_at: str = ""  # a delayed job's due time (seconds since the epoch), for the worker
 
 
 @dataclass(slots=True)
@@ -55,6 +56,7 @@ class Job:
     origin: Origin = NOWHERE
     message_id: str = ""
     payload: bytes = b""  # the message as received, for a spill file (pub/sub) or a log line
+    due_at: str = ""  # a delayed job's due time, as ASYNCPHP_DUE_AT
     last_error: str = ""  # why the pool could not take it last time
     counted: bool = False  # counted as dispatched (once per delivery, whatever the retries)
 

@@ -19,10 +19,14 @@ from __future__ import annotations
 
 import enum
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from asyncphp.core.jobs import Job, Message, Origin, Outcome, Result
+from asyncphp.core.reading import Give, Lanes, Read, ReadCommand, Reader, Take, Unblock
 from asyncphp.wire.replies import StreamEntry
+
+__all__ = ["Give", "Read", "Take", "Unblock"]  # read commands, sent like the ledger's own
 
 RETRY_DELAY_CAP = 300.0  # seconds
 COMPLETED = Result(Outcome.COMPLETED)
@@ -65,6 +69,8 @@ class Entry:
     result: Result = COMPLETED  # why, for a dead letter
     resent: bool = False  # its settle was lost with a connection: a dead letter only if still pending
     job: Job | None = None  # the job again, for a retry: decoded and counted once
+    due_at: str = ""  # a delayed job's due time, for the worker
+    guard: str = ""  # a unique job's guard key, released once its settle is confirmed
 
 
 # What to send. The stream source turns each into Redis commands and reports the replies.
@@ -101,16 +107,19 @@ class Claim:
 
 
 @dataclass(frozen=True, slots=True)
-class Read:
-    count: int
-
-
-@dataclass(frozen=True, slots=True)
 class QueryLag:
     stream: str
 
 
-Command = Ack | Bury | Redeliver | Touch | Claim | Read | QueryLag
+@dataclass(frozen=True, slots=True)
+class Unlock:
+    """Release a unique job's guard, if this entry still holds it."""
+
+    guard: str
+    id: str
+
+
+Command = Ack | Bury | Redeliver | Touch | Claim | QueryLag | ReadCommand
 
 
 # What became of an entry, for the source to carry out (and log).
@@ -159,10 +168,16 @@ class Policy:
     retry_delay: float = 1.0
 
 
+BUSY = frozenset({Hold.RUNNING, Hold.WAITING, Hold.REDELIVERING})  # what a stream's max_in_flight counts
+
+
 class Ledger:
-    def __init__(self, streams: tuple[str, ...], policy: Policy, origin: Origin) -> None:
+    def __init__(
+        self, streams: tuple[str, ...], policy: Policy, origin: Origin, lanes: Lanes | None = None
+    ) -> None:
         self.streams = streams
         self.policy = policy
+        self.reader = Reader(lanes or Lanes.even(streams))
         self._origin = origin  # what jobs made from these entries report their end to
         self._held: dict[tuple[str, str], Entry] = {}
         # Kept apart as well, so that plan(), called every turn of the loop, scans nothing: the
@@ -172,8 +187,7 @@ class Ledger:
         self._waiting: list[Entry] = []
         self.last_read: dict[str, str] = {}  # the newest id delivered to us per stream, for a lost group
         self._claim_from: dict[str, str] = {}
-        self.reading = False
-        self._claiming: set[str] = set()
+        self._claiming: dict[str, int] = {}  # stream → entries its claim out may bring
         self.stopped = False
         self._next_touch = 0.0
         self._next_claim = 0.0
@@ -194,6 +208,20 @@ class Ledger:
     def entry(self, stream: str, entry_id: str) -> Entry | None:
         return self._held.get((stream, entry_id))
 
+    @property
+    def reading(self) -> bool:
+        """An XREADGROUP is out: entries may still arrive for this consumer."""
+        return self.reader.reading
+
+    def busy(self) -> dict[str, int]:
+        """Per stream: entries held and not ended (queued, running, waiting for a retry), and
+        those a claim out may bring; what a stream's max_in_flight counts."""
+        counts = dict(self._claiming)
+        for entry in self._held.values():
+            if entry.hold in BUSY:
+                counts[entry.stream] = counts.get(entry.stream, 0) + 1
+        return counts
+
     # Entries in.
 
     def take(self, stream: str, found: StreamEntry, deliveries: int, now: float) -> Decision:
@@ -203,8 +231,13 @@ class Ledger:
             return Ignored()
         if _newer(found.id, self.last_read.get(stream, "0-0")):
             self.last_read[stream] = found.id
-        payload = found.fields.get(b"payload")
+        fields = found.fields
+        payload = fields.get(b"payload")
         entry = Entry(stream, found.id, payload or b"", deliveries, now)
+        if b"due_at" in fields:
+            entry.due_at = fields[b"due_at"].decode(errors="replace")
+        if b"unique" in fields:
+            entry.guard = fields[b"unique"].decode(errors="replace")
         self._held[key] = entry
         if payload is None:
             reason = "the entry has no payload field"
@@ -257,10 +290,14 @@ class Ledger:
 
     # Replies.
 
-    def confirmed(self, entry: Entry) -> None:
-        """Redis confirmed the entry's settle: it is no longer ours to care about."""
+    def confirmed(self, entry: Entry) -> Unlock | None:
+        """Redis confirmed the entry's settle: it is no longer ours to care about. A unique job's
+        guard is released now, not before: a job still pending may run again."""
         if self._held.get((entry.stream, entry.id)) is entry and entry.hold is Hold.SETTLING:
             del self._held[(entry.stream, entry.id)]
+            if entry.guard:
+                return Unlock(entry.guard, entry.id)
+        return None
 
     def refused(self, entry: Entry) -> None:
         """Redis refused the settle (no room, wrong key type, an ACL): the entry stays pending, to
@@ -292,19 +329,20 @@ class Ledger:
         job.received, job.last_error, job.counted = now, "", False
         return Deliver(self._message(entry), job)
 
-    def read_done(self) -> None:
-        self.reading = False
+    def read_done(self, got: Mapping[str, int]) -> None:
+        """The read out came back with ``got`` entries per stream (none: failed, or timed out)."""
+        self.reader.read_done(got)
 
     def claim_done(self, stream: str, cursor: str) -> None:
         """An XAUTOCLAIM came back: follow its scan next turn until it wraps to 0-0."""
-        self._claiming.discard(stream)
+        self._claiming.pop(stream, None)
         self._claim_from[stream] = cursor
         if cursor != "0-0":
             self._next_claim = 0.0
 
     def lost(self) -> None:
         """The connection died: whatever was sent and not confirmed is sent again once back."""
-        self.reading = False
+        self.reader.lost()
         self._claiming.clear()
         for entry in self._held.values():
             if entry.hold is Hold.SETTLING:
@@ -359,18 +397,20 @@ class Ledger:
         if now >= self._next_touch:
             self._next_touch = now + self.policy.claim_idle / 4
             commands += self._touch(now)
+        busy = self.busy() if self.reader.lanes.limited else {}
         if not self._claiming and now >= self._next_claim and free > 0:
             self._next_claim = now + self.policy.claim_idle / 2
-            count = max(1, free // len(self.streams))
-            for stream in self.streams:
-                self._claiming.add(stream)
-                commands.append(Claim(stream, self._claim_from.get(stream, "0-0"), count))
+            share = max(1, free // len(self.streams))
+            for lane in self.reader.lanes.lanes:
+                count = min(share, self.reader.room(lane, free, busy))
+                if count > 0:
+                    self._claiming[lane.stream] = count
+                    commands.append(Claim(lane.stream, self._claim_from.get(lane.stream, "0-0"), count))
+            busy = self.busy() if self.reader.lanes.limited else {}
         if now >= self._next_lag:
             self._next_lag = now + LAG_INTERVAL
             commands += [QueryLag(stream) for stream in self.streams]
-        if not self.reading and free > 0:
-            self.reading = True
-            commands.append(Read(max(1, free // len(self.streams))))
+        commands += self.reader.plan(now, free, busy)
         return commands
 
     def wake_at(self, free: int) -> float:
@@ -378,9 +418,12 @@ class Ledger:
         settles = self._settle_due if self._to_settle else math.inf
         if self.stopped and self._to_settle:
             return -math.inf
-        if not self._waiting or free <= 0 or self.stopped:
+        if self.stopped:
             return settles
-        return min(settles, min(e.due for e in self._waiting))
+        wakes = [settles, self.reader.wake_at() if free > 0 else math.inf]
+        if self._waiting and free > 0:
+            wakes.append(min(e.due for e in self._waiting))
+        return min(wakes)
 
     def _touch(self, now: float) -> list[Command]:
         """Reset the idle time of entries held here for a while, so nobody claims them from us."""
@@ -395,8 +438,9 @@ class Ledger:
         # No retries by the dispatcher itself: a failed delivery comes back here, to wait and be
         # counted by Redis.
         return Message(
-            entry.stream, entry.payload, self._origin, entry.id, entry.deliveries, retry_here=False
-        )
+            entry.stream, entry.payload, self._origin, entry.id, entry.deliveries, retry_here=False,
+            due_at=entry.due_at,
+        )  # fmt: skip
 
 
 def id_key(entry_id: str) -> tuple[int, int]:

@@ -106,7 +106,7 @@ class Daemon:
             streams = StreamSource(
                 url, password_file, settings.streams, group=settings.group, consumer=settings.consumer,
                 policy=policy, deliver=self._on_entry, resubmit=self._resubmit, counters=self.counters,
-                metrics=self.metrics, log=self.log,
+                metrics=self.metrics, log=self.log, lanes=settings.lanes, move_delayed=settings.move_delayed,
             )  # fmt: skip
             sources.append(streams)
         if settings.heartbeat_interval:
@@ -222,7 +222,7 @@ class Daemon:
         job = Job(
             self._last_job_id, message.channel, body, time.monotonic(), attempt=message.attempt,
             max_attempt=self.settings.max_attempts if message.retry_here else 0, origin=message.origin,
-            message_id=message.message_id, payload=message.payload,
+            message_id=message.message_id, payload=message.payload, due_at=message.due_at,
         )  # fmt: skip
         if replayed or self.dispatcher.has_room(len(body)):
             self.dispatcher.submit(job)
@@ -274,7 +274,7 @@ class Daemon:
         return (d.free > 0 or d.queued < s.max_queued // 2) and d.queued_bytes < s.max_queued_bytes // 2
 
     def _request(self, job: Job) -> bytes:
-        return self.requests.build(job.id, job.channel, job.body, job.attempt, job.message_id)
+        return self.requests.build(job.id, job.channel, job.body, job.attempt, job.message_id, job.due_at)
 
     def _keep(self, jobs: list[Job]) -> list[Job]:
         """Jobs the pool could not be reached for in retry_for, oldest first: the pub/sub ones

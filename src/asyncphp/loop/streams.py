@@ -33,17 +33,19 @@ from asyncphp.core.ledger import (
     Ledger,
     Policy,
     QueryLag,
-    Read,
     Redeliver,
     Released,
     Retrying,
     Touch,
+    Unlock,
     id_key,
 )
+from asyncphp.core.reading import Give, Lanes, Rate, Read, Take, Unblock
+from asyncphp.core.schedule import Move, Schedule
 from asyncphp.logfmt import preview
 from asyncphp.loop.redislink import Link, Reply
 from asyncphp.ops.metrics import Metrics
-from asyncphp.wire import replies
+from asyncphp.wire import replies, scripts
 from asyncphp.wire.replies import ReplyError
 
 DEAD_SUFFIX = ":dead"
@@ -99,13 +101,17 @@ class StreamSource:
         counters: Counters,
         metrics: Metrics,
         log: logging.Logger,
+        lanes: Lanes | None = None,
+        move_delayed: bool = True,
     ) -> None:
         self.streams = streams
         self.group = group
         self.consumer = consumer
         self.what = f"stream {', '.join(streams)} (group {group}, consumer {consumer})"
         self.announce = True
-        self.ledger = Ledger(streams, policy, self)
+        self.ledger = Ledger(streams, policy, self, lanes)
+        self.lanes = self.ledger.reader.lanes
+        self.schedule = Schedule(streams if move_delayed else ())
         self._deliver = deliver
         self._resubmit = resubmit
         self._counters = counters
@@ -159,6 +165,7 @@ class StreamSource:
         self.writer.start()
         self._opened = True
         self.ledger.lost()  # anything sent before and unconfirmed goes again
+        self.schedule.lost()
         self._read_sent = math.inf
         return where
 
@@ -223,16 +230,21 @@ class StreamSource:
         self.reader.close()
         self.writer.close()
         self.ledger.lost()  # no read is out any more, and what was unconfirmed goes again
+        self.schedule.lost()
 
     # Work.
 
     def tick(self, now: float, free: int) -> None:
-        """Send what the ledger says is due: settles, retries, touches, claims, lag, a read."""
+        """Send what the ledger says is due (settles, retries, touches, claims, lag, reads), and
+        the moves of delayed jobs that are due."""
         for command in self.ledger.plan(now, free):
             self._send(command)
+        if not self.ledger.stopped:
+            for move in self.schedule.plan(now):
+                self._move(move)
 
     def wake_at(self, free: int) -> float:
-        return self.ledger.wake_at(free)
+        return min(self.ledger.wake_at(free), self.schedule.wake_at())
 
     def _send(self, command: Command) -> None:
         if isinstance(command, Ack):
@@ -266,29 +278,83 @@ class StreamSource:
             )
         elif isinstance(command, Read):
             self._read_sent = time.monotonic()
+            block = ("BLOCK", BLOCK_MS) if command.block else ()
             self.reader.send(
-                "XREADGROUP", "GROUP", self.group, self.consumer, "COUNT", command.count, "BLOCK", BLOCK_MS,
-                "STREAMS", *self.streams, *[">"] * len(self.streams), on_reply=self._on_entries,
+                "XREADGROUP", "GROUP", self.group, self.consumer, "COUNT", command.count, *block,
+                "STREAMS", *command.streams, *[">"] * len(command.streams), on_reply=self._on_entries,
             )  # fmt: skip
+        elif isinstance(command, (Take, Give)):
+            rate = self._rate(command.stream)
+            count = command.count if isinstance(command, Take) else -command.count
+            self.writer.send(
+                "EVAL", scripts.TAKE, 1, scripts.Keys(command.stream).rate, repr(rate.per_second / 1000),
+                rate.burst, count, on_reply=functools.partial(self._taken, command),
+            )  # fmt: skip
+        elif isinstance(command, Unblock) and self._reader_id:  # else it ends when its BLOCK runs out
+            self.writer.send("CLIENT", "UNBLOCK", self._reader_id, on_reply=_ignore)
+
+    def _rate(self, stream: str) -> Rate:
+        for lane in self.lanes.lanes:
+            if lane.stream == stream and lane.rate is not None:
+                return lane.rate
+        raise KeyError(stream)
+
+    def _move(self, move: Move) -> None:
+        keys = scripts.Keys(move.stream)
+        self.writer.send(
+            "EVAL", scripts.MOVE, 4, *keys.moving(), scripts.MOVE_BATCH, scripts.DEFAULT_MAXLEN,
+            on_reply=functools.partial(self._moved, move.stream),
+        )  # fmt: skip
 
     # Replies.
 
     def _on_entries(self, reply: Reply) -> None:
         self._read_sent = math.inf
-        self.ledger.read_done()
         if isinstance(reply, ReplyError):
+            self.ledger.read_done({})
             if reply.code != "NOGROUP":  # reading is this source's purpose: try again, visibly
                 raise redis.ConnectionError(f"XREADGROUP refused: {reply}")
             self._recreate_groups()
             return
+        read = replies.xreadgroup(reply)
+        self.ledger.read_done({stream: len(entries) for stream, entries in read})
         now = time.monotonic()
         # Also while stopping: the read was out when the stop came, and its entries are pending
         # for this consumer now, where nobody else could take them before claim_idle. They run
         # within the drain like the queued ones (a read asks for no more than the pool's free
         # slots and, for quick jobs only, a little more); what the drain does not finish is said.
-        for stream, entries in replies.xreadgroup(reply):
+        for stream, entries in read:
             for found in entries:
                 self._carry_out(self.ledger.take(stream, found, 1, now))
+
+    def _taken(self, command: Take | Give, reply: Reply) -> None:
+        if isinstance(command, Give):
+            return  # tokens not given back are only lost to the rate: said by nothing
+        if isinstance(reply, ReplyError):
+            self.ledger.reader.taken(command.stream, 0, 1.0, time.monotonic())
+            self._refused_by_redis(reply, f"the rate script of {command.stream}")
+            return
+        taken = scripts.taken(reply)
+        self.ledger.reader.taken(command.stream, taken.granted, taken.wait, time.monotonic())
+
+    def _moved(self, stream: str, reply: Reply) -> None:
+        now = time.monotonic()
+        if isinstance(reply, ReplyError):
+            self.schedule.failed(stream, now)
+            self._refused_by_redis(reply, f"the move of delayed jobs into {stream}")
+            return
+        moved = scripts.moved(reply)
+        self.schedule.moved(stream, len(moved.ids), moved.next_due_in, now)
+        if moved.ids:
+            self._log.debug("moved %d delayed job(s) into %s", len(moved.ids), stream)
+
+    def _unlock(self, unlock: Unlock | None) -> None:
+        if unlock is not None:
+            self.writer.send("EVAL", scripts.UNLOCK, 1, unlock.guard, unlock.id, on_reply=self._unlocked)
+
+    def _unlocked(self, reply: Reply) -> None:
+        if isinstance(reply, ReplyError):
+            self._refused_by_redis(reply, "the release of a unique job's guard (it expires at unique_for)")
 
     def _claimed(self, stream: str, reply: Reply) -> None:
         if isinstance(reply, ReplyError):
@@ -332,9 +398,12 @@ class StreamSource:
     def _acked(self, command: Ack, reply: Reply) -> None:
         entries = [self.ledger.entry(command.stream, entry_id) for entry_id in command.ids]
         for entry in entries:
-            if entry is not None:
-                # Refused, they stay pending in Redis, to be claimed and settled again later.
-                (self.ledger.refused if isinstance(reply, ReplyError) else self.ledger.confirmed)(entry)
+            if entry is None:
+                continue
+            if isinstance(reply, ReplyError):
+                self.ledger.refused(entry)  # it stays pending in Redis, claimed and settled later
+            else:
+                self._unlock(self.ledger.confirmed(entry))
         if isinstance(reply, ReplyError):
             self._refused_by_redis(reply, f"XACK of {len(command.ids)} entries (left pending)")
 
@@ -362,7 +431,7 @@ class StreamSource:
             )  # fmt: skip
             self.ledger.refused(entry)
             return
-        self.ledger.confirmed(entry)
+        self._unlock(self.ledger.confirmed(entry))
         if reply is None:
             self._log.warning(
                 "entry %s of %s: its dead letter was sent before a lost connection and is not pending any "

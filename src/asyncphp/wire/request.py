@@ -39,12 +39,19 @@ class RequestBuilder:
         self._constant = encode_params((k.encode(), v.encode()) for k, v in constant.items())
 
     def build(
-        self, request_id: int, channel: str, body: bytes, attempt: int = 1, message_id: str = ""
+        self,
+        request_id: int,
+        channel: str,
+        body: bytes,
+        attempt: int = 1,
+        message_id: str = "",
+        due_at: str = "",
     ) -> bytes:
         """The whole request for one job; ``request_id``, ``channel`` and ``attempt`` reach the
         worker as ``$_SERVER['ASYNCPHP_REQUEST_ID']``, ``['ASYNCPHP_CHANNEL']`` and
         ``['ASYNCPHP_ATTEMPT']`` (above 1 when the pool dropped an earlier attempt, or a stream entry is
-        delivered again), and a stream entry's id as ``['ASYNCPHP_MESSAGE_ID']``."""
+        delivered again), a stream entry's id as ``['ASYNCPHP_MESSAGE_ID']``, and a delayed job's
+        due time (seconds since the epoch, to the ms) as ``['ASYNCPHP_DUE_AT']``."""
         varying = encode_params(
             (
                 (b"CONTENT_LENGTH", b"%d" % len(body)),
@@ -52,6 +59,7 @@ class RequestBuilder:
                 (b"ASYNCPHP_REQUEST_ID", b"%d" % request_id),
                 (b"ASYNCPHP_ATTEMPT", b"%d" % attempt),
                 *([(b"ASYNCPHP_MESSAGE_ID", message_id.encode())] if message_id else []),
+                *([(b"ASYNCPHP_DUE_AT", due_at.encode())] if due_at else []),
             )
         )
         return encode_request(self._constant + varying, body)

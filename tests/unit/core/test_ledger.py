@@ -219,10 +219,10 @@ def test_the_last_id_read_is_kept_for_a_group_that_vanishes() -> None:
 def test_reads_are_bounded_by_free_slots_and_one_at_a_time() -> None:
     book = ledger()
     assert of(Read, book.plan(0.0, 0)) == []
-    assert of(Read, book.plan(0.0, 3)) == [Read(3)]
+    assert of(Read, book.plan(0.0, 3)) == [Read(("jobs",), 3, block=True)]
     assert of(Read, book.plan(0.1, 3)) == [], "one XREADGROUP out at a time"
-    book.read_done()
-    assert of(Read, book.plan(0.2, 3)) == [Read(3)]
+    book.read_done({})
+    assert of(Read, book.plan(0.2, 3)) == [Read(("jobs",), 3, block=True)]
 
 
 def test_claims_every_half_claim_idle_and_follow_the_scan_until_it_wraps() -> None:

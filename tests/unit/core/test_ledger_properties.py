@@ -166,7 +166,7 @@ class LedgerMachine(RuleBasedStateMachine):
             present = command.entry.id in reply  # type: ignore[operator]
             self._carry_out(self.book.redelivered(command.entry, present, self.now), command.entry.id)
         elif isinstance(command, Read):
-            self.book.read_done()
+            self.book.read_done({})
             for entry_id in reply:  # type: ignore[attr-defined]
                 found = StreamEntry(entry_id, {b"payload": b"{}"} if entry_id[0] != "7" else {})
                 self._carry_out(self.book.take(STREAM, found, 1, self.now), entry_id)

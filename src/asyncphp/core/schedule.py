@@ -1,0 +1,67 @@
+"""When to move delayed jobs into their streams (pure).
+
+Delayed jobs wait in Redis beside their stream (``asyncphp.wire.scripts``). Every daemon reading
+a stream runs the MOVE script when the earliest due time it knows comes; the script moves what
+is due, atomically, and answers with the next due time, which the daemon then sleeps until. Many
+daemons may run it at the same moment: one moves the jobs, the others find nothing.
+
+A job added due sooner than any the daemon knows of is learnt by a refresh: MOVE again after
+REFRESH seconds without one, which also covers a daemon's clock running apart from Redis's
+(the next due time comes as "in so many seconds", by Redis's clock).
+
+Pure: the stream source sends the moves and reports what came back.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from asyncphp.wire.scripts import MOVE_BATCH
+
+REFRESH = 0.5  # seconds: the most a job added due before all others waits to be noticed
+
+
+@dataclass(frozen=True, slots=True)
+class Move:
+    stream: str
+
+
+@dataclass(slots=True)
+class _Stream:
+    due: float = -math.inf  # the earliest due time known (monotonic); -inf: ask at once
+    refresh: float = -math.inf
+    out: bool = False
+
+
+class Schedule:
+    def __init__(self, streams: tuple[str, ...]) -> None:
+        self._streams = {stream: _Stream() for stream in streams}
+
+    def plan(self, now: float) -> list[Move]:
+        moves = []
+        for stream, state in self._streams.items():
+            if not state.out and now >= min(state.due, state.refresh):
+                state.out = True
+                moves.append(Move(stream))
+        return moves
+
+    def moved(self, stream: str, count: int, next_due_in: float, now: float) -> None:
+        """A MOVE came back: ``count`` jobs moved, the next due in ``next_due_in`` s (``inf``: none)."""
+        state = self._streams[stream]
+        state.out = False
+        state.due = now if count >= MOVE_BATCH else now + next_due_in
+        state.refresh = now + REFRESH
+
+    def failed(self, stream: str, now: float) -> None:
+        """A MOVE was refused (an ACL, a script error): asked again at the next refresh."""
+        state = self._streams[stream]
+        state.out, state.refresh = False, now + REFRESH
+        state.due = math.inf
+
+    def wake_at(self) -> float:
+        return min((min(s.due, s.refresh) for s in self._streams.values() if not s.out), default=math.inf)
+
+    def lost(self) -> None:
+        for state in self._streams.values():
+            state.out, state.due = False, -math.inf

@@ -1,0 +1,274 @@
+"""The Lua scripts of the scheduling features, and the keys they use beside a stream (pure).
+
+Each runs atomically in Redis, so that a publisher, any number of daemons and an operator's
+command can act on the same keys at once without a lock. Times are Redis's own (``TIME``):
+publishers and daemons on other hosts never need their clocks to agree.
+
+Beside the stream ``S``, under its name (so that one ACL key pattern, ``S*``, covers them all):
+
+    S:delayed          sorted set: delayed job id → due time (ms since the epoch)
+    S:delayed:jobs     hash: delayed job id → payload
+    S:delayed:unique   hash: delayed job id → "<guard key>\\n<processed|expiry>"
+    S:delayed:seq      counter for delayed job ids (d1, d2, …)
+    S:unique:<key>     a unique job's guard: the id of the job that holds it, with a TTL
+    S:rate             a rate limit's token bucket (tokens, at)
+
+A delayed job becomes a stream entry with the fields ``payload``, ``due_at`` (seconds since the
+epoch, to the ms) and ``delayed_id``; a unique one held until processed also has ``unique`` (its
+guard's key), which the daemon releases when it acknowledges or dead-letters the entry.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+DEFAULT_MAXLEN = 1_000_000  # entries a stream keeps, approximately (XADD MAXLEN ~)
+MOVE_BATCH = 500  # delayed jobs moved by one run of MOVE: a few ms of Redis at most
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    stream: str
+
+    @property
+    def delayed(self) -> str:
+        return self.stream + ":delayed"
+
+    @property
+    def jobs(self) -> str:
+        return self.stream + ":delayed:jobs"
+
+    @property
+    def unique_of(self) -> str:
+        return self.stream + ":delayed:unique"
+
+    @property
+    def seq(self) -> str:
+        return self.stream + ":delayed:seq"
+
+    @property
+    def rate(self) -> str:
+        return self.stream + ":rate"
+
+    def guard(self, unique_key: str) -> str:
+        return f"{self.stream}:unique:{unique_key}"
+
+    def moving(self) -> tuple[str, str, str, str]:
+        """The KEYS of MOVE and CANCEL."""
+        return self.stream, self.delayed, self.jobs, self.unique_of
+
+
+_NOW = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+"""
+
+# KEYS: stream, delayed, jobs, unique_of, seq, guard.
+# ARGV: payload, maxlen, delay ms (-1: none), at ms (-1: none), unique key ('' : none),
+#       unique_for ms, 'processed' | 'expiry'.
+# Returns {added (1/0), id, due ms (-1: none)}: the id of the job added, or of the one holding the
+# guard (then nothing was added). A job due now or in the past goes straight into the stream.
+ADD = (
+    _NOW
+    + """
+local due = -1
+if tonumber(ARGV[3]) >= 0 then
+    due = now + tonumber(ARGV[3])
+elseif tonumber(ARGV[4]) >= 0 then
+    due = tonumber(ARGV[4])
+end
+local unique = ARGV[5] ~= ''
+if unique then
+    local held = redis.call('GET', KEYS[6])
+    if held then
+        return {0, held, -1}
+    end
+end
+local id
+if due > now then
+    id = 'd' .. redis.call('INCR', KEYS[5])
+    redis.call('ZADD', KEYS[2], due, id)
+    redis.call('HSET', KEYS[3], id, ARGV[1])
+    if unique then
+        redis.call('HSET', KEYS[4], id, KEYS[6] .. '\\n' .. ARGV[7])
+    end
+else
+    local fields = {'payload', ARGV[1]}
+    if due >= 0 then
+        table.insert(fields, 'due_at')
+        table.insert(fields, string.format('%.3f', due / 1000))
+    end
+    if unique and ARGV[7] == 'processed' then
+        table.insert(fields, 'unique')
+        table.insert(fields, KEYS[6])
+    end
+    id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', unpack(fields))
+end
+if unique then
+    redis.call('SET', KEYS[6], id, 'PX', ARGV[6])
+end
+return {1, id, due}
+"""
+)
+
+# KEYS: stream, delayed, jobs, unique_of.  ARGV: batch, maxlen, then delayed ids to move now
+# (run-now) instead of those due.
+# Returns {Redis's now ms, the next due ms (-1: none waiting), delayed id, entry id, …}.
+# Every daemon runs it when a due time comes; whoever runs first moves the job, the others find
+# nothing. The move, the removal and the guard's new holder are one step: a daemon killed after
+# it leaves an ordinary entry in the stream, read by whichever consumer reads next.
+MOVE = (
+    _NOW
+    + """
+local ids
+if #ARGV > 2 then
+    ids = {}
+    for i = 3, #ARGV do ids[#ids + 1] = ARGV[i] end
+else
+    ids = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
+end
+local out = {now, -1}
+for _, id in ipairs(ids) do
+    local due = redis.call('ZSCORE', KEYS[2], id)
+    if due then
+        due = math.min(tonumber(due), now)
+        local fields = {}
+        local payload = redis.call('HGET', KEYS[3], id)
+        if payload then
+            fields = {'payload', payload}
+        end
+        table.insert(fields, 'due_at')
+        table.insert(fields, string.format('%.3f', due / 1000))
+        table.insert(fields, 'delayed_id')
+        table.insert(fields, id)
+        local guard, mode
+        local unique = redis.call('HGET', KEYS[4], id)
+        if unique then
+            guard, mode = string.match(unique, '^(.*)\\n(%a+)$')
+            if guard and mode == 'processed' then
+                table.insert(fields, 'unique')
+                table.insert(fields, guard)
+            end
+        end
+        local entry = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', unpack(fields))
+        redis.call('ZREM', KEYS[2], id)
+        redis.call('HDEL', KEYS[3], id)
+        redis.call('HDEL', KEYS[4], id)
+        if guard and redis.call('GET', guard) == id then
+            redis.call('SET', guard, entry, 'KEEPTTL')
+        end
+        out[#out + 1] = id
+        out[#out + 1] = entry
+    end
+end
+local first = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
+if first[2] then
+    out[2] = tonumber(first[2])
+end
+return out
+"""
+)
+
+# KEYS: stream, delayed, jobs, unique_of.  ARGV: delayed ids.  Returns the ids removed; a unique
+# job's guard goes with it, so that the same job can be published again at once.
+CANCEL = """
+local removed = {}
+for _, id in ipairs(ARGV) do
+    if redis.call('ZREM', KEYS[2], id) == 1 then
+        local unique = redis.call('HGET', KEYS[4], id)
+        if unique then
+            local guard = string.match(unique, '^(.*)\\n%a+$')
+            if guard and redis.call('GET', guard) == id then
+                redis.call('DEL', guard)
+            end
+        end
+        redis.call('HDEL', KEYS[3], id)
+        redis.call('HDEL', KEYS[4], id)
+        removed[#removed + 1] = id
+    end
+end
+return removed
+"""
+
+# KEYS: the guard.  ARGV: the entry id.  Release the guard only if this entry still holds it:
+# after it expired another job may have taken it.
+UNLOCK = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+    return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+# KEYS: the bucket.  ARGV: tokens per ms, burst, count (below 0: tokens given back unused).
+# Returns {tokens granted, ms until the next whole token (0: one is there)}. One bucket for all
+# daemons on this Redis, filled by Redis's clock.
+TAKE = (
+    """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+"""
+    + """
+local rate, burst, count = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local bucket = redis.call('HMGET', KEYS[1], 'tokens', 'at')
+local tokens = tonumber(bucket[1]) or burst
+local at = tonumber(bucket[2]) or now
+tokens = math.min(burst, tokens + math.max(0, now - at) * rate)
+local granted = 0
+if count < 0 then
+    tokens = math.min(burst, tokens - count)
+else
+    granted = math.min(count, math.floor(tokens))
+    tokens = tokens - granted
+end
+redis.call('HSET', KEYS[1], 'tokens', string.format('%.6f', tokens), 'at', string.format('%.3f', now))
+redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate) + 1000)
+local wait = 0
+if tokens < 1 then
+    wait = math.ceil((1 - tokens) / rate)
+end
+return {granted, wait}
+"""
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Added:
+    added: bool  # False: a job holding the unique key's guard was found, and nothing was added
+    id: str  # the entry id, "d<n>" for a delayed job; when not added, the holder's
+    due_ms: int  # -1 when not delayed
+
+
+@dataclass(frozen=True, slots=True)
+class Moved:
+    now_ms: int  # Redis's clock when the script ran
+    next_due_ms: int  # -1: none waiting
+    ids: list[tuple[str, str]]  # (delayed id, entry id)
+
+    @property
+    def next_due_in(self) -> float:
+        """Seconds from the move to the next due job; ``inf`` if none."""
+        return float("inf") if self.next_due_ms < 0 else max(0.0, (self.next_due_ms - self.now_ms) / 1000)
+
+
+@dataclass(frozen=True, slots=True)
+class Taken:
+    granted: int
+    wait: float  # seconds until the next whole token
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def added(reply: Any) -> Added:
+    return Added(bool(reply[0]), _text(reply[1]), int(reply[2]))
+
+
+def moved(reply: Any) -> Moved:
+    flat = [_text(v) for v in reply[2:]]
+    return Moved(int(reply[0]), int(reply[1]), list(zip(flat[::2], flat[1::2], strict=True)))
+
+
+def taken(reply: Any) -> Taken:
+    return Taken(int(reply[0]), int(reply[1]) / 1000)
