@@ -23,6 +23,7 @@ commands:
   dev      a private Redis and pool in a temp dir, the daemon in the foreground; Ctrl-C stops all
   status   every live daemon on every host, stream lag, dead letters, the pool's children
   dead     list, replay or purge the dead letters of a stream
+  delayed  list, cancel or run now the delayed jobs of a stream
 """
 
 
@@ -42,6 +43,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return publish_main(rest)
     if command == "dead":
         return dead(rest)
+    if command == "delayed":
+        return delayed(rest)
     if command == "status":
         from asyncphp.ops.status import run as status
 
@@ -114,6 +117,71 @@ def dead(argv: Sequence[str]) -> int:
             print(f"purged {deadletters.purge(client, stream, ids)} dead letter(s)", file=sys.stderr)
     except (redis.RedisError, ValueError, OSError) as exc:
         print(f"asyncphp dead: {redisurl.redact(url)}: {exc}", file=sys.stderr)
+        return 69
+    return 0
+
+
+def delayed(argv: Sequence[str]) -> int:
+    from asyncphp.ops import delayed as jobs
+
+    parser = argparse.ArgumentParser(
+        prog="asyncphp delayed",
+        description="The delayed jobs of a stream (asyncphp publish --delay/--at), waiting in "
+        "<stream>:delayed until due. Redis and the stream come from the daemon's settings (--config, "
+        "then ASYNCPHP_* variables) unless given here.",
+    )
+    parser.add_argument("--config", help="the daemon's TOML file")
+    parser.add_argument("--redis-url")
+    parser.add_argument("--stream", help="default: the daemon's first stream")
+    actions = parser.add_subparsers(dest="action", required=True)
+    show = actions.add_parser("list", help="show them, the first due first")
+    show.add_argument("--count", type=int)
+    for name, text in (
+        ("cancel", "remove them: they never run"),
+        ("run-now", "move them into the stream now"),
+    ):
+        action = actions.add_parser(name, help=text)
+        action.add_argument("ids", nargs="+", metavar="ID", help="delayed job ids, d<n> (see list)")
+    args = parser.parse_args(argv)
+    try:
+        settings = load(["--config", args.config] if args.config else [], os.environ)
+    except SettingsError as exc:
+        print(f"asyncphp delayed: {exc}", file=sys.stderr)
+        return 2
+    url = args.redis_url or settings.redis_url
+    stream = args.stream or (settings.streams or ("commands",))[0]
+    try:
+        client = redisurl.client(
+            url, settings.redis_password_file, socket_connect_timeout=2.0, socket_timeout=5.0
+        )
+        if args.action == "list":
+            found = jobs.listing(client, stream, args.count)
+            for job in found:
+                unique = f"  unique {job.unique}" if job.unique else ""
+                print(f"{job.id}  due {job.due.astimezone().isoformat(timespec='milliseconds')}{unique}")
+                print(f"    payload {preview(job.payload)}")
+            total, _ = jobs.waiting(client, stream)
+            print(f"{total} delayed job(s) in {stream}:delayed", file=sys.stderr)
+            return 0
+        if args.action == "cancel":
+            removed = jobs.cancel(client, stream, args.ids)
+            for job_id in removed:
+                print(f"{job_id} cancelled")
+            missing = [i for i in args.ids if i not in removed]
+        else:
+            moved = jobs.run_now(client, stream, args.ids)
+            for job_id, entry_id in moved:
+                print(f"{job_id} → {stream} {entry_id}")
+            missing = [i for i in args.ids if i not in dict(moved)]
+        if missing:
+            print(
+                "asyncphp delayed: not waiting (already moved, cancelled, or never there): "
+                + ", ".join(missing),
+                file=sys.stderr,
+            )
+            return 1
+    except (redis.RedisError, ValueError, OSError) as exc:
+        print(f"asyncphp delayed: {redisurl.redact(url)}: {exc}", file=sys.stderr)
         return 69
     return 0
 

@@ -156,6 +156,7 @@ class Reader:
     _round: list[Lane] = field(default_factory=list)
     _in_round: bool = False
     _got: int = 0  # entries this round
+    _to_block: bool = False  # the round found nothing: a blocking read next, once rates have a token
     _give: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -183,13 +184,16 @@ class Reader:
     def plan(self, now: float, readable: int, busy: Mapping[str, int]) -> list[ReadCommand]:
         commands: list[ReadCommand] = [Give(s, n) for s, n in self._give.items()]
         self._give.clear()
+        for state in self._state.values():
+            if state.token_at <= now:
+                state.token_at = -math.inf  # its bucket may have a token again: ask when needed
         out = self._out
         if out is not None:
             if (
                 isinstance(out, Read)
                 and out.block
                 and not self._unblocked
-                and any(lane.stream not in out.streams for lane in self._blockable(now, readable, busy))
+                and any(lane.stream not in out.streams for lane in self._may_read(readable, busy))
             ):
                 self._unblocked = True
                 commands.append(Unblock())
@@ -206,8 +210,10 @@ class Reader:
         return commands
 
     def _step(self, now: float, readable: int, busy: Mapping[str, int]) -> Read | Take | None:
+        if self._to_block:
+            return self._block(readable, busy)
         if not self._in_round:
-            self._start_round(now, readable, busy)
+            self._start_round(readable, busy)
         while self._round:
             lane = self._round[0]
             state = self._state[lane.stream]
@@ -216,33 +222,33 @@ class Reader:
                 self._round.pop(0)
                 continue
             if lane.rate is not None:
+                if state.tokens < want and state.token_at == -math.inf:
+                    return Take(lane.stream, want - state.tokens)
                 if not state.tokens:
-                    if now < state.token_at:
-                        self._round.pop(0)  # its bucket is empty: the others go first
-                        continue
-                    return Take(lane.stream, want)
+                    self._round.pop(0)  # its bucket is empty: the others go first
+                    continue
                 want = min(want, state.tokens)
             return Read((lane.stream,), want, block=False)
         self._in_round = False
         if self._got:
             self._got = 0
             return self._step(now, readable, busy)  # a new round, from the top
-        for lane in self.lanes.lanes:
-            # A rate's stream takes part in the blocking read only with a token in hand.
-            state = self._state[lane.stream]
-            wanted = lane.rate is not None and not state.tokens and now >= state.token_at
-            if wanted and self.room(lane, readable, busy) > 0:
+        self._to_block = True
+        return self._block(readable, busy)
+
+    def _block(self, readable: int, busy: Mapping[str, int]) -> Read | Take | None:
+        """The blocking read over every stream that may be read; a rate's stream takes part only
+        with a token in hand, asked for first."""
+        for lane in self._may_read(readable, busy):
+            if lane.rate is not None and not self._state[lane.stream].tokens:
                 return Take(lane.stream, 1)
-        streams = tuple(lane.stream for lane in self._blockable(now, readable, busy))
+        self._to_block = False
+        streams = tuple(lane.stream for lane in self._may_read(readable, busy))
         return Read(streams, 1, block=True) if streams else None
 
-    def _start_round(self, now: float, readable: int, busy: Mapping[str, int]) -> None:
+    def _start_round(self, readable: int, busy: Mapping[str, int]) -> None:
         self._in_round, self._got = True, 0
-        lanes = [
-            lane
-            for lane in self.lanes.lanes
-            if self.room(lane, readable, busy) > 0 and (lane.rate is None or self._has_or_may_take(lane, now))
-        ]
+        lanes = self._may_read(readable, busy)
         self._round = lanes
         if self.lanes.priority is Priority.STRICT:
             for lane in lanes:
@@ -259,16 +265,17 @@ class Reader:
             state.share += 1
             state.vtime += 1 / lane.weight
 
-    def _has_or_may_take(self, lane: Lane, now: float) -> bool:
-        state = self._state[lane.stream]
-        return bool(state.tokens) or now >= state.token_at
-
-    def _blockable(self, now: float, readable: int, busy: Mapping[str, int]) -> list[Lane]:
+    def _may_read(self, readable: int, busy: Mapping[str, int]) -> list[Lane]:
+        """The streams with room, whose rate (if any) has a token in hand or may have one."""
         return [
             lane
             for lane in self.lanes.lanes
             if self.room(lane, readable, busy) > 0
-            and (lane.rate is None or self._state[lane.stream].tokens > 0)
+            and (
+                lane.rate is None
+                or self._state[lane.stream].tokens > 0
+                or self._state[lane.stream].token_at == -math.inf
+            )
         ]
 
     def wake_at(self) -> float:
@@ -310,12 +317,12 @@ class Reader:
             if got.get(stream, 0) < out.count:
                 # Empty for now: its unused share is given back, but it gains no credit on the
                 # others while it has nothing (else it would starve them when work comes); and
-                # its tokens go back.
+                # its tokens go back, but one, for the blocking read.
                 others = [self._state[la.stream].vtime for la in self.lanes.lanes if la is not lane]
                 state.vtime = max(state.vtime - state.share / lane.weight, min(others, default=-math.inf))
-                if state.tokens:
-                    self._give[stream] = self._give.get(stream, 0) + state.tokens
-                    state.tokens = 0
+                if state.tokens > 1:
+                    self._give[stream] = self._give.get(stream, 0) + state.tokens - 1
+                    state.tokens = 1
             elif self.lanes.priority is Priority.STRICT:
                 self._in_round = False  # it may have more: the next round starts from the top
 
@@ -325,8 +332,9 @@ class Reader:
             self._out = None
         state = self._state[stream]
         state.tokens += granted
-        state.token_at = -math.inf if granted else now + wait
+        state.token_at = now + wait if wait > 0 else -math.inf  # none left: no more asked until then
 
     def lost(self) -> None:
         """The connection died: nothing is out any more (tokens in hand stay granted)."""
         self._out, self._unblocked, self._in_round, self._round = None, False, False, []
+        self._to_block = False

@@ -9,6 +9,7 @@ import os
 import sys
 import time
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 import redis
@@ -16,7 +17,7 @@ import redis
 from asyncphp import redisurl
 from asyncphp.loop.heartbeat import KEY_PREFIX
 from asyncphp.loop.streams import DEAD_SUFFIX
-from asyncphp.ops import probe
+from asyncphp.ops import delayed, probe
 from asyncphp.settings import Settings, SettingsError, load
 from asyncphp.wire.fastcgi import FastCGIError
 
@@ -61,7 +62,10 @@ def _typed(fields: dict[str, str]) -> dict[str, Any]:
 
 def _stream(client: redis.Redis, stream: str, group: str) -> dict[str, Any]:
     dead: Any = client.xlen(stream + DEAD_SUFFIX)
-    found: dict[str, Any] = {"dead_letters": int(dead)}
+    count, first = delayed.waiting(client, stream)
+    found: dict[str, Any] = {
+        "dead_letters": int(dead), "delayed": count, "next_due": first.timestamp() if first else None,
+    }  # fmt: skip
     try:
         groups: Any = client.xinfo_groups(stream)
     except redis.ResponseError:
@@ -125,13 +129,17 @@ def render(data: Mapping[str, Any], now: float | None = None) -> str:
         for row in rows
     ]
     for stream, info in data["streams"].items():
+        waiting = ""
+        if info.get("delayed"):
+            due = datetime.fromtimestamp(info["next_due"]).astimezone().isoformat(timespec="seconds")
+            waiting = f" · {info['delayed']:,} delayed, the next due {due}"
         if "error" in info:
-            lines.append(f"stream {stream}: {info['error']} · {info['dead_letters']} dead letter(s)")
+            lines.append(f"stream {stream}: {info['error']} · {info['dead_letters']} dead letter(s){waiting}")
         else:
             lines.append(
                 f"stream {stream}: group {info.get('group', '?')} · lag {info.get('lag')} · "
                 f"{info.get('pending')} pending · {info.get('consumers')} consumer(s) · "
-                f"{info['dead_letters']} dead letter(s)"
+                f"{info['dead_letters']} dead letter(s){waiting}"
             )
     pool = data.get("pool") or {}
     if "error" in pool:
