@@ -4,7 +4,7 @@ import io
 import re
 import subprocess
 import sys
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
@@ -54,3 +54,32 @@ def test_importing_the_caller_loads_neither_daemon_nor_flup_nor_systemd() -> Non
 def test_nan_is_not_json() -> None:
     with pytest.raises(PayloadError, match="NaN is not JSON"):
         build_payload('{"a": NaN}', [])
+
+
+def test_durations_and_times_on_the_command_line() -> None:
+    import argparse
+
+    from asyncphp.caller import duration, moment
+
+    assert [duration(t) for t in ("30", "30s", "250ms", "5m", "2h", "1d", "1.5s")] == [
+        30, 30, 0.25, 300, 7200, 86400, 1.5,
+    ]  # fmt: skip
+    assert moment("2026-12-01T10:00:00+01:00") == datetime(2026, 12, 1, 9, tzinfo=UTC)
+    assert moment("2026-12-01T10:00:00Z").tzinfo is not None
+    for bad, parse in (("soon", duration), ("-5s", duration), ("2026-12-01T10:00:00", moment), ("x", moment)):
+        with pytest.raises(argparse.ArgumentTypeError):
+            parse(bad)
+
+
+def test_enqueue_refuses_bad_times_before_connecting() -> None:
+    from asyncphp.caller import enqueue
+
+    url = "redis://127.0.0.1:1/0"  # never reached: each is refused first
+    with pytest.raises(ValueError, match="aware"):
+        enqueue({}, redis_url=url, at=datetime(2026, 12, 1))
+    with pytest.raises(ValueError, match="not both"):
+        enqueue({}, redis_url=url, delay=1, at=datetime.now(UTC))
+    with pytest.raises(ValueError, match="delay"):
+        enqueue({}, redis_url=url, delay=-1)
+    with pytest.raises(ValueError, match="unique_for"):
+        enqueue({}, redis_url=url, unique_key="k", unique_for=0)

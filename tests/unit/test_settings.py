@@ -157,3 +157,42 @@ def test_pool_address(text: str, family: socket.AddressFamily, address: object) 
     parsed = PoolAddress.parse(text)
     assert (parsed.family, parsed.address) == (family, address)
     assert str(parsed) == text
+
+
+def test_scheduling_settings_from_flags_env_and_toml(tmp_path: Path) -> None:
+    from asyncphp.core.reading import Lane, Priority, Rate
+
+    s = load(
+        ["--stream", "high", "--stream", "low", "--priority", "weighted", "--weights", "3:1",
+         "--stream-max-in-flight", "low=2", "--stream-rate", "low=20/min"],
+        {},
+    )  # fmt: skip
+    assert s.lanes.priority is Priority.WEIGHTED
+    assert s.lanes.lanes == (Lane("high", 3), Lane("low", 1, 2, Rate(20, 60)))
+    env = {"ASYNCPHP_STREAM": "a,b", "ASYNCPHP_PRIORITY": "strict", "ASYNCPHP_STREAM_RATE": "a=5/s,b=1/h"}
+    assert [lane.rate for lane in load([], env).lanes.lanes] == [Rate(5, 1), Rate(1, 3600)]
+    config = tmp_path / "daemon.toml"
+    config.write_text(
+        'streams = ["a", "b", "c"]\npriority = "weighted"\nweights = [6, 3, 1]\n'
+        'stream_max_in_flight = { c = 1 }\nstream_rate = { a = "100/s" }\nmove_delayed = false\n'
+    )
+    s = load(["--config", str(config)], {})
+    assert [(lane.weight, lane.max_in_flight) for lane in s.lanes.lanes] == [(6, 0), (3, 0), (1, 1)]
+    assert s.lanes.lanes[0].rate == Rate(100, 1) and not s.move_delayed
+    assert load(["--stream", "a"], {}).lanes.plain, "nothing set: reading as before"
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--stream", "a", "--stream-rate", "b=5/s"], "stream_rate: 'b' is not one of the streams (a)"),
+        (["--stream", "a", "--stream-max-in-flight", "a=0"], "stream a: 0 is below 1"),
+        (["--stream", "a", "--stream", "b", "--priority", "weighted"], "one weight per stream"),
+        (["--stream", "a", "--weights", "2"], "given without priority weighted"),
+        (["--stream", "a", "--priority", "first"], "'first' is not one of none, strict, weighted"),
+        (["--stream", "a", "--stream-rate", "a=fast"], "'fast' is not a rate such as 100/s"),
+    ],
+)
+def test_bad_scheduling_settings_name_the_setting(argv: list[str], message: str) -> None:
+    with pytest.raises(SettingsError, match=re.escape(message)):
+        load(argv, {})

@@ -155,7 +155,7 @@ class Reader:
     _unblocked: bool = False
     _round: list[Lane] = field(default_factory=list)
     _in_round: bool = False
-    _got: int = 0  # entries this round
+    _more: bool = False  # a read this round had all it asked for: its stream may have more
     _to_block: bool = False  # the round found nothing: a blocking read next, once rates have a token
     _give: dict[str, int] = field(default_factory=dict)
 
@@ -230,8 +230,7 @@ class Reader:
                 want = min(want, state.tokens)
             return Read((lane.stream,), want, block=False)
         self._in_round = False
-        if self._got:
-            self._got = 0
+        if self._more:
             return self._step(now, readable, busy)  # a new round, from the top
         self._to_block = True
         return self._block(readable, busy)
@@ -247,7 +246,7 @@ class Reader:
         return Read(streams, 1, block=True) if streams else None
 
     def _start_round(self, readable: int, busy: Mapping[str, int]) -> None:
-        self._in_round, self._got = True, 0
+        self._in_round, self._more = True, False
         lanes = self._may_read(readable, busy)
         self._round = lanes
         if self.lanes.priority is Priority.STRICT:
@@ -299,13 +298,9 @@ class Reader:
         if not isinstance(out, Read):
             return
         self._out, self._unblocked = None, False
-        total = 0
         for stream in out.streams:
-            n = got.get(stream, 0)
-            total += n
             state = self._state[stream]
-            state.tokens = max(0, state.tokens - n)
-        self._got += total
+            state.tokens = max(0, state.tokens - got.get(stream, 0))
         if out.block:
             self._in_round = False
             return
@@ -323,8 +318,10 @@ class Reader:
                 if state.tokens > 1:
                     self._give[stream] = self._give.get(stream, 0) + state.tokens - 1
                     state.tokens = 1
-            elif self.lanes.priority is Priority.STRICT:
-                self._in_round = False  # it may have more: the next round starts from the top
+            else:
+                self._more = True  # it may have more
+                if self.lanes.priority is Priority.STRICT:
+                    self._in_round = False  # the next round starts from the top
 
     def taken(self, stream: str, granted: int, wait: float, now: float) -> None:
         """The bucket granted ``granted`` tokens; with none, the next is due in ``wait`` s."""

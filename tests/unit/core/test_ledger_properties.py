@@ -34,6 +34,7 @@ from asyncphp.core.ledger import (
     Released,
     Touch,
 )
+from asyncphp.core.reading import Lane, Lanes
 from asyncphp.wire.replies import StreamEntry
 
 STREAM = "jobs"
@@ -60,11 +61,14 @@ class NoOrigin:
 
 
 class LedgerMachine(RuleBasedStateMachine):
+    lanes: Lanes | None = None
+
     def __init__(self) -> None:
         super().__init__()
         self.book = Ledger(
-            (STREAM,), Policy(claim_idle=10.0, max_attempts=MAX_ATTEMPTS, retry_delay=0.5), NoOrigin()
-        )
+            (STREAM,), Policy(claim_idle=10.0, max_attempts=MAX_ATTEMPTS, retry_delay=0.5), NoOrigin(),
+            self.lanes,
+        )  # fmt: skip
         self.redis = Group()
         self.now = 0.0
         self.outbox: list[Command] = []  # sent, not yet run by Redis
@@ -166,7 +170,7 @@ class LedgerMachine(RuleBasedStateMachine):
             present = command.entry.id in reply  # type: ignore[operator]
             self._carry_out(self.book.redelivered(command.entry, present, self.now), command.entry.id)
         elif isinstance(command, Read):
-            self.book.read_done({})
+            self.book.read_done({STREAM: len(reply)})  # type: ignore[arg-type]
             for entry_id in reply:  # type: ignore[attr-defined]
                 found = StreamEntry(entry_id, {b"payload": b"{}"} if entry_id[0] != "7" else {})
                 self._carry_out(self.book.take(STREAM, found, 1, self.now), entry_id)
@@ -225,3 +229,25 @@ class LedgerMachine(RuleBasedStateMachine):
 
 LedgerMachine.TestCase.settings = settings(max_examples=500, stateful_step_count=80, deadline=None)
 test_ledger_invariants = LedgerMachine.TestCase
+
+
+LIMIT = 2
+
+
+class LimitedLedgerMachine(LedgerMachine):
+    """The same, for a stream with max_in_flight = 2: never more of its jobs with the dispatcher,
+    whatever reads, claims, retries and lost connections do."""
+
+    lanes = Lanes((Lane(STREAM, max_in_flight=LIMIT),))
+
+    @invariant()
+    def never_more_than_its_limit(self) -> None:
+        assert len(self.running) <= LIMIT, sorted(self.running)
+
+    @rule(free=st.integers(0, 6))
+    def plan(self, free: int) -> None:
+        self.outbox += self.book.plan(self.now, free)
+
+
+LimitedLedgerMachine.TestCase.settings = settings(max_examples=300, stateful_step_count=80, deadline=None)
+test_ledger_invariants_with_a_stream_limit = LimitedLedgerMachine.TestCase

@@ -23,3 +23,18 @@ def test_cgi_params_a_php_worker_expects() -> None:
     assert params[b"ASYNCPHP_REQUEST_ID"] == b"7"
     assert params[b"ASYNCPHP_CHANNEL"] == b"commands"
     assert b"".join(r.contentData for r in records if r.type == FCGI_STDIN) == b"a=1&b=2"
+
+
+def test_a_delayed_job_s_due_time_reaches_the_worker() -> None:
+    builder = RequestBuilder("/srv/app/worker.php")
+
+    def params(request: bytes) -> dict[bytes, bytes]:
+        found: dict[bytes, bytes] = {}
+        for rec in flup_records(request):
+            if rec.type == FCGI_PARAMS:
+                found.update(parse_pairs(rec.contentData))
+        return found
+
+    delayed = params(builder.build(1, "mail", b"", 1, "1-0", "1795984306.916"))
+    assert delayed[b"ASYNCPHP_DUE_AT"] == b"1795984306.916"
+    assert b"ASYNCPHP_DUE_AT" not in params(builder.build(1, "mail", b"", 1, "1-0")), "only when delayed"
