@@ -1,0 +1,35 @@
+<?php
+// The scheduling benchmark's worker, tests/php/sched.php with one change: "start" carries the
+// time the script began, taken before the locked count below, so that the lateness measured is
+// the daemon's and not this file lock's. Logs "start <stream> <n> <message id> <due at or -> <time>"
+// and "end <stream> <n> <time>"; sleeps $_POST['ms'] ms in between. Counts the jobs of its stream
+// running at once in <log>.<stream>.running: "<now> <most ever>".
+$began = microtime(true);
+$log = getenv('ASYNCPHP_WORKER_LOG');
+$stream = $_SERVER['ASYNCPHP_CHANNEL'];
+$n = $_POST['n'] ?? '-';
+
+function running(string $file, int $change): void
+{
+    $f = fopen($file, 'c+');
+    flock($f, LOCK_EX);
+    [$now, $most] = array_map('intval', explode(' ', trim(stream_get_contents($f)) ?: '0 0'));
+    $now += $change;
+    $most = max($most, $now);
+    ftruncate($f, 0);
+    rewind($f);
+    fwrite($f, "$now $most");
+    fflush($f);
+    flock($f, LOCK_UN);
+    fclose($f);
+}
+
+running("$log.$stream.running", 1);
+$line = sprintf(
+    "start %s %s %s %s %.6f\n",
+    $stream, $n, $_SERVER['ASYNCPHP_MESSAGE_ID'] ?? '-', $_SERVER['ASYNCPHP_DUE_AT'] ?? '-', $began
+);
+file_put_contents($log, $line, FILE_APPEND | LOCK_EX);
+usleep((int) ($_POST['ms'] ?? 0) * 1000);
+running("$log.$stream.running", -1);
+file_put_contents($log, sprintf("end %s %s %.6f\n", $stream, $n, microtime(true)), FILE_APPEND | LOCK_EX);
