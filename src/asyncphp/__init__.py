@@ -6,14 +6,14 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "publish"]
+__all__ = ["__version__", "enqueue", "publish"]
 
 
 def __getattr__(name: str) -> Any:
     # Imported lazily: an eager import would make `python -m asyncphp.caller` load the module
     # twice (runpy warns), and `import asyncphp` alone need not load redis.
-    if name == "publish":
-        from asyncphp.caller import publish
+    if name in ("publish", "enqueue"):
+        from asyncphp import caller
 
-        return publish
+        return getattr(caller, name)
     raise AttributeError(f"module 'asyncphp' has no attribute {name!r}")

@@ -132,3 +132,22 @@ def test_state_dir(redis_server: RedisServer, pool: Pool, tmp_path: Path) -> Non
     blocker.write_text("")
     done = check(*flags(redis_server.url, pool), "--state-dir", str(blocker))
     assert done.returncode == 1 and f"✗ state_dir {blocker}: not a directory" in done.stdout
+
+
+def test_scheduling_settings_are_shown_and_delayed_jobs_counted(
+    redis_server: RedisServer, pool: Pool
+) -> None:
+    from asyncphp.caller import enqueue
+
+    enqueue({"n": 1}, stream="bulk", redis_url=redis_server.url, delay=3600)
+    done = check(
+        *flags(redis_server.url, pool), "--stream", "urgent", "--stream", "bulk", "--priority", "strict",
+        "--stream-max-in-flight", "bulk=2", "--stream-rate", "bulk=20/min",
+    )  # fmt: skip
+    assert (
+        "✓ scheduling: priority strict: urgent before bulk (at most 2 at once, 20/60s across the daemons)"
+        in (done.stdout)
+    ), done.stdout
+    assert "✓ stream bulk: 1 delayed job(s) waiting (asyncphp delayed list)" in done.stdout
+    bad = check(*flags(redis_server.url, pool), "--stream", "a", "--stream-rate", "b=1/s")
+    assert bad.returncode == 1 and "stream_rate: 'b' is not one of the streams (a)" in bad.stdout

@@ -11,10 +11,12 @@ from pathlib import Path
 
 import redis
 
+from asyncphp.core.reading import Priority
 from asyncphp.loop.redislink import Link
 from asyncphp.ops import probe
 from asyncphp.redisurl import redact
 from asyncphp.settings import Settings, SettingsError, load
+from asyncphp.wire import scripts
 from asyncphp.wire.fastcgi import FastCGIError
 
 OK, FAILED = "✓", "✗"
@@ -42,6 +44,8 @@ def run(argv: Sequence[str], env: Mapping[str, str] | None = None) -> int:
         report.failed(f"settings: {exc}", "fix that setting; `asyncphp daemon --help` lists them all")
     else:
         report.passed(f"settings valid ({_summary(settings)})")
+        if not settings.lanes.plain:
+            report.passed(f"scheduling: {_scheduling(settings)}")
         _check_redis(settings, report)
         _check_pool(settings, report)
         _check_worker(settings, report)
@@ -57,6 +61,18 @@ def run(argv: Sequence[str], env: Mapping[str, str] | None = None) -> int:
 def _summary(settings: Settings) -> str:
     sources = [f"channel {c}" for c in settings.channels] + [f"stream {s}" for s in settings.streams]
     return f"{', '.join(sources)}; pool {settings.fpm_socket}; worker {settings.worker_script}"
+
+
+def _scheduling(settings: Settings) -> str:
+    lanes = settings.lanes
+    parts = []
+    for lane in lanes.lanes:
+        own = [f"weight {lane.weight}"] if lanes.priority is Priority.WEIGHTED else []
+        own += [f"at most {lane.max_in_flight} at once"] if lane.max_in_flight else []
+        own += [f"{lane.rate} across the daemons"] if lane.rate else []
+        parts.append(f"{lane.stream}" + (f" ({', '.join(own)})" if own else ""))
+    order = {Priority.STRICT: " before ", Priority.WEIGHTED: ", ", Priority.NONE: ", "}[lanes.priority]
+    return f"priority {lanes.priority.value}: {order.join(parts)}"
 
 
 def _check_redis(settings: Settings, report: Report) -> None:
@@ -99,6 +115,18 @@ def _check_redis(settings: Settings, report: Report) -> None:
                 report.failed(
                     f"stream {stream}: no group {settings.group}",
                     f"the daemon creates it when it starts, or: XGROUP CREATE {stream} {settings.group} 0",
+                )
+            waiting = int(link.call("ZCARD", scripts.Keys(stream).delayed))
+            if waiting:
+                report.passed(f"stream {stream}: {waiting} delayed job(s) waiting (asyncphp delayed list)")
+        if settings.streams:
+            try:
+                link.call("EVAL", "return 1", 0)
+            except redis.ResponseError as exc:
+                report.failed(
+                    f"redis refused a script: {exc}",
+                    "the durable mode runs Lua scripts (dead letters, delayed jobs, unique guards, rates): "
+                    "the ACL must allow EVAL",
                 )
     finally:
         link.close()
