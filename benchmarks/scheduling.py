@@ -38,7 +38,7 @@ class Sizes:
     delayed: int = 10_000  # delayed jobs, due evenly over delayed_spread seconds from 2 s on
     delayed_spread: float = 5.0
     priority: int = 2_000  # the backlog of each stream, high and low
-    slow: int = 40  # jobs of 200 ms in the stream capped at 2 (8 s of them)
+    slow: int = 40  # jobs of 200 ms in the stream capped at 2: 4 s of them
     fast: int = 2_000  # jobs of 20 ms beside them, enough to outlast the slow ones
     rate: float = 50.0  # per second, counted over rate_window seconds
     rate_window: float = 10.0
@@ -329,6 +329,7 @@ def capped(sizes: Sizes) -> dict[str, float]:
         "fast_most_counted": counted["fast"],
         "fast_most_sampled": sampled["fast"],
         "fast_most_beside_two_slow": _most_beside(starts, finished, "fast", "slow", 2),
+        "max_in_flight": IN_FLIGHT,
         "status_samples": samples,
     }
 

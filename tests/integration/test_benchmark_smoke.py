@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
-from benchmarks import scenarios
-from benchmarks.__main__ import table
+from benchmarks import scenarios, scheduling
+from benchmarks.__main__ import goals, table
 from tests.conftest import ROOT
 
 TINY = scenarios.Options(runs=1, burst=200, rate=100, latency_seconds=0.5, wrk_seconds=1, soak=1_000)
@@ -30,6 +30,25 @@ def test_scenarios_run_and_report() -> None:
     report = table(scenarios.machine(), results, {"burst_pure": "not tried here"}, TINY)
     assert "msg/s" in report and "p99" in report and "until all ten finished" in report
     assert "not run: not tried here" in report and "goals (medians of this run)" in report
+    print("\n" + report)
+
+
+def test_scheduling_scenarios_run_and_report() -> None:
+    runs = {
+        "scheduling_delayed": scheduling.delayed,
+        "scheduling_priority": scheduling.priority,
+        "scheduling_capped": scheduling.capped,
+        "scheduling_rate": scheduling.rate,
+        "scheduling_unique": scheduling.unique,
+    }
+    results = {name: scenarios.repeat(1, lambda run=run: run(scheduling.QUICK)) for name, run in runs.items()}
+    assert results["scheduling_delayed"]["jobs"]["median"] == scheduling.QUICK.delayed
+    report = table(scenarios.machine(), results, {}, TINY)
+    for part in ("6. scheduling", "delayed:", "strict priority:", "per-stream cap:", "rate:", "unique:"):
+        assert part in report
+    # Each of the five figures has its goal(s): exactly once, lateness p50 and p99, the
+    # move's cost, priority, the cap and the other stream beside it, the rate, the unique key.
+    assert len(goals(results)) == 9
     print("\n" + report)
 
 

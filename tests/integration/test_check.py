@@ -145,7 +145,7 @@ def test_scheduling_settings_are_shown_and_delayed_jobs_counted(
         "--stream-max-in-flight", "bulk=2", "--stream-rate", "bulk=20/min",
     )  # fmt: skip
     assert (
-        "✓ scheduling: priority strict: urgent before bulk (at most 2 at once, 20/60s across the daemons)"
+        "✓ scheduling: priority strict: urgent before bulk (at most 2 at once, 20/min across the daemons)"
         in (done.stdout)
     ), done.stdout
     assert "✓ stream bulk: 1 delayed job(s) waiting (asyncphp delayed list)" in done.stdout

@@ -100,6 +100,32 @@ def test_a_delayed_job_waits_beside_the_stream_and_is_moved_once_when_due(redis_
     client.close()
 
 
+def test_a_job_due_before_all_others_is_announced_to_the_daemons(
+    redis_server: RedisServer, pool: Pool, start_daemon: Callable[..., Daemon]
+) -> None:
+    url = redis_server.url
+    client = redis.Redis.from_url(url)
+    start_daemon(pool.listen, "--stream", "jobs", worker=WORKER, wait=False)
+    wait_for(lambda: client.pubsub_numsub("jobs:delayed")[0][1] == 1, what="the daemon to listen for notices")
+    listener = client.pubsub()
+    listener.subscribe("jobs:delayed")
+    enqueue({"n": 1}, stream="jobs", redis_url=url, delay=60)
+    enqueue({"n": 2}, stream="jobs", redis_url=url, delay=120)  # not the first due: not announced
+    enqueue({"n": 3}, stream="jobs", redis_url=url, delay=0.2)
+    notices = []
+    for _ in range(50):  # bounded: each waits at most 0.1 s
+        message = listener.get_message(timeout=0.1)
+        if message and message["type"] == "message":
+            notices.append(float(message["data"]))
+        if len(notices) == 2:
+            break
+    assert [round(n / 1000) for n in notices] == [60, 0], notices
+    wait_for(lambda: starts(pool), what="the announced job to run")
+    assert [s.n for s in starts(pool)] == [3]
+    listener.close()
+    client.close()
+
+
 def test_daemons_moving_at_the_same_time_move_each_job_once(redis_server: RedisServer) -> None:
     url = redis_server.url
     clients = [redis.Redis.from_url(url) for _ in range(4)]

@@ -71,7 +71,8 @@ class Rate:
         return max(1, math.ceil(self.per_second * BURST_SECONDS))
 
     def __str__(self) -> str:
-        return f"{self.count:g}/{self.seconds:g}s"
+        unit = {1.0: "s", 60.0: "min", 3600.0: "h"}.get(self.seconds, f"{self.seconds:g}s")
+        return f"{self.count:g}/{unit}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,9 +159,11 @@ class Reader:
     _more: bool = False  # a read this round had all it asked for: its stream may have more
     _to_block: bool = False  # the round found nothing: a blocking read next, once rates have a token
     _give: dict[str, int] = field(default_factory=dict)
+    _plain: bool = False
 
     def __post_init__(self) -> None:
         self._state = {lane.stream: _State() for lane in self.lanes.lanes}
+        self._plain = self.lanes.plain
 
     @property
     def reading(self) -> bool:
@@ -182,6 +185,12 @@ class Reader:
     # What to send.
 
     def plan(self, now: float, readable: int, busy: Mapping[str, int]) -> list[ReadCommand]:
+        if self._plain:  # the common case, every turn of the loop: nothing else to look at
+            if self._out is not None or readable <= 0:
+                return []
+            streams = self.lanes.streams
+            self._out = Read(streams, max(1, readable // len(streams)), block=True)
+            return [self._out]
         commands: list[ReadCommand] = [Give(s, n) for s, n in self._give.items()]
         self._give.clear()
         for state in self._state.values():
@@ -200,11 +209,7 @@ class Reader:
             return commands
         if readable <= 0:
             return commands
-        if self.lanes.plain:
-            streams = self.lanes.streams
-            self._out = Read(streams, max(1, readable // len(streams)), block=True)
-        else:
-            self._out = self._step(now, readable, busy)
+        self._out = self._step(now, readable, busy)
         if self._out is not None:
             commands.append(self._out)
         return commands

@@ -5,9 +5,10 @@ a stream runs the MOVE script when the earliest due time it knows comes; the scr
 is due, atomically, and answers with the next due time, which the daemon then sleeps until. Many
 daemons may run it at the same moment: one moves the jobs, the others find nothing.
 
-A job added due sooner than any the daemon knows of is learnt by a refresh: MOVE again after
-REFRESH seconds without one, which also covers a daemon's clock running apart from Redis's
-(the next due time comes as "in so many seconds", by Redis's clock).
+A job added due sooner than any other is announced by the script that adds it, on a channel the
+daemons subscribe to (:meth:`Schedule.heard`). A refresh, MOVE again after REFRESH seconds without
+one, covers what a daemon may have missed (its subscription was reconnecting); due times always
+come as "in so many seconds", by Redis's clock, so a daemon's own clock may run apart.
 
 Pure: the stream source sends the moves and reports what came back.
 """
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 
 from asyncphp.wire.scripts import MOVE_BATCH
 
-REFRESH = 0.5  # seconds: the most a job added due before all others waits to be noticed
+REFRESH = 2.0  # seconds: the most a job announced while a daemon was not listening waits
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +53,12 @@ class Schedule:
         state.out = False
         state.due = now if count >= MOVE_BATCH else now + next_due_in
         state.refresh = now + REFRESH
+
+    def heard(self, stream: str, due_in: float, now: float) -> None:
+        """A job due in ``due_in`` s was added, due before any other of the stream."""
+        state = self._streams.get(stream)
+        if state is not None:
+            state.due = min(state.due, now + due_in)
 
     def failed(self, stream: str, now: float) -> None:
         """A MOVE was refused (an ACL, a script error): asked again at the next refresh."""

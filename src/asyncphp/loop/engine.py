@@ -37,6 +37,7 @@ from asyncphp.loop.service import Notifier, SignalWakeup
 from asyncphp.loop.streams import StreamSource
 from asyncphp.ops.metrics import serve
 from asyncphp.settings import RELOADABLE, Settings, SettingsError
+from asyncphp.wire import scripts
 from asyncphp.wire.body import BadMessage, Limits, form_body
 from asyncphp.wire.request import RequestBuilder
 
@@ -109,6 +110,12 @@ class Daemon:
                 metrics=self.metrics, log=self.log, lanes=settings.lanes, move_delayed=settings.move_delayed,
             )  # fmt: skip
             sources.append(streams)
+            if settings.move_delayed:
+                # Told when a job is added due before all others: the daemon sleeps until then.
+                channels = [scripts.Keys(stream).delayed for stream in settings.streams]
+                notices = PubSubSource(url, channels, password_file, streams.heard)
+                notices.what = f"delayed-job notices ({', '.join(channels)})"
+                sources.append(notices)
         if settings.heartbeat_interval:
             interval = settings.heartbeat_interval
             sources.append(Heartbeat(url, password_file, settings.consumer, interval, self._snapshot))

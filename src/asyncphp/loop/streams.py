@@ -126,6 +126,7 @@ class StreamSource:
         self._delivered: dict[str, str] = {}
         self._recorded: dict[str, str] = {}
         self._unrecordable = False  # an ACL refused <stream>:groups: said once
+        self._refusals: set[str] = set()  # commands sent again and again whose refusal was said
         self.lag: dict[str, int] = {}
 
     # Connection.
@@ -330,23 +331,36 @@ class StreamSource:
     def _taken(self, command: Take | Give, reply: Reply) -> None:
         if isinstance(command, Give):
             return  # tokens not given back are only lost to the rate: said by nothing
+        what = f"the rate script of {command.stream} (its jobs wait in the stream)"
         if isinstance(reply, ReplyError):
             self.ledger.reader.taken(command.stream, 0, 1.0, time.monotonic())
-            self._refused_by_redis(reply, f"the rate script of {command.stream}")
+            self._refused_once(reply, what)
             return
+        self._refusals.discard(what)
         taken = scripts.taken(reply)
         self.ledger.reader.taken(command.stream, taken.granted, taken.wait, time.monotonic())
 
     def _moved(self, stream: str, reply: Reply) -> None:
         now = time.monotonic()
+        what = f"the move of delayed jobs into {stream} (they wait in {scripts.Keys(stream).delayed})"
         if isinstance(reply, ReplyError):
             self.schedule.failed(stream, now)
-            self._refused_by_redis(reply, f"the move of delayed jobs into {stream}")
+            self._refused_once(reply, what)
             return
+        self._refusals.discard(what)
         moved = scripts.moved(reply)
         self.schedule.moved(stream, len(moved.ids), moved.next_due_in, now)
         if moved.ids:
             self._log.debug("moved %d delayed job(s) into %s", len(moved.ids), stream)
+
+    def heard(self, message: Message) -> None:
+        """A notice on ``<stream>:delayed``: a job due in so many ms, before any other."""
+        stream = message.channel.removesuffix(scripts.Keys("").delayed)
+        try:
+            due_in = float(message.payload) / 1000
+        except ValueError:
+            return  # not ours: the refresh covers anything missed
+        self.schedule.heard(stream, max(0.0, due_in), time.monotonic())
 
     def _unlock(self, unlock: Unlock | None) -> None:
         if unlock is not None:
@@ -476,6 +490,13 @@ class StreamSource:
         self.writer.send(
             "EVAL", POSITION_SCRIPT, 1, stream + POSITION_SUFFIX, self.group, position, on_reply=recorded
         )
+
+    def _refused_once(self, error: ReplyError, command: str) -> None:
+        """A command sent again every turn or so: its refusal is said once, and again only after
+        it has run since."""
+        if command not in self._refusals or error.code in RECONNECT_ON or error.code == "NOGROUP":
+            self._refusals.add(command)
+            self._refused_by_redis(error, command)
 
     def _refused_by_redis(self, error: ReplyError, command: str) -> None:
         """One command refused: a group that vanished is made again; a server that cannot take

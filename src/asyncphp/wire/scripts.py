@@ -6,7 +6,8 @@ publishers and daemons on other hosts never need their clocks to agree.
 
 Beside the stream ``S``, under its name (so that one ACL key pattern, ``S*``, covers them all):
 
-    S:delayed          sorted set: delayed job id → due time (ms since the epoch)
+    S:delayed          sorted set: delayed job id → due time (ms since the epoch); also the pub/sub
+                       channel on which a job due before all others is announced (ms from now)
     S:delayed:jobs     hash: delayed job id → payload
     S:delayed:unique   hash: delayed job id → "<guard key>\\n<processed|expiry>"
     S:delayed:seq      counter for delayed job ids (d1, d2, …)
@@ -92,6 +93,10 @@ if due > now then
     redis.call('HSET', KEYS[3], id, ARGV[1])
     if unique then
         redis.call('HSET', KEYS[4], id, KEYS[6] .. '\\n' .. ARGV[7])
+    end
+    -- Due before any other: the daemons sleep until a later time, so tell them (in ms from now).
+    if redis.call('ZRANGE', KEYS[2], 0, 0)[1] == id then
+        redis.call('PUBLISH', KEYS[2], due - now)
     end
 else
     local fields = {'payload', ARGV[1]}

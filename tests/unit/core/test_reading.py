@@ -252,3 +252,12 @@ def test_rates_parse_the_ways_people_write_them() -> None:
         except ValueError:
             continue
         raise AssertionError(f"{bad!r} accepted")
+
+
+def test_a_rate_reads_back_as_written() -> None:
+    assert [str(Rate.parse(t)) for t in ("100/s", "20/min", "5/h", "3/10s")] == [
+        "100/s",
+        "20/min",
+        "5/h",
+        "3/10s",
+    ]

@@ -42,3 +42,16 @@ def test_off_means_nothing_to_do() -> None:
     schedule = Schedule(())
     assert schedule.plan(0.0) == []
     assert schedule.wake_at() == math.inf
+
+
+def test_a_job_announced_due_sooner_wakes_the_daemon_then() -> None:
+    schedule = Schedule(("a",))
+    schedule.plan(0.0)
+    schedule.moved("a", 0, math.inf, 0.0)  # nothing waits
+    assert schedule.wake_at() == REFRESH
+    schedule.heard("a", 0.1, 0.05)
+    assert abs(schedule.wake_at() - 0.15) < 1e-9
+    schedule.heard("a", 5.0, 0.05)
+    assert abs(schedule.wake_at() - 0.15) < 1e-9, "a later one changes nothing"
+    schedule.heard("other", 0.0, 0.05)  # a stream this daemon does not read
+    assert schedule.plan(0.15) == [Move("a")]
