@@ -1,8 +1,8 @@
 <?php
 // The scheduling benchmark's worker, tests/php/sched.php with one change: "start" carries the
 // time the script began, taken before the locked count below, so that the lateness measured is
-// the daemon's and not this file lock's. Logs "start <stream> <n> <message id> <due at or -> <time>"
-// and "end <stream> <n> <time>"; sleeps $_POST['ms'] ms in between. Counts the jobs of its stream
+// the daemon's and not this file lock's. Logs "start <stream> <n> <message id> <due at or -> <time>
+// <request id>" (the id rises in the order the daemon queued the jobs) and "end <stream> <n> <time>"; sleeps $_POST['ms'] ms in between. Counts the jobs of its stream
 // running at once in <log>.<stream>.running: "<now> <most ever>".
 $began = microtime(true);
 $log = getenv('ASYNCPHP_WORKER_LOG');
@@ -26,8 +26,9 @@ function running(string $file, int $change): void
 
 running("$log.$stream.running", 1);
 $line = sprintf(
-    "start %s %s %s %s %.6f\n",
-    $stream, $n, $_SERVER['ASYNCPHP_MESSAGE_ID'] ?? '-', $_SERVER['ASYNCPHP_DUE_AT'] ?? '-', $began
+    "start %s %s %s %s %.6f %s\n",
+    $stream, $n, $_SERVER['ASYNCPHP_MESSAGE_ID'] ?? '-', $_SERVER['ASYNCPHP_DUE_AT'] ?? '-', $began,
+    $_SERVER['ASYNCPHP_REQUEST_ID']
 );
 file_put_contents($log, $line, FILE_APPEND | LOCK_EX);
 usleep((int) ($_POST['ms'] ?? 0) * 1000);

@@ -100,6 +100,9 @@ def _check_redis(settings: Settings, report: Report) -> None:
     try:
         report.passed(f"redis reachable at {where} ({version}), PING answered")
         for stream in settings.streams:
+            waiting = int(link.call("ZCARD", scripts.Keys(stream).delayed))
+            if waiting:
+                report.passed(f"stream {stream}: {waiting} delayed job(s) waiting (asyncphp delayed list)")
             try:
                 groups = link.call("XINFO", "GROUPS", stream)
             except redis.ResponseError:
@@ -116,9 +119,6 @@ def _check_redis(settings: Settings, report: Report) -> None:
                     f"stream {stream}: no group {settings.group}",
                     f"the daemon creates it when it starts, or: XGROUP CREATE {stream} {settings.group} 0",
                 )
-            waiting = int(link.call("ZCARD", scripts.Keys(stream).delayed))
-            if waiting:
-                report.passed(f"stream {stream}: {waiting} delayed job(s) waiting (asyncphp delayed list)")
         if settings.streams:
             try:
                 link.call("EVAL", "return 1", 0)
