@@ -13,7 +13,7 @@ import re
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, overload
 
 import redis
@@ -21,12 +21,15 @@ import redis
 from asyncphp import redisurl
 from asyncphp.redisurl import redact
 from asyncphp.wire import scripts
-from asyncphp.wire.body import reject_json_constant
+from asyncphp.wire.body import BadMessage, Limits, form_body, reject_json_constant
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_CHANNEL = "commands"
 DEFAULT_MAXLEN = scripts.DEFAULT_MAXLEN
 DEFAULT_UNIQUE_FOR = 3600.0  # seconds a unique job's guard holds at most
+MAX_UNIQUE_FOR = 2.0**31  # seconds (68 years): Redis refuses an expiry past its clock's range
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+DAEMON_LIMITS = Limits()  # the daemon's defaults: max_message_bytes, max_nesting, max_fields
 CONNECT_TIMEOUT = 2.0  # seconds, as the original caller
 
 EXIT_DELIVERED = 0
@@ -58,6 +61,7 @@ def enqueue(
     unique_for: float = DEFAULT_UNIQUE_FOR,
     unique_until: Literal["processed", "expiry"] = "processed",
     client: redis.Redis | None = None,
+    limits: Limits = DAEMON_LIMITS,
 ) -> Enqueued:
     """Add ``message`` to the Redis stream a daemon reads (``--stream``): at once, or after
     ``delay`` seconds, or at ``at``; and, with ``unique_key``, only if no job with that key holds
@@ -81,26 +85,31 @@ def enqueue(
         unique_until: ``"processed"`` releases the guard when the job is settled,
             ``"expiry"`` only when ``unique_for`` has run out.
         client: a redis-py client to use instead of connecting to ``redis_url``.
+        limits: the daemon's max_message_bytes, max_nesting and max_fields, if not the defaults.
 
     Raises:
-        TypeError, ValueError: ``message`` cannot be serialised to a JSON object, or a time is
-            invalid (``delay`` negative, ``at`` naive, ``unique_for`` not positive).
+        TypeError, ValueError: ``message`` cannot be serialised to a JSON object, the daemon
+            would skip it (too large, deep or wide), or a time is invalid (``delay`` negative,
+            ``at`` naive, ``unique_for`` not positive).
         redis.RedisError: Redis is unreachable or refused the command.
     """
-    payload = _json(message)
+    payload = _json(message, limits)
     delay_ms, at_ms = -1, -1
     if delay is not None and at is not None:
         raise ValueError("give delay or at, not both")
     if delay is not None:
         if not 0 <= delay < math.inf:
             raise ValueError(f"delay must be a number of seconds from 0, not {delay!r}")
-        delay_ms = round(delay * 1000)
+        delay_ms = _milliseconds(delay)
     if at is not None:
         if at.tzinfo is None or at.utcoffset() is None:
             raise ValueError(f"at must be an aware datetime (with a time zone), not {at.isoformat()}")
-        at_ms = max(0, round(at.timestamp() * 1000))
-    if unique_key is not None and (not unique_key or not 0 < unique_for < math.inf):
-        raise ValueError("unique_key must be non-empty and unique_for a positive number of seconds")
+        # In whole microseconds, then ms half up: the PHP client's arithmetic, for the same bytes.
+        at_ms = max(0, ((at - EPOCH) // timedelta(microseconds=1) + 500) // 1000)
+    if unique_key is not None and (not unique_key or not 0.001 <= unique_for <= MAX_UNIQUE_FOR):
+        raise ValueError(
+            f"unique_key must be non-empty and unique_for from 0.001 to {MAX_UNIQUE_FOR:.0f} seconds"
+        )
     if unique_until not in ("processed", "expiry"):
         raise ValueError(f"unique_until must be 'processed' or 'expiry', not {unique_until!r}")
     keys = scripts.Keys(stream)
@@ -110,9 +119,20 @@ def enqueue(
             redis_url, socket_connect_timeout=CONNECT_TIMEOUT, socket_timeout=CONNECT_TIMEOUT
         )
     try:
+        if delay is None and at is None and unique_key is None:
+            entry_id: Any = client.xadd(stream, {"payload": payload}, maxlen=maxlen, approximate=True)
+            return Enqueued(entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id), True, None)
         reply = client.register_script(scripts.ADD)(
             keys=[*keys.moving(), keys.seq, keys.guard(unique_key or "")],
-            args=[payload, maxlen, delay_ms, at_ms, unique_key or "", round(unique_for * 1000), unique_until],
+            args=[
+                payload,
+                maxlen,
+                delay_ms,
+                at_ms,
+                unique_key or "",
+                _milliseconds(unique_for),
+                unique_until,
+            ],
         )
     finally:
         if own:
@@ -124,7 +144,12 @@ def enqueue(
 
 @overload
 def publish(
-    message: Mapping[str, Any], *, channel: str = ..., redis_url: str = ..., durable: Literal[False] = ...
+    message: Mapping[str, Any],
+    *,
+    channel: str = ...,
+    redis_url: str = ...,
+    durable: Literal[False] = ...,
+    limits: Limits = ...,
 ) -> int: ...
 
 
@@ -136,6 +161,7 @@ def publish(
     redis_url: str = ...,
     durable: Literal[True],
     maxlen: int = ...,
+    limits: Limits = ...,
 ) -> str: ...
 
 
@@ -146,6 +172,7 @@ def publish(
     redis_url: str = DEFAULT_REDIS_URL,
     durable: bool = False,
     maxlen: int = DEFAULT_MAXLEN,
+    limits: Limits = DAEMON_LIMITS,
 ) -> int | str:
     """Publish ``message`` as JSON for the daemon to hand to the pool.
 
@@ -160,15 +187,17 @@ def publish(
         redis_url: ``redis://``, ``rediss://``, ``unix://`` or ``redis+sentinel://`` URL.
         durable: add to a stream (XADD) rather than publish.
         maxlen: with ``durable``, the stream is trimmed to about this many entries.
+        limits: the daemon's max_message_bytes, max_nesting and max_fields, if not the defaults.
 
     Returns:
         The number of subscribers that received the message; with ``durable``, the entry id.
 
     Raises:
-        TypeError, ValueError: ``message`` cannot be serialised to a JSON object.
+        TypeError, ValueError: ``message`` cannot be serialised to a JSON object, or the daemon
+            would skip it (too large, deep or wide).
         redis.RedisError: Redis is unreachable or refused the command.
     """
-    payload = _json(message)
+    payload = _json(message, limits)
     client = redisurl.client(
         redis_url, socket_connect_timeout=CONNECT_TIMEOUT, socket_timeout=CONNECT_TIMEOUT
     )
@@ -181,8 +210,20 @@ def publish(
         client.close()
 
 
-def _json(message: Mapping[str, Any]) -> str:
-    return json.dumps(dict(message), ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+def _json(message: Mapping[str, Any], limits: Limits) -> str:
+    """The message as the daemon reads it, checked as the daemon checks it (the same JSON, byte
+    for byte, as the PHP client's for the same data)."""
+    payload = json.dumps(dict(message), ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    try:
+        form_body(payload.encode(), limits)
+    except BadMessage as exc:
+        raise ValueError(f"the daemon would skip this message: {exc}") from None
+    return payload
+
+
+def _milliseconds(seconds: float) -> int:
+    """Seconds → whole ms, half up (not round()'s half to even): as the PHP client does."""
+    return math.floor(seconds * 1000 + 0.5)
 
 
 def php_date_c(now: datetime | None = None) -> str:

@@ -121,6 +121,12 @@ def dead(argv: Sequence[str]) -> int:
     return 0
 
 
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number from 1")
+    return int(text)
+
+
 def delayed(argv: Sequence[str]) -> int:
     from asyncphp.ops import delayed as jobs
 
@@ -135,7 +141,7 @@ def delayed(argv: Sequence[str]) -> int:
     parser.add_argument("--stream", help="default: the daemon's first stream")
     actions = parser.add_subparsers(dest="action", required=True)
     show = actions.add_parser("list", help="show them, the first due first")
-    show.add_argument("--count", type=int)
+    show.add_argument("--count", type=_positive, help="the first N only")
     for name, text in (
         ("cancel", "remove them: they never run"),
         ("run-now", "move them into the stream now"),

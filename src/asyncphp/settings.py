@@ -523,8 +523,16 @@ def load(
 def _check_streams(values: dict[str, Any]) -> None:
     """The settings that name streams, against the streams."""
     streams = values.get("streams", ())
+    if len(set(streams)) != len(streams):
+        raise SettingsError(f"invalid setting streams: a stream is named twice ({', '.join(streams)})")
+    if values.get("priority", Priority.NONE) is not Priority.NONE and not streams:
+        raise SettingsError("invalid setting priority: it orders streams, and none is given (--stream)")
     for name in ("stream_max_in_flight", "stream_rate"):
-        for stream, _ in values.get(name, ()):
+        named = [stream for stream, _ in values.get(name, ())]
+        twice = sorted({stream for stream in named if named.count(stream) > 1})
+        if twice:
+            raise SettingsError(f"invalid setting {name}: {', '.join(twice)} given twice")
+        for stream in named:
             if stream not in streams:
                 listed = ", ".join(streams) or "none"
                 raise SettingsError(

@@ -151,3 +151,22 @@ def test_scheduling_settings_are_shown_and_delayed_jobs_counted(
     assert "✓ stream bulk: 1 delayed job(s) waiting (asyncphp delayed list)" in done.stdout
     bad = check(*flags(redis_server.url, pool), "--stream", "a", "--stream-rate", "b=1/s")
     assert bad.returncode == 1 and "stream_rate: 'b' is not one of the streams (a)" in bad.stdout
+
+
+def test_an_acl_missing_what_the_durable_mode_needs_beyond_its_keys(
+    redis_server: RedisServer, pool: Pool
+) -> None:
+    import redis
+
+    admin = redis.Redis.from_url(redis_server.url)
+    admin.execute_command(
+        "ACL", "SETUSER", "narrow", "on", ">pw", "resetchannels", "~jobs*", "+@all", "-client|unblock"
+    )
+    admin.close()
+    url = f"redis://narrow:pw@127.0.0.1:{redis_server.port}/0"
+    done = check(*flags(url, pool), "--stream", "jobs")
+    assert done.returncode == 1
+    assert "✗ redis refused CLIENT UNBLOCK" in done.stdout
+    assert "✗ redis refused the subscription to jobs:delayed" in done.stdout
+    ok = check(*flags(redis_server.url, pool), "--stream", "jobs")
+    assert "✓ delayed-job notices: subscribed to jobs:delayed" in ok.stdout, ok.stdout

@@ -387,3 +387,85 @@ def test_status_shows_the_delayed_jobs_waiting(redis_server: RedisServer) -> Non
     assert info["delayed"] == 1 and info["next_due"] == job.due_at.timestamp()
     text = asyncphp("status", "--redis-url", url, "--stream", "jobs", "--fpm-status-path", "")
     assert "1 delayed, the next due" in text.stdout
+
+
+# Under an ACL: what the README asks for, and what a narrower one costs.
+
+
+def acl_user(client: redis.Redis, name: str, *rules: str) -> str:
+    client.execute_command("ACL", "SETUSER", name, "on", f">{name}-pw", "resetchannels", *rules)
+    host, port = (
+        client.connection_pool.connection_kwargs["host"],
+        client.connection_pool.connection_kwargs["port"],
+    )
+    return f"redis://{name}:{name}-pw@{host}:{port}/0"
+
+
+def test_without_the_notice_channel_jobs_are_still_added_whole_and_the_daemon_gets_ready(
+    tmp_path: Path, redis_server: RedisServer, pool: Pool, notify_socket: object
+) -> None:
+    import socket
+
+    from asyncphp.dev import sandbox
+    from tests.integration.conftest import notifications
+
+    assert isinstance(notify_socket, socket.socket)
+    admin = redis.Redis.from_url(redis_server.url)
+    url = acl_user(
+        admin, "keys_only", "~jobs*", "+@all"
+    )  # no &jobs:delayed: Redis 7 denies channels by default
+    # The announcement is refused; the add is not, nor its guard.
+    first = enqueue({"n": 1}, stream="jobs", redis_url=url, delay=0.3, unique_key="k")
+    second = enqueue({"n": 2}, stream="jobs", redis_url=url, delay=0.3, unique_key="k")
+    assert first.added and not second.added and admin.zcard("jobs:delayed") == 1
+    log = tmp_path / "acl-daemon.log"
+    env = {"NOTIFY_SOCKET": notify_socket.getsockname()}
+    daemon = Daemon(sandbox.start_daemon(url, pool.listen, WORKER, "--stream", "jobs", log=log, env=env), log)
+    try:
+        assert any("READY=1" in n for n in notifications(notify_socket, "READY=1"))
+        daemon.wait_for("redis refused the subscription to jobs:delayed .*NOPERM")
+        wait_for(lambda: starts(pool), what="the delayed job, moved by the refresh")
+        assert [s.n for s in starts(pool)] == [1]
+        assert len(daemon.lines("refused the subscription")) == 1, "said once"
+    finally:
+        daemon.stop()
+    admin.close()
+
+
+def test_without_client_unblock_a_limited_stream_is_read_by_short_blocks(
+    tmp_path: Path, redis_server: RedisServer, pool: Pool, start_daemon: Callable[..., Daemon]
+) -> None:
+    admin = redis.Redis.from_url(redis_server.url)
+    url = acl_user(admin, "no_admin", "~*", "&*", "+@all", "-client|unblock")
+    add(redis_server.url, "slow", 6, ms=50)
+    admin.config_set("slowlog-log-slower-than", 0)  # every command, to see the reads' BLOCK
+    admin.config_set("slowlog-max-len", 10_000)
+    from asyncphp.dev import sandbox
+
+    log = tmp_path / "unblock-daemon.log"
+    daemon = Daemon(
+        sandbox.start_daemon(
+            url,
+            pool.listen,
+            WORKER,
+            "--stream",
+            "slow",
+            "--stream",
+            "other",
+            "--stream-max-in-flight",
+            "slow=1",
+            log=log,
+        ),
+        log,
+    )
+    try:
+        daemon.wait_for("redis refused CLIENT ID or UNBLOCK .*no permissions")
+        wait_for(lambda: len(starts(pool)) == 6, what="six runs, one at a time")
+        assert most_running(pool, "slow") == 1
+        # While slow is at its limit, a blocking read waits on other alone; it is a short one
+        # (BLOCK 100), so slow's next job waits for no 2 s read to end: as Redis logged the commands.
+        reads = [e["command"] for e in admin.slowlog_get(1000) if e["command"].startswith(b"XREADGROUP")]
+        assert any(b" BLOCK 100 " in c for c in reads) and not any(b" BLOCK 2000 " in c for c in reads), reads
+    finally:
+        daemon.stop()
+    admin.close()

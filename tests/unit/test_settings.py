@@ -196,3 +196,20 @@ def test_scheduling_settings_from_flags_env_and_toml(tmp_path: Path) -> None:
 def test_bad_scheduling_settings_name_the_setting(argv: list[str], message: str) -> None:
     with pytest.raises(SettingsError, match=re.escape(message)):
         load(argv, {})
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (
+            ["--stream", "a", "--stream-rate", "a=10/s", "--stream-rate", "a=5/s"],
+            "stream_rate: a given twice",
+        ),
+        (["--stream", "a", "--stream-max-in-flight", "a=1,a=2"], "stream_max_in_flight: a given twice"),
+        (["--channel", "c", "--priority", "weighted"], "priority: it orders streams, and none is given"),
+        (["--stream", "a", "--stream", "a"], "streams: a stream is named twice"),
+    ],
+)
+def test_scheduling_settings_that_cannot_mean_what_they_say(argv: list[str], message: str) -> None:
+    with pytest.raises(SettingsError, match=re.escape(message)):
+        load(argv, {})

@@ -33,6 +33,7 @@ class _Stream:
     due: float = -math.inf  # the earliest due time known (monotonic); -inf: ask at once
     refresh: float = -math.inf
     out: bool = False
+    heard: float = math.inf  # the earliest due time announced while a move was out
 
 
 class Schedule:
@@ -43,7 +44,7 @@ class Schedule:
         moves = []
         for stream, state in self._streams.items():
             if not state.out and now >= min(state.due, state.refresh):
-                state.out = True
+                state.out, state.heard = True, math.inf
                 moves.append(Move(stream))
         return moves
 
@@ -51,7 +52,8 @@ class Schedule:
         """A MOVE came back: ``count`` jobs moved, the next due in ``next_due_in`` s (``inf``: none)."""
         state = self._streams[stream]
         state.out = False
-        state.due = now if count >= MOVE_BATCH else now + next_due_in
+        # A notice that came while the move was out may be of a job added after the move ran.
+        state.due = min(now if count >= MOVE_BATCH else now + next_due_in, state.heard)
         state.refresh = now + REFRESH
 
     def heard(self, stream: str, due_in: float, now: float) -> None:
@@ -59,12 +61,18 @@ class Schedule:
         state = self._streams.get(stream)
         if state is not None:
             state.due = min(state.due, now + due_in)
+            state.heard = min(state.heard, now + due_in)
+
+    def ask(self) -> None:
+        """Move at once: notices may have been missed (their subscription was reconnecting)."""
+        for state in self._streams.values():
+            state.due = -math.inf
 
     def failed(self, stream: str, now: float) -> None:
         """A MOVE was refused (an ACL, a script error): asked again at the next refresh."""
         state = self._streams[stream]
         state.out, state.refresh = False, now + REFRESH
-        state.due = math.inf
+        state.due = state.heard
 
     def wake_at(self) -> float:
         return min((min(s.due, s.refresh) for s in self._streams.values() if not s.out), default=math.inf)

@@ -32,7 +32,7 @@ from asyncphp.loop.logsink import Sink, job_fields
 from asyncphp.loop.overflow import Overflow
 from asyncphp.loop.poller import READ, Poller
 from asyncphp.loop.pool import Dispatcher
-from asyncphp.loop.pubsub import PubSubSource
+from asyncphp.loop.pubsub import DueNotices, PubSubSource
 from asyncphp.loop.service import Notifier, SignalWakeup
 from asyncphp.loop.streams import StreamSource
 from asyncphp.ops.metrics import serve
@@ -113,9 +113,9 @@ class Daemon:
             if settings.move_delayed:
                 # Told when a job is added due before all others: the daemon sleeps until then.
                 channels = [scripts.Keys(stream).delayed for stream in settings.streams]
-                notices = PubSubSource(url, channels, password_file, streams.heard)
-                notices.what = f"delayed-job notices ({', '.join(channels)})"
-                sources.append(notices)
+                sources.append(
+                    DueNotices(url, channels, password_file, streams.heard, streams.notices_back, self.log)
+                )
         if settings.heartbeat_interval:
             interval = settings.heartbeat_interval
             sources.append(Heartbeat(url, password_file, settings.consumer, interval, self._snapshot))

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Sequence
 
@@ -124,3 +125,54 @@ class PubSubSource:
         self.link.close()
         self._subscribed.clear()
         self._unconfirmed.clear()
+
+
+class DueNotices(PubSubSource):
+    """The ``<stream>:delayed`` channels, on which the script that adds a delayed job announces it
+    when it is due before all others, so that the daemons need not poll. Optional: refused by an
+    ACL, it is said once, the daemon goes on (a refresh moves such jobs, a little later), and it
+    does not hold up READY."""
+
+    announce = False
+
+    def __init__(
+        self,
+        url: str,
+        channels: Sequence[str],
+        password_file: str,
+        heard: Callable[[Message], None],
+        connected: Callable[[], None],
+        log: logging.Logger,
+    ) -> None:
+        super().__init__(url, channels, password_file, heard)
+        self.what = f"delayed-job notices ({', '.join(self.channels)})"
+        self._connected = connected
+        self._log = log
+        self.refused = False
+
+    def open(self) -> tuple[str, str]:
+        where = super().open()
+        self._connected()  # what was announced while it was away is missed: look now
+        return where
+
+    def _read(self) -> None:
+        try:
+            super()._read()
+        except redis.ConnectionError as exc:
+            if not str(exc).startswith("redis refused: NOPERM"):
+                raise
+            if not self.refused:
+                self.refused = True
+                self._log.error(
+                    "redis refused the subscription to %s (%s): delayed jobs due before all others are "
+                    "moved up to 2 s late; allow the channels to this daemon's user (&<stream>:delayed)",
+                    ", ".join(self.channels), exc,
+                )  # fmt: skip
+            self._unconfirmed.clear()
+
+    @property
+    def ready(self) -> bool:
+        return self.refused or super().ready
+
+    def explain(self, reason: str) -> str:
+        return reason  # nothing is lost with it: the refresh moves what it would have announced

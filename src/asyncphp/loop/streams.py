@@ -70,6 +70,7 @@ return 1
 RECONNECT_ON = frozenset({"READONLY", "LOADING", "MASTERDOWN", "BUSY"})
 DEAD_MAXLEN = 100_000  # dead letters kept per stream (approximately)
 BLOCK_MS = 2000  # XREADGROUP waits this long for entries, then is sent again
+UNBLOCKLESS_BLOCK_MS = 100  # the same, by priority or limits, where CLIENT UNBLOCK is refused
 STDERR_EXCERPT = 2000  # bytes of the worker's stderr kept in a dead letter
 
 # The dead letter and the acknowledgement in one step, so they cannot come apart: if the XADD is
@@ -127,6 +128,7 @@ class StreamSource:
         self._recorded: dict[str, str] = {}
         self._unrecordable = False  # an ACL refused <stream>:groups: said once
         self._refusals: set[str] = set()  # commands sent again and again whose refusal was said
+        self._unblock_said = False
         self.lag: dict[str, int] = {}
 
     # Connection.
@@ -145,8 +147,9 @@ class StreamSource:
         self.writer.open()
         try:
             self._reader_id = int(self.reader.call("CLIENT", "ID"))
-        except redis.ResponseError:
-            self._reader_id = 0  # an ACL without CLIENT: a stop waits for the read's BLOCK instead
+            self.writer.call("CLIENT", "UNBLOCK", 0)  # no such client: it only asks whether we may
+        except redis.ResponseError as exc:
+            self._no_unblock(exc)
         for stream in self.streams:
             try:
                 recorded = self.writer.call("HGET", stream + POSITION_SUFFIX, self.group)
@@ -245,6 +248,8 @@ class StreamSource:
                 self._move(move)
 
     def wake_at(self, free: int) -> float:
+        if self.ledger.stopped:
+            return self.ledger.wake_at(free)  # no moves while stopping (tick sends none)
         return min(self.ledger.wake_at(free), self.schedule.wake_at())
 
     def _send(self, command: Command) -> None:
@@ -279,7 +284,10 @@ class StreamSource:
             )
         elif isinstance(command, Read):
             self._read_sent = time.monotonic()
-            block = ("BLOCK", BLOCK_MS) if command.block else ()
+            # Without CLIENT UNBLOCK, a stream that becomes readable during a blocking read waits
+            # for its end: short ones, then, when the streams are read by priority or limits.
+            wait = BLOCK_MS if self._reader_id or self.lanes.plain else UNBLOCKLESS_BLOCK_MS
+            block = ("BLOCK", wait) if command.block else ()
             self.reader.send(
                 "XREADGROUP", "GROUP", self.group, self.consumer, "COUNT", command.count, *block,
                 "STREAMS", *command.streams, *[">"] * len(command.streams), on_reply=self._on_entries,
@@ -292,7 +300,7 @@ class StreamSource:
                 rate.burst, count, on_reply=functools.partial(self._taken, command),
             )  # fmt: skip
         elif isinstance(command, Unblock) and self._reader_id:  # else it ends when its BLOCK runs out
-            self.writer.send("CLIENT", "UNBLOCK", self._reader_id, on_reply=_ignore)
+            self.writer.send("CLIENT", "UNBLOCK", self._reader_id, on_reply=self._unblocked)
 
     def _rate(self, stream: str) -> Rate:
         for lane in self.lanes.lanes:
@@ -352,6 +360,27 @@ class StreamSource:
         self.schedule.moved(stream, len(moved.ids), moved.next_due_in, now)
         if moved.ids:
             self._log.debug("moved %d delayed job(s) into %s", len(moved.ids), stream)
+
+    def _unblocked(self, reply: Reply) -> None:
+        if isinstance(reply, ReplyError):
+            self._no_unblock(reply)
+
+    def _no_unblock(self, error: Exception) -> None:
+        """An ACL without CLIENT ID or CLIENT UNBLOCK: a stop waits for the read's BLOCK, and so
+        does a stream that becomes readable (said once, when it matters)."""
+        self._reader_id = 0
+        if self.lanes.plain or self._unblock_said:
+            return
+        self._unblock_said = True
+        self._log.error(
+            "redis refused CLIENT ID or UNBLOCK (%s): a stream that becomes readable (a limited stream's "
+            "job ended, a rate's token came due) is read after at most %d ms instead of at once; allow "
+            "+client|id and +client|unblock for this daemon's user", error, UNBLOCKLESS_BLOCK_MS,
+        )  # fmt: skip
+
+    def notices_back(self) -> None:
+        """The delayed-job notices are (re)subscribed: what was announced meanwhile is missed."""
+        self.schedule.ask()
 
     def heard(self, message: Message) -> None:
         """A notice on ``<stream>:delayed``: a job due in so many ms, before any other."""

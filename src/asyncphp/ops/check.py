@@ -11,6 +11,7 @@ from pathlib import Path
 
 import redis
 
+from asyncphp import redisurl
 from asyncphp.core.reading import Priority
 from asyncphp.loop.redislink import Link
 from asyncphp.ops import probe
@@ -120,16 +121,48 @@ def _check_redis(settings: Settings, report: Report) -> None:
                     f"the daemon creates it when it starts, or: XGROUP CREATE {stream} {settings.group} 0",
                 )
         if settings.streams:
-            try:
-                link.call("EVAL", "return 1", 0)
-            except redis.ResponseError as exc:
-                report.failed(
-                    f"redis refused a script: {exc}",
-                    "the durable mode runs Lua scripts (dead letters, delayed jobs, unique guards, rates): "
-                    "the ACL must allow EVAL",
-                )
+            _check_stream_rights(settings, link, report)
     finally:
         link.close()
+
+
+def _check_stream_rights(settings: Settings, link: Link, report: Report) -> None:
+    """What the durable mode asks of an ACL beyond its keys, each tried harmlessly."""
+    try:
+        link.call("EVAL", "return 1", 0)
+    except redis.ResponseError as exc:
+        report.failed(
+            f"redis refused a script: {exc}",
+            "the durable mode runs Lua scripts (dead letters, delayed jobs, unique guards, rates): "
+            "the ACL must allow EVAL",
+        )
+    try:
+        link.call("CLIENT", "UNBLOCK", 0)  # no such client: it only asks whether we may
+    except redis.ResponseError as exc:
+        report.failed(
+            f"redis refused CLIENT UNBLOCK: {exc}",
+            "allow +client|id and +client|unblock: without them a limited or rate-limited stream that "
+            "becomes readable waits for a 100 ms read to end",
+        )
+    if not settings.move_delayed:
+        return
+    channels = [scripts.Keys(stream).delayed for stream in settings.streams]
+    client = redisurl.client(settings.redis_url, settings.redis_password_file, socket_timeout=5.0)
+    listener = client.pubsub()  # type: ignore[no-untyped-call]
+    try:
+        listener.subscribe(*channels)
+        for _ in channels:
+            listener.get_message(timeout=2.0)
+        report.passed(f"delayed-job notices: subscribed to {', '.join(channels)}")
+    except redis.ResponseError as exc:
+        report.failed(
+            f"redis refused the subscription to {', '.join(channels)}: {exc}",
+            "allow the channels (&<stream>:delayed) to the daemon and to publishers: without them a "
+            "delayed job due before all others runs up to 2 s late",
+        )
+    finally:
+        listener.close()
+        client.close()
 
 
 def _check_pool(settings: Settings, report: Report) -> None:

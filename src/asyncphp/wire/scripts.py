@@ -80,6 +80,9 @@ elseif tonumber(ARGV[4]) >= 0 then
     due = tonumber(ARGV[4])
 end
 local unique = ARGV[5] ~= ''
+if unique and not (tonumber(ARGV[6]) and tonumber(ARGV[6]) >= 1) then
+    return redis.error_reply('ERR unique_for must be at least 1 ms')
+end
 if unique then
     local held = redis.call('GET', KEYS[6])
     if held then
@@ -95,8 +98,9 @@ if due > now then
         redis.call('HSET', KEYS[4], id, KEYS[6] .. '\\n' .. ARGV[7])
     end
     -- Due before any other: the daemons sleep until a later time, so tell them (in ms from now).
+    -- pcall: a channel an ACL refuses must not fail an add half made (the daemons' refresh finds it).
     if redis.call('ZRANGE', KEYS[2], 0, 0)[1] == id then
-        redis.call('PUBLISH', KEYS[2], due - now)
+        redis.pcall('PUBLISH', KEYS[2], due - now)
     end
 else
     local fields = {'payload', ARGV[1]}

@@ -56,3 +56,19 @@ def test_a_job_announced_due_sooner_wakes_the_daemon_then() -> None:
     schedule.heard("other", 0.0, 0.05)  # a stream this daemon does not read
     assert schedule.plan(0.1) == []
     assert schedule.plan(0.2) == [Move("a")]
+
+
+def test_a_notice_heard_while_a_move_is_out_is_not_lost_to_its_reply() -> None:
+    schedule = Schedule(("a",))
+    schedule.plan(0.0)  # a move out: Redis ran it before the new job was added
+    schedule.heard("a", 0.1, 0.01)  # the new job's notice comes before the move's reply
+    schedule.moved("a", 0, math.inf, 0.02)  # "nothing waits", as it was when the move ran
+    assert abs(schedule.wake_at() - 0.11) < 1e-9
+
+
+def test_a_reconnected_subscription_moves_at_once() -> None:
+    schedule = Schedule(("a",))
+    schedule.plan(0.0)
+    schedule.moved("a", 0, 60.0, 0.0)
+    schedule.ask()
+    assert schedule.plan(0.1) == [Move("a")]

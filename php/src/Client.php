@@ -1,0 +1,64 @@
+<?php
+
+declare(strict_types=1);
+
+namespace Asyncphp;
+
+use Predis\ClientInterface;
+
+/**
+ * Publishes jobs for the asyncphp daemon, over the app's own Redis connection.
+ *
+ *     $jobs = new Asyncphp\Client($redis);                 // a connected \Redis (phpredis) or Predis client
+ *     $jobs->publish(['user' => 42]);                      // pub/sub: subscribers reached (0: dropped)
+ *     $jobs->stream('mail')->publish(['user' => 42]);      // durable: the entry id
+ *     $jobs->stream('mail')->delay(30)->unique('welcome:42', 600)->publish(['user' => 42]);
+ *
+ * What it writes to Redis is what the Python caller writes for the same call, byte for byte.
+ */
+final class Client
+{
+    public const DEFAULT_CHANNEL = 'commands';
+    public const DEFAULT_MAXLEN = 1_000_000;
+
+    private readonly Connection $redis;
+
+    /**
+     * @param bool $throwWhenDropped publish() throws instead of returning 0 when nobody received
+     *     the message (pub/sub keeps nothing: it is lost)
+     */
+    public function __construct(
+        \Redis|ClientInterface|Connection $redis,
+        private readonly Limits $limits = new Limits(),
+        private readonly bool $throwWhenDropped = false,
+        private readonly int $maxlen = self::DEFAULT_MAXLEN,
+    ) {
+        $this->redis = match (true) {
+            $redis instanceof Connection => $redis,
+            $redis instanceof \Redis => new PhpRedisConnection($redis),
+            default => new PredisConnection($redis),
+        };
+    }
+
+    /**
+     * Publish on a channel (pub/sub): the number of daemons that received it. Pub/sub keeps
+     * nothing: 0 means nobody was subscribed and the job is gone (see $throwWhenDropped).
+     *
+     * @param array<mixed> $payload an associative array: the worker's $_POST
+     * @throws AsyncphpException
+     */
+    public function publish(array $payload, string $channel = self::DEFAULT_CHANNEL): int
+    {
+        $receivers = $this->redis->publish($channel, Payload::encode($payload, $this->limits));
+        if ($receivers === 0 && $this->throwWhenDropped) {
+            throw new AsyncphpException("nobody is subscribed to '$channel': the message was dropped");
+        }
+        return $receivers;
+    }
+
+    /** A publisher for the stream $name (the durable mode: kept in Redis until a worker answered). */
+    public function stream(string $name = self::DEFAULT_CHANNEL): StreamPublisher
+    {
+        return new StreamPublisher($this->redis, $name, $this->limits, $this->maxlen);
+    }
+}

@@ -1,0 +1,54 @@
+<?php
+
+declare(strict_types=1);
+
+namespace Asyncphp;
+
+/** Connection over a connected phpredis \Redis (its options, such as a serializer, left alone). */
+final class PhpRedisConnection implements Connection
+{
+    public function __construct(private readonly \Redis $redis)
+    {
+    }
+
+    public function publish(string $channel, string $message): int
+    {
+        return (int) $this->call(fn () => $this->redis->publish($channel, $message), 'PUBLISH');
+    }
+
+    public function xadd(string $stream, array $fields, int $maxlen): string
+    {
+        return (string) $this->call(fn () => $this->redis->xAdd($stream, '*', $fields, $maxlen, true), 'XADD');
+    }
+
+    public function script(string $script, array $keys, array $args): mixed
+    {
+        $sha = sha1($script);
+        $values = array_merge($keys, $args);
+        $this->redis->clearLastError();
+        $reply = $this->call(fn () => $this->redis->evalSha($sha, $values, count($keys)), 'EVALSHA', true);
+        if ($reply === false && str_starts_with((string) $this->redis->getLastError(), 'NOSCRIPT')) {
+            $this->redis->clearLastError();
+            $this->call(fn () => $this->redis->script('load', $script), 'SCRIPT LOAD');
+            $reply = $this->call(fn () => $this->redis->evalSha($sha, $values, count($keys)), 'EVALSHA');
+        }
+        return $reply;
+    }
+
+    /** phpredis answers an error reply with false (and getLastError()), a lost connection with an exception. */
+    private function call(callable $command, string $name, bool $noScriptIsAnswer = false): mixed
+    {
+        try {
+            $reply = $command();
+        } catch (\RedisException $e) {
+            throw new AsyncphpException("redis: $name failed: " . $e->getMessage(), 0, $e);
+        }
+        if ($reply === false) {
+            $error = (string) $this->redis->getLastError();
+            if ($error !== '' && !($noScriptIsAnswer && str_starts_with($error, 'NOSCRIPT'))) {
+                throw new AsyncphpException("redis refused $name: $error");
+            }
+        }
+        return $reply;
+    }
+}
