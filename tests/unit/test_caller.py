@@ -83,3 +83,16 @@ def test_enqueue_refuses_bad_times_before_connecting() -> None:
         enqueue({}, redis_url=url, delay=-1)
     with pytest.raises(ValueError, match="unique_for"):
         enqueue({}, redis_url=url, unique_key="k", unique_for=0)
+
+
+def test_a_payload_the_daemon_would_skip_is_refused_before_connecting() -> None:
+    from asyncphp.caller import enqueue, publish
+    from asyncphp.wire.body import Limits
+
+    url = "redis://127.0.0.1:1/0"  # never reached
+    with pytest.raises(ValueError, match=r"over max_message_bytes \(10\)"):
+        publish({"x": "a" * 20}, redis_url=url, limits=Limits(max_bytes=10))
+    with pytest.raises(ValueError, match=r"over max_input_vars \(3\)"):
+        enqueue({"x": [1, 2, 3, 4]}, redis_url=url, limits=Limits(max_fields=3))
+    with pytest.raises(ValueError, match="over max_input_nesting_level"):
+        publish({"a": {"b": {"c": 1}}}, redis_url=url, limits=Limits(max_nesting=1))

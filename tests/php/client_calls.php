@@ -1,0 +1,43 @@
+<?php
+// Runs calls of the PHP client for the Python tests: php client_calls.php <phpredis|predis>
+// <host:port> <calls as JSON>, each call {"op": "publish"|"stream", "payload": {…}, "channel",
+// "stream", "delay", "at" (ISO 8601), "unique": [key, for, until]}. Prints one JSON line per call:
+// {"result": …} or {"error": message}.
+declare(strict_types=1);
+
+require __DIR__ . '/../../php/autoload.php';
+require_once '/usr/share/php/Predis/Autoloader.php';
+Predis\Autoloader::register();
+
+[, $kind, $address, $calls] = $argv;
+[$host, $port] = explode(':', $address);
+if ($kind === 'phpredis') {
+    $redis = new Redis();
+    $redis->connect($host, (int) $port, 2.0);
+} else {
+    $redis = new Predis\Client(['host' => $host, 'port' => (int) $port]);
+}
+$client = new Asyncphp\Client($redis);
+foreach (json_decode($calls, true, 512, JSON_THROW_ON_ERROR) as $call) {
+    try {
+        if ($call['op'] === 'publish') {
+            $result = $client->publish($call['payload'], $call['channel'] ?? 'commands');
+        } else {
+            $stream = $client->stream($call['stream'] ?? 'commands');
+            if (isset($call['delay'])) {
+                $stream = $stream->delay($call['delay']);
+            }
+            if (isset($call['at'])) {
+                $stream = $stream->at(new DateTimeImmutable($call['at']));
+            }
+            if (isset($call['unique'])) {
+                $stream = $stream->unique(...$call['unique']);
+            }
+            $done = $stream->enqueue($call['payload']);
+            $result = ['id' => $done->id, 'added' => $done->added, 'due' => $done->dueAt?->format('U.v')];
+        }
+        echo json_encode(['result' => $result]), "\n";
+    } catch (Asyncphp\AsyncphpException $e) {
+        echo json_encode(['error' => $e->getMessage()]), "\n";
+    }
+}
