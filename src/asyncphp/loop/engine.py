@@ -65,8 +65,9 @@ class Daemon:
         self.counters = Counters()
         self.poller = Poller()
         self.metrics = serve(
-            settings.metrics_listen, lambda: self.dispatcher.in_flight, lambda: self.dispatcher.queued
-        )
+            settings.metrics_listen, lambda: self.dispatcher.in_flight, lambda: self.dispatcher.queued,
+            lambda: self.settings.max_in_flight,
+        )  # fmt: skip
         self.requests = RequestBuilder(settings.worker_script)
         self.dispatcher = Dispatcher(
             self.poller,

@@ -499,6 +499,7 @@ class StreamSource:
         info = replies.xinfo_groups(reply).get(self.group)
         if info is not None:
             self.lag[stream] = info.lag
+            self._metrics.stream(stream, info.lag, info.pending)
             self._delivered[stream] = info.last_delivered
             self._record(stream, info.last_delivered)
 

@@ -33,14 +33,21 @@ class Metrics:
     def spilled(self, source: str) -> None:
         pass
 
+    def stream(self, source: str, lag: int, pending: int) -> None:
+        """A stream's group, as XINFO GROUPS said it (every second): entries not yet delivered
+        to it, and delivered but not yet acknowledged."""
+
     def close(self) -> None:
         pass
 
 
-def serve(listen: str, in_flight: Callable[[], float], queued: Callable[[], float]) -> Metrics:
-    """Metrics served on ``listen`` (host:port); "" means off."""
+def serve(
+    listen: str, in_flight: Callable[[], float], queued: Callable[[], float], width: Callable[[], float]
+) -> Metrics:
+    """Metrics served on ``listen`` (host:port); "" means off. ``width``: max_in_flight, which a
+    SIGHUP may change."""
     if not listen:
         return Metrics()
     from asyncphp.ops.prometheus import PrometheusMetrics
 
-    return PrometheusMetrics(listen, in_flight, queued)
+    return PrometheusMetrics(listen, in_flight, queued, width)

@@ -15,7 +15,13 @@ BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 1
 
 
 class PrometheusMetrics(Metrics):
-    def __init__(self, listen: str, in_flight: Callable[[], float], queued: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        listen: str,
+        in_flight: Callable[[], float],
+        queued: Callable[[], float],
+        width: Callable[[], float],
+    ) -> None:
         host, _, port = listen.rpartition(":")
         self.registry = CollectorRegistry()
         r = self.registry
@@ -46,6 +52,16 @@ class PrometheusMetrics(Metrics):
         )  # fmt: skip
         Gauge("asyncphp_jobs_in_flight", "Requests open to the pool", registry=r).set_function(in_flight)
         Gauge("asyncphp_jobs_queued", "Jobs waiting for a free request slot", registry=r).set_function(queued)
+        Gauge("asyncphp_max_in_flight", "Requests the daemon may open at once", registry=r).set_function(
+            width
+        )
+        self._lag = Gauge(
+            "asyncphp_stream_lag", "Entries of the stream not yet delivered to the group", label, registry=r
+        )
+        self._pending = Gauge(
+            "asyncphp_stream_pending", "Entries delivered to the group and not yet acknowledged", label,
+            registry=r,
+        )  # fmt: skip
         self.server, _ = start_http_server(int(port), addr=host.strip("[]"), registry=r)
 
     def received(self, source: str) -> None:
@@ -70,6 +86,11 @@ class PrometheusMetrics(Metrics):
 
     def spilled(self, source: str) -> None:
         self._spilled.labels(source).inc()
+
+    def stream(self, source: str, lag: int, pending: int) -> None:
+        if lag >= 0:
+            self._lag.labels(source).set(lag)
+        self._pending.labels(source).set(pending)
 
     def close(self) -> None:
         self.server.shutdown()
