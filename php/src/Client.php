@@ -22,17 +22,22 @@ final class Client
     public const DEFAULT_MAXLEN = 1_000_000;
 
     private readonly Connection $redis;
+    private readonly string $release;
 
     /**
      * @param bool $throwWhenDropped publish() throws instead of returning 0 when nobody received
      *     the message (pub/sub keeps nothing: it is lost)
+     * @param ?string $release the release publishing, for daemons that run each job with its
+     *     release's code (default: the environment's ASYNCPHP_RELEASE)
      */
     public function __construct(
         \Redis|ClientInterface|Connection $redis,
         private readonly Limits $limits = new Limits(),
         private readonly bool $throwWhenDropped = false,
         private readonly int $maxlen = self::DEFAULT_MAXLEN,
+        ?string $release = null,
     ) {
+        $this->release = $release ?? (string) getenv('ASYNCPHP_RELEASE');
         $this->redis = match (true) {
             $redis instanceof Connection => $redis,
             $redis instanceof \Redis => new PhpRedisConnection($redis),
@@ -45,11 +50,17 @@ final class Client
      * nothing: 0 means nobody was subscribed and the job is gone (see $throwWhenDropped).
      *
      * @param array<mixed> $payload an associative array: the worker's $_POST
+     * @param string $traceparent the W3C trace context the job continues, if any
      * @throws AsyncphpException
      */
-    public function publish(array $payload, string $channel = self::DEFAULT_CHANNEL): int
-    {
-        $receivers = $this->redis->publish($channel, Payload::encode($payload, $this->limits));
+    public function publish(
+        array $payload,
+        string $channel = self::DEFAULT_CHANNEL,
+        string $traceparent = '',
+        string $tracestate = '',
+    ): int {
+        $meta = ['release' => $this->release, 'traceparent' => $traceparent, 'tracestate' => $tracestate];
+        $receivers = $this->redis->publish($channel, Payload::encode($payload, $this->limits, $meta));
         if ($receivers === 0 && $this->throwWhenDropped) {
             throw new AsyncphpException("nobody is subscribed to '$channel': the message was dropped");
         }
@@ -59,6 +70,6 @@ final class Client
     /** A publisher for the stream $name (the durable mode: kept in Redis until a worker answered). */
     public function stream(string $name = self::DEFAULT_CHANNEL): StreamPublisher
     {
-        return new StreamPublisher($this->redis, $name, $this->limits, $this->maxlen);
+        return (new StreamPublisher($this->redis, $name, $this->limits, $this->maxlen))->release($this->release);
     }
 }

@@ -16,15 +16,29 @@ final class Payload
     private const FLAGS = JSON_UNESCAPED_UNICODE | JSON_UNESCAPED_SLASHES | JSON_UNESCAPED_LINE_TERMINATORS
         | JSON_PRESERVE_ZERO_FRACTION | JSON_THROW_ON_ERROR;
     private const JSON_MAX_DEPTH = 512; // json_decode()'s default depth, as the daemon counts it
+    /** The daemon's own key: what it should know besides the payload (release, trace context). */
+    public const META_KEY = '_asyncphp';
+    private const RELEASE = '/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/D';
+    private const TRACEPARENT = '/^00-(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{16}-[0-9a-f]{2}$/D';
 
     /**
      * @param array<mixed> $payload an associative array (or an empty one): a JSON object
+     * @param array{release?: string, traceparent?: string, tracestate?: string} $meta
      * @throws AsyncphpException the payload is not a JSON object, or the daemon would skip it
      */
-    public static function encode(array $payload, Limits $limits = new Limits()): string
+    public static function encode(array $payload, Limits $limits = new Limits(), array $meta = []): string
     {
         if ($payload !== [] && array_is_list($payload)) {
             throw new AsyncphpException('the payload must be a JSON object (string keys), not a list');
+        }
+        if (array_key_exists(self::META_KEY, $payload)) {
+            throw new AsyncphpException(
+                "the key '" . self::META_KEY . "' is the daemon's own: a payload cannot hold it"
+            );
+        }
+        $meta = self::meta($meta);
+        if ($meta !== []) {
+            $payload[self::META_KEY] = $meta;
         }
         try {
             $json = $payload === [] ? '{}' : json_encode($payload, self::FLAGS);
@@ -58,6 +72,33 @@ final class Payload
             );
         }
         return $json;
+    }
+
+    /**
+     * The release and trace context, checked, in the order the Python caller writes them.
+     *
+     * @param array{release?: string, traceparent?: string, tracestate?: string} $meta
+     * @return array<string, string>
+     */
+    private static function meta(array $meta): array
+    {
+        $release = $meta['release'] ?? '';
+        if ($release !== '' && preg_match(self::RELEASE, $release) !== 1) {
+            throw new AsyncphpException(
+                "release '$release' is not a release id: letters, digits, '.', '_', '-'; 64 at most"
+            );
+        }
+        $traceparent = $meta['traceparent'] ?? '';
+        if ($traceparent !== '' && preg_match(self::TRACEPARENT, $traceparent) !== 1) {
+            throw new AsyncphpException(
+                "traceparent '$traceparent' is not W3C trace context: 00-<32 hex>-<16 hex>-<2 hex>"
+            );
+        }
+        $tracestate = $traceparent === '' ? '' : ($meta['tracestate'] ?? '');
+        return array_filter(
+            ['release' => $release, 'traceparent' => $traceparent, 'tracestate' => $tracestate],
+            fn (string $value) => $value !== '',
+        );
     }
 
     /** How deeply arrays nest in $value (the top-level array is 1), without recursion. */

@@ -20,6 +20,8 @@ final class StreamPublisher
     private ?string $uniqueKey = null;
     private int $uniqueForMs = 3_600_000;
     private string $uniqueUntil = 'processed';
+    /** @var array{release: string, traceparent: string, tracestate: string} */
+    private array $meta = ['release' => '', 'traceparent' => '', 'tracestate' => ''];
 
     /** @internal made by Client::stream() */
     public function __construct(
@@ -77,6 +79,23 @@ final class StreamPublisher
         return $copy;
     }
 
+    /** The release publishing (default: the Client's): a daemon may run each job with its release's code. */
+    public function release(string $release): self
+    {
+        $copy = clone $this;
+        $copy->meta['release'] = $release;
+        return $copy;
+    }
+
+    /** The W3C trace context the job continues, as a web request would carry it. */
+    public function trace(string $traceparent, string $tracestate = ''): self
+    {
+        $copy = clone $this;
+        $copy->meta['traceparent'] = $traceparent;
+        $copy->meta['tracestate'] = $tracestate;
+        return $copy;
+    }
+
     /** The stream is trimmed to about this many entries (default 1,000,000). */
     public function maxlen(int $entries): self
     {
@@ -107,7 +126,7 @@ final class StreamPublisher
      */
     public function enqueue(array $payload): Enqueued
     {
-        $json = Payload::encode($payload, $this->limits);
+        $json = Payload::encode($payload, $this->limits, $this->meta);
         if ($this->delayMs === null && $this->atMs === null && $this->uniqueKey === null) {
             return new Enqueued($this->redis->xadd($this->stream, ['payload' => $json], $this->maxlen), true, null);
         }

@@ -6,6 +6,8 @@ This module needs only redis-py: app code that publishes never loads the daemon,
 from __future__ import annotations
 
 import argparse
+import functools
+import importlib
 import json
 import math
 import os
@@ -20,7 +22,7 @@ import redis
 
 from asyncphp import redisurl
 from asyncphp.redisurl import redact
-from asyncphp.wire import scripts
+from asyncphp.wire import meta, scripts
 from asyncphp.wire.body import BadMessage, Limits, form_body, reject_json_constant
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -62,6 +64,9 @@ def enqueue(
     unique_until: Literal["processed", "expiry"] = "processed",
     client: redis.Redis | None = None,
     limits: Limits = DAEMON_LIMITS,
+    release: str | None = None,
+    traceparent: str | None = None,
+    tracestate: str | None = None,
 ) -> Enqueued:
     """Add ``message`` to the Redis stream a daemon reads (``--stream``): at once, or after
     ``delay`` seconds, or at ``at``; and, with ``unique_key``, only if no job with that key holds
@@ -86,6 +91,10 @@ def enqueue(
             ``"expiry"`` only when ``unique_for`` has run out.
         client: a redis-py client to use instead of connecting to ``redis_url``.
         limits: the daemon's max_message_bytes, max_nesting and max_fields, if not the defaults.
+        release: the release publishing it (default: ``$ASYNCPHP_RELEASE``), so that a daemon
+            whose worker_script names ``{release}`` runs it with that release's code.
+        traceparent, tracestate: the W3C trace context the job continues (default: the current
+            OpenTelemetry context, when opentelemetry-api is installed).
 
     Raises:
         TypeError, ValueError: ``message`` cannot be serialised to a JSON object, the daemon
@@ -93,7 +102,7 @@ def enqueue(
             ``at`` naive, ``unique_for`` not positive).
         redis.RedisError: Redis is unreachable or refused the command.
     """
-    payload = _json(message, limits)
+    payload = _json(_with_meta(message, release, traceparent, tracestate), limits)
     delay_ms, at_ms = -1, -1
     if delay is not None and at is not None:
         raise ValueError("give delay or at, not both")
@@ -150,6 +159,9 @@ def publish(
     redis_url: str = ...,
     durable: Literal[False] = ...,
     limits: Limits = ...,
+    release: str | None = ...,
+    traceparent: str | None = ...,
+    tracestate: str | None = ...,
 ) -> int: ...
 
 
@@ -162,6 +174,9 @@ def publish(
     durable: Literal[True],
     maxlen: int = ...,
     limits: Limits = ...,
+    release: str | None = ...,
+    traceparent: str | None = ...,
+    tracestate: str | None = ...,
 ) -> str: ...
 
 
@@ -173,6 +188,9 @@ def publish(
     durable: bool = False,
     maxlen: int = DEFAULT_MAXLEN,
     limits: Limits = DAEMON_LIMITS,
+    release: str | None = None,
+    traceparent: str | None = None,
+    tracestate: str | None = None,
 ) -> int | str:
     """Publish ``message`` as JSON for the daemon to hand to the pool.
 
@@ -188,6 +206,10 @@ def publish(
         durable: add to a stream (XADD) rather than publish.
         maxlen: with ``durable``, the stream is trimmed to about this many entries.
         limits: the daemon's max_message_bytes, max_nesting and max_fields, if not the defaults.
+        release: the release publishing it (default: ``$ASYNCPHP_RELEASE``), so that a daemon
+            whose worker_script names ``{release}`` runs it with that release's code.
+        traceparent, tracestate: the W3C trace context the job continues (default: the current
+            OpenTelemetry context, when opentelemetry-api is installed).
 
     Returns:
         The number of subscribers that received the message; with ``durable``, the entry id.
@@ -197,7 +219,7 @@ def publish(
             would skip it (too large, deep or wide).
         redis.RedisError: Redis is unreachable or refused the command.
     """
-    payload = _json(message, limits)
+    payload = _json(_with_meta(message, release, traceparent, tracestate), limits)
     client = redisurl.client(
         redis_url, socket_connect_timeout=CONNECT_TIMEOUT, socket_timeout=CONNECT_TIMEOUT
     )
@@ -208,6 +230,47 @@ def publish(
         return int(client.publish(channel, payload))
     finally:
         client.close()
+
+
+def _with_meta(
+    message: Mapping[str, Any], release: str | None, traceparent: str | None, tracestate: str | None
+) -> Mapping[str, Any]:
+    """The message with what the daemon should know besides (``asyncphp.wire.meta``), if anything."""
+    if meta.KEY in message:
+        raise ValueError(f"the key {meta.KEY!r} is the daemon's own: a payload cannot hold it")
+    release = os.environ.get("ASYNCPHP_RELEASE", "") if release is None else release
+    if release and not meta.RELEASE.fullmatch(release):
+        raise ValueError(
+            f"release {release!r} is not a release id: letters, digits, '.', '_', '-'; 64 at most"
+        )
+    if traceparent is None:
+        traceparent, tracestate = _current_trace()
+    elif not meta.TRACEPARENT.fullmatch(traceparent):
+        raise ValueError(
+            f"traceparent {traceparent!r} is not W3C trace context: 00-<32 hex>-<16 hex>-<2 hex>"
+        )
+    fields = {"release": release, "traceparent": traceparent, "tracestate": tracestate or ""}
+    said = {name: value for name, value in fields.items() if value}
+    return {**message, meta.KEY: said} if said else message
+
+
+def _current_trace() -> tuple[str, str]:
+    """The current OpenTelemetry context as W3C headers; none without opentelemetry-api."""
+    propagate = _propagate()
+    if propagate is None:
+        return "", ""
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    return carrier.get("traceparent", ""), carrier.get("tracestate", "")
+
+
+@functools.cache
+def _propagate() -> Any:
+    """opentelemetry.propagate, if installed (the otel extra): looked for once."""
+    try:
+        return importlib.import_module("opentelemetry.propagate")
+    except ImportError:
+        return None
 
 
 def _json(message: Mapping[str, Any], limits: Limits) -> str:
@@ -344,6 +407,12 @@ exit status:
         default="processed",
         help="release the guard when the job is settled (default), or only at --unique-for's end",
     )
+    parser.add_argument(
+        "--release", help="the release publishing it, for a daemon that runs each job with its release's "
+        "code (default: $ASYNCPHP_RELEASE)",
+    )  # fmt: skip
+    parser.add_argument("--traceparent", help="the W3C trace context the job continues (00-…)")
+    parser.add_argument("--tracestate", help="its W3C tracestate")
     return parser
 
 
@@ -359,7 +428,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             done = enqueue(
                 message, stream=args.stream or args.channel, redis_url=args.redis_url, maxlen=args.maxlen,
                 delay=args.delay, at=args.at, unique_key=args.unique, unique_for=args.unique_for,
-                unique_until=args.unique_until,
+                unique_until=args.unique_until, release=args.release, traceparent=args.traceparent,
+                tracestate=args.tracestate,
             )  # fmt: skip
             print(done.id)
             if not done.added:
@@ -372,11 +442,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.stream:
             print(
                 publish(
-                    message, channel=args.stream, redis_url=args.redis_url, durable=True, maxlen=args.maxlen
+                    message,
+                    channel=args.stream,
+                    redis_url=args.redis_url,
+                    durable=True,
+                    maxlen=args.maxlen,
+                    release=args.release,
+                    traceparent=args.traceparent,
+                    tracestate=args.tracestate,
                 )
             )
             return EXIT_DELIVERED
-        receivers = publish(message, channel=args.channel, redis_url=args.redis_url)
+        receivers = publish(
+            message, channel=args.channel, redis_url=args.redis_url, release=args.release,
+            traceparent=args.traceparent, tracestate=args.tracestate,
+        )  # fmt: skip
     except (redis.RedisError, ValueError) as exc:
         # redis-py raises ValueError for a malformed URL.
         print(f"asyncphp-publish: cannot publish to {redact(args.redis_url)}: {exc}", file=sys.stderr)

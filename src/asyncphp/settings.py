@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 from asyncphp import __version__
 from asyncphp.core.reading import Lane, Lanes, Priority, Rate
 from asyncphp.redisurl import validate as validate_redis_url
+from asyncphp.wire.meta import RELEASE
 
 DEFAULT_CONFIG = Path("/etc/asyncphp/daemon.toml")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -151,6 +152,15 @@ def _worker_script(value: Any) -> str:
     if ".." in PurePosixPath(path).parts:
         raise ValueError(f"{value!r} must be an absolute path without '..'")
     return path
+
+
+def _release(value: Any) -> str:
+    if value == "":
+        return ""
+    text = _string(value)
+    if not RELEASE.fullmatch(text):
+        raise ValueError(f"{value!r} is not a release id (letters, digits, '.', '_', '-'; 64 at most)")
+    return text
 
 
 def _listen(value: Any) -> str:
@@ -323,7 +333,24 @@ class Settings:
     worker_script: str = setting(
         "/usr/local/lib/asyncphp/worker.php",
         _worker_script,
-        "absolute path of the PHP script, as SCRIPT_FILENAME",
+        "absolute path of the PHP script, as SCRIPT_FILENAME; {release} in it is the release that "
+        "published the job, e.g. /srv/app/releases/{release}/bin/worker.php",
+    )
+    releases_root: str = setting(
+        "",
+        _optional_absolute_path,
+        "with {release} in worker_script: the directory every release's script must resolve into "
+        "(symlinks included), e.g. /srv/app/releases",
+    )
+    default_release: str = setting(
+        "", _release, "with {release}: the release for jobs published without one, e.g. current (a link)"
+    )
+    release_wait: float = setting(
+        60.0,
+        _seconds,
+        "with {release}: seconds a job waits for its release to reach this host before it is given up "
+        "(dead-lettered, or spilled)",
+        live=True,
     )
     # php-fpm's own pages in the pool (commands.conf sets both).
     fpm_ping_path: str = setting(
@@ -508,6 +535,7 @@ def load(
         except ValueError as exc:
             raise SettingsError(f"invalid setting {key} (from {source}): {exc}") from None
     _check_streams(values)
+    _check_releases(values)
     if values.get("streams") and "channels" not in values:
         values["channels"] = ()  # --stream alone means the durable mode instead of pub/sub
     if not values.get("consumer"):
@@ -518,6 +546,20 @@ def load(
         if candidate.exists():
             values["redis_password_file"] = str(candidate)
     return Settings(**values)
+
+
+def _check_releases(values: dict[str, Any]) -> None:
+    script = values.get("worker_script", _BY_NAME["worker_script"].default)
+    root = values.get("releases_root", "")
+    if "{release}" not in script:
+        return
+    if not root:
+        raise SettingsError(
+            "invalid setting releases_root: worker_script names {release}, so the directory the releases "
+            "are in must be given"
+        )
+    if not script.startswith(root.rstrip("/") + "/"):
+        raise SettingsError(f"invalid setting worker_script: {script} is not inside releases_root ({root})")
 
 
 def _check_streams(values: dict[str, Any]) -> None:

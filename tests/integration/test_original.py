@@ -43,7 +43,7 @@ def test_ten_caller_runs_reach_the_worker(
 
     access = wait_for(lambda: len(lines(pool.access_log)) == 10 and lines(pool.access_log), what="access log")
     assert isinstance(access, list)
-    assert all(re.search(r" POST /worker\.php 200 .* on commands$", line) for line in access)
+    assert all(re.search(r" POST /worker\.php 200 .* on commands release -$", line) for line in access)
 
     assert isinstance(peak, int) and 1 <= peak <= 5
     wait_for(lambda: pool.children() == [], timeout=10, what="idle children to exit")

@@ -57,6 +57,10 @@ class Job:
     message_id: str = ""
     payload: bytes = b""  # the message as received, for a spill file (pub/sub) or a log line
     due_at: str = ""  # a delayed job's due time, as ASYNCPHP_DUE_AT
+    release: str = ""  # the release that published it (or default_release), as ASYNCPHP_RELEASE
+    script: str = ""  # its release's worker script; "" for worker_script itself
+    traceparent: str = ""  # W3C trace context, as HTTP_TRACEPARENT and HTTP_TRACESTATE
+    tracestate: str = ""
     last_error: str = ""  # why the pool could not take it last time
     counted: bool = False  # counted as dispatched (once per delivery, whatever the retries)
 
@@ -103,6 +107,7 @@ class Counters:
     spilled: int = 0  # messages written to the spill file
     abandoned: int = 0  # jobs still queued or running at the end of a drain
     dead_lettered: int = 0  # stream entries Redis confirmed as dead letters
+    traces_dropped: int = 0  # malformed trace context, not forwarded
 
     @property
     def not_ok(self) -> int:

@@ -25,6 +25,7 @@ from asyncphp import __version__
 from asyncphp.core.admission import Limits as PoolLimits
 from asyncphp.core.jobs import NOWHERE, Counters, Job, Message, Outcome, Result
 from asyncphp.core.ledger import Policy
+from asyncphp.core.releases import ReleaseWait
 from asyncphp.logfmt import preview
 from asyncphp.loop.heartbeat import Heartbeat, LastError
 from asyncphp.loop.keeper import Keeper, Source
@@ -33,18 +34,20 @@ from asyncphp.loop.overflow import Overflow
 from asyncphp.loop.poller import READ, Poller
 from asyncphp.loop.pool import Dispatcher
 from asyncphp.loop.pubsub import DueNotices, PubSubSource
+from asyncphp.loop.releases import PLACEHOLDER, OutsideRoot, ReleaseFinder
 from asyncphp.loop.service import Notifier, SignalWakeup
 from asyncphp.loop.streams import StreamSource
 from asyncphp.ops.metrics import serve
 from asyncphp.settings import RELOADABLE, Settings, SettingsError
 from asyncphp.wire import scripts
-from asyncphp.wire.body import BadMessage, Limits, form_body
+from asyncphp.wire.body import BadMessage, Limits, message_body
 from asyncphp.wire.request import RequestBuilder
 
 EXIT_OK = 0
 EXIT_FLUSH_SECONDS = 1.0  # the longest a full stderr may hold the exit
 
 TICK = 1.0  # seconds: the loop wakes at least this often, and updates STATUS= at most this often
+MAX_BUILDERS = 64  # requests' constant parts kept per release script
 REPLAY_BATCH = 1000  # spilled messages put back in the queue per turn, so Redis keeps being read
 
 
@@ -69,6 +72,9 @@ class Daemon:
             lambda: self.settings.max_in_flight,
         )  # fmt: skip
         self.requests = RequestBuilder(settings.worker_script)
+        self._builders: dict[str, RequestBuilder] = {}  # per release's script
+        self.finder = ReleaseFinder(settings.worker_script, settings.releases_root)
+        self.release_wait = ReleaseWait(settings.release_wait)
         self.dispatcher = Dispatcher(
             self.poller,
             settings.fpm_socket,
@@ -132,6 +138,7 @@ class Daemon:
             settings.request_timeout,
         )
         self.overflow.configure(settings.max_spill_bytes)
+        self.release_wait.wait = settings.release_wait
 
     # The loop.
 
@@ -162,6 +169,8 @@ class Daemon:
         self.poller.poll(timeout)
         now = time.monotonic()
         self.dispatcher.pump()
+        if self.release_wait:
+            self._releases_turn(now)
         self._replay()
         for keeper in self.keepers:
             keeper.turn(now, self.settings.redis_health_interval, self.dispatcher.readable)
@@ -182,7 +191,7 @@ class Daemon:
     def _timeout(self) -> float:
         now = time.monotonic()
         readable = self.dispatcher.readable
-        wakes = [now + TICK, self._next_status, self.dispatcher.wake_at()]
+        wakes = [now + TICK, self._next_status, self.dispatcher.wake_at(), self.release_wait.wake_at()]
         wakes += [keeper.wake_at(readable) for keeper in self.keepers]
         if self._ready and self.notifier.watchdog_interval:
             wakes.append(self._next_watchdog)
@@ -212,7 +221,7 @@ class Daemon:
         """Decode the message and queue its job; one ``replayed`` from the spill files is queued
         whatever the room (:meth:`_replayable` checked it, one message overshoots at most)."""
         try:
-            body = form_body(message.payload, self.limits)
+            body, meta, dropped = message_body(message.payload, self.limits)
         # BadMessage, or a case the encoder missed: one message must not end the daemon.
         except Exception as exc:
             self.counters.rejected += 1
@@ -231,13 +240,83 @@ class Daemon:
             self._last_job_id, message.channel, body, time.monotonic(), attempt=message.attempt,
             max_attempt=self.settings.max_attempts if message.retry_here else 0, origin=message.origin,
             message_id=message.message_id, payload=message.payload, due_at=message.due_at,
+            release=meta.release, traceparent=meta.traceparent, tracestate=meta.tracestate,
         )  # fmt: skip
-        if replayed or self.dispatcher.has_room(len(body)):
+        for what in dropped:
+            self.counters.traces_dropped += 1
+            self.log.warning("job %d on %s: %s", job.id, job.channel, what, extra=job_fields(job))
+        if self.finder.templated and not self._place(job):
+            return
+        self._queue(job, replayed)
+
+    def _queue(self, job: Job, replayed: bool = False) -> None:
+        if replayed or self.dispatcher.has_room(len(job.body)):
             self.dispatcher.submit(job)
         elif _published(job):
             self.overflow.keep(job.channel, job.payload, "the queue is full")
         else:
             self._no_room(job)
+
+    # Release-aware jobs.
+
+    def _place(self, job: Job) -> bool:
+        """Give ``job`` its release's script; False when it cannot run now (it waits for its
+        release, or was refused)."""
+        now = time.monotonic()
+        release = job.release = job.release or self.settings.default_release
+        if not release:
+            self._refuse(job, "it names no release, and default_release is not set")
+            return False
+        try:
+            script = self.finder.locate(release, now)
+        except OutsideRoot as exc:
+            self._refuse(job, str(exc))
+            return False
+        if script is None:
+            if release not in self.release_wait.counts():
+                self.log.warning(
+                    "release %s is not on this host (%s): its jobs wait for it, up to release_wait (%g s)",
+                    release, self.finder.template.replace(PLACEHOLDER, release), self.release_wait.wait,
+                )  # fmt: skip
+            self.release_wait.add(job, release, now)
+            return False
+        job.script = script
+        return True
+
+    def _releases_turn(self, now: float) -> None:
+        """Look again for the releases jobs wait for; run the jobs of those found; give up those
+        that waited release_wait."""
+        for release in self.release_wait.due(now):
+            try:
+                script = self.finder.locate(release, now)
+            except OutsideRoot as exc:
+                for job in self.release_wait.found(release):
+                    self._refuse(job, str(exc))
+                continue
+            if script is None:
+                self.release_wait.missing(release, now)
+                continue
+            jobs = self.release_wait.found(release)
+            self.log.warning("release %s is here: its %d waiting job(s) run", release, len(jobs))
+            for job in jobs:
+                job.script = script
+                self._queue(job)
+        for job in self.release_wait.expired(now):
+            wait = self.release_wait.wait
+            reason = f"release {job.release} did not reach this host within release_wait ({wait:g} s)"
+            if _published(job) and self.overflow.keeps:
+                self._keep_older([job], reason)
+            else:
+                self._refuse(job, reason)
+
+    def _refuse(self, job: Job, reason: str) -> None:
+        """A job that cannot run here: a stream entry is dead-lettered with the reason; a pub/sub
+        message is dropped, said."""
+        self.log.error(
+            "job %d on %s not run: %s; message %s", job.id, job.channel, reason, preview(job.payload),
+            extra=job_fields(job),
+        )  # fmt: skip
+        self._ended(job, Result(Outcome.REJECTED if not _published(job) else Outcome.DROPPED, reason))
 
     def _resubmit(self, job: Job) -> None:
         """A stream entry's job again, after a failure: the same job, already decoded and counted."""
@@ -282,7 +361,19 @@ class Daemon:
         return (d.free > 0 or d.queued < s.max_queued // 2) and d.queued_bytes < s.max_queued_bytes // 2
 
     def _request(self, job: Job) -> bytes:
-        return self.requests.build(job.id, job.channel, job.body, job.attempt, job.message_id, job.due_at)
+        builder = self._builder(job.script) if job.script else self.requests
+        return builder.build(
+            job.id, job.channel, job.body, job.attempt, job.message_id, job.due_at, job.release,
+            job.traceparent, job.tracestate,
+        )  # fmt: skip
+
+    def _builder(self, script: str) -> RequestBuilder:
+        builder = self._builders.get(script)
+        if builder is None:
+            if len(self._builders) >= MAX_BUILDERS:
+                self._builders.clear()  # releases come and go: keep the recent ones
+            builder = self._builders[script] = RequestBuilder(script)
+        return builder
 
     def _keep(self, jobs: list[Job]) -> list[Job]:
         """Jobs the pool could not be reached for in retry_for, oldest first: the pub/sub ones
@@ -374,6 +465,7 @@ class Daemon:
     def _leave(self, reason: str) -> None:
         """The end of a drain: every job not finished is accounted for, each on one line."""
         running, unsent = self.dispatcher.close()
+        unsent += self.release_wait.clear()
         for job in running:
             # The pool has it; with ignore_user_abort on (commands.conf) it runs to its end.
             self.log.warning(
@@ -412,6 +504,9 @@ class Daemon:
                  f"{c.not_ok} failed"]  # fmt: skip
         if self.overflow.waiting:
             parts.append(f"{self.overflow.waiting} in the spill file")
+        for release, count in self.release_wait.counts().items():
+            gone = " (removed)" if release in self.finder.seen else ""
+            parts.append(f"{count} waiting for release {release}{gone}")
         parts += [text for text in (k.source.status() for k in self.keepers) if text]
         return " · ".join(parts)
 
@@ -424,6 +519,8 @@ class Daemon:
             "group": s.group if s.streams else "", "pool": str(s.fpm_socket), "state": self._status_line(),
             **dataclasses.asdict(self.counters), "in_flight": d.in_flight, "queued": d.queued,
             "spill_waiting": self.overflow.waiting,
+            "releases_waiting": ",".join(f"{r}={n}" for r, n in self.release_wait.counts().items()),
+            "releases_removed": ",".join(r for r in self.release_wait.counts() if r in self.finder.seen),
             "last_error": self.last_error.text, "last_error_at": self.last_error.at,
         }  # fmt: skip
 

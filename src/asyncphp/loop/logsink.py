@@ -30,6 +30,8 @@ def job_fields(job: Job, status: int = 0, elapsed_ms: float = -1.0) -> dict[str,
     fields: dict[str, object] = {"ASYNCPHP_CHANNEL": job.channel, "ASYNCPHP_REQUEST_ID": job.id}
     if job.message_id:
         fields["ASYNCPHP_MESSAGE_ID"] = job.message_id
+    if job.release:
+        fields["ASYNCPHP_RELEASE"] = job.release
     if status:
         fields["ASYNCPHP_STATUS"] = status
     if elapsed_ms >= 0:

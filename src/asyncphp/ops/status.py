@@ -128,6 +128,12 @@ def render(data: Mapping[str, Any], now: float | None = None) -> str:
         "  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
         for row in rows
     ]
+    for d in data["daemons"]:
+        removed = set(filter(None, d.get("releases_removed", "").split(",")))
+        for item in filter(None, d.get("releases_waiting", "").split(",")):
+            release, _, count = item.partition("=")
+            gone = " (it was here, and was removed)" if release in removed else ""
+            lines.append(f"daemon {d['name']}: {count} waiting for release {release}{gone}")
     for stream, info in data["streams"].items():
         waiting = ""
         if info.get("delayed"):

@@ -13,6 +13,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from asyncphp.wire import meta
+
 # PHP's urlencode() leaves exactly these bytes alone and turns the space into "+".
 _SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.")
 _QUOTED = tuple(chr(b).encode() if b in _SAFE else (b"+" if b == 0x20 else b"%%%02X" % b) for b in range(256))
@@ -175,9 +177,25 @@ def form_body(payload: bytes, limits: Limits = Limits()) -> bytes:
         BadMessage: too large, not UTF-8, not JSON, not an object, nested or wide beyond what
             PHP would take, or holding a string PHP would refuse.
     """
+    return message_body(payload, limits)[0]
+
+
+def message_body(payload: bytes, limits: Limits = Limits()) -> tuple[bytes, meta.Meta, list[str]]:
+    """The form body for one message, and what its publisher said besides (``asyncphp.wire.meta``,
+    taken out of it), and what of that was dropped as malformed.
+
+    Raises:
+        BadMessage: as :func:`form_body`, or a release id that names no release directory.
+    """
     if len(payload) > limits.max_bytes:
         raise BadMessage(f"{len(payload)} bytes, over max_message_bytes ({limits.max_bytes})")
     data = decode_message(payload)
+    found, dropped = meta.NONE, list[str]()
+    if meta.KEY in data:
+        try:
+            found, dropped = meta.take(data)
+        except meta.BadRelease as exc:
+            raise BadMessage(str(exc)) from None
     # Each level of nesting takes a "{" or "[" (strings may hold more): a payload with few of them
     # cannot be too deep, and most messages skip the walk through their structure.
     if payload.count(b"{") + payload.count(b"[") > min(limits.max_nesting, JSON_MAX_DEPTH - 2):
@@ -196,4 +214,4 @@ def form_body(payload: bytes, limits: Limits = Limits()) -> bytes:
     fields = body.count(b"&") + 1 if body else 0  # a "&" inside a value is encoded as %26
     if fields > limits.max_fields:
         raise BadMessage(f"{fields} fields, over max_input_vars ({limits.max_fields})")
-    return body
+    return body, found, dropped

@@ -1,0 +1,86 @@
+"""Jobs waiting for their release to reach this host (pure).
+
+With ``worker_script`` naming ``{release}``, each job runs the worker of the release that
+published it. A job whose release is not (yet) here is not failed: it waits, its release looked
+for again with a growing delay, up to ``release_wait``; then it is given up (a stream entry is
+dead-lettered with that reason, a pub/sub message kept in the spill file like any other message
+that cannot be run now).
+
+Pure: the daemon looks at the filesystem and reports what it found.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from asyncphp.core.backoff import Backoff
+from asyncphp.core.jobs import Job
+
+RECHECK_FIRST = 0.1  # seconds before a missing release is looked for again, doubling
+RECHECK_CAP = 5.0
+
+
+@dataclass
+class _Release:
+    jobs: list[Job] = field(default_factory=list)
+    check_at: float = 0.0
+    backoff: Backoff = field(default_factory=lambda: Backoff(RECHECK_FIRST, RECHECK_CAP))
+
+
+class ReleaseWait:
+    def __init__(self, wait: float) -> None:
+        self.wait = wait
+        self._releases: dict[str, _Release] = {}
+
+    def __len__(self) -> int:
+        return sum(len(r.jobs) for r in self._releases.values())
+
+    def add(self, job: Job, release: str, now: float) -> None:
+        """``job``'s release was not found: it waits."""
+        waiting = self._releases.get(release)
+        if waiting is None:
+            waiting = self._releases[release] = _Release()
+            waiting.check_at = now + waiting.backoff.next()
+        waiting.jobs.append(job)
+
+    def due(self, now: float) -> list[str]:
+        """The releases to look for now."""
+        return [name for name, r in self._releases.items() if now >= r.check_at]
+
+    def found(self, release: str) -> list[Job]:
+        """The release is here: its jobs, oldest first, to run."""
+        waiting = self._releases.pop(release, None)
+        return waiting.jobs if waiting else []
+
+    def missing(self, release: str, now: float) -> None:
+        waiting = self._releases.get(release)
+        if waiting is not None:
+            waiting.check_at = now + waiting.backoff.next()
+
+    def expired(self, now: float) -> list[Job]:
+        """Jobs that waited ``release_wait`` since they arrived: given up."""
+        ended: list[Job] = []
+        for name in list(self._releases):
+            waiting = self._releases[name]
+            keep = [job for job in waiting.jobs if job.received + self.wait > now]
+            ended += [job for job in waiting.jobs if job.received + self.wait <= now]
+            waiting.jobs = keep
+            if not keep:
+                del self._releases[name]
+        return ended
+
+    def wake_at(self) -> float:
+        wakes = [r.check_at for r in self._releases.values()]
+        wakes += [job.received + self.wait for r in self._releases.values() for job in r.jobs[:1]]
+        return min(wakes, default=math.inf)
+
+    def counts(self) -> dict[str, int]:
+        """Jobs waiting, per release: for STATUS= and asyncphp status."""
+        return {name: len(r.jobs) for name, r in self._releases.items()}
+
+    def clear(self) -> list[Job]:
+        """Every waiting job (at the end of a drain)."""
+        jobs = [job for r in self._releases.values() for job in r.jobs]
+        self._releases.clear()
+        return jobs

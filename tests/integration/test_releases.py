@@ -1,0 +1,180 @@
+"""Release-aware jobs on real servers: each job runs the code of the release that published it."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import redis
+
+from asyncphp.caller import enqueue, publish
+from asyncphp.dev.sandbox import Pool, RedisServer
+from asyncphp.loop.heartbeat import KEY_PREFIX
+from tests.conftest import PHP_DIR
+from tests.integration.conftest import Daemon, lines, wait_for
+
+WORKER = PHP_DIR / "release_worker.php"
+TRACE = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+
+def deploy(root: Path, release: str) -> None:
+    (root / release).mkdir(parents=True)
+    shutil.copy(WORKER, root / release / "worker.php")
+
+
+def switch(root: Path, release: str) -> None:
+    """Point ``current`` at ``release``, atomically, as deploy tools do."""
+    link = root / "current.new"
+    link.symlink_to(release)
+    os.replace(link, root / "current")
+
+
+def ran(pool: Pool) -> list[tuple[str, str, int, str]]:
+    """(directory the code ran from, the job's release, n, traceparent) per run."""
+    return [(d, r, int(n), t) for d, r, n, t in (line.split() for line in lines(pool.worker_log))]
+
+
+def flags(root: Path, *extra: str) -> tuple[str, ...]:
+    return (
+        "--worker-script", str(root / "{release}" / "worker.php"), "--releases-root", str(root),
+        "--default-release", "current", *extra,
+    )  # fmt: skip
+
+
+def test_jobs_run_the_code_of_the_release_that_published_them(
+    tmp_path: Path, redis_server: RedisServer, pool: Pool, start_daemon: Callable[..., Daemon]
+) -> None:
+    root = tmp_path / "releases"
+    deploy(root, "r1")
+    deploy(root, "r2")
+    switch(root, "r1")
+    url = redis_server.url
+    daemon = start_daemon(pool.listen, *flags(root, "--stream", "jobs", "--channel", "commands"), wait=False)
+    wait_for(lambda: daemon.lines("Subscribed to stream jobs"), what="the daemon")
+    publish({"n": 1}, channel="jobs", redis_url=url, durable=True, release="r1")
+    publish({"n": 2}, channel="jobs", redis_url=url, durable=True)  # no release: current, r1 now
+    wait_for(lambda: len(ran(pool)) == 2, what="two runs")
+    switch(root, "r2")  # the deploy: r1's jobs still run r1's code
+    enqueue({"n": 3}, stream="jobs", redis_url=url, release="r1", traceparent=TRACE)
+    publish({"n": 4}, channel="jobs", redis_url=url, durable=True, release="r2")
+    wait_for(lambda: len(ran(pool)) == 4, what="four runs")
+    runs = {n: (directory, release, trace) for directory, release, n, trace in ran(pool)}
+    assert runs[1] == ("r1", "r1", "-") and runs[3] == ("r1", "r1", TRACE) and runs[4] == ("r2", "r2", "-")
+    assert runs[2] == ("r1", "current", "-"), "current, as it was when the job came"
+    # A default job after the switch, through pub/sub: current is r2 once the daemon looks again.
+    wait_for(
+        lambda: publish({"n": 5}, redis_url=url) and any(n == 5 and d == "r2" for d, _, n, _ in ran(pool)),
+        timeout=10, what="a job of current running r2's code",
+    )  # fmt: skip
+    assert "release r1" in pool.access_log.read_text(), "the access log names the release"
+
+
+def test_a_job_waits_for_its_release_then_runs_and_one_that_never_comes_is_dead_lettered(
+    tmp_path: Path, redis_server: RedisServer, pool: Pool, start_daemon: Callable[..., Daemon]
+) -> None:
+    root = tmp_path / "releases"
+    deploy(root, "r1")
+    switch(root, "r1")
+    url = redis_server.url
+    daemon = start_daemon(
+        pool.listen,
+        *flags(root, "--stream", "jobs", "--release-wait", "6", "--heartbeat-interval", "0.2"),
+        wait=False,
+    )
+    wait_for(lambda: daemon.lines("Subscribed to stream jobs"), what="the daemon")
+    publish({"n": 1}, channel="jobs", redis_url=url, durable=True, release="r3")
+    publish({"n": 2}, channel="jobs", redis_url=url, durable=True, release="r9")  # never deployed
+    daemon.wait_for("release r3 is not on this host")
+    client = redis.Redis.from_url(url)
+
+    def waiting() -> str:
+        # asyncphp status reads it from here: the daemon's heartbeat.
+        keys = client.keys(KEY_PREFIX + "*")
+        return (client.hget(keys[0], "releases_waiting") or b"").decode() if keys else ""
+
+    wait_for(lambda: "r3=1" in waiting().split(","), what="the heartbeat to show the job waiting")
+    status = subprocess.run(
+        [sys.executable, "-m", "asyncphp", "status", "--redis-url", url, "--fpm-status-path", ""],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert "1 waiting for release r3" in status.stdout, status.stdout + status.stderr
+    deploy(root, "r3")  # the deploy reaches this host
+    wait_for(lambda: ran(pool), what="the job of r3")
+    assert ran(pool) == [("r3", "r3", 1, "-")]
+    wait_for(lambda: client.xlen("jobs:dead") == 1, what="r9's job dead-lettered after release_wait")
+    [(_, letter)] = client.xrange("jobs:dead")
+    assert b"release r9 did not reach this host within release_wait (6 s)" in letter[b"reason"]
+    client.close()
+
+
+def test_a_release_id_that_could_leave_the_releases_root_never_runs(
+    tmp_path: Path, redis_server: RedisServer, pool: Pool, start_daemon: Callable[..., Daemon]
+) -> None:
+    root = tmp_path / "releases"
+    deploy(root, "r1")
+    outside = tmp_path / "outside"
+    deploy(outside, "evil")
+    (root / "evil").symlink_to(outside / "evil")  # a link left pointing out of the root
+    url = redis_server.url
+    daemon = start_daemon(pool.listen, *flags(root, "--stream", "jobs"), wait=False)
+    wait_for(lambda: daemon.lines("Subscribed to stream jobs"), what="the daemon")
+    client = redis.Redis.from_url(url)
+    # Hand-built, as a publisher that skips the client's own check would send it.
+    client.xadd("jobs", {"payload": json.dumps({"n": 1, "_asyncphp": {"release": "../outside/evil"}})})
+    publish({"n": 2}, channel="jobs", redis_url=url, durable=True, release="evil")
+    wait_for(lambda: client.xlen("jobs:dead") == 2, what="both dead-lettered")
+    reasons = [letter[b"reason"].decode() for _, letter in client.xrange("jobs:dead")]
+    assert "is not a release id" in reasons[0] and "outside releases_root" in reasons[1], reasons
+    assert ran(pool) == []
+    client.close()
+
+
+def test_a_rolling_deploy_over_two_daemons_loses_and_misruns_nothing(
+    tmp_path: Path,
+    redis_server: RedisServer,
+    start_pool: Callable[..., Pool],
+    start_daemon: Callable[..., Daemon],
+) -> None:
+    hosts = [tmp_path / "host1", tmp_path / "host2"]
+    pools = [start_pool({"pm": "static"}, name=host.name) for host in hosts]
+    for host in hosts:
+        deploy(host / "releases", "r1")
+        switch(host / "releases", "r1")
+    daemons = [
+        start_daemon(
+            pool.listen, *flags(host / "releases", "--stream", "jobs", "--consumer", host.name), wait=False
+        )
+        for host, pool in zip(hosts, pools, strict=True)
+    ]
+    for daemon in daemons:
+        wait_for(lambda d=daemon: d.lines("Subscribed to stream jobs"), what="both daemons")
+    url = redis_server.url
+    client = redis.Redis.from_url(url)
+    pipe = client.pipeline(transaction=False)
+    # The deploy of r2 reaches host1 first; publishers switch to r2 as soon as it is out anywhere.
+    for n in range(300):
+        if n == 100:
+            pipe.execute()
+            deploy(hosts[0] / "releases", "r2")
+            switch(hosts[0] / "releases", "r2")
+        if n == 200:
+            pipe.execute()
+            deploy(hosts[1] / "releases", "r2")
+            switch(hosts[1] / "releases", "r2")
+        release = "r1" if n < 100 else "r2"
+        pipe.xadd("jobs", {"payload": json.dumps({"n": n, "_asyncphp": {"release": release}})})
+    pipe.execute()
+    wait_for(lambda: sum(len(ran(p)) for p in pools) >= 300, timeout=60, what="every job run")
+    runs = [run for pool in pools for run in ran(pool)]
+    assert sorted(n for _, _, n, _ in runs) == list(range(300)), "each once, none lost"
+    misrun = [(d, r, n) for d, r, n, _ in runs if d != r]
+    assert misrun == [], "every job ran its own release's code"
+    assert Counter(r for _, r, _, _ in runs) == {"r1": 100, "r2": 200}
+    assert client.xlen("jobs:dead") == 0
+    client.close()
