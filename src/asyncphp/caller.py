@@ -245,7 +245,7 @@ def _with_meta(
         )
     if traceparent is None:
         traceparent, tracestate = _current_trace()
-    elif not meta.TRACEPARENT.fullmatch(traceparent):
+    elif traceparent and not meta.TRACEPARENT.fullmatch(traceparent):
         raise ValueError(
             f"traceparent {traceparent!r} is not W3C trace context: 00-<32 hex>-<16 hex>-<2 hex>"
         )

@@ -405,6 +405,12 @@ class Settings:
     log_level: str = setting(
         "INFO", _log_level, "DEBUG, INFO (one line per job, when it ends), WARNING or ERROR", live=True
     )
+    traces: bool = setting(
+        False,
+        _switch,
+        "emit an OpenTelemetry span per job, a child of the publisher's (the otel extra; exported where "
+        "the standard OTEL_* variables say)",
+    )
     # Under systemd, job lines go to stderr, which journald reads: one write per turn of the loop.
     # As journal entries of their own they carry fields, at a cost the README measures.
     journal_fields: bool = setting(

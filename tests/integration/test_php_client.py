@@ -30,6 +30,7 @@ PAYLOAD: dict[str, Any] = {
     "user": 42, "name": "é/✓\u2028", "tags": ["a", "b"], "nested": {"x": 1.5, "y": None, "z": True},
 }  # fmt: skip
 AT = datetime(2031, 1, 1, 10, 0, 0, 123457, tzinfo=timezone(timedelta(hours=1)))
+TRACE = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
 # The same calls, made from Python and described for tests/php/client_calls.php.
 SAME_CALLS: list[tuple[Callable[[str], object], dict[str, Any]]] = [
@@ -64,6 +65,16 @@ SAME_CALLS: list[tuple[Callable[[str], object], dict[str, Any]]] = [
             unique_until="expiry",
         ),
         {"op": "stream", "stream": "mail", "delay": 1.5, "unique": ["r", 60, "expiry"]},
+    ),
+    (
+        lambda url: publish(PAYLOAD, channel="commands", redis_url=url, release="r1", traceparent=TRACE),
+        {"op": "publish", "channel": "commands", "release": "r1", "trace": [TRACE, ""]},
+    ),
+    (
+        lambda url: enqueue(
+            PAYLOAD, stream="mail", redis_url=url, delay=5, release="r2", traceparent=TRACE, tracestate="v=1"
+        ),
+        {"op": "stream", "stream": "mail", "delay": 5, "release": "r2", "trace": [TRACE, "v=1"]},
     ),
 ]
 

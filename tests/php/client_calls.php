@@ -1,7 +1,8 @@
 <?php
 // Runs calls of the PHP client for the Python tests: php client_calls.php <phpredis|predis>
 // <host:port> <calls as JSON>, each call {"op": "publish"|"stream", "payload": {…}, "channel",
-// "stream", "delay", "at" (ISO 8601), "unique": [key, for, until]}. Prints one JSON line per call:
+// "stream", "delay", "at" (ISO 8601), "unique": [key, for, until], "release", "trace": [traceparent,
+// tracestate]}. Prints one JSON line per call:
 // {"result": …} or {"error": message}.
 declare(strict_types=1);
 
@@ -20,10 +21,18 @@ if ($kind === 'phpredis') {
 $client = new Asyncphp\Client($redis);
 foreach (json_decode($calls, true, 512, JSON_THROW_ON_ERROR) as $call) {
     try {
+        $trace = $call['trace'] ?? ['', ''];
         if ($call['op'] === 'publish') {
-            $result = $client->publish($call['payload'], $call['channel'] ?? 'commands');
+            $publisher = isset($call['release']) ? new Asyncphp\Client($redis, release: $call['release']) : $client;
+            $result = $publisher->publish($call['payload'], $call['channel'] ?? 'commands', ...$trace);
         } else {
             $stream = $client->stream($call['stream'] ?? 'commands');
+            if (isset($call['release'])) {
+                $stream = $stream->release($call['release']);
+            }
+            if (isset($call['trace'])) {
+                $stream = $stream->trace(...$trace);
+            }
             if (isset($call['delay'])) {
                 $stream = $stream->delay($call['delay']);
             }

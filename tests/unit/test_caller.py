@@ -96,3 +96,20 @@ def test_a_payload_the_daemon_would_skip_is_refused_before_connecting() -> None:
         enqueue({"x": [1, 2, 3, 4]}, redis_url=url, limits=Limits(max_fields=3))
     with pytest.raises(ValueError, match="over max_input_nesting_level"):
         publish({"a": {"b": {"c": 1}}}, redis_url=url, limits=Limits(max_nesting=1))
+
+
+def test_the_release_and_trace_context_ride_in_the_payload(monkeypatch: pytest.MonkeyPatch) -> None:
+    from asyncphp.caller import _with_meta
+
+    monkeypatch.setenv("ASYNCPHP_RELEASE", "r7")
+    trace = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    assert _with_meta({"n": 1}, None, trace, "v=1") == {
+        "n": 1, "_asyncphp": {"release": "r7", "traceparent": trace, "tracestate": "v=1"}
+    }  # fmt: skip
+    assert _with_meta({"n": 1}, "", "", None) == {"n": 1}, "nothing to say: the payload as it was"
+    with pytest.raises(ValueError, match="is not a release id"):
+        _with_meta({}, "../r1", None, None)
+    with pytest.raises(ValueError, match="not W3C trace context"):
+        _with_meta({}, "", "garbage", None)
+    with pytest.raises(ValueError, match="the daemon's own"):
+        _with_meta({"_asyncphp": 1}, "", None, None)

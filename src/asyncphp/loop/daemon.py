@@ -14,6 +14,7 @@ from asyncphp.loop.engine import EXIT_FLUSH_SECONDS, Daemon
 from asyncphp.loop.logsink import configure_logging
 from asyncphp.loop.service import Notifier, ServiceError
 from asyncphp.loop.spill import SpillError
+from asyncphp.loop.tracing import TracingUnavailable
 from asyncphp.settings import SettingsError, load
 
 EXIT_BAD_SETTINGS = 2
@@ -31,7 +32,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     try:
         notifier = Notifier(env)
         daemon = Daemon(settings, log, sink, notifier, reload=lambda: load(args, env))
-    except (ServiceError, SpillError) as exc:
+    except (ServiceError, SpillError, TracingUnavailable) as exc:
         # Like bad settings, a restart cannot fix a missing binding or an unusable state_dir
         # (RestartPreventExitStatus=2).
         log.error("%s", exc)

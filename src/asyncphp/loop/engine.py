@@ -37,6 +37,7 @@ from asyncphp.loop.pubsub import DueNotices, PubSubSource
 from asyncphp.loop.releases import PLACEHOLDER, OutsideRoot, ReleaseFinder
 from asyncphp.loop.service import Notifier, SignalWakeup
 from asyncphp.loop.streams import StreamSource
+from asyncphp.loop.tracing import OtelTracing, Tracing
 from asyncphp.ops.metrics import serve
 from asyncphp.settings import RELOADABLE, Settings, SettingsError
 from asyncphp.wire import scripts
@@ -71,6 +72,7 @@ class Daemon:
             settings.metrics_listen, lambda: self.dispatcher.in_flight, lambda: self.dispatcher.queued,
             lambda: self.settings.max_in_flight,
         )  # fmt: skip
+        self.tracing = OtelTracing(log) if settings.traces else Tracing()
         self.requests = RequestBuilder(settings.worker_script)
         self._builders: dict[str, RequestBuilder] = {}  # per release's script
         self.finder = ReleaseFinder(settings.worker_script, settings.releases_root)
@@ -160,6 +162,7 @@ class Daemon:
                 signals.close()
                 self.poller.close()
                 self.metrics.close()
+                self.tracing.close()
             finally:
                 self.sink.flush(wait=EXIT_FLUSH_SECONDS)  # the summary line among them
         return EXIT_OK
@@ -245,6 +248,7 @@ class Daemon:
         for what in dropped:
             self.counters.traces_dropped += 1
             self.log.warning("job %d on %s: %s", job.id, job.channel, what, extra=job_fields(job))
+        self.tracing.begin(job)
         if self.finder.templated and not self._place(job):
             return
         self._queue(job, replayed)
@@ -320,6 +324,7 @@ class Daemon:
 
     def _resubmit(self, job: Job) -> None:
         """A stream entry's job again, after a failure: the same job, already decoded and counted."""
+        self.tracing.begin(job)  # a span per attempt
         if self.dispatcher.has_room(len(job.body)):
             self.dispatcher.submit(job)
         else:
@@ -362,9 +367,11 @@ class Daemon:
 
     def _request(self, job: Job) -> bytes:
         builder = self._builder(job.script) if job.script else self.requests
+        traceparent, tracestate = self.tracing.context(job)
+        self.tracing.dispatched(job)
         return builder.build(
             job.id, job.channel, job.body, job.attempt, job.message_id, job.due_at, job.release,
-            job.traceparent, job.tracestate,
+            traceparent, tracestate,
         )  # fmt: skip
 
     def _builder(self, script: str) -> RequestBuilder:
@@ -397,6 +404,7 @@ class Daemon:
         """Every job ends here, once: counted, measured, and its origin told."""
         self.counters.ended(result.outcome)
         self.metrics.ended(job.channel, result.outcome, result.seconds)
+        self.tracing.end(job, result)
         job.origin.ended(job, result)
 
     def _on_signals(self, signals: SignalWakeup) -> None:
