@@ -248,13 +248,13 @@ class Daemon:
         for what in dropped:
             self.counters.traces_dropped += 1
             self.log.warning("job %d on %s: %s", job.id, job.channel, what, extra=job_fields(job))
-        self.tracing.begin(job)
         if self.finder.templated and not self._place(job):
             return
         self._queue(job, replayed)
 
     def _queue(self, job: Job, replayed: bool = False) -> None:
         if replayed or self.dispatcher.has_room(len(job.body)):
+            self.tracing.begin(job)  # from here on it is the daemon's to run: its span opens
             self.dispatcher.submit(job)
         elif _published(job):
             self.overflow.keep(job.channel, job.payload, "the queue is full")
@@ -324,8 +324,8 @@ class Daemon:
 
     def _resubmit(self, job: Job) -> None:
         """A stream entry's job again, after a failure: the same job, already decoded and counted."""
-        self.tracing.begin(job)  # a span per attempt
         if self.dispatcher.has_room(len(job.body)):
+            self.tracing.begin(job)  # a span per attempt
             self.dispatcher.submit(job)
         else:
             self._no_room(job)
@@ -395,6 +395,8 @@ class Daemon:
         return [job for job in jobs if not _published(job)]
 
     def _keep_older(self, jobs: list[Job], why: str) -> None:
+        for job in jobs:  # out of the daemon's hands until replayed, a new job then
+            self.tracing.end(job, Result(Outcome.ABANDONED, f"{why}: kept in the spill file"))
         now, wall = time.monotonic(), time.time()
         self.overflow.keep_older(
             ((j.channel, j.payload, wall - (now - j.received), j.attempt) for j in jobs), why
