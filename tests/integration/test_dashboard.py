@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 import redis
 
+from asyncphp.core.jobs import Outcome
 from asyncphp.dev.sandbox import Pool, RedisServer, Server, free_port
 from tests.conftest import PHP_DIR, ROOT
 from tests.integration.conftest import Daemon, wait_for
@@ -34,8 +35,10 @@ ALERTS = DASHBOARDS / "alerts.yml"
 ALERT_TESTS = DASHBOARDS / "alerts_test.yml"
 BEHAVE = PHP_DIR / "behave.php"
 JOB = "asyncphp"  # the scrape job the alert rules expect
-ROUNDS = 5  # of steady load
-NOTES = 20  # completed jobs per source and round
+OUTCOMES = {outcome.value for outcome in Outcome}
+SOURCES = {"commands", "jobs"}  # the daemon's channel and stream
+ROUNDS = 8  # of steady load
+NOTES = 10  # completed jobs per source and round: a round fits in the queue (15)
 STREAM_RATE = 50  # jobs/s of the stream: beyond it entries wait, and the lag grows
 
 
@@ -250,7 +253,8 @@ def check_panels(prometheus: Prometheus, instance: str) -> int:
                     assert labels.get("job", JOB) == JOB, (key, labels)
                 for name, values in EXPECTED.get(key, {}).items():
                     assert {s["metric"].get(name) for s in result} >= values, (key, name, result)
-                    assert {s["metric"].get(name) for s in result} <= values | {"abandoned", "rejected"}, key
+                    # Every outcome of every source is exported from the start, at 0.
+                    assert {s["metric"].get(name) for s in result} <= values | OUTCOMES | SOURCES, key
                 if key in POSITIVE:
                     assert any(float(s["value"][1]) > 0 for s in result), (key, result)
                 answered += 1
@@ -307,7 +311,7 @@ def test_every_panel_and_alert_answers_from_a_real_daemon(
         pool.listen,
         "--channel", "commands", "--stream", "jobs",
         "--max-attempts", "2", "--retry-delay", "0.1", "--stream-rate", f"jobs={STREAM_RATE}/s",
-        "--max-queued", "5", "--state-dir", str(tmp_path / "state"), "--max-spill-bytes", "600",
+        "--max-queued", "15", "--state-dir", str(tmp_path / "state"), "--max-spill-bytes", "300",
         "--metrics-listen", f"127.0.0.1:{port}", "--log-level", "WARNING",
         worker=BEHAVE,
     )  # fmt: skip
@@ -323,6 +327,7 @@ def test_every_panel_and_alert_answers_from_a_real_daemon(
     client = redis.Redis.from_url(redis_server.url)
 
     # 1. Steady load with failures: each round waits until Prometheus has scraped all of it.
+    phases = [(time.time(), "steady load, with failures")]
     ended = 0.0
     for n in range(ROUNDS):
         ended += publish_round(client, n)
@@ -332,6 +337,8 @@ def test_every_panel_and_alert_answers_from_a_real_daemon(
         )
     idle = "sum(asyncphp_jobs_in_flight) + sum(asyncphp_jobs_queued) + max(asyncphp_stream_pending)"
     wait_for(lambda: prometheus.value(idle) == 0, what="the daemon to be idle in prometheus")
+    # Every job ran: the series exist from the start (at 0), and none has risen.
+    assert not prometheus.query('asyncphp_jobs_ended_total{outcome="dropped"} > 0')
 
     # A healthy daemon, but with dead letters: only that alert answers, and fires (it has no `for`).
     exprs = {name: rule["query"] for name, rule in prometheus.rules().items()}
@@ -343,8 +350,9 @@ def test_every_panel_and_alert_answers_from_a_real_daemon(
     alerts = wait_for(lambda: prometheus.alerts().get("AsyncphpDeadLettersRising"), what="the alert to fire")
     assert isinstance(alerts, list) and alerts[0]["state"] == "firing"
 
-    # 2. A saturated pool: slow jobs on the channel fill every slot, the queue (5), the spill file
-    # (600 bytes), and the rest is dropped.
+    # 2. A saturated pool: slow jobs on the channel fill every slot, the queue (15), the spill file
+    # (300 bytes), and the rest is dropped.
+    phases.append((time.time(), "slow jobs: pool saturated, spills, drops"))
     with client.pipeline(transaction=False) as pipe:
         for _ in range(30):
             pipe.publish("commands", json.dumps({"do": "slow", "seconds": 1}))
@@ -361,6 +369,7 @@ def test_every_panel_and_alert_answers_from_a_real_daemon(
 
     # 3. A stream falling behind: entries added faster than --stream-rate lets the daemon take them,
     # round after round, until the lag alert's expression answers.
+    phases.append((time.time(), "stream backlog"))
     lag = 'max(asyncphp_stream_lag{source="jobs"})'
     last = prometheus.value(lag)
     growing: list[dict[str, Any]] = []
@@ -385,15 +394,21 @@ def test_every_panel_and_alert_answers_from_a_real_daemon(
     check_template_variables(prometheus, instance)
 
     # 4. The daemon stops: its target goes down, and the down alert's expression answers.
+    phases.append((time.time(), "daemon stopped"))
     assert daemon.stop() == 0
     down = wait_for(lambda: prometheus.query(exprs["AsyncphpDaemonDown"]), what="the target to be down")
-    assert isinstance(down, list) and down[0]["metric"] == {"job": JOB, "instance": instance}
+    assert isinstance(down, list) and down[0]["metric"] == {
+        "__name__": "up",
+        "job": JOB,
+        "instance": instance,
+    }
     wait_for(lambda: prometheus.alerts().get("AsyncphpDaemonDown"), what="the down alert pending")
     assert all(rule["health"] == "ok" and not rule.get("lastError") for rule in prometheus.rules().values())
 
     # The renderer's range queries over the whole run: the picture in the README comes from here.
     end = time.time()
     captured = render.capture(prometheus.url, started, end, 1.0, variables(__rate_interval="5s"))
+    captured["phases"] = phases
     for panel in captured["panels"]:
         assert panel["series"], panel["title"]
     keep = os.environ.get("ASYNCPHP_DASHBOARD_CAPTURE")

@@ -163,8 +163,9 @@ def test_jobs_from_the_php_client_run_like_jobs_from_python(
             {"op": "publish", "payload": payload},
             {"op": "stream", "stream": "mail", "payload": payload},
             {"op": "stream", "stream": "mail", "delay": 0.2, "payload": payload},
-            {"op": "stream", "stream": "mail", "unique": [f"u:{tag}", 600], "payload": payload},
-            {"op": "stream", "stream": "mail", "unique": [f"u:{tag}", 600], "payload": payload},
+            # Held until expiry: held until processed, the first may run before the second comes.
+            {"op": "stream", "stream": "mail", "unique": [f"u:{tag}", 600, "expiry"], "payload": payload},
+            {"op": "stream", "stream": "mail", "unique": [f"u:{tag}", 600, "expiry"], "payload": payload},
         ]
 
     results = php_calls("phpredis", port, calls("php"))
@@ -176,8 +177,10 @@ def test_jobs_from_the_php_client_run_like_jobs_from_python(
     publish(python, redis_url=url)
     publish(python, channel="mail", redis_url=url, durable=True)
     enqueue(python, stream="mail", redis_url=url, delay=0.2)
-    enqueue(python, stream="mail", redis_url=url, unique_key="u:python", unique_for=600)
-    enqueue(python, stream="mail", redis_url=url, unique_key="u:python", unique_for=600)
+    for _ in range(2):
+        enqueue(
+            python, stream="mail", redis_url=url, unique_key="u:python", unique_for=600, unique_until="expiry"
+        )
 
     def runs() -> list[dict[str, Any]]:
         return [json.loads(line) for line in lines(pool.worker_log)]

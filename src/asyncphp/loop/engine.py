@@ -70,8 +70,9 @@ class Daemon:
         self.poller = Poller()
         self.metrics = serve(
             settings.metrics_listen, lambda: self.dispatcher.in_flight, lambda: self.dispatcher.queued,
-            lambda: self.settings.max_in_flight,
+            lambda: self.settings.max_in_flight, self._redis_up,
         )  # fmt: skip
+        self.metrics.known(settings.channels + settings.streams)
         self.tracing = OtelTracing(log) if settings.traces else Tracing()
         self.requests = RequestBuilder(settings.worker_script)
         self._builders: dict[str, RequestBuilder] = {}  # per release's script
@@ -519,6 +520,15 @@ class Daemon:
             parts.append(f"{count} waiting for release {release}{gone}")
         parts += [text for text in (k.source.status() for k in self.keepers) if text]
         return " · ".join(parts)
+
+    def _redis_up(self) -> float:
+        """For the metrics' own thread: a read of the keepers' states, nothing more (0 until they
+        exist, early in the start)."""
+        try:
+            keepers = self.keepers
+        except AttributeError:
+            return 0.0
+        return float(all(k.state.down_since == math.inf for k in keepers))
 
     def _snapshot(self) -> dict[str, str | int | float]:
         """What the heartbeat tells ``asyncphp status``."""

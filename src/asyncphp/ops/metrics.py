@@ -4,7 +4,7 @@ scrapes. prometheus_client is imported only then."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from asyncphp.core.jobs import Outcome
 
@@ -33,6 +33,10 @@ class Metrics:
     def spilled(self, source: str) -> None:
         pass
 
+    def known(self, sources: Sequence[str]) -> None:
+        """The channels and streams read: their series exist from the start, at 0, so that the
+        first event of each is seen by rate() and increase()."""
+
     def stream(self, source: str, lag: int, pending: int) -> None:
         """A stream's group, as XINFO GROUPS said it (every second): entries not yet delivered
         to it, and delivered but not yet acknowledged."""
@@ -42,12 +46,16 @@ class Metrics:
 
 
 def serve(
-    listen: str, in_flight: Callable[[], float], queued: Callable[[], float], width: Callable[[], float]
+    listen: str,
+    in_flight: Callable[[], float],
+    queued: Callable[[], float],
+    width: Callable[[], float],
+    redis_up: Callable[[], float],
 ) -> Metrics:
     """Metrics served on ``listen`` (host:port); "" means off. ``width``: max_in_flight, which a
-    SIGHUP may change."""
+    SIGHUP may change; ``redis_up``: 1 while every connection to Redis is up."""
     if not listen:
         return Metrics()
     from asyncphp.ops.prometheus import PrometheusMetrics
 
-    return PrometheusMetrics(listen, in_flight, queued, width)
+    return PrometheusMetrics(listen, in_flight, queued, width, redis_up)

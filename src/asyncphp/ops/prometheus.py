@@ -3,10 +3,20 @@ of its own (``metrics_listen``, off by default). The event loop only increments 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Sequence
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    ProcessCollector,
+    start_http_server,
+)
 
+from asyncphp import __version__
 from asyncphp.core.jobs import Outcome
 from asyncphp.ops.metrics import Metrics
 
@@ -21,6 +31,7 @@ class PrometheusMetrics(Metrics):
         in_flight: Callable[[], float],
         queued: Callable[[], float],
         width: Callable[[], float],
+        redis_up: Callable[[], float],
     ) -> None:
         host, _, port = listen.rpartition(":")
         self.registry = CollectorRegistry()
@@ -31,8 +42,9 @@ class PrometheusMetrics(Metrics):
             "asyncphp_messages_rejected", "Messages that could not become a job", label, registry=r
         )
         self._dispatched = Counter(
-            "asyncphp_jobs_dispatched", "Deliveries handed to the pool, retries not counted", label,
-            registry=r,
+            "asyncphp_jobs_dispatched",
+            "Deliveries handed to the pool (a stream entry delivered again counts again; the daemon's own "
+            "retry of a request the pool could not take does not)", label, registry=r,
         )  # fmt: skip
         self._retried = Counter(
             "asyncphp_jobs_retried", "Attempts the pool could not take, tried again", label, registry=r
@@ -52,9 +64,13 @@ class PrometheusMetrics(Metrics):
         )  # fmt: skip
         Gauge("asyncphp_jobs_in_flight", "Requests open to the pool", registry=r).set_function(in_flight)
         Gauge("asyncphp_jobs_queued", "Jobs waiting for a free request slot", registry=r).set_function(queued)
-        Gauge("asyncphp_max_in_flight", "Requests the daemon may open at once", registry=r).set_function(
-            width
-        )
+        Gauge("asyncphp_max_in_flight", "Requests it may open at once", registry=r).set_function(width)
+        Gauge(
+            "asyncphp_redis_up", "1 while every connection to Redis is up, 0 while one is being made again",
+            registry=r,
+        ).set_function(redis_up)  # fmt: skip
+        Info("asyncphp_build", "The daemon's version", registry=r).info({"version": __version__})
+        ProcessCollector(registry=r)  # start time, CPU, memory: restarts show
         self._lag = Gauge(
             "asyncphp_stream_lag", "Entries of the stream not yet delivered to the group", label, registry=r
         )
@@ -87,9 +103,21 @@ class PrometheusMetrics(Metrics):
     def spilled(self, source: str) -> None:
         self._spilled.labels(source).inc()
 
+    def known(self, sources: Sequence[str]) -> None:
+        for source in sources:
+            for counter in (self._received, self._rejected, self._dispatched, self._retried, self._dead,
+                            self._spilled):  # fmt: skip
+                counter.labels(source)
+            for outcome in Outcome:
+                self._outcomes.labels(source, outcome.value)
+
     def stream(self, source: str, lag: int, pending: int) -> None:
         if lag >= 0:
             self._lag.labels(source).set(lag)
+        else:
+            # Redis cannot tell now (after an XDEL, say): no series rather than a stale one.
+            with contextlib.suppress(KeyError):
+                self._lag.remove(source)
         self._pending.labels(source).set(pending)
 
     def close(self) -> None:
