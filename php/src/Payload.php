@@ -51,11 +51,13 @@ final class Payload
                 sprintf('the payload is %d bytes, over max_message_bytes (%d)', $bytes, $limits->maxBytes)
             );
         }
-        // What the worker's $_POST will be made of: the daemon decodes it the same way.
+        // What the worker's $_POST will be made of: the daemon decodes it the same way, and takes
+        // its own key out before counting.
         $decoded = json_decode($json, true, self::JSON_MAX_DEPTH);
         if (!is_array($decoded)) {
             throw new AsyncphpException('the payload is nested deeper than json_decode() accepts (512 levels)');
         }
+        unset($decoded[self::META_KEY]);
         $depth = self::nesting($decoded);
         if ($depth - 1 > $limits->maxNesting) {
             throw new AsyncphpException(sprintf(

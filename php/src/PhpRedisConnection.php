@@ -4,7 +4,11 @@ declare(strict_types=1);
 
 namespace Asyncphp;
 
-/** Connection over a connected phpredis \Redis (its options, such as a serializer, left alone). */
+/**
+ * Connection over a connected phpredis \Redis. The app's key prefix, serializer and compression
+ * (OPT_PREFIX, OPT_SERIALIZER, OPT_COMPRESSION, as Laravel sets them) are set aside for each command
+ * and put back after: the daemon reads the stream and the JSON by their own names and bytes.
+ */
 final class PhpRedisConnection implements Connection
 {
     public function __construct(private readonly \Redis $redis)
@@ -39,7 +43,12 @@ final class PhpRedisConnection implements Connection
     private function call(callable $command, string $name, bool $noScriptIsAnswer = false): mixed
     {
         try {
-            $reply = $command();
+            if ($this->redis->getMode() !== \Redis::ATOMIC) {
+                throw new AsyncphpException(
+                    "cannot $name: the connection is in MULTI or pipeline mode; publish outside it"
+                );
+            }
+            $reply = $this->plain($command);
         } catch (\RedisException $e) {
             throw new AsyncphpException("redis: $name failed: " . $e->getMessage(), 0, $e);
         }
@@ -50,5 +59,29 @@ final class PhpRedisConnection implements Connection
             }
         }
         return $reply;
+    }
+
+    /** Runs $command with no prefix, serializer or compression, then restores them. */
+    private function plain(callable $command): mixed
+    {
+        $options = [\Redis::OPT_PREFIX => '', \Redis::OPT_SERIALIZER => \Redis::SERIALIZER_NONE];
+        if (defined('Redis::OPT_COMPRESSION')) {
+            $options[\Redis::OPT_COMPRESSION] = \Redis::COMPRESSION_NONE;
+        }
+        $saved = [];
+        foreach ($options as $option => $plain) {
+            $current = $this->redis->getOption($option);
+            if ($current !== $plain && !($option === \Redis::OPT_PREFIX && ($current === null || $current === false))) {
+                $saved[$option] = $current;
+                $this->redis->setOption($option, $plain);
+            }
+        }
+        try {
+            return $command();
+        } finally {
+            foreach ($saved as $option => $value) {
+                $this->redis->setOption($option, $value);
+            }
+        }
     }
 }

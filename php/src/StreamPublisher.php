@@ -14,6 +14,8 @@ final class StreamPublisher
 {
     /** Seconds (68 years): Redis refuses an expiry past its clock's range. */
     public const MAX_UNIQUE_FOR = 2 ** 31;
+    /** Seconds (68 years): as the Python caller, so that both refuse the same delays. */
+    public const MAX_DELAY = 2 ** 31;
 
     private ?int $delayMs = null;
     private ?int $atMs = null;
@@ -38,8 +40,8 @@ final class StreamPublisher
     /** Run no sooner than $seconds from now (by Redis's clock). Replaces at(). */
     public function delay(int|float $seconds): self
     {
-        if (!is_finite((float) $seconds) || $seconds < 0) {
-            throw new AsyncphpException("delay must be a number of seconds from 0, not $seconds");
+        if (!is_finite((float) $seconds) || $seconds < 0 || $seconds > self::MAX_DELAY) {
+            throw new AsyncphpException("delay must be from 0 to " . self::MAX_DELAY . " seconds, not $seconds");
         }
         $copy = clone $this;
         $copy->delayMs = self::milliseconds($seconds);

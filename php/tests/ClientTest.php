@@ -198,6 +198,47 @@ final class ClientTest extends TestCase
         (new Client(self::connect($kind)))->stream('mail')->publish(['n' => 1]);
     }
 
+    public function testTheAppsPrefixAndSerializerAreSetAsideAndPutBack(): void
+    {
+        $redis = self::redis();
+        $redis->setOption(\Redis::OPT_PREFIX, 'app:');
+        $redis->setOption(\Redis::OPT_SERIALIZER, \Redis::SERIALIZER_PHP);
+        $client = new Client($redis);
+        $id = $client->stream('mail')->publish(['user' => 42]);
+        $delayed = $client->stream('mail')->delay(60)->unique('k', 60)->publish(['user' => 43]);
+        $this->assertSame('app:', $redis->getOption(\Redis::OPT_PREFIX), 'put back');
+        $this->assertSame(\Redis::SERIALIZER_PHP, $redis->getOption(\Redis::OPT_SERIALIZER));
+        $plain = self::redis();
+        $this->assertSame([$id => ['payload' => '{"user":42}']], $plain->xRange('mail', '-', '+'));
+        $this->assertSame('{"user":43}', $plain->hGet('mail:delayed:jobs', $delayed));
+        $this->assertSame(0, $plain->exists('app:mail'));
+    }
+
+    public function testTheDaemonsOwnKeyIsNotCountedAgainstTheFormLimits(): void
+    {
+        $fields = [];
+        for ($i = 0; $i < 10; $i++) {
+            $fields["f$i"] = $i;
+        }
+        $json = Payload::encode($fields, new Limits(maxFields: 10), ['release' => 'r1']);
+        $this->assertStringEndsWith(',"_asyncphp":{"release":"r1"}}', $json);
+        $this->expectExceptionMessage("the key '_asyncphp' is the daemon's own");
+        Payload::encode(['_asyncphp' => 1]);
+    }
+
+    public function testMultiModeIsRefusedWithTheOneException(): void
+    {
+        $redis = self::redis();
+        $redis->multi();
+        try {
+            $this->expectException(AsyncphpException::class);
+            $this->expectExceptionMessage('MULTI or pipeline mode');
+            (new Client($redis))->stream('mail')->publish(['n' => 1]);
+        } finally {
+            $redis->discard();
+        }
+    }
+
     public function testBadArgumentsAreRefusedBeforeRedisIsAsked(): void
     {
         $mail = (new Client(self::redis()))->stream('mail');

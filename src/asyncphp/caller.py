@@ -30,6 +30,7 @@ DEFAULT_CHANNEL = "commands"
 DEFAULT_MAXLEN = scripts.DEFAULT_MAXLEN
 DEFAULT_UNIQUE_FOR = 3600.0  # seconds a unique job's guard holds at most
 MAX_UNIQUE_FOR = 2.0**31  # seconds (68 years): Redis refuses an expiry past its clock's range
+MAX_DELAY = 2.0**31  # seconds (68 years), as the PHP client: both refuse the same delays
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 DAEMON_LIMITS = Limits()  # the daemon's defaults: max_message_bytes, max_nesting, max_fields
 CONNECT_TIMEOUT = 2.0  # seconds, as the original caller
@@ -107,8 +108,8 @@ def enqueue(
     if delay is not None and at is not None:
         raise ValueError("give delay or at, not both")
     if delay is not None:
-        if not 0 <= delay < math.inf:
-            raise ValueError(f"delay must be a number of seconds from 0, not {delay!r}")
+        if not 0 <= delay <= MAX_DELAY:
+            raise ValueError(f"delay must be from 0 to {MAX_DELAY:.0f} seconds, not {delay!r}")
         delay_ms = _milliseconds(delay)
     if at is not None:
         if at.tzinfo is None or at.utcoffset() is None:
@@ -249,7 +250,12 @@ def _with_meta(
         raise ValueError(
             f"traceparent {traceparent!r} is not W3C trace context: 00-<32 hex>-<16 hex>-<2 hex>"
         )
-    fields = {"release": release, "traceparent": traceparent, "tracestate": tracestate or ""}
+    # A tracestate means nothing without its traceparent (the daemon drops it; so does the PHP client).
+    fields = {
+        "release": release,
+        "traceparent": traceparent,
+        "tracestate": (tracestate or "") if traceparent else "",
+    }
     said = {name: value for name, value in fields.items() if value}
     return {**message, meta.KEY: said} if said else message
 

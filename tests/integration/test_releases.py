@@ -178,3 +178,60 @@ def test_a_rolling_deploy_over_two_daemons_loses_and_misruns_nothing(
     assert Counter(r for _, r, _, _ in runs) == {"r1": 100, "r2": 200}
     assert client.xlen("jobs:dead") == 0
     client.close()
+
+
+def test_a_daemon_without_the_release_leaves_its_jobs_to_one_that_has_it(
+    tmp_path: Path,
+    redis_server: RedisServer,
+    start_pool: Callable[..., Pool],
+    start_daemon: Callable[..., Daemon],
+) -> None:
+    hosts = [tmp_path / "without", tmp_path / "with"]
+    pools = [start_pool({"pm": "static"}, name=host.name) for host in hosts]
+    for host in hosts:
+        deploy(host / "releases", "r1")
+    deploy(hosts[1] / "releases", "r3")  # only the second host has r3
+    for host, pool in zip(hosts, pools, strict=True):
+        extra = ("--stream", "jobs", "--consumer", host.name, "--release-wait", "3")
+        start_daemon(pool.listen, *flags(host / "releases", *extra), wait=False)
+    client = redis.Redis.from_url(redis_server.url)
+    wait_for(
+        lambda: sum(c["cmd"] == "xreadgroup" for c in client.client_list()) >= 2, what="both daemons reading"
+    )
+    most_held = 0
+    for n in range(200):
+        client.xadd("jobs", {"payload": json.dumps({"n": n, "_asyncphp": {"release": "r3"}})})
+        held = client.xpending_range("jobs", "asyncphp", "-", "+", 1000, consumername="without")
+        most_held = max(most_held, len(held))
+    wait_for(
+        lambda: len(ran(pools[1])) + client.xlen("jobs:dead") >= 200, timeout=60, what="every job settled"
+    )
+    wait_for(lambda: client.xpending("jobs", "asyncphp")["pending"] == 0, what="nothing pending")
+    # The host without r3 holds no more of its jobs than its pool could run (5), and gives up only those.
+    assert most_held <= 5, most_held
+    assert client.xlen("jobs:dead") <= 5
+    assert sorted(n for _, _, n, _ in ran(pools[1])) == sorted(set(range(200)) - dead_ns(client))
+    client.close()
+
+
+def dead_ns(client: redis.Redis) -> set[int]:
+    return {json.loads(letter[b"payload"])["n"] for _, letter in client.xrange("jobs:dead")}
+
+
+def test_a_release_removed_after_it_was_found_makes_its_jobs_wait_not_fail(
+    tmp_path: Path, redis_server: RedisServer, pool: Pool, start_daemon: Callable[..., Daemon]
+) -> None:
+    root = tmp_path / "releases"
+    deploy(root, "r2")
+    url = redis_server.url
+    daemon = start_daemon(pool.listen, *flags(root, "--stream", "jobs", "--release-wait", "30"), wait=False)
+    wait_for(lambda: daemon.lines("Subscribed to stream jobs"), what="the daemon")
+    publish({"n": 1}, channel="jobs", redis_url=url, durable=True, release="r2")
+    wait_for(lambda: ran(pool), what="the first job")
+    shutil.rmtree(root / "r2")  # pruned by a deploy, while the daemon still has it as found
+    publish({"n": 2}, channel="jobs", redis_url=url, durable=True, release="r2")
+    daemon.wait_for("release r2 is gone from this host")
+    deploy(root, "r2")
+    wait_for(lambda: len(ran(pool)) == 2, what="the second job, once r2 is back")
+    with redis.Redis.from_url(url) as client:
+        assert client.xlen("jobs:dead") == 0

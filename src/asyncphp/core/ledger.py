@@ -85,7 +85,10 @@ class Ack:
 @dataclass(frozen=True, slots=True)
 class Bury:
     entry: Entry
-    only_if_pending: bool  # a resend: the first may have run before its connection died
+    # Written only while the entry is still pending for this consumer: a resend's first may have
+    # run before its connection died, and an entry taken over meanwhile (a claim after a long wait
+    # for its release, a partition) may have run elsewhere. Always, then.
+    only_if_pending: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -381,7 +384,7 @@ class Ledger:
                 if entry.settle is Settle.ACK:
                     acks.setdefault(entry.stream, []).append(entry.id)
                 else:
-                    commands.append(Bury(entry, only_if_pending=entry.resent))
+                    commands.append(Bury(entry))
             self._to_settle.clear()
             commands += [Ack(stream, tuple(ids)) for stream, ids in acks.items()]
         if self.stopped:

@@ -48,6 +48,8 @@ EXIT_OK = 0
 EXIT_FLUSH_SECONDS = 1.0  # the longest a full stderr may hold the exit
 
 TICK = 1.0  # seconds: the loop wakes at least this often, and updates STATUS= at most this often
+# What php-fpm says on stderr, with its 404, for a SCRIPT_FILENAME it cannot open (PHP 8.2; before).
+SCRIPT_MISSING = (b"Unable to open primary script", b"Primary script unknown")
 MAX_BUILDERS = 64  # requests' constant parts kept per release script
 REPLAY_BATCH = 1000  # spilled messages put back in the queue per turn, so Redis keeps being read
 
@@ -177,7 +179,7 @@ class Daemon:
             self._releases_turn(now)
         self._replay()
         for keeper in self.keepers:
-            keeper.turn(now, self.settings.redis_health_interval, self.dispatcher.readable)
+            keeper.turn(now, self.settings.redis_health_interval, self._readable())
         self.overflow.turn(now)
         if not self._ready and all(k.state.announced for k in self.keepers):
             self._ready = True
@@ -192,9 +194,16 @@ class Daemon:
             self.notifier.watchdog()
         self.sink.flush()  # this turn's lines, in one write, before the loop waits again
 
+    def _readable(self) -> int:
+        """Entries a stream may be read for: the pool's room, less the jobs waiting here for their
+        release (a daemon without a release must not take the stream's jobs for it from one that has
+        it: it holds no more of them than the pool could run)."""
+        readable = self.dispatcher.readable
+        return max(0, readable - len(self.release_wait)) if self.release_wait else readable
+
     def _timeout(self) -> float:
         now = time.monotonic()
-        readable = self.dispatcher.readable
+        readable = self._readable()
         wakes = [now + TICK, self._next_status, self.dispatcher.wake_at(), self.release_wait.wake_at()]
         wakes += [keeper.wake_at(readable) for keeper in self.keepers]
         if self._ready and self.notifier.watchdog_interval:
@@ -404,7 +413,24 @@ class Daemon:
         )
 
     def _ended(self, job: Job, result: Result) -> None:
-        """Every job ends here, once: counted, measured, and its origin told."""
+        """Every job ends here, once: counted, measured, and its origin told. A job whose release's
+        script the pool did not find (removed since it was looked for) waits for it again instead."""
+        if job.script and result.status == 404 and any(said in result.stderr for said in SCRIPT_MISSING):
+            self.finder.forget(job.release)
+            if job.received + self.release_wait.wait > time.monotonic():
+                self.log.warning(
+                    "job %d on %s: release %s is gone from this host (the pool found no %s): it waits for it",
+                    job.id, job.channel, job.release, job.script, extra=job_fields(job),
+                )  # fmt: skip
+                job.script = ""
+                self.tracing.end(
+                    job, Result(Outcome.ABANDONED, f"release {job.release} gone: waiting for it")
+                )
+                self.release_wait.add(job, job.release, time.monotonic())
+                return
+        self._end(job, result)
+
+    def _end(self, job: Job, result: Result) -> None:
         self.counters.ended(result.outcome)
         self.metrics.ended(job.channel, result.outcome, result.seconds)
         self.tracing.end(job, result)

@@ -39,7 +39,7 @@ class ReleaseFinder:
             return cached[0]
         path = self.template.replace(PLACEHOLDER, release)
         real = os.path.realpath(path)
-        if not real.startswith(self._root + os.sep):
+        if os.path.commonpath([real, self._root]) != self._root or real == self._root:
             raise OutsideRoot(f"release {release}: {path} is {real}, outside releases_root ({self._root})")
         if not os.path.isfile(real):
             self._found.pop(release, None)
@@ -48,3 +48,7 @@ class ReleaseFinder:
         self._found[release] = (real, now + FOUND_FOR)
         self.seen.add(release)
         return real
+
+    def forget(self, release: str) -> None:
+        """What was found for ``release`` is stale (the pool did not find its script): look again."""
+        self._found.pop(release, None)

@@ -477,8 +477,9 @@ class StreamSource:
         self._unlock(self.ledger.confirmed(entry))
         if reply is None:
             self._log.warning(
-                "entry %s of %s: its dead letter was sent before a lost connection and is not pending any "
-                "more; not written twice", entry.id, entry.stream, extra=fields,
+                "entry %s of %s is not pending for this consumer any more (taken over by another, or its "
+                "dead letter went before a lost connection): no dead letter written here", entry.id,
+                entry.stream, extra=fields,
             )  # fmt: skip
             return
         self._counters.dead_lettered += 1
