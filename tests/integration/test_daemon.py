@@ -103,7 +103,7 @@ def test_ready_only_after_subscribing_and_stopping_on_sigterm(
     daemon = start_daemon(pool.listen, env={"NOTIFY_SOCKET": notify_socket.getsockname()}, wait=False)
     ready = notifications(notify_socket, until="READY=1")[-1]
     assert "STATUS=subscribed to commands · 0 dispatched" in ready
-    assert daemon.lines("Subscribed to commands")
+    daemon.wait_for("Subscribed to commands")  # the turn's lines are written at its end, after READY
     assert publish({"timestamp": "x"}, redis_url=redis_server.url) == 1
 
     assert daemon.stop() == 0
@@ -131,8 +131,9 @@ def test_several_channels_and_where_it_connected(
     redis_server: RedisServer, pool: Pool, start_daemon: Callable[..., Daemon]
 ) -> None:
     daemon = start_daemon(pool.listen, "--channel", "alpha", "--channel", "beta")
-    assert daemon.lines(rf"INFO Connected to redis on 127\.0\.0\.1:{redis_server.port} \(redis \d")
-    assert daemon.lines("INFO Subscribed to alpha, beta")
+    # Lines are written once per turn of the loop: Redis may see the subscription first.
+    daemon.wait_for(rf"INFO Connected to redis on 127\.0\.0\.1:{redis_server.port} \(redis \d")
+    daemon.wait_for("INFO Subscribed to alpha, beta")
     assert publish({"timestamp": "a"}, channel="alpha", redis_url=redis_server.url) == 1
     assert publish({"timestamp": "b"}, channel="beta", redis_url=redis_server.url) == 1
     assert publish({"timestamp": "c"}, channel="commands", redis_url=redis_server.url) == 0
