@@ -128,7 +128,7 @@ def _scheduling_table(results: dict[str, Figures]) -> list[str]:
 
     if any(key.startswith("scheduling_") for key in results):
         out.append(
-            "6. scheduling: durable streams, benchmarks/php/sched_bench.php, pools pm = static, "
+            "6. scheduling: durable streams, tests/php/sched.php, pools pm = static, "
             f"--max-in-flight {scheduling.IN_FLIGHT} per daemon"
         )
     if "scheduling_delayed" in results:

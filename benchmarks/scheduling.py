@@ -27,7 +27,7 @@ from asyncphp.wire import scripts
 from benchmarks import drivers
 from benchmarks.scenarios import POOL_CONF, percentiles, servers
 
-WORKER = drivers.BENCH_DIR / "php" / "sched_bench.php"
+WORKER = drivers.BENCH_DIR.parent / "tests" / "php" / "sched.php"  # the tests' scheduling worker
 IN_FLIGHT = 8  # --max-in-flight of every daemon here
 STATIC: dict[str, str | None] = {"pm": "static", "pm.max_children": str(IN_FLIGHT)}
 STATUS_PATH = "/asyncphp-status"  # commands.conf's pm.status_path
@@ -71,7 +71,7 @@ class End:
 
 
 def worker_lines(path: Path) -> tuple[list[Start], list[End]]:
-    """The starts and the ends in a log of sched_bench.php (a torn last line is left out)."""
+    """The starts and the ends in a log of tests/php/sched.php (a torn last line is left out)."""
     starts: list[Start] = []
     ends: list[End] = []
     try:

@@ -66,17 +66,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 2
 
 
-def dead(argv: Sequence[str]) -> int:
-    from asyncphp.ops import deadletters
-
+def _stream_tool(prog: str, what: str) -> argparse.ArgumentParser:
+    """The parser of a tool that works on one stream, with where to find it."""
     parser = argparse.ArgumentParser(
-        prog="asyncphp dead",
-        description="The dead letters of a stream. Redis and the stream come from the daemon's settings "
-        "(--config, then ASYNCPHP_* variables) unless given here.",
+        prog=prog,
+        description=f"{what} Redis and the stream come from the daemon's settings (--config, then "
+        "ASYNCPHP_* variables) unless given here.",
     )
     parser.add_argument("--config", help="the daemon's TOML file")
     parser.add_argument("--redis-url")
     parser.add_argument("--stream", help="default: the daemon's first stream")
+    return parser
+
+
+def _stream_of(args: argparse.Namespace) -> tuple[str, str, str]:
+    """The Redis URL, its password file and the stream a tool works on.
+
+    Raises:
+        SettingsError: the daemon's settings are invalid.
+    """
+    settings = load(["--config", args.config] if args.config else [], os.environ)
+    stream = args.stream or (settings.streams or ("commands",))[0]
+    return args.redis_url or settings.redis_url, settings.redis_password_file, stream
+
+
+def dead(argv: Sequence[str]) -> int:
+    from asyncphp.ops import deadletters
+
+    parser = _stream_tool("asyncphp dead", "The dead letters of a stream.")
     actions = parser.add_subparsers(dest="action", required=True)
     show = actions.add_parser("list", help="show the dead letters, oldest first")
     show.add_argument("--count", type=int)
@@ -89,16 +106,12 @@ def dead(argv: Sequence[str]) -> int:
         parser.error(f"{args.action}: give dead letter ids, or --all")
     ids = None if args.action != "list" and args.all else getattr(args, "ids", None)
     try:
-        settings = load(["--config", args.config] if args.config else [], os.environ)
+        url, password_file, stream = _stream_of(args)
     except SettingsError as exc:
         print(f"asyncphp dead: {exc}", file=sys.stderr)
         return 2
-    url = args.redis_url or settings.redis_url
-    stream = args.stream or (settings.streams or ("commands",))[0]
     try:
-        client = redisurl.client(
-            url, settings.redis_password_file, socket_connect_timeout=2.0, socket_timeout=5.0
-        )
+        client = redisurl.client(url, password_file, socket_connect_timeout=2.0, socket_timeout=5.0)
         if args.action == "list":
             letters = deadletters.listing(client, stream, args.count)
             for letter in letters:
@@ -130,15 +143,10 @@ def _positive(text: str) -> int:
 def delayed(argv: Sequence[str]) -> int:
     from asyncphp.ops import delayed as jobs
 
-    parser = argparse.ArgumentParser(
-        prog="asyncphp delayed",
-        description="The delayed jobs of a stream (asyncphp publish --delay/--at), waiting in "
-        "<stream>:delayed until due. Redis and the stream come from the daemon's settings (--config, "
-        "then ASYNCPHP_* variables) unless given here.",
+    parser = _stream_tool(
+        "asyncphp delayed",
+        "The delayed jobs of a stream (publish --delay/--at), waiting in <stream>:delayed until due.",
     )
-    parser.add_argument("--config", help="the daemon's TOML file")
-    parser.add_argument("--redis-url")
-    parser.add_argument("--stream", help="default: the daemon's first stream")
     actions = parser.add_subparsers(dest="action", required=True)
     show = actions.add_parser("list", help="show them, the first due first")
     show.add_argument("--count", type=_positive, help="the first N only")
@@ -150,16 +158,12 @@ def delayed(argv: Sequence[str]) -> int:
         action.add_argument("ids", nargs="+", metavar="ID", help="delayed job ids, d<n> (see list)")
     args = parser.parse_args(argv)
     try:
-        settings = load(["--config", args.config] if args.config else [], os.environ)
+        url, password_file, stream = _stream_of(args)
     except SettingsError as exc:
         print(f"asyncphp delayed: {exc}", file=sys.stderr)
         return 2
-    url = args.redis_url or settings.redis_url
-    stream = args.stream or (settings.streams or ("commands",))[0]
     try:
-        client = redisurl.client(
-            url, settings.redis_password_file, socket_connect_timeout=2.0, socket_timeout=5.0
-        )
+        client = redisurl.client(url, password_file, socket_connect_timeout=2.0, socket_timeout=5.0)
         if args.action == "list":
             found = jobs.listing(client, stream, args.count)
             for job in found:

@@ -1,7 +1,10 @@
 <?php
-// A test worker for scheduling. Logs "start <stream> <n> <message id> <due at or -> <time>
-// <request id>" when it begins (the request id rises in the order the daemon queued the jobs) and "end <stream> <n> <time>" when it ends; sleeps $_POST['ms'] ms in between. Counts
+// A test worker for scheduling (and the benchmark's). Logs "start <stream> <n> <message id> <due at
+// or -> <time> <request id>" when it begins (the time taken before the locked count below, so that a
+// lateness measured is the daemon's, not this lock's; the request id rises in the order the daemon
+// queued the jobs) and "end <stream> <n> <time>" when it ends; sleeps $_POST['ms'] ms in between. Counts
 // the jobs of its stream running at once in <log>.<stream>.running: "<now> <most ever>".
+$began = microtime(true);
 $log = getenv('ASYNCPHP_WORKER_LOG');
 $stream = $_SERVER['ASYNCPHP_CHANNEL'];
 $n = $_POST['n'] ?? '-';
@@ -24,7 +27,7 @@ function running(string $file, int $change): void
 running("$log.$stream.running", 1);
 $line = sprintf(
     "start %s %s %s %s %.6f %s\n",
-    $stream, $n, $_SERVER['ASYNCPHP_MESSAGE_ID'] ?? '-', $_SERVER['ASYNCPHP_DUE_AT'] ?? '-', microtime(true),
+    $stream, $n, $_SERVER['ASYNCPHP_MESSAGE_ID'] ?? '-', $_SERVER['ASYNCPHP_DUE_AT'] ?? '-', $began,
     $_SERVER['ASYNCPHP_REQUEST_ID']
 );
 file_put_contents($log, $line, FILE_APPEND | LOCK_EX);
