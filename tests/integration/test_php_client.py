@@ -98,7 +98,7 @@ def monitor(port: int, out: Path) -> Iterator[list[str]]:
     try:
         wait_for(lambda: out.read_text().startswith("OK"), what="MONITOR to start")
         yield commands
-        client = redis.Redis(port=port)
+        client = redis.Redis(host="127.0.0.1", port=port)  # a fresh root has no /etc/hosts: no "localhost"
         client.echo("asyncphp-test-end")  # MONITOR prints it: everything before has been printed
         client.close()
         wait_for(lambda: "asyncphp-test-end" in out.read_text(), what="MONITOR to catch up")
