@@ -6,6 +6,7 @@ This module needs only redis-py: app code that publishes never loads the daemon,
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import importlib
 import json
@@ -13,7 +14,7 @@ import math
 import os
 import re
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, overload
@@ -123,16 +124,10 @@ def enqueue(
     if unique_until not in ("processed", "expiry"):
         raise ValueError(f"unique_until must be 'processed' or 'expiry', not {unique_until!r}")
     keys = scripts.Keys(stream)
-    own = client is None
-    if client is None:
-        client = redisurl.client(
-            redis_url, socket_connect_timeout=CONNECT_TIMEOUT, socket_timeout=CONNECT_TIMEOUT
-        )
-    try:
+    with _connected(redis_url, client) as redis_client:
         if delay is None and at is None and unique_key is None:
-            entry_id: Any = client.xadd(stream, {"payload": payload}, maxlen=maxlen, approximate=True)
-            return Enqueued(entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id), True, None)
-        reply = client.register_script(scripts.ADD)(
+            return Enqueued(_xadd(redis_client, stream, payload, maxlen), True, None)
+        reply = redis_client.register_script(scripts.ADD)(
             keys=[*keys.moving(), keys.seq, keys.guard(unique_key or "")],
             args=[
                 payload,
@@ -144,9 +139,6 @@ def enqueue(
                 unique_until,
             ],
         )
-    finally:
-        if own:
-            client.close()
     done = scripts.added(reply)
     due = datetime.fromtimestamp(done.due_ms / 1000, UTC) if done.due_ms >= 0 else None
     return Enqueued(done.id, done.added, due)
@@ -221,16 +213,29 @@ def publish(
         redis.RedisError: Redis is unreachable or refused the command.
     """
     payload = _json(_with_meta(message, release, traceparent, tracestate), limits)
-    client = redisurl.client(
-        redis_url, socket_connect_timeout=CONNECT_TIMEOUT, socket_timeout=CONNECT_TIMEOUT
-    )
-    try:
+    with _connected(redis_url) as client:
         if durable:
-            entry_id = client.xadd(channel, {"payload": payload}, maxlen=maxlen, approximate=True)
-            return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+            return _xadd(client, channel, payload, maxlen)
         return int(client.publish(channel, payload))
+
+
+@contextlib.contextmanager
+def _connected(redis_url: str, client: redis.Redis | None = None) -> Iterator[redis.Redis]:
+    """``client`` as given (the caller's to close), or a connection to ``redis_url``, closed after."""
+    if client is not None:
+        yield client
+        return
+    own = redisurl.client(redis_url, socket_connect_timeout=CONNECT_TIMEOUT, socket_timeout=CONNECT_TIMEOUT)
+    try:
+        yield own
     finally:
-        client.close()
+        own.close()
+
+
+def _xadd(client: redis.Redis, stream: str, payload: str, maxlen: int) -> str:
+    """The durable add of the wire contract: XADD <stream> MAXLEN ~ <maxlen> * payload <payload>."""
+    entry_id: Any = client.xadd(stream, {"payload": payload}, maxlen=maxlen, approximate=True)
+    return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
 
 
 def _with_meta(

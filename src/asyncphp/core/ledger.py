@@ -181,6 +181,7 @@ class Ledger:
         self.streams = streams
         self.policy = policy
         self.reader = Reader(lanes or Lanes.even(streams))
+        self._limited = self.reader.lanes.limited  # a stream has its own max_in_flight: count what it holds
         self._origin = origin  # what jobs made from these entries report their end to
         self._held: dict[tuple[str, str], Entry] = {}
         # Kept apart as well, so that plan(), called every turn of the loop, scans nothing: the
@@ -400,7 +401,7 @@ class Ledger:
         if now >= self._next_touch:
             self._next_touch = now + self.policy.claim_idle / 4
             commands += self._touch(now)
-        busy = self.busy() if self.reader.lanes.limited else {}
+        busy = self.busy() if self._limited else {}
         if not self._claiming and now >= self._next_claim and free > 0:
             self._next_claim = now + self.policy.claim_idle / 2
             share = max(1, free // len(self.streams))
@@ -409,7 +410,7 @@ class Ledger:
                 if count > 0:
                     self._claiming[lane.stream] = count
                     commands.append(Claim(lane.stream, self._claim_from.get(lane.stream, "0-0"), count))
-            busy = self.busy() if self.reader.lanes.limited else {}
+            busy = self.busy() if self._limited else {}
         if now >= self._next_lag:
             self._next_lag = now + LAG_INTERVAL
             commands += [QueryLag(stream) for stream in self.streams]

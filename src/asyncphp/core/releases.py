@@ -44,6 +44,9 @@ class ReleaseWait:
             waiting.check_at = now + waiting.backoff.next()
         waiting.jobs.append(job)
 
+    def waits_for(self, release: str) -> bool:
+        return release in self._releases
+
     def due(self, now: float) -> list[str]:
         """The releases to look for now."""
         return [name for name, r in self._releases.items() if now >= r.check_at]

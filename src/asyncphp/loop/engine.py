@@ -287,7 +287,7 @@ class Daemon:
             self._refuse(job, str(exc))
             return False
         if script is None:
-            if release not in self.release_wait.counts():
+            if not self.release_wait.waits_for(release):
                 self.log.warning(
                     "release %s is not on this host (%s): its jobs wait for it, up to release_wait (%g s)",
                     release, self.finder.template.replace(PLACEHOLDER, release), self.release_wait.wait,
@@ -377,8 +377,7 @@ class Daemon:
 
     def _request(self, job: Job) -> bytes:
         builder = self._builder(job.script) if job.script else self.requests
-        traceparent, tracestate = self.tracing.context(job)
-        self.tracing.dispatched(job)
+        traceparent, tracestate = self.tracing.dispatch(job)
         return builder.build(
             job.id, job.channel, job.body, job.attempt, job.message_id, job.due_at, job.release,
             traceparent, tracestate,

@@ -384,7 +384,7 @@ class StreamSource:
 
     def heard(self, message: Message) -> None:
         """A notice on ``<stream>:delayed``: a job due in so many ms, before any other."""
-        stream = message.channel.removesuffix(scripts.Keys("").delayed)
+        stream = message.channel.removesuffix(scripts.DELAYED_SUFFIX)
         try:
             due_in = float(message.payload) / 1000
         except ValueError:

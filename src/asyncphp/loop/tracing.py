@@ -29,12 +29,9 @@ class Tracing:
     def begin(self, job: Job) -> None:
         pass
 
-    def context(self, job: Job) -> tuple[str, str]:
-        """The traceparent and tracestate the worker gets."""
+    def dispatch(self, job: Job) -> tuple[str, str]:
+        """The job is handed to the pool: the traceparent and tracestate the worker gets."""
         return job.traceparent, job.tracestate
-
-    def dispatched(self, job: Job) -> None:
-        pass
 
     def end(self, job: Job, result: Result) -> None:
         pass
@@ -80,14 +77,12 @@ class OtelTracing(Tracing):
         self._propagator.inject(worker, context=self._trace.set_span_in_context(span))
         self._spans[job.id] = (span, worker.get("traceparent", ""), worker.get("tracestate", ""))
 
-    def context(self, job: Job) -> tuple[str, str]:
+    def dispatch(self, job: Job) -> tuple[str, str]:
         held = self._spans.get(job.id)
-        return (held[1], held[2]) if held else (job.traceparent, job.tracestate)
-
-    def dispatched(self, job: Job) -> None:
-        held = self._spans.get(job.id)
-        if held:
-            held[0].add_event("dispatched", {"asyncphp.attempt": job.attempt})
+        if held is None:
+            return job.traceparent, job.tracestate
+        held[0].add_event("dispatched", {"asyncphp.attempt": job.attempt})
+        return held[1], held[2]
 
     def end(self, job: Job, result: Result) -> None:
         held = self._spans.pop(job.id, None)

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 DEFAULT_MAXLEN = 1_000_000  # entries a stream keeps, approximately (XADD MAXLEN ~)
+DELAYED_SUFFIX = ":delayed"  # <stream>:delayed, the sorted set and the channel of its notices
 MOVE_BATCH = 500  # delayed jobs moved by one run of MOVE: a few ms of Redis at most
 
 
@@ -34,7 +35,7 @@ class Keys:
 
     @property
     def delayed(self) -> str:
-        return self.stream + ":delayed"
+        return self.stream + DELAYED_SUFFIX
 
     @property
     def jobs(self) -> str:
