@@ -12,17 +12,20 @@ import importlib
 import json
 import math
 import os
+import random
 import re
 import sys
+import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, overload
 
 import redis
+from redis.cluster import RedisCluster
 
 from asyncphp import redisurl
-from asyncphp.redisurl import redact
+from asyncphp.redisurl import Client, redact
 from asyncphp.wire import meta, scripts
 from asyncphp.wire.body import BadMessage, Limits, form_body, reject_json_constant
 
@@ -64,7 +67,7 @@ def enqueue(
     unique_key: str | None = None,
     unique_for: float = DEFAULT_UNIQUE_FOR,
     unique_until: Literal["processed", "expiry"] = "processed",
-    client: redis.Redis | None = None,
+    client: Client | None = None,
     limits: Limits = DAEMON_LIMITS,
     release: str | None = None,
     traceparent: str | None = None,
@@ -83,7 +86,8 @@ def enqueue(
     Args:
         message: a JSON-serialisable mapping; the worker receives it as ``$_POST``.
         stream: the stream the daemon reads.
-        redis_url: ``redis://``, ``rediss://``, ``unix://`` or ``redis+sentinel://`` URL.
+        redis_url: ``redis://``, ``rediss://``, ``unix://``, ``redis+sentinel://`` or
+            ``redis+cluster://`` URL.
         maxlen: the stream is trimmed to about this many entries.
         delay: seconds from now (by Redis's clock) before the job may run.
         at: an aware datetime before which the job may not run; in the past, it runs now.
@@ -195,7 +199,8 @@ def publish(
     Args:
         message: a JSON-serialisable mapping; the worker receives it as ``$_POST``.
         channel: the Redis channel (or, with ``durable``, the stream) the daemon reads.
-        redis_url: ``redis://``, ``rediss://``, ``unix://`` or ``redis+sentinel://`` URL.
+        redis_url: ``redis://``, ``rediss://``, ``unix://``, ``redis+sentinel://`` or
+            ``redis+cluster://`` URL.
         durable: add to a stream (XADD) rather than publish.
         maxlen: with ``durable``, the stream is trimmed to about this many entries.
         limits: the daemon's max_message_bytes, max_nesting and max_fields, if not the defaults.
@@ -216,11 +221,33 @@ def publish(
     with _connected(redis_url) as client:
         if durable:
             return _xadd(client, channel, payload, maxlen)
+        if isinstance(client, RedisCluster):
+            if redisurl.cluster(redis_url).pubsub == "sharded":
+                return int(client.spublish(channel, payload))  # to the shard of the channel's slot
+            # Broadcast from the channel's primary, where the daemons subscribe: its count of
+            # subscribers is that node's own.
+            node = client.get_node_from_key(channel)  # type: ignore[no-untyped-call]
+            return int(client.execute_command("PUBLISH", channel, payload, target_nodes=node))  # type: ignore[no-untyped-call]
         return int(client.publish(channel, payload))
 
 
+def partition(stream: str, partitions: int, key: str | None = None) -> str:
+    """The partition of ``stream`` a job goes to, ``stream{i}`` for i in 0 … ``partitions`` - 1:
+    by ``key`` (CRC-32, as PHP's crc32(): jobs with one key go to one partition, in order), or at
+    random. On a cluster, the partitions' hash tags spread them over the shards; the daemons read
+    every one (``streams = ["commands{0}", …]``).
+
+    Raises:
+        ValueError: ``partitions`` is below 1.
+    """
+    if partitions < 1:
+        raise ValueError(f"partitions must be 1 or more, not {partitions}")
+    index = zlib.crc32(key.encode()) % partitions if key is not None else random.randrange(partitions)
+    return f"{stream}{{{index}}}"
+
+
 @contextlib.contextmanager
-def _connected(redis_url: str, client: redis.Redis | None = None) -> Iterator[redis.Redis]:
+def _connected(redis_url: str, client: Client | None = None) -> Iterator[Client]:
     """``client`` as given (the caller's to close), or a connection to ``redis_url``, closed after."""
     if client is not None:
         yield client
@@ -232,7 +259,7 @@ def _connected(redis_url: str, client: redis.Redis | None = None) -> Iterator[re
         own.close()
 
 
-def _xadd(client: redis.Redis, stream: str, payload: str, maxlen: int) -> str:
+def _xadd(client: Client, stream: str, payload: str, maxlen: int) -> str:
     """The durable add of the wire contract: XADD <stream> MAXLEN ~ <maxlen> * payload <payload>."""
     entry_id: Any = client.xadd(stream, {"payload": payload}, maxlen=maxlen, approximate=True)
     return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
@@ -422,6 +449,14 @@ exit status:
         "--release", help="the release publishing it, for a daemon that runs each job with its release's "
         "code (default: $ASYNCPHP_RELEASE)",
     )  # fmt: skip
+    parser.add_argument(
+        "--partitions", type=int, metavar="N",
+        help="add to one of N partitions of --stream, NAME{0} … NAME{N-1}: by --partition-key, else "
+        "at random",
+    )  # fmt: skip
+    parser.add_argument(
+        "--partition-key", metavar="KEY", help="with --partitions: jobs with one key go to one partition"
+    )
     parser.add_argument("--traceparent", help="the W3C trace context the job continues (00-…)")
     parser.add_argument("--tracestate", help="its W3C tracestate")
     return parser
@@ -435,6 +470,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"asyncphp-publish: {exc}", file=sys.stderr)
         return EXIT_BAD_PAYLOAD
     try:
+        if args.partitions is not None:
+            args.stream = partition(args.stream or args.channel, args.partitions, args.partition_key)
         if args.delay is not None or args.at is not None or args.unique is not None:
             done = enqueue(
                 message, stream=args.stream or args.channel, redis_url=args.redis_url, maxlen=args.maxlen,

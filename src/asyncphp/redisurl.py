@@ -6,19 +6,38 @@ Besides redis-py's own ``redis://``, ``rediss://`` and ``unix://``, a Sentinel-m
 
 The hosts are the Sentinels; the credentials and db are the master's. The master is looked up
 each time a pool is made, so a reconnect after a failover finds the promoted replica.
+
+And a Redis Cluster, through any of its nodes (the seeds), with TLS as ``rediss+cluster://``:
+
+    redis+cluster://[[user]:password@]host:port[,host:port…]/[?pubsub=sharded|classic][&ssl_…=…]
+
+The slot map is asked for each time a connection is made for a key (:func:`owner_url`), so a
+reconnect after a failover or a slot migration finds the key's new primary. ``pubsub`` says how
+channels are published and read on a cluster: ``sharded`` (SPUBLISH/SSUBSCRIBE, on the shard
+that owns the channel's slot; the default) or ``classic`` (PUBLISH/SUBSCRIBE, broadcast to every
+node). Every other query option is redis-py's, applied to each node.
 """
 
 from __future__ import annotations
 
+import random
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit, urlunsplit
+from typing import Any, Literal
+from urllib.parse import parse_qs, unquote, urlencode, urlsplit, urlunsplit
 
 import redis
+from redis.cluster import ClusterNode, RedisCluster
 from redis.connection import ConnectionPool, parse_url
+from redis.crc import key_slot
 from redis.sentinel import Sentinel
 
 SENTINEL_SCHEME = "redis+sentinel"
+CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}  # and each node's scheme
+PUBSUB_MODES = ("sharded", "classic")
+
+# A client for redis_url: one server's (a plain URL, Sentinel) or a whole cluster's.
+Client = redis.Redis | RedisCluster
 
 
 def redact(url: str) -> str:
@@ -35,8 +54,110 @@ def validate(url: str) -> None:
     """Raise ValueError if ``url`` is not a Redis URL this package can connect to."""
     if url.startswith(SENTINEL_SCHEME + "://"):
         _sentinel_parts(url)
+    elif is_cluster(url):
+        parse_url(cluster(url).node_url(*cluster(url).seeds[0]))
     else:
         parse_url(url)
+
+
+def is_cluster(url: str) -> bool:
+    return url.partition("://")[0] in CLUSTER_SCHEMES
+
+
+def slot(key: str) -> int:
+    """The cluster slot of ``key``: one per hash tag (``{orders}``, ``orders{0}``)."""
+    return int(key_slot(key.encode()))
+
+
+def hash_tag(key: str) -> str:
+    """What decides ``key``'s slot when it has a hash tag (the text in its first non-empty
+    ``{…}``), or "" for a key without one, which shares its slot with no key derived from it."""
+    start = key.find("{")
+    end = key.find("}", start + 1)
+    return key[start + 1 : end] if start >= 0 and end > start + 1 else ""
+
+
+@dataclass(frozen=True)
+class ClusterURL:
+    """A ``redis+cluster://`` URL, taken apart."""
+
+    seeds: tuple[tuple[str, int], ...]
+    scheme: str  # each node's: redis or rediss
+    userinfo: str  # "user:password@", as written, or ""
+    query: tuple[tuple[str, str], ...]  # redis-py's options, for every node
+    pubsub: Literal["sharded", "classic"]
+
+    def node_url(self, host: str, port: int) -> str:
+        netloc = f"{self.userinfo}{f'[{host}]' if ':' in host else host}:{port}"
+        return urlunsplit((self.scheme, netloc, "/0", urlencode(self.query), ""))
+
+
+def cluster(url: str) -> ClusterURL:
+    """Take a cluster URL apart.
+
+    Raises:
+        ValueError: it is not one, or names no seed, a database, or an unknown pub/sub mode.
+    """
+    scheme = url.partition("://")[0]
+    if scheme not in CLUSTER_SCHEMES:
+        raise ValueError(f"not a cluster URL: {redact(url)}")
+    parts = urlsplit(url)
+    userinfo, _, hosts = parts.netloc.rpartition("@")
+    seeds = []
+    for item in hosts.split(","):
+        host, _, port = item.rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError(f"cluster node address {item!r} is not host:port")
+        seeds.append((host.strip("[]"), int(port)))
+    if parts.path.strip("/") not in ("", "0"):
+        raise ValueError("a cluster has database 0 only: end the URL in / or /0")
+    query = [(k, v) for k, values in parse_qs(parts.query, keep_blank_values=True).items() for v in values]
+    modes = [v for k, v in query if k == "pubsub"]
+    pubsub = modes[-1] if modes else "sharded"
+    if pubsub not in PUBSUB_MODES:
+        raise ValueError(f"pubsub= is sharded or classic, not {pubsub!r}")
+    options = tuple((k, v) for k, v in query if k != "pubsub")
+    return ClusterURL(
+        tuple(seeds), CLUSTER_SCHEMES[scheme], f"{userinfo}@" if userinfo else "", options,
+        "classic" if pubsub == "classic" else "sharded",
+    )  # fmt: skip
+
+
+def cluster_client(url: str, password_file: str = "", **options: Any) -> RedisCluster:
+    """A redis-py cluster client for a ``redis+cluster://`` URL: it asks the seeds for the slot
+    map, follows MOVED and ASK, and asks again after a failover.
+
+    Raises:
+        redis.RedisError: no seed answers, or the cluster is not ok.
+        OSError: the password file cannot be read.
+    """
+    parsed = cluster(url)
+    if password_file and urlsplit(url).password is None:
+        options["password"] = Path(password_file).read_text().strip()
+    first, *others = parsed.seeds
+    return RedisCluster(
+        url=parsed.node_url(*first),
+        startup_nodes=[ClusterNode(host, port) for host, port in others],
+        protocol=2,
+        **options,
+    )
+
+
+def owner_url(url: str, key: str, password_file: str = "", **options: Any) -> str:
+    """The URL of the primary that serves ``key`` now (for "", of any primary), asked of the
+    cluster at each call, so that a reconnect follows a failover or a migrated slot.
+
+    Raises:
+        redis.RedisError: no seed answers, or the slot has no primary.
+    """
+    client = cluster_client(url, password_file, **options)
+    try:
+        node = client.get_node_from_key(key) if key else random.choice(client.get_primaries())
+    finally:
+        client.close()
+    if node is None:
+        raise redis.RedisError(f"the cluster has no primary for slot {slot(key)} ({key})")
+    return cluster(url).node_url(node.host, int(node.port))
 
 
 def connection_pool(url: str, password_file: str = "", **options: Any) -> ConnectionPool:
@@ -86,7 +207,9 @@ def _sentinel_parts(url: str) -> tuple[list[tuple[str, int]], str, int, str | No
     return hosts, path[0], int(path[1]) if len(path) == 2 else 0, username, password, sentinel_password
 
 
-def client(url: str, password_file: str = "", **options: Any) -> redis.Redis:
-    """A redis-py client for ``url`` (see :func:`connection_pool`)."""
+def client(url: str, password_file: str = "", **options: Any) -> Client:
+    """A redis-py client for ``url`` (see :func:`connection_pool` and :func:`cluster_client`)."""
+    if is_cluster(url):
+        return cluster_client(url, password_file, **options)
     # from_pool: the client owns the pool, so close() disconnects it too.
     return redis.Redis.from_pool(connection_pool(url, password_file, **options))

@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 
 from asyncphp import __version__
 from asyncphp.core.reading import Lane, Lanes, Priority, Rate
+from asyncphp.redisurl import hash_tag, is_cluster, slot
 from asyncphp.redisurl import validate as validate_redis_url
 from asyncphp.wire.meta import RELEASE
 
@@ -263,7 +264,8 @@ class Settings:
     redis_url: str = setting(
         "redis://127.0.0.1:6379/0",
         _redis_url,
-        "redis://, rediss:// (TLS) or unix:// URL, with user and password if any",
+        "redis://, rediss:// (TLS), unix://, redis+sentinel:// or redis+cluster:// URL, with user and "
+        "password if any",
     )
     # Used for a URL without a password; systemd's LoadCredential= puts it at
     # $CREDENTIALS_DIRECTORY/redis-password, which load() falls back to.
@@ -541,6 +543,7 @@ def load(
         except ValueError as exc:
             raise SettingsError(f"invalid setting {key} (from {source}): {exc}") from None
     _check_streams(values)
+    _check_cluster(values)
     _check_releases(values)
     if values.get("streams") and "channels" not in values:
         values["channels"] = ()  # --stream alone means the durable mode instead of pub/sub
@@ -595,3 +598,22 @@ def _check_streams(values: dict[str, Any]) -> None:
             )
     elif weights:
         raise SettingsError("invalid setting weights: given without priority weighted")
+
+
+def _check_cluster(values: dict[str, Any]) -> None:
+    """On a cluster, a stream's keys and scripts stay on one shard only if its name has a hash tag."""
+    if not is_cluster(values.get("redis_url", "")):
+        return
+    streams = values.get("streams", ())
+    for stream in streams:
+        if not hash_tag(stream):
+            raise SettingsError(
+                f"invalid setting streams: on a cluster, {stream!r} needs a hash tag, so that its dead "
+                f"letters, delayed jobs and guards ({stream}:dead…) share its slot and its scripts run on "
+                f"one shard: name it {{{stream}}}, or {stream}{{0}} … for partitions"
+            )
+    if values.get("priority", Priority.NONE) is not Priority.NONE and len({slot(s) for s in streams}) > 1:
+        raise SettingsError(
+            "invalid setting priority: it orders the reads of streams on one shard; on a cluster, give the "
+            "streams one hash tag ({jobs}high, {jobs}low), or no priority"
+        )

@@ -12,6 +12,9 @@ from asyncphp.core.backoff import Backoff
 
 BACKOFF_FIRST = 0.1  # seconds
 BACKOFF_CAP = 5.0
+# On a cluster, a shard that is failing over is back within its node timeout plus about a second,
+# while its other shards answer: each retry only asks a seed for the slot map.
+CLUSTER_BACKOFF_CAP = 1.0
 
 
 class State(enum.Enum):
@@ -32,7 +35,7 @@ class Announce(enum.Enum):
 
 
 class LinkState:
-    def __init__(self, jitter: Callable[[], float]) -> None:
+    def __init__(self, jitter: Callable[[], float], cap: float = BACKOFF_CAP) -> None:
         self.state = State.DOWN
         self.connect_at = 0.0  # meaningful while DOWN
         self.down_since = math.inf  # when it was lost, if it had been ready before; inf otherwise
@@ -40,7 +43,7 @@ class LinkState:
         self.outage = 0.0  # seconds the last outage lasted
         self._ever_ready = False
         self._pinged_at = math.inf
-        self._backoff = Backoff(BACKOFF_FIRST, BACKOFF_CAP, jitter=jitter)
+        self._backoff = Backoff(BACKOFF_FIRST, cap, jitter=jitter)
 
     @property
     def up(self) -> bool:

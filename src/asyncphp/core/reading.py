@@ -98,6 +98,10 @@ class Lanes:
     def streams(self) -> tuple[str, ...]:
         return tuple(lane.stream for lane in self.lanes)
 
+    def only(self, streams: tuple[str, ...]) -> Lanes:
+        """These lanes for ``streams`` alone (a cluster reads each slot's streams on their own)."""
+        return Lanes(tuple(lane for lane in self.lanes if lane.stream in streams), self.priority)
+
     @property
     def plain(self) -> bool:
         """One read over every stream, as without any of this."""

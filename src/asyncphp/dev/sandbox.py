@@ -132,6 +132,83 @@ def start_redis(workdir: Path, port: int | None = None, extra: Sequence[str] = (
     return server
 
 
+CLUSTER_BUS_OFFSET = 10000  # a cluster node also listens on its port plus this, for the cluster bus
+
+
+def cluster_port() -> int:
+    """A free loopback port whose cluster-bus port (10000 above) is free too."""
+    for _ in range(200):
+        port = free_port()
+        if port + CLUSTER_BUS_OFFSET > 65535:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port + CLUSTER_BUS_OFFSET))
+            except OSError:
+                continue
+        return port
+    raise SandboxError("no free pair of loopback ports for a cluster node")
+
+
+@dataclass
+class Cluster:
+    """Redis Cluster nodes on loopback: primaries and one replica each, made by redis-cli."""
+
+    nodes: list[RedisServer]
+
+    @property
+    def url(self) -> str:
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{node.port}" for node in self.nodes[:3]) + "/"
+
+    def node(self, port: int) -> RedisServer:
+        return next(node for node in self.nodes if node.port == port)
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+
+def start_cluster(workdir: Path, primaries: int = 3, node_timeout_ms: int = 2000) -> Cluster:
+    """``primaries`` primaries and as many replicas, each in its own directory under ``workdir``;
+    returns once every node says ``cluster_state:ok``."""
+    nodes: list[RedisServer] = []
+    try:
+        for index in range(primaries * 2):
+            port = cluster_port()
+            home = workdir / f"node-{index}"
+            home.mkdir(parents=True, exist_ok=True)
+            nodes.append(
+                start_redis(
+                    home, port,
+                    ("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+                     "--cluster-node-timeout", str(node_timeout_ms)),
+                )
+            )  # fmt: skip
+        create = subprocess.run(
+            [shutil.which("redis-cli") or "redis-cli", "--cluster", "create",
+             *[f"127.0.0.1:{node.port}" for node in nodes], "--cluster-replicas", "1", "--cluster-yes"],
+            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        if create.returncode != 0:
+            raise SandboxError(f"redis-cli --cluster create failed: {create.stdout[-2000:]}{create.stderr}")
+        cluster = Cluster(nodes)
+        wait_until(lambda: all(_cluster_ok(node.port) for node in nodes), 60, "cluster_state:ok")
+        return cluster
+    except BaseException:
+        for node in nodes:
+            node.stop()
+        raise
+
+
+def _cluster_ok(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
+            sock.sendall(b"CLUSTER INFO\r\n")
+            return b"cluster_state:ok" in sock.recv(4096)
+    except OSError:
+        return False
+
+
 _SETTING = re.compile(r"^\s*([A-Za-z0-9_.\[\]]+)\s*=")
 
 

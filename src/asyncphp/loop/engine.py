@@ -39,6 +39,7 @@ from asyncphp.loop.service import Notifier, SignalWakeup
 from asyncphp.loop.streams import StreamSource
 from asyncphp.loop.tracing import OtelTracing, Tracing
 from asyncphp.ops.metrics import serve
+from asyncphp.redisurl import cluster, is_cluster, slot
 from asyncphp.settings import RELOADABLE, Settings, SettingsError
 from asyncphp.wire import scripts
 from asyncphp.wire.body import BadMessage, Limits, message_body
@@ -112,22 +113,50 @@ class Daemon:
     def _sources(self, settings: Settings) -> list[Source]:
         sources: list[Source] = []
         url, password_file = settings.redis_url, settings.redis_password_file
+        on_cluster = is_cluster(url)
         if settings.channels:
-            sources.append(PubSubSource(url, settings.channels, password_file, self._on_published))
+            if on_cluster:
+                # SSUBSCRIBE takes channels of one slot: a connection per slot, to its primary. And
+                # SUBSCRIBE there too: a PUBLISH counts the receiving node's subscribers only, and
+                # the caller publishes to the channel's primary (see asyncphp.caller.publish).
+                sharded = cluster(url).pubsub == "sharded"
+                sources += [
+                    PubSubSource(url, channels, password_file, self._on_published, sharded=sharded)
+                    for channels in _by_slot(settings.channels)
+                ]
+            else:
+                sources.append(PubSubSource(url, settings.channels, password_file, self._on_published))
         if settings.streams:
             policy = Policy(settings.claim_idle, settings.max_attempts, settings.retry_delay)
-            streams = StreamSource(
-                url, password_file, settings.streams, group=settings.group, consumer=settings.consumer,
-                policy=policy, deliver=self._on_entry, resubmit=self._resubmit, counters=self.counters,
-                metrics=self.metrics, log=self.log, lanes=settings.lanes, move_delayed=settings.move_delayed,
-            )  # fmt: skip
-            sources.append(streams)
+            lanes = settings.lanes
+            # On a cluster, one source per slot, read from the slot's primary: a read, a script, a
+            # MULTI takes keys of one slot (a stream and its own keys share one; see settings).
+            groups = _by_slot(lanes.streams) if on_cluster else [lanes.streams]
+            streams = [
+                StreamSource(
+                    url, password_file, group, group=settings.group, consumer=settings.consumer,
+                    policy=policy, deliver=self._on_entry, resubmit=self._resubmit, counters=self.counters,
+                    metrics=self.metrics, log=self.log, lanes=lanes.only(group),
+                    move_delayed=settings.move_delayed,
+                )
+                for group in groups
+            ]  # fmt: skip
+            sources += streams
             if settings.move_delayed:
                 # Told when a job is added due before all others: the daemon sleeps until then.
+                by_stream = {stream: source for source in streams for stream in source.streams}
+
+                def heard(message: Message) -> None:
+                    source = by_stream.get(message.channel.removesuffix(scripts.DELAYED_SUFFIX))
+                    if source is not None:
+                        source.heard(message)
+
+                def notices_back() -> None:
+                    for source in streams:
+                        source.notices_back()
+
                 channels = [scripts.Keys(stream).delayed for stream in settings.streams]
-                sources.append(
-                    DueNotices(url, channels, password_file, streams.heard, streams.notices_back, self.log)
-                )
+                sources.append(DueNotices(url, channels, password_file, heard, notices_back, self.log))
         if settings.heartbeat_interval:
             interval = settings.heartbeat_interval
             sources.append(Heartbeat(url, password_file, settings.consumer, interval, self._snapshot))
@@ -579,3 +608,11 @@ class Daemon:
 def _published(job: Job) -> bool:
     """A pub/sub job: nothing but this daemon keeps its message (a stream entry stays in Redis)."""
     return job.origin is NOWHERE
+
+
+def _by_slot(names: tuple[str, ...]) -> list[tuple[str, ...]]:
+    """``names`` grouped by cluster slot, in their order."""
+    groups: dict[int, list[str]] = {}
+    for name in names:
+        groups.setdefault(slot(name), []).append(name)
+    return [tuple(group) for group in groups.values()]

@@ -33,7 +33,7 @@ class Heartbeat:
         self.key = KEY_PREFIX + name
         self.interval = interval
         self._snapshot = snapshot
-        self.link = Link(url, password_file)
+        self.link = Link(url, password_file, route=self.key)
         self._next = 0.0
 
     def open(self) -> tuple[str, str]:

@@ -14,9 +14,9 @@ from typing import Protocol
 
 import redis
 
-from asyncphp.core.link import Announce, Health, LinkState
+from asyncphp.core.link import BACKOFF_CAP, CLUSTER_BACKOFF_CAP, Announce, Health, LinkState
 from asyncphp.loop.poller import READ, Poller
-from asyncphp.redisurl import redact
+from asyncphp.redisurl import is_cluster, redact
 
 
 class Source(Protocol):
@@ -72,7 +72,7 @@ class Keeper:
         self._log = log
         self._fds: list[int] = []
         self._stopping = False
-        self.state = LinkState(jitter=random.random)
+        self.state = LinkState(random.random, CLUSTER_BACKOFF_CAP if is_cluster(url) else BACKOFF_CAP)
 
     def turn(self, now: float, health_interval: float, free: int) -> None:
         """One pass of the loop: connect when due, check the connection's health, run the source."""

@@ -1,5 +1,10 @@
 """The pub/sub source: Redis channels, read without blocking the event loop.
 
+On a cluster whose URL says ``pubsub=sharded`` (the default), channels are read with SSUBSCRIBE
+from the primary that owns their slot, one source per slot; when that node stops serving the slot
+(a failover, a migration), Redis ends the subscription with SUNSUBSCRIBE, and the source
+connects again to the slot's primary then.
+
 (The durable source, Redis Streams, is in ``streams.py``.)
 """
 
@@ -8,6 +13,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import redis
 
@@ -16,18 +22,39 @@ from asyncphp.loop.redislink import CLOSED, Link
 from asyncphp.wire import replies
 
 
+@dataclass(frozen=True)
+class Kinds:
+    """The push kinds (and command names) of one flavour of pub/sub."""
+
+    subscribe: bytes
+    message: bytes
+    unsubscribe: bytes
+
+
+CLASSIC = Kinds(b"subscribe", b"message", b"unsubscribe")
+SHARDED = Kinds(b"ssubscribe", b"smessage", b"sunsubscribe")
+
+
 class PubSubSource:
     """One subscribed connection: open, hand on whatever has arrived, ping, unsubscribe, close."""
 
     announce = True
 
     def __init__(
-        self, url: str, channels: Sequence[str], password_file: str, deliver: Callable[[Message], None]
+        self,
+        url: str,
+        channels: Sequence[str],
+        password_file: str,
+        deliver: Callable[[Message], None],
+        sharded: bool = False,
     ) -> None:
+        """On a cluster, the link goes to the primary of the first channel's slot; ``sharded``: the
+        channels share that slot, and are read with SSUBSCRIBE."""
         self.channels = tuple(channels)
         self.what = ", ".join(self.channels)
         self._deliver = deliver
-        self.link = Link(url, password_file)
+        self._kinds = SHARDED if sharded else CLASSIC
+        self.link = Link(url, password_file, route=self.channels[0])
         self._unconfirmed = set(self.channels)
         self._subscribed: set[str] = set()
         self._stopping = False
@@ -48,7 +75,7 @@ class PubSubSource:
         except redis.ResponseError as exc:  # CONFIG may be renamed away or denied by an ACL
             self._limit = f"not readable: {exc}"
         self.link.start()
-        self.link.send("SUBSCRIBE", *self.channels)
+        self.link.send(self._kinds.subscribe.decode().upper(), *self.channels)
         return where
 
     def watch(self) -> list[tuple[int, Callable[[], None]]]:
@@ -80,13 +107,18 @@ class PubSubSource:
             kind, channel = reply[0], reply[1]
             # A pong has no channel, and neither has an UNSUBSCRIBE reply when nothing was left.
             name = channel.decode("utf-8", "replace") if channel is not None else ""
-            if kind == b"message":
+            kinds = self._kinds
+            if kind == kinds.message:
                 self._deliver(Message(name, reply[2]))
-            elif kind == b"subscribe":
+            elif kind == kinds.subscribe:
                 self._unconfirmed.discard(name)
                 self._subscribed.add(name)
-            elif kind == b"unsubscribe":
+            elif kind == kinds.unsubscribe:
                 self._subscribed.discard(name)
+                if not self._stopping and kinds is SHARDED:
+                    raise redis.ConnectionError(
+                        f"redis no longer serves channel {name} on this node (its slot failed over or moved)"
+                    )
             # [b"pong", b""], the subscribed form of PONG, likewise.
 
     def ping(self) -> None:
@@ -103,7 +135,7 @@ class PubSubSource:
         """Stop receiving; messages Redis sent before its confirmation are still handed on."""
         self._stopping = True
         if self._subscribed or self._unconfirmed:  # else not connected: nothing will come
-            self.link.send("UNSUBSCRIBE")
+            self.link.send(self._kinds.unsubscribe.decode().upper(), *self.channels)
 
     def leave(self) -> None:
         pass

@@ -1,6 +1,6 @@
 """A Redis connection the event loop drives without ever waiting on it.
 
-redis-py opens it (URL or Sentinel, AUTH or ACL user, TLS, database, timeouts). After that,
+redis-py opens it (URL, Sentinel or a cluster's node, AUTH or ACL user, TLS, database, timeouts). After that,
 commands are written without waiting for their replies, and replies are read, non-blocking, into
 a hiredis reader whenever the poller says the socket is readable: each goes to the callback given
 with its command, in order, or, when none is waiting (pub/sub messages), to the caller of
@@ -25,7 +25,7 @@ from redis.backoff import NoBackoff
 from redis.connection import ConnectionInterface, ConnectionPool
 from redis.retry import Retry
 
-from asyncphp.redisurl import connection_pool
+from asyncphp.redisurl import connection_pool, is_cluster, owner_url
 from asyncphp.wire.replies import ReplyError, server_version
 from asyncphp.wire.resp import command as pack
 
@@ -37,16 +37,31 @@ Reply = Any  # bytes, int, list, None, or ReplyError
 OnReply = Callable[[Reply], None]
 
 
+# Replies by which a cluster's node says it does not serve the key now (a failover, a slot being
+# migrated or moved): the link is made again, to the primary the cluster names then.
+ELSEWHERE = frozenset({"MOVED", "ASK", "TRYAGAIN", "CLUSTERDOWN"})
+
+
 def ignore(reply: Reply) -> None:
-    """For a command whose reply does not matter (PING, a heartbeat's HSET)."""
+    """For a command whose reply does not matter (PING, a heartbeat's HSET), unless it says the
+    key is served elsewhere now.
+
+    Raises:
+        redis.ConnectionError: a cluster's node no longer serves the key.
+    """
+    if isinstance(reply, ReplyError) and reply.code in ELSEWHERE:
+        raise redis.ConnectionError(f"redis answered {reply}")
 
 
 class Link:
     """One Redis connection: blocking to open, non-blocking from then on."""
 
-    def __init__(self, url: str, password_file: str = "") -> None:
+    def __init__(self, url: str, password_file: str = "", route: str = "") -> None:
+        """On a cluster, the link goes to the primary that serves the key ``route`` (for "",
+        to any primary), as the cluster says at each :meth:`open`."""
         self.url = url
         self._password_file = password_file
+        self.route = route
         self._pool: ConnectionPool | None = None
         self._connection: ConnectionInterface | None = None
         self._sock: socket.socket | None = None
@@ -70,7 +85,13 @@ class Link:
             "socket_keepalive": True,
             "retry": Retry(NoBackoff(), 0),
         }
-        self._pool = connection_pool(self.url, self._password_file, **options)
+        target = self.url
+        if is_cluster(self.url):
+            target = owner_url(
+                self.url, self.route, self._password_file,
+                socket_timeout=CONNECT_TIMEOUT, socket_connect_timeout=CONNECT_TIMEOUT,
+            )  # fmt: skip
+        self._pool = connection_pool(target, self._password_file, **options)
         # RESP2 whatever the URL asks: the replies are parsed here, in one shape (RESP3 turns
         # XINFO's arrays into maps and answers PING differently while subscribed).
         self._pool.connection_kwargs["protocol"] = 2

@@ -43,7 +43,7 @@ from asyncphp.core.ledger import (
 from asyncphp.core.reading import Give, Lanes, Rate, Read, Take, Unblock
 from asyncphp.core.schedule import Move, Schedule
 from asyncphp.logfmt import preview
-from asyncphp.loop.redislink import Link, Reply
+from asyncphp.loop.redislink import ELSEWHERE, Link, Reply
 from asyncphp.ops.metrics import Metrics
 from asyncphp.wire import replies, scripts
 from asyncphp.wire.replies import ReplyError
@@ -66,8 +66,9 @@ end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 return 1
 """
-# Error codes after which the connection is made again: the server cannot take writes now.
-RECONNECT_ON = frozenset({"READONLY", "LOADING", "MASTERDOWN", "BUSY"})
+# Error codes after which the connection is made again: the server cannot take writes now, or
+# (a cluster) serves the stream's slot no more.
+RECONNECT_ON = frozenset({"READONLY", "LOADING", "MASTERDOWN", "BUSY"}) | ELSEWHERE
 DEAD_MAXLEN = 100_000  # dead letters kept per stream (approximately)
 BLOCK_MS = 2000  # XREADGROUP waits this long for entries, then is sent again
 UNBLOCKLESS_BLOCK_MS = 100  # the same, by priority or limits, where CLIENT UNBLOCK is refused
@@ -118,8 +119,9 @@ class StreamSource:
         self._counters = counters
         self._metrics = metrics
         self._log = log
-        self.reader = Link(url, password_file)
-        self.writer = Link(url, password_file)
+        # On a cluster, the streams share a slot (see asyncphp.settings): both links go to its primary.
+        self.reader = Link(url, password_file, route=streams[0])
+        self.writer = Link(url, password_file, route=streams[0])
         self._read_sent = math.inf  # when the XREADGROUP now out was sent
         self._reader_id = 0  # CLIENT ID of the reader, to unblock its read when stopping
         self._opened = False  # before the first open, a missing group is new, not vanished
@@ -467,6 +469,9 @@ class StreamSource:
     def _buried(self, entry: Entry, reason: str, reply: Reply) -> None:
         fields = {"ASYNCPHP_CHANNEL": entry.stream, "ASYNCPHP_MESSAGE_ID": entry.id}
         if isinstance(reply, ReplyError):
+            if reply.code in RECONNECT_ON:  # settled again once connected where it can be
+                self.ledger.refused(entry)
+                raise redis.ConnectionError(f"the dead letter of entry {entry.id} refused: {reply}")
             # Not stored, not acknowledged: it stays pending, to be claimed and buried later.
             self._log.error(
                 "entry %s of %s stays pending: redis refused its dead letter: %s",

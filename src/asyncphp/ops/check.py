@@ -3,9 +3,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -100,30 +101,76 @@ def _check_redis(settings: Settings, report: Report) -> None:
         return
     try:
         report.passed(f"redis reachable at {where} ({version}), PING answered")
+        if redisurl.is_cluster(settings.redis_url):
+            _check_cluster(settings, link, report)
         for stream in settings.streams:
-            waiting = int(link.call("ZCARD", scripts.Keys(stream).delayed))
-            if waiting:
-                report.passed(f"stream {stream}: {waiting} delayed job(s) waiting (asyncphp delayed list)")
-            try:
-                groups = link.call("XINFO", "GROUPS", stream)
-            except redis.ResponseError:
-                report.failed(
-                    f"stream {stream}: does not exist yet",
-                    "the daemon creates it (and its group) when it starts",
-                )
-                continue
-            names = [dict(zip(g[::2], g[1::2], strict=True)).get(b"name") for g in groups]
-            if settings.group.encode() in names:
-                report.passed(f"stream {stream}: group {settings.group} exists")
-            else:
-                report.failed(
-                    f"stream {stream}: no group {settings.group}",
-                    f"the daemon creates it when it starts, or: XGROUP CREATE {stream} {settings.group} 0",
-                )
+            with _served(settings, stream, link) as served:
+                _check_stream(settings, stream, served, report)
         if settings.streams:
             _check_stream_rights(settings, link, report)
     finally:
         link.close()
+
+
+@contextlib.contextmanager
+def _served(settings: Settings, stream: str, link: Link) -> Iterator[Link]:
+    """``link``, or on a cluster one to the primary that serves ``stream``."""
+    if not redisurl.is_cluster(settings.redis_url):
+        yield link
+        return
+    own = Link(settings.redis_url, settings.redis_password_file, route=stream)
+    try:
+        own.open()
+        yield own
+    finally:
+        own.close()
+
+
+def _check_cluster(settings: Settings, link: Link, report: Report) -> None:
+    info = dict(
+        line.split(":", 1)
+        for line in bytes(link.call("CLUSTER", "INFO")).decode().splitlines()
+        if ":" in line
+    )
+    if info.get("cluster_state") != "ok":
+        report.failed(
+            f"redis cluster state is {info.get('cluster_state')}",
+            "CLUSTER INFO on each node says which slots fail",
+        )
+        return
+    report.passed(
+        f"redis cluster ok: {info.get('cluster_size')} shards, {info.get('cluster_known_nodes')} nodes"
+    )
+    if settings.streams:
+        client = redisurl.cluster_client(settings.redis_url, settings.redis_password_file, socket_timeout=5.0)
+        try:
+            where = {s: client.get_node_from_key(s) for s in settings.streams}  # type: ignore[no-untyped-call]
+        finally:
+            client.close()
+        shards = ", ".join(f"{s} on {n.host}:{n.port}" for s, n in where.items())
+        report.passed(f"streams by primary: {shards}")
+
+
+def _check_stream(settings: Settings, stream: str, link: Link, report: Report) -> None:
+    waiting = int(link.call("ZCARD", scripts.Keys(stream).delayed))
+    if waiting:
+        report.passed(f"stream {stream}: {waiting} delayed job(s) waiting (asyncphp delayed list)")
+    try:
+        groups = link.call("XINFO", "GROUPS", stream)
+    except redis.ResponseError:
+        report.failed(
+            f"stream {stream}: does not exist yet",
+            "the daemon creates it (and its group) when it starts",
+        )
+        return
+    names = [dict(zip(g[::2], g[1::2], strict=True)).get(b"name") for g in groups]
+    if settings.group.encode() in names:
+        report.passed(f"stream {stream}: group {settings.group} exists")
+    else:
+        report.failed(
+            f"stream {stream}: no group {settings.group}",
+            f"the daemon creates it when it starts, or: XGROUP CREATE {stream} {settings.group} 0",
+        )
 
 
 def _check_stream_rights(settings: Settings, link: Link, report: Report) -> None:

@@ -5,10 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import redis
-
 from asyncphp.caller import DEFAULT_MAXLEN
 from asyncphp.loop.streams import DEAD_SUFFIX
+from asyncphp.redisurl import Client
 
 
 @dataclass(frozen=True)
@@ -25,7 +24,7 @@ class DeadLetter:
         return self.fields.get("payload", b"")
 
 
-def listing(client: redis.Redis, stream: str, count: int | None = None) -> list[DeadLetter]:
+def listing(client: Client, stream: str, count: int | None = None) -> list[DeadLetter]:
     """The dead letters of ``stream``, oldest first."""
     rows: Any = client.xrange(stream + DEAD_SUFFIX, count=count)  # redis-py's types are loose here
     return [
@@ -33,7 +32,7 @@ def listing(client: redis.Redis, stream: str, count: int | None = None) -> list[
     ]
 
 
-def replay(client: redis.Redis, stream: str, ids: list[str] | None) -> list[tuple[str, str]]:
+def replay(client: Client, stream: str, ids: list[str] | None) -> list[tuple[str, str]]:
     """Add the payload of each dead letter (all if ``ids`` is None) to ``stream`` again and remove
     it from the dead letters; returns (dead letter id, new entry id) pairs."""
     done = []
@@ -48,7 +47,7 @@ def replay(client: redis.Redis, stream: str, ids: list[str] | None) -> list[tupl
     return done
 
 
-def purge(client: redis.Redis, stream: str, ids: list[str] | None) -> int:
+def purge(client: Client, stream: str, ids: list[str] | None) -> int:
     """Delete the given dead letters (all if ``ids`` is None); returns how many went."""
     if ids is None:
         count: Any = client.xlen(stream + DEAD_SUFFIX)

@@ -6,8 +6,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import redis
-
+from asyncphp.redisurl import Client
 from asyncphp.wire import scripts
 
 
@@ -19,7 +18,7 @@ class Delayed:
     unique: str  # the guard's key and lifetime, "" if none
 
 
-def waiting(client: redis.Redis, stream: str) -> tuple[int, datetime | None]:
+def waiting(client: Client, stream: str) -> tuple[int, datetime | None]:
     """How many delayed jobs wait, and when the first is due."""
     keys = scripts.Keys(stream)
     count: Any = client.zcard(keys.delayed)
@@ -27,7 +26,7 @@ def waiting(client: redis.Redis, stream: str) -> tuple[int, datetime | None]:
     return int(count), (_time(first[0][1]) if first else None)
 
 
-def listing(client: redis.Redis, stream: str, count: int | None = None) -> list[Delayed]:
+def listing(client: Client, stream: str, count: int | None = None) -> list[Delayed]:
     """The delayed jobs of ``stream``, the first due first."""
     keys = scripts.Keys(stream)
     rows: Any = client.zrange(keys.delayed, 0, -1 if count is None else count - 1, withscores=True)
@@ -42,13 +41,13 @@ def listing(client: redis.Redis, stream: str, count: int | None = None) -> list[
     ]
 
 
-def cancel(client: redis.Redis, stream: str, ids: list[str]) -> list[str]:
+def cancel(client: Client, stream: str, ids: list[str]) -> list[str]:
     """Remove the given delayed jobs (and the guard a unique one holds); returns those removed."""
     reply: Any = client.register_script(scripts.CANCEL)(keys=list(scripts.Keys(stream).moving()), args=ids)
     return [v.decode() if isinstance(v, bytes) else str(v) for v in reply]
 
 
-def run_now(client: redis.Redis, stream: str, ids: list[str]) -> list[tuple[str, str]]:
+def run_now(client: Client, stream: str, ids: list[str]) -> list[tuple[str, str]]:
     """Move the given delayed jobs into the stream now; returns (delayed id, entry id) pairs."""
     reply = client.register_script(scripts.MOVE)(
         keys=list(scripts.Keys(stream).moving()), args=[scripts.MOVE_BATCH, scripts.DEFAULT_MAXLEN, *ids]

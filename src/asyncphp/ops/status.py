@@ -18,6 +18,7 @@ from asyncphp import redisurl
 from asyncphp.loop.heartbeat import KEY_PREFIX
 from asyncphp.loop.streams import DEAD_SUFFIX
 from asyncphp.ops import delayed, probe
+from asyncphp.redisurl import Client
 from asyncphp.settings import Settings, SettingsError, load
 from asyncphp.wire.fastcgi import FastCGIError
 
@@ -60,7 +61,7 @@ def _typed(fields: dict[str, str]) -> dict[str, Any]:
     return out
 
 
-def _stream(client: redis.Redis, stream: str, group: str) -> dict[str, Any]:
+def _stream(client: Client, stream: str, group: str) -> dict[str, Any]:
     dead: Any = client.xlen(stream + DEAD_SUFFIX)
     count, first = delayed.waiting(client, stream)
     found: dict[str, Any] = {

@@ -1,0 +1,160 @@
+"""Redis Cluster on loopback: six nodes (three primaries, one replica each) made by redis-cli.
+
+The daemon reads partitions spread over the shards, each from its own primary; sharded pub/sub
+from the shard that owns each channel; it follows a primary killed under a steady publish, and
+a slot migrated while it reads, and loses nothing (counted).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from redis.cluster import RedisCluster
+
+from asyncphp import redisurl
+from asyncphp.caller import enqueue, partition, publish
+from asyncphp.dev import sandbox
+from asyncphp.dev.sandbox import Cluster, Pool
+from tests.conftest import PHP_DIR
+from tests.integration.conftest import Daemon, lines, wait_for
+
+STREAM_WORKER = PHP_DIR / "stream.php"
+PARTITIONS = [f"commands{{{i}}}" for i in range(4)]
+
+
+@pytest.fixture(scope="module")
+def shared_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """For tests that neither kill nor move anything."""
+    cluster = sandbox.start_cluster(tmp_path_factory.mktemp("cluster"))
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def own_cluster(tmp_path: Path) -> Iterator[Cluster]:
+    """For a test that kills a node or migrates a slot."""
+    cluster = sandbox.start_cluster(tmp_path / "cluster")
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def start_daemon(tmp_path: Path) -> Iterator[Callable[..., Daemon]]:
+    started: list[Daemon] = []
+
+    def start(url: str, pool: Pool, *flags: str, worker: Path = STREAM_WORKER) -> Daemon:
+        log = tmp_path / f"daemon-{len(started)}.log"
+        daemon = Daemon(sandbox.start_daemon(url, pool.listen, worker, *flags, log=log), log)
+        started.append(daemon)
+        return daemon
+
+    yield start
+    for daemon in started:
+        daemon.stop()
+
+
+def client(cluster: Cluster) -> RedisCluster:
+    return redisurl.cluster_client(cluster.url)
+
+
+def owner(cluster: Cluster, key: str) -> int:
+    """The port of the primary that serves ``key`` now, as the cluster says."""
+    with client(cluster) as rc:
+        return int(rc.get_node_from_key(key).port)
+
+
+def ran(pool: Pool) -> list[int]:
+    return [int(line.split()[0]) for line in lines(pool.worker_log) if line.split()[0].isdigit()]
+
+
+def stream_flags(*streams: str) -> tuple[str, ...]:
+    return tuple(flag for stream in streams for flag in ("--stream", stream))
+
+
+def test_partitions_spread_over_the_shards_and_each_is_read_from_its_primary(
+    shared_cluster: Cluster, pool: Pool, start_daemon: Callable[..., Daemon]
+) -> None:
+    primaries = {owner(shared_cluster, stream) for stream in PARTITIONS}
+    assert len(primaries) == 3  # the four tags land on all three shards
+    daemon = start_daemon(shared_cluster.url, pool, *stream_flags(*PARTITIONS), "--group", "spread")
+    for port in primaries:
+        daemon.wait_for(rf"Connected to redis on 127\.0\.0\.1:{port} .*for stream commands\{{")
+    daemon.wait_for("Subscribed to stream commands", count=4)
+    chosen = [partition("commands", 4, key=f"customer-{i}") for i in range(200)]
+    for i, stream in enumerate(chosen):
+        enqueue({"n": i}, stream=stream, redis_url=shared_cluster.url)
+    wait_for(lambda: sorted(ran(pool)) == list(range(200)), what="all 200 jobs, once each")
+    with client(shared_cluster) as rc:
+        for stream in PARTITIONS:
+            assert rc.xlen(stream) == chosen.count(stream) > 0
+            pending = rc.xpending(stream, "spread")["pending"]
+            assert pending == 0, f"{stream}: {pending} left pending"
+    assert partition("commands", 4, key="customer-7") == partition("commands", 4, key="customer-7")
+
+
+def test_scheduling_dead_letters_and_the_tools_work_on_a_cluster(
+    shared_cluster: Cluster, start_pool: Callable[..., Pool], start_daemon: Callable[..., Daemon]
+) -> None:
+    url = shared_cluster.url
+    pool = start_pool(name="tools-pool")
+    stream = "{tools}"
+    daemon = start_daemon(url, pool, "--stream", stream, "--group", "tools", "--max-attempts", "1")
+    daemon.wait_for(r"Subscribed to stream \{tools\}")
+    delayed = enqueue({"n": 1}, stream=stream, redis_url=url, delay=0.3)
+    assert delayed.id.startswith("d") and delayed.due_at is not None
+    # Held until it expires, not only until the first is settled (which may be at once).
+    first = enqueue({"n": 2}, stream=stream, redis_url=url, unique_key="once", unique_until="expiry")
+    second = enqueue({"n": 3}, stream=stream, redis_url=url, unique_key="once", unique_until="expiry")
+    assert first.added and not second.added
+    enqueue({"n": 4, "status": 422}, stream=stream, redis_url=url)
+    wait_for(lambda: sorted(ran(pool)) == [1, 2], what="the delayed job and the unique one")
+    daemon.wait_for(r"dead-lettered to \{tools\}:dead")
+
+    def tool(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "asyncphp", *args], capture_output=True, text=True, timeout=60, check=False
+        )
+
+    dead = tool("dead", "--redis-url", url, "--stream", stream, "list")
+    assert dead.returncode == 0, dead.stderr
+    assert "status 422" in dead.stdout and "1 dead letter(s)" in dead.stderr
+    status = tool("status", "--redis-url", url, "--stream", stream, "--group", "tools", "--json")
+    assert status.returncode == 0, status.stderr
+    data = json.loads(status.stdout)
+    assert data["streams"][stream]["dead_letters"] == 1
+    assert any(stream in d.get("streams", "") for d in data["daemons"]), data["daemons"]
+    check = tool(
+        "check", "--redis-url", url, "--stream", stream, "--group", "tools", "--fpm-socket", pool.listen,
+        "--worker-script", str(STREAM_WORKER),
+    )  # fmt: skip
+    assert check.returncode == 0, check.stdout + check.stderr
+    delayed_list = tool("delayed", "--redis-url", url, "--stream", stream, "list")
+    assert delayed_list.returncode == 0, delayed_list.stderr
+
+
+def test_sharded_pubsub_reads_each_channel_from_its_shard(
+    shared_cluster: Cluster, pool: Pool, start_daemon: Callable[..., Daemon]
+) -> None:
+    channels = ["alerts{0}", "alerts{1}", "alerts{3}"]  # three slots on three primaries
+    assert len({owner(shared_cluster, c) for c in channels}) == 3
+    flags = [flag for c in channels for flag in ("--channel", c)]
+    daemon = start_daemon(shared_cluster.url, pool, *flags, worker=STREAM_WORKER)
+    daemon.wait_for(r"Subscribed to alerts\{", count=3)
+    for i, channel in enumerate(channels * 10):
+        assert publish({"n": i}, channel=channel, redis_url=shared_cluster.url) == 1
+    wait_for(lambda: sorted(ran(pool)) == list(range(30)), what="30 messages over three shards")
+    classic = shared_cluster.url + "?pubsub=classic"
+    # SPUBLISH reaches only the shard's subscribers: the classic daemon below sees none of it.
+    assert publish({"n": 99}, channel="nobody{0}", redis_url=shared_cluster.url) == 0
+    other = start_daemon(classic, pool, "--channel", "broadcast")
+    other.wait_for("Subscribed to broadcast")
+    assert publish({"n": 30}, channel="broadcast", redis_url=classic) == 1
+    wait_for(lambda: 30 in ran(pool), what="the classic publish")
