@@ -158,3 +158,139 @@ def test_sharded_pubsub_reads_each_channel_from_its_shard(
     other.wait_for("Subscribed to broadcast")
     assert publish({"n": 30}, channel="broadcast", redis_url=classic) == 1
     wait_for(lambda: 30 in ran(pool), what="the classic publish")
+
+
+def node_ids(cluster: Cluster) -> dict[int, tuple[str, str, str]]:
+    """port → (node id, role, primary's id or "-"), as a surviving node sees them."""
+    for node in cluster.nodes:
+        try:
+            with redis.Redis("127.0.0.1", node.port, socket_timeout=2) as r:
+                text = r.execute_command("CLUSTER", "NODES")
+        except redis.RedisError:
+            continue
+        found = {}
+        for line in (text.decode() if isinstance(text, bytes) else text).splitlines():
+            fields = line.split()
+            port = int(fields[1].split("@")[0].rsplit(":", 1)[1])
+            role = "primary" if "master" in fields[2] else "replica"
+            found[port] = (fields[0], role, fields[3])
+        return found
+    raise AssertionError("no node answers")
+
+
+def replica_of(cluster: Cluster, port: int) -> int:
+    ids = node_ids(cluster)
+    primary_id = ids[port][0]
+    return next(p for p, (_, role, of) in ids.items() if role == "replica" and of == primary_id)
+
+
+class Publisher(threading.Thread):
+    """Adds jobs n = start … stop - 1 to ``stream`` as fast as the cluster takes them, each again
+    until accepted (through a failover or a migration), within a bound; counts what was accepted."""
+
+    def __init__(self, url: str, stream: str, start: int, stop: int) -> None:
+        super().__init__(daemon=True)
+        self.url, self.stream, self.numbers = url, stream, range(start, stop)
+        self.accepted: list[int] = []
+        self.retries = 0
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            deadline = time.monotonic() + 60
+            for n in self.numbers:
+                while True:
+                    try:
+                        enqueue({"n": n}, stream=self.stream, redis_url=self.url)
+                        break
+                    except redis.RedisError:
+                        self.retries += 1
+                        if time.monotonic() > deadline:
+                            raise
+                self.accepted.append(n)
+        except BaseException as exc:  # reported by the test
+            self.error = exc
+
+
+def test_a_primary_killed_under_a_steady_publish_loses_nothing_and_the_daemon_follows(
+    own_cluster: Cluster, pool: Pool, start_daemon: Callable[..., Daemon]
+) -> None:
+    url, stream, channel = own_cluster.url, "{orders}", "{orders}alerts"
+    primary = owner(own_cluster, stream)
+    replica = replica_of(own_cluster, primary)
+    daemon = start_daemon(url, pool, "--stream", stream, "--channel", channel, "--claim-idle", "2")
+    daemon.wait_for(r"Subscribed to stream \{orders\}")
+    daemon.wait_for(r"Subscribed to \{orders\}alerts")
+    publisher = Publisher(url, stream, 0, 600)
+    publisher.start()
+    wait_for(lambda: len(ran(pool)) >= 150, what="150 jobs before the kill")
+    killed = time.monotonic()
+    own_cluster.node(primary).process.kill()
+    own_cluster.node(primary).process.wait()
+    wait_for(
+        lambda: node_ids(own_cluster)[replica][1] == "primary", timeout=30, what="the replica's promotion"
+    )
+    promoted = time.monotonic() - killed
+    daemon.wait_for(rf"Connected to redis on 127\.0\.0\.1:{replica} .*for stream \{{orders\}}", timeout=30)
+    daemon.wait_for(r"Resubscribed to \{orders\}alerts after", timeout=30)
+    followed = time.monotonic() - killed
+    publisher.join(timeout=90)
+    assert publisher.error is None, publisher.error
+    assert not publisher.is_alive()
+    accepted = set(publisher.accepted)
+    assert accepted == set(range(600))
+    wait_for(lambda: set(ran(pool)) >= accepted, timeout=30, what="every accepted job")
+    # Pub/sub again, on the promoted replica: published once the daemon subscribed there.
+    assert publish({"n": 1000}, channel=channel, redis_url=url) == 1
+    wait_for(lambda: 1000 in ran(pool), what="the message published after the failover")
+    assert daemon.server.process.poll() is None
+    runs = ran(pool)
+    print(
+        f"\ncluster failover: replica primary {promoted:.1f} s after the kill, daemon on it after "
+        f"{followed:.1f} s; {len(accepted)} jobs accepted, 0 lost, {len(runs) - len(set(runs))} ran twice, "
+        f"{publisher.retries} adds retried"
+    )
+
+
+def test_a_slot_migrated_while_it_is_read_loses_nothing(
+    own_cluster: Cluster, pool: Pool, start_daemon: Callable[..., Daemon]
+) -> None:
+    url, stream, channel = own_cluster.url, "{moving}", "{moving}news"
+    slot = redisurl.slot(stream)
+    source = owner(own_cluster, stream)
+    ids = node_ids(own_cluster)
+    target = next(p for p, (_, role, _) in ids.items() if role == "primary" and p != source)
+    source_id, target_id = ids[source][0], ids[target][0]
+    daemon = start_daemon(url, pool, "--stream", stream, "--channel", channel, "--claim-idle", "2")
+    daemon.wait_for(r"Subscribed to stream \{moving\}")
+    daemon.wait_for(r"Subscribed to \{moving\}news")
+    publisher = Publisher(url, stream, 0, 400)
+    publisher.start()
+    wait_for(lambda: len(ran(pool)) >= 100, what="100 jobs before the migration")
+    with redis.Redis("127.0.0.1", source) as a, redis.Redis("127.0.0.1", target) as b:
+        b.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", source_id)
+        a.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", target_id)
+        for _ in range(100):  # bounded: the slot holds a handful of keys
+            keys = a.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 100)
+            if not keys:
+                break
+            a.execute_command("MIGRATE", "127.0.0.1", target, "", 0, 5000, "KEYS", *keys)
+        for node in (b, a):
+            node.execute_command("CLUSTER", "SETSLOT", slot, "NODE", target_id)
+    assert owner(own_cluster, stream) == target
+    daemon.wait_for(rf"Connected to redis on 127\.0\.0\.1:{target} .*for stream \{{moving\}}", timeout=30)
+    publisher.join(timeout=90)
+    assert publisher.error is None, publisher.error
+    accepted = set(publisher.accepted)
+    assert accepted == set(range(400))
+    wait_for(lambda: set(ran(pool)) >= accepted, timeout=30, what="every accepted job")
+
+    def published_on_the_new_shard() -> bool:
+        return publish({"n": 1000}, channel=channel, redis_url=url) == 1  # 0 until resubscribed there
+
+    wait_for(published_on_the_new_shard, what="the daemon's subscription on the slot's new primary")
+    wait_for(lambda: 1000 in ran(pool), what="the message published after the migration")
+    with redis.Redis("127.0.0.1", target) as b:
+        assert b.xpending(stream, "asyncphp")["pending"] == 0
+    runs = ran(pool)
+    print(f"\nslot migration: 400 accepted, 0 lost, {len(runs) - len(set(runs))} ran twice")

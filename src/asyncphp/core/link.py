@@ -15,6 +15,9 @@ BACKOFF_CAP = 5.0
 # On a cluster, a shard that is failing over is back within its node timeout plus about a second,
 # while its other shards answer: each retry only asks a seed for the slot map.
 CLUSTER_BACKOFF_CAP = 1.0
+# The backoff starts over only for a connection that stayed up this long once ready: one lost as
+# soon as it is made (a cluster that answers CLUSTERDOWN while a shard fails over) keeps backing off.
+STABLE_AFTER = 1.0
 
 
 class State(enum.Enum):
@@ -43,6 +46,7 @@ class LinkState:
         self.outage = 0.0  # seconds the last outage lasted
         self._ever_ready = False
         self._pinged_at = math.inf
+        self._ready_at = math.inf
         self._backoff = Backoff(BACKOFF_FIRST, cap, jitter=jitter)
 
     @property
@@ -65,6 +69,8 @@ class LinkState:
         """Connecting failed, or the connection was lost: the delay before the next try."""
         if self.state is State.UP and self.announced and self.down_since == math.inf:
             self.down_since = now
+        if self.state is State.UP and self.announced and now - self._ready_at >= STABLE_AFTER:
+            self._backoff.reset()
         self.state = State.DOWN
         delay = self._backoff.next()
         self.connect_at = now + delay
@@ -76,7 +82,7 @@ class LinkState:
         if self.announced:
             return Announce.NOTHING
         self.announced = True
-        self._backoff.reset()
+        self._ready_at = now
         if self.down_since == math.inf:
             first, self._ever_ready = not self._ever_ready, True
             return Announce.FIRST if first else Announce.NOTHING

@@ -192,12 +192,28 @@ def start_cluster(workdir: Path, primaries: int = 3, node_timeout_ms: int = 2000
         if create.returncode != 0:
             raise SandboxError(f"redis-cli --cluster create failed: {create.stdout[-2000:]}{create.stderr}")
         cluster = Cluster(nodes)
+        # The slots covered, and then every node knowing every replica and each replica in sync:
+        # a replica not yet known as one, or not synced, is not promoted when its primary dies.
         wait_until(lambda: all(_cluster_ok(node.port) for node in nodes), 60, "cluster_state:ok")
+        wait_until(lambda: all(_knows_replicas(node.port, primaries) for node in nodes), 60, "the replicas")
         return cluster
     except BaseException:
         for node in nodes:
             node.stop()
         raise
+
+
+def _knows_replicas(port: int, count: int) -> bool:
+    import redis  # only for a cluster: the sandbox otherwise speaks raw RESP
+
+    with redis.Redis("127.0.0.1", port, socket_timeout=2) as client:
+        text = client.execute_command("CLUSTER", "NODES")
+        info = client.info("replication")
+    text = text.decode() if isinstance(text, bytes) else text
+    replicas = [
+        line for line in text.splitlines() if "slave" in line.split()[2].split(",") and " connected" in line
+    ]
+    return len(replicas) == count and (info["role"] == "master" or info.get("master_link_status") == "up")
 
 
 def _cluster_ok(port: int) -> bool:

@@ -24,6 +24,22 @@ def test_connects_at_once_then_backs_off_doubling_to_the_cap_and_resets_once_rea
     assert round(state.failed(6.0), 3) == 0.1, "backoff reset once ready"
 
 
+def test_a_connection_lost_as_soon_as_it_is_ready_keeps_backing_off() -> None:
+    state = link()
+    state.opened()
+    state.ready(0.0)
+    delays = []
+    now = 0.5
+    for _ in range(5):  # each time: made, ready, and refused at once (CLUSTERDOWN)
+        delays.append(round(state.failed(now), 3))
+        now += delays[-1]
+        state.opened()
+        state.ready(now)
+        now += 0.01
+    assert delays == [0.1, 0.2, 0.4, 0.8, 1.6]
+    assert round(state.failed(now + 1.0), 3) == 0.1, "up a second: the backoff starts over"
+
+
 def test_announces_once_first_then_back_with_the_outage_length() -> None:
     state = link()
     state.opened()
