@@ -144,8 +144,8 @@ class PubSubSource:
         if reason != CLOSED or self._stopping:
             return reason
         return (
-            f"{reason}; unless it stopped, restarted or was told to, the likely cause is its pub/sub output buffer "
-            f"limit ({self._limit}): this daemon read more slowly than messages came, and what was "
+            f"{reason}; unless it stopped, restarted or was told to, the likely cause is its pub/sub output "
+            f"buffer limit ({self._limit}): this daemon read more slowly than messages came, and what was "
             "buffered for it is lost. The durable mode (--stream) keeps messages in Redis instead"
         )
 
