@@ -238,10 +238,13 @@ def partition(stream: str, partitions: int, key: str | None = None) -> str:
     every one (``streams = ["commands{0}", …]``).
 
     Raises:
-        ValueError: ``partitions`` is below 1.
+        ValueError: ``partitions`` is below 1, or ``stream`` has a hash tag of its own (which
+            would keep every partition on its slot).
     """
     if partitions < 1:
         raise ValueError(f"partitions must be 1 or more, not {partitions}")
+    if redisurl.hash_tag(stream):
+        raise ValueError(f"{stream!r} has a hash tag: its partitions {stream}{{0}}… would all share its slot")
     index = zlib.crc32(key.encode()) % partitions if key is not None else random.randrange(partitions)
     return f"{stream}{{{index}}}"
 
@@ -451,8 +454,8 @@ exit status:
     )  # fmt: skip
     parser.add_argument(
         "--partitions", type=int, metavar="N",
-        help="add to one of N partitions of --stream, NAME{0} … NAME{N-1}: by --partition-key, else "
-        "at random",
+        help="add to one of N partitions of the stream (--stream, else --channel's name: the durable "
+        "mode), NAME{0} … NAME{N-1}: by --partition-key, else at random",
     )  # fmt: skip
     parser.add_argument(
         "--partition-key", metavar="KEY", help="with --partitions: jobs with one key go to one partition"

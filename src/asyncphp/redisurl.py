@@ -106,7 +106,7 @@ def cluster(url: str) -> ClusterURL:
     seeds = []
     for item in hosts.split(","):
         host, _, port = item.rpartition(":")
-        if not host or not port.isdigit():
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
             raise ValueError(f"cluster node address {item!r} is not host:port")
         seeds.append((host.strip("[]"), int(port)))
     if parts.path.strip("/") not in ("", "0"):

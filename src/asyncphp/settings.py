@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 from asyncphp import __version__
 from asyncphp.core.reading import Lane, Lanes, Priority, Rate
-from asyncphp.redisurl import hash_tag, is_cluster, slot
+from asyncphp.redisurl import hash_tag, is_cluster, redact, slot
 from asyncphp.redisurl import validate as validate_redis_url
 from asyncphp.wire.meta import RELEASE
 
@@ -71,7 +71,7 @@ def _redis_url(value: Any) -> str:
     try:
         validate_redis_url(url)
     except ValueError as exc:
-        raise ValueError(f"{url!r}: {exc}") from None
+        raise ValueError(f"{redact(url)!r}: {exc}") from None
     return url
 
 

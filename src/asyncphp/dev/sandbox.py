@@ -152,36 +152,62 @@ def cluster_port() -> int:
 
 @dataclass
 class Cluster:
-    """Redis Cluster nodes on loopback: primaries and one replica each, made by redis-cli."""
+    """Redis Cluster nodes on loopback: primaries and one replica each, made by redis-cli. With
+    TLS, each node also listens with TLS on its ``tls_ports`` entry, and the cluster bus and
+    replication use TLS."""
 
     nodes: list[RedisServer]
+    tls_ports: list[int] = field(default_factory=list)
+    ca: Path | None = None
 
     @property
     def url(self) -> str:
+        if self.ca is not None:
+            seeds = ",".join(f"127.0.0.1:{port}" for port in self.tls_ports[:3])
+            return f"rediss+cluster://{seeds}/?ssl_ca_certs={self.ca}"
         return "redis+cluster://" + ",".join(f"127.0.0.1:{node.port}" for node in self.nodes[:3]) + "/"
 
     def node(self, port: int) -> RedisServer:
-        return next(node for node in self.nodes if node.port == port)
+        ports = self.tls_ports or [node.port for node in self.nodes]
+        return self.nodes[ports.index(port)]
 
     def stop(self) -> None:
         for node in self.nodes:
             node.stop()
 
 
-def start_cluster(workdir: Path, primaries: int = 3, node_timeout_ms: int = 2000) -> Cluster:
+def start_cluster(
+    workdir: Path,
+    primaries: int = 3,
+    node_timeout_ms: int = 2000,
+    extra: Sequence[str] = (),
+    tls: tuple[Path, Path] | None = None,
+) -> Cluster:
     """``primaries`` primaries and as many replicas, each in its own directory under ``workdir``;
-    returns once every node says ``cluster_state:ok``."""
+    returns once every node says ``cluster_state:ok`` and knows every replica in sync. ``extra``:
+    more redis-server arguments for every node (an ACL user); ``tls``: a certificate and its key,
+    also the CA, for TLS clients, bus and replication (clients are not asked for certificates)."""
     nodes: list[RedisServer] = []
+    tls_ports: list[int] = []
     try:
         for index in range(primaries * 2):
             port = cluster_port()
             home = workdir / f"node-{index}"
             home.mkdir(parents=True, exist_ok=True)
+            secure: tuple[str, ...] = ()
+            if tls is not None:
+                tls_ports.append(free_port())
+                cert, key = tls
+                secure = (
+                    "--tls-port", str(tls_ports[-1]), "--tls-cert-file", str(cert),
+                    "--tls-key-file", str(key), "--tls-ca-cert-file", str(cert), "--tls-auth-clients", "no",
+                    "--tls-cluster", "yes", "--tls-replication", "yes",
+                )  # fmt: skip
             nodes.append(
                 start_redis(
                     home, port,
                     ("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
-                     "--cluster-node-timeout", str(node_timeout_ms)),
+                     "--cluster-node-timeout", str(node_timeout_ms), *secure, *extra),
                 )
             )  # fmt: skip
         create = subprocess.run(
@@ -191,7 +217,7 @@ def start_cluster(workdir: Path, primaries: int = 3, node_timeout_ms: int = 2000
         )  # fmt: skip
         if create.returncode != 0:
             raise SandboxError(f"redis-cli --cluster create failed: {create.stdout[-2000:]}{create.stderr}")
-        cluster = Cluster(nodes)
+        cluster = Cluster(nodes, tls_ports, tls[0] if tls else None)
         # The slots covered, and then every node knowing every replica and each replica in sync:
         # a replica not yet known as one, or not synced, is not promoted when its primary dies.
         wait_until(lambda: all(_cluster_ok(node.port) for node in nodes), 60, "cluster_state:ok")

@@ -100,8 +100,17 @@ class Daemon:
         self.started = time.time()
         self.last_error = LastError()
         log.addHandler(self.last_error)
+        sources = self._sources(settings)
+        readers = sum(isinstance(source, StreamSource) for source in sources)
         self.keepers = [
-            Keeper(source, settings.redis_url, self.poller, log) for source in self._sources(settings)
+            Keeper(
+                source,
+                settings.redis_url,
+                self.poller,
+                log,
+                readers if isinstance(source, StreamSource) else 1,
+            )
+            for source in sources
         ]
         self._ready = False
         self._stop_reason = ""

@@ -65,8 +65,14 @@ class Source(Protocol):
 
 
 class Keeper:
-    def __init__(self, source: Source, url: str, poller: Poller, log: logging.Logger) -> None:
+    def __init__(
+        self, source: Source, url: str, poller: Poller, log: logging.Logger, shares: int = 1
+    ) -> None:
+        """``shares``: how many sources split the pool's room (a cluster's streams, one source per
+        slot): this one is offered its part, rounded up, so that together they read about what
+        one source over every stream would."""
         self.source = source
+        self._shares = shares
         self._url = url
         self._poller = poller
         self._log = log
@@ -87,14 +93,14 @@ class Keeper:
             elif health is Health.LOST:
                 self.lost(f"no answer to PING within {health_interval:g} s")
                 return
-            self.source.tick(now, free)
+            self.source.tick(now, -(-free // self._shares))
         except (redis.RedisError, OSError) as exc:
             self.lost(str(exc) or type(exc).__name__)
 
     def wake_at(self, free: int) -> float:
         if not self._fds:
             return self.state.wake_at() if self._may_connect else math.inf
-        return self.source.wake_at(free)
+        return self.source.wake_at(-(-free // self._shares))
 
     @property
     def _may_connect(self) -> bool:
