@@ -23,6 +23,7 @@ from typing import Any, Literal, overload
 
 import redis
 from redis.cluster import RedisCluster
+from redis.exceptions import RedisClusterException
 
 from asyncphp import redisurl
 from asyncphp.redisurl import Client, redact
@@ -127,6 +128,8 @@ def enqueue(
         )
     if unique_until not in ("processed", "expiry"):
         raise ValueError(f"unique_until must be 'processed' or 'expiry', not {unique_until!r}")
+    if client is None:
+        _check_stream(redis_url, stream)
     keys = scripts.Keys(stream)
     with _connected(redis_url, client) as redis_client:
         if delay is None and at is None and unique_key is None:
@@ -218,6 +221,8 @@ def publish(
         redis.RedisError: Redis is unreachable or refused the command.
     """
     payload = _json(_with_meta(message, release, traceparent, tracestate), limits)
+    if durable:
+        _check_stream(redis_url, channel)
     with _connected(redis_url) as client:
         if durable:
             return _xadd(client, channel, payload, maxlen)
@@ -249,6 +254,15 @@ def partition(stream: str, partitions: int, key: str | None = None) -> str:
     return f"{stream}{{{index}}}"
 
 
+def _check_stream(redis_url: str, stream: str) -> None:
+    """On a cluster, a stream without a hash tag is one no daemon reads (see asyncphp.settings)."""
+    if redisurl.is_cluster(redis_url) and not redisurl.hash_tag(stream):
+        raise ValueError(
+            f"on a cluster, stream {stream!r} needs a hash tag ({{{stream}}}, or partitions {stream}{{0}}…): "
+            "its delayed jobs and guards must share its slot, and daemons read only such streams"
+        )
+
+
 @contextlib.contextmanager
 def _connected(redis_url: str, client: Client | None = None) -> Iterator[Client]:
     """``client`` as given (the caller's to close), or a connection to ``redis_url``, closed after."""
@@ -258,6 +272,8 @@ def _connected(redis_url: str, client: Client | None = None) -> Iterator[Client]
     own = redisurl.client(redis_url, socket_connect_timeout=CONNECT_TIMEOUT, socket_timeout=CONNECT_TIMEOUT)
     try:
         yield own
+    except RedisClusterException as exc:  # a RedisError, as documented, whatever the client
+        raise redis.RedisError(str(exc)) from exc
     finally:
         own.close()
 

@@ -7,8 +7,6 @@ import os
 import sys
 from collections.abc import Sequence
 
-import redis
-
 from asyncphp import redisurl
 from asyncphp.logfmt import preview
 from asyncphp.settings import SettingsError, load
@@ -128,7 +126,7 @@ def dead(argv: Sequence[str]) -> int:
                 print(f"{letter_id} → {stream} {new_id}")
         else:
             print(f"purged {deadletters.purge(client, stream, ids)} dead letter(s)", file=sys.stderr)
-    except (redis.RedisError, ValueError, OSError) as exc:
+    except (*redisurl.FAILURES, ValueError, OSError) as exc:
         print(f"asyncphp dead: {redisurl.redact(url)}: {exc}", file=sys.stderr)
         return 69
     return 0
@@ -190,7 +188,7 @@ def delayed(argv: Sequence[str]) -> int:
                 file=sys.stderr,
             )
             return 1
-    except (redis.RedisError, ValueError, OSError) as exc:
+    except (*redisurl.FAILURES, ValueError, OSError) as exc:
         print(f"asyncphp delayed: {redisurl.redact(url)}: {exc}", file=sys.stderr)
         return 69
     return 0

@@ -30,6 +30,7 @@ import redis
 from redis.cluster import ClusterNode, RedisCluster
 from redis.connection import ConnectionPool, parse_url
 from redis.crc import key_slot
+from redis.exceptions import RedisClusterException
 from redis.sentinel import Sentinel
 
 SENTINEL_SCHEME = "redis+sentinel"
@@ -38,6 +39,9 @@ PUBSUB_MODES = ("sharded", "classic")
 
 # A client for redis_url: one server's (a plain URL, Sentinel) or a whole cluster's.
 Client = redis.Redis | RedisCluster
+# What a client may raise when Redis fails or refuses: redis-py's cluster client also raises
+# RedisClusterException, which is not a RedisError (no node reachable, keys across slots).
+FAILURES = (redis.RedisError, RedisClusterException)
 
 
 def redact(url: str) -> str:
@@ -135,12 +139,15 @@ def cluster_client(url: str, password_file: str = "", **options: Any) -> RedisCl
     if password_file and urlsplit(url).password is None:
         options["password"] = Path(password_file).read_text().strip()
     first, *others = parsed.seeds
-    return RedisCluster(
-        url=parsed.node_url(*first),
-        startup_nodes=[ClusterNode(host, port) for host, port in others],
-        protocol=2,
-        **options,
-    )
+    try:
+        return RedisCluster(
+            url=parsed.node_url(*first),
+            startup_nodes=[ClusterNode(host, port) for host, port in others],
+            protocol=2,
+            **options,
+        )
+    except RedisClusterException as exc:  # not a RedisError: callers handle those, as for a server
+        raise redis.ConnectionError(str(exc)) from exc
 
 
 def owner_url(url: str, key: str, password_file: str = "", **options: Any) -> str:

@@ -294,3 +294,47 @@ def test_a_slot_migrated_while_it_is_read_loses_nothing(
         assert b.xpending(stream, "asyncphp")["pending"] == 0
     runs = ran(pool)
     print(f"\nslot migration: 400 accepted, 0 lost, {len(runs) - len(set(runs))} ran twice")
+
+
+def test_tls_and_an_acl_user_on_every_node(
+    tmp_path: Path, pool: Pool, start_daemon: Callable[..., Daemon]
+) -> None:
+    certs = tmp_path / "tls"
+    certs.mkdir()
+    key, cert = certs / "redis.key", certs / "redis.crt"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    # What the README asks of a daemon's user on a cluster: its streams' keys, the heartbeats, the
+    # delayed-job channel, CLIENT ID/UNBLOCK, and no dangerous command but those.
+    user = (
+        "--user", "app", "on", ">app-pw", "~{secure}*", "~asyncphp:*", "&{secure}:delayed", "+@all",
+        "-@dangerous", "+client|id", "+client|unblock",
+    )  # fmt: skip
+    cluster = sandbox.start_cluster(tmp_path / "cluster", extra=user, tls=(cert, key))
+    try:
+        url = cluster.url.replace("rediss+cluster://", "rediss+cluster://app:app-pw@")
+        port = cluster.tls_ports[cluster.nodes.index(cluster.node(owner_tls(cluster, "{secure}")))]
+        daemon = start_daemon(url, pool, "--stream", "{secure}")
+        daemon.wait_for(rf"Connected to redis on 127\.0\.0\.1:{port} .*for stream \{{secure\}}")
+        daemon.wait_for(r"Subscribed to stream \{secure\}")
+        for n in range(3):
+            enqueue({"n": n}, stream="{secure}", redis_url=url)
+        enqueue({"n": 3}, stream="{secure}", redis_url=url, delay=0.2)
+        wait_for(lambda: sorted(ran(pool)) == [0, 1, 2, 3], what="the jobs over TLS, as app")
+        text = daemon.log.read_text()
+        assert "app-pw" not in text and "rediss+cluster://app:***@" not in text  # nothing to say
+        assert " ERROR " not in text, text
+        untrusted = url.split("?")[0]  # the system CAs do not know this certificate
+        refused = start_daemon(untrusted, pool, "--stream", "{secure}")
+        assert "certificate verify failed" in refused.wait_for("ERROR cannot connect to redis at rediss")[0]
+        assert "app-pw" not in refused.log.read_text()
+    finally:
+        cluster.stop()
+
+
+def owner_tls(cluster: Cluster, key: str) -> int:
+    with redisurl.cluster_client(cluster.url) as rc:
+        return int(rc.get_node_from_key(key).port)

@@ -196,7 +196,7 @@ def start_cluster(
             home.mkdir(parents=True, exist_ok=True)
             secure: tuple[str, ...] = ()
             if tls is not None:
-                tls_ports.append(free_port())
+                tls_ports.append(cluster_port())  # with tls-cluster, the bus is this port + 10000
                 cert, key = tls
                 secure = (
                     "--tls-port", str(tls_ports[-1]), "--tls-cert-file", str(cert),

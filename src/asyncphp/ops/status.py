@@ -193,7 +193,7 @@ def run(argv: Sequence[str], env: Mapping[str, str] | None = None) -> int:
                 return 0
             print("\x1b[H\x1b[2J" + text, flush=True)  # clear the screen, then redraw
             time.sleep(args.watch)
-    except redis.RedisError as exc:
+    except redisurl.FAILURES as exc:
         print(f"asyncphp status: {redisurl.redact(settings.redis_url)}: {exc}", file=sys.stderr)
         return 69
     except KeyboardInterrupt:
