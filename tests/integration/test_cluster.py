@@ -136,8 +136,24 @@ def test_scheduling_dead_letters_and_the_tools_work_on_a_cluster(
         "--worker-script", str(STREAM_WORKER),
     )  # fmt: skip
     assert check.returncode == 0, check.stdout + check.stderr
-    delayed_list = tool("delayed", "--redis-url", url, "--stream", stream, "list")
-    assert delayed_list.returncode == 0, delayed_list.stderr
+    # The scripts of the tools, on the stream's shard: a delayed unique job cancelled with its
+    # guard, another run now, the dead letter replayed, then purged.
+    later = enqueue({"n": 5}, stream=stream, redis_url=url, delay=3600, unique_key="later")
+    soon = enqueue({"n": 6}, stream=stream, redis_url=url, delay=3600)
+    listed = tool("delayed", "--redis-url", url, "--stream", stream, "list")
+    assert listed.returncode == 0, listed.stderr
+    assert later.id in listed.stdout and soon.id in listed.stdout and "2 delayed job(s)" in listed.stderr
+    cancelled = tool("delayed", "--redis-url", url, "--stream", stream, "cancel", later.id)
+    assert cancelled.returncode == 0 and f"{later.id} cancelled" in cancelled.stdout, cancelled.stderr
+    assert enqueue({"n": 7}, stream=stream, redis_url=url, delay=3600, unique_key="later").added, "guard gone"
+    now = tool("delayed", "--redis-url", url, "--stream", stream, "run-now", soon.id)
+    assert now.returncode == 0, now.stderr
+    wait_for(lambda: 6 in ran(pool), what="the delayed job run now")
+    replayed = tool("dead", "--redis-url", url, "--stream", stream, "replay", "--all")
+    assert replayed.returncode == 0 and "→ {tools}" in replayed.stdout, replayed.stderr
+    daemon.wait_for(r"dead-lettered to \{tools\}:dead", count=2)  # 422 again: dead again
+    purged = tool("dead", "--redis-url", url, "--stream", stream, "purge", "--all")
+    assert purged.returncode == 0 and "purged 1 dead letter(s)" in purged.stderr, purged.stderr  # the new one
 
 
 def test_sharded_pubsub_reads_each_channel_from_its_shard(
@@ -151,13 +167,18 @@ def test_sharded_pubsub_reads_each_channel_from_its_shard(
     for i, channel in enumerate(channels * 10):
         assert publish({"n": i}, channel=channel, redis_url=shared_cluster.url) == 1
     wait_for(lambda: sorted(ran(pool)) == list(range(30)), what="30 messages over three shards")
+    assert publish({"n": 99}, channel="nobody{0}", redis_url=shared_cluster.url) == 0  # as on one server
     classic = shared_cluster.url + "?pubsub=classic"
-    # SPUBLISH reaches only the shard's subscribers: the classic daemon below sees none of it.
-    assert publish({"n": 99}, channel="nobody{0}", redis_url=shared_cluster.url) == 0
     other = start_daemon(classic, pool, "--channel", "broadcast")
     other.wait_for("Subscribed to broadcast")
-    assert publish({"n": 30}, channel="broadcast", redis_url=classic) == 1
+    assert publish({"n": 30}, channel="broadcast", redis_url=classic) == 1  # at the channel's primary
     wait_for(lambda: 30 in ran(pool), what="the classic publish")
+    # A plain PUBLISH at any other node (an app that knows nothing of the cluster) is broadcast
+    # over the cluster bus to the daemon; that node counts only its own subscribers.
+    elsewhere = next(n.port for n in shared_cluster.nodes if n.port != owner(shared_cluster, "broadcast"))
+    with redis.Redis("127.0.0.1", elsewhere) as node:
+        assert node.publish("broadcast", json.dumps({"n": 31})) == 0
+    wait_for(lambda: 31 in ran(pool), what="the PUBLISH at another node")
 
 
 def node_ids(cluster: Cluster) -> dict[int, tuple[str, str, str]]:
