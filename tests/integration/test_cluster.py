@@ -348,6 +348,14 @@ def test_tls_and_an_acl_user_on_every_node(
         text = daemon.log.read_text()
         assert "app-pw" not in text and "rediss+cluster://app:***@" not in text  # nothing to say
         assert " ERROR " not in text, text
+        password_file = tmp_path / "redis-password"
+        password_file.write_text("app-pw\n")
+        by_file = cluster.url.replace("rediss+cluster://", "rediss+cluster://app@")
+        second = start_daemon(
+            by_file, pool, "--stream", "{secure}", "--redis-password-file", str(password_file)
+        )
+        second.wait_for(r"Subscribed to stream \{secure\}")  # its group created as app, on that node
+        assert second.stop() == 0
         untrusted = url.split("?")[0]  # the system CAs do not know this certificate
         refused = start_daemon(untrusted, pool, "--stream", "{secure}")
         assert "certificate verify failed" in refused.wait_for("ERROR cannot connect to redis at rediss")[0]
