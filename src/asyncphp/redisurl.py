@@ -23,7 +23,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeAlias
 from urllib.parse import parse_qs, unquote, urlencode, urlsplit, urlunsplit
 
 import redis
@@ -38,7 +38,7 @@ CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}  # and 
 PUBSUB_MODES = ("sharded", "classic")
 
 # A client for redis_url: one server's (a plain URL, Sentinel) or a whole cluster's.
-Client = redis.Redis | RedisCluster
+Client: TypeAlias = redis.Redis | RedisCluster
 # What a client may raise when Redis fails or refuses: redis-py's cluster client also raises
 # RedisClusterException, which is not a RedisError (no node reachable, keys across slots).
 FAILURES = (redis.RedisError, RedisClusterException)
