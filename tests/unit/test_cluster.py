@@ -6,6 +6,7 @@ cap, and the replies by which a node says the key is served elsewhere."""
 from __future__ import annotations
 
 import binascii
+import contextlib
 import logging
 import math
 import random
@@ -466,8 +467,11 @@ def test_on_a_cluster_no_wait_exceeds_the_cap(jitters: list[float]) -> None:
 
 def test_a_keeper_backs_off_with_the_cluster_cap_on_a_cluster_url_only() -> None:
     def worst(url: str) -> float:
-        keeper = Keeper(cast(Source, object()), url, cast(Poller, object()), logging.getLogger("test"))
-        return max(keeper.state.failed(0.0) for _ in range(30))
+        with contextlib.closing(
+            Poller()
+        ) as poller:  # an epoll object, no socket: the compiled Keeper wants one
+            keeper = Keeper(cast(Source, object()), url, poller, logging.getLogger("test"))
+            return max(keeper.state.failed(0.0) for _ in range(30))
 
     assert worst(SEED) <= CLUSTER_BACKOFF_CAP
     assert worst("rediss+cluster://h:7000/") <= CLUSTER_BACKOFF_CAP
@@ -499,11 +503,12 @@ def test_sources_that_split_the_room_are_each_offered_their_part_rounded_up(
     """A cluster's stream sources (one per slot) together read about what one source over every
     stream would, not each the whole room."""
     source = _Offered()
-    keeper = Keeper(cast(Source, source), SEED, cast(Poller, object()), logging.getLogger("test"), shares)
-    keeper.state.opened()
-    keeper._fds.append(-1)  # as if connected: the keeper runs its source
-    keeper.turn(0.0, 15.0, room)
-    keeper.wake_at(room)
+    with contextlib.closing(Poller()) as poller:
+        keeper = Keeper(cast(Source, source), SEED, poller, logging.getLogger("test"), shares)
+        keeper.state.opened()
+        keeper._fds.append(-1)  # as if connected: the keeper runs its source
+        keeper.turn(0.0, 15.0, room)
+        keeper.wake_at(room)
     assert source.offered == [part, part]
 
 

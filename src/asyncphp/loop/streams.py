@@ -435,12 +435,20 @@ class StreamSource:
         )  # fmt: skip
 
     def _redelivered(self, entry: Entry, reply: Reply) -> None:
+        if isinstance(reply, ReplyError) and reply.code in RECONNECT_ON:
+            # Not an answer about the entry (a failover, a moved slot): asked again once connected
+            # where it can be (Ledger.lost), not taken for "no longer pending".
+            raise redis.ConnectionError(f"XCLAIM for the retry of entry {entry.id} refused: {reply}")
         present = not isinstance(reply, ReplyError) and entry.id in replies.xclaim_ids(reply)
         self._carry_out(self.ledger.redelivered(entry, present, time.monotonic()))
         if isinstance(reply, ReplyError):
             self._refused_by_redis(reply, f"XCLAIM for the retry of entry {entry.id} (left pending)")
 
     def _acked(self, command: Ack, reply: Reply) -> None:
+        if isinstance(reply, ReplyError) and reply.code in RECONNECT_ON:
+            # Sent again once connected where it can be (Ledger.lost): let go here, the entries
+            # would stay pending and run again after claim_idle.
+            raise redis.ConnectionError(f"XACK of {len(command.ids)} entries refused: {reply}")
         entries = [self.ledger.entry(command.stream, entry_id) for entry_id in command.ids]
         for entry in entries:
             if entry is None:
@@ -469,8 +477,7 @@ class StreamSource:
     def _buried(self, entry: Entry, reason: str, reply: Reply) -> None:
         fields = {"ASYNCPHP_CHANNEL": entry.stream, "ASYNCPHP_MESSAGE_ID": entry.id}
         if isinstance(reply, ReplyError):
-            if reply.code in RECONNECT_ON:  # settled again once connected where it can be
-                self.ledger.refused(entry)
+            if reply.code in RECONNECT_ON:  # sent again once connected where it can be (Ledger.lost)
                 raise redis.ConnectionError(f"the dead letter of entry {entry.id} refused: {reply}")
             # Not stored, not acknowledged: it stays pending, to be claimed and buried later.
             self._log.error(
