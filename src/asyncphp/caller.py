@@ -159,6 +159,7 @@ def publish(
     redis_url: str = ...,
     durable: Literal[False] = ...,
     limits: Limits = ...,
+    client: Client | None = ...,
     release: str | None = ...,
     traceparent: str | None = ...,
     tracestate: str | None = ...,
@@ -174,6 +175,7 @@ def publish(
     durable: Literal[True],
     maxlen: int = ...,
     limits: Limits = ...,
+    client: Client | None = ...,
     release: str | None = ...,
     traceparent: str | None = ...,
     tracestate: str | None = ...,
@@ -188,6 +190,7 @@ def publish(
     durable: bool = False,
     maxlen: int = DEFAULT_MAXLEN,
     limits: Limits = DAEMON_LIMITS,
+    client: Client | None = None,
     release: str | None = None,
     traceparent: str | None = None,
     tracestate: str | None = None,
@@ -207,6 +210,9 @@ def publish(
         durable: add to a stream (XADD) rather than publish.
         maxlen: with ``durable``, the stream is trimmed to about this many entries.
         limits: the daemon's max_message_bytes, max_nesting and max_fields, if not the defaults.
+        client: a redis-py client (``asyncphp.redisurl.client(url)``) to use instead of connecting
+            to ``redis_url`` for this one message: kept, it saves a connection per message, and
+            on a cluster the slot map asked each time.
         release: the release publishing it (default: ``$ASYNCPHP_RELEASE``), so that a daemon
             whose worker_script names ``{release}`` runs it with that release's code.
         traceparent, tracestate: the W3C trace context the job continues (default: the current
@@ -221,19 +227,20 @@ def publish(
         redis.RedisError: Redis is unreachable or refused the command.
     """
     payload = _json(_with_meta(message, release, traceparent, tracestate), limits)
-    if durable:
+    if durable and client is None:
         _check_stream(redis_url, channel)
-    with _connected(redis_url) as client:
+    with _connected(redis_url, client) as redis_client:
         if durable:
-            return _xadd(client, channel, payload, maxlen)
-        if isinstance(client, RedisCluster):
-            if redisurl.cluster(redis_url).pubsub == "sharded":
-                return int(client.spublish(channel, payload))  # to the shard of the channel's slot
-            # Broadcast from the channel's primary, where the daemons subscribe: its count of
-            # subscribers is that node's own.
-            node = client.get_node_from_key(channel)  # type: ignore[no-untyped-call]
-            return int(client.execute_command("PUBLISH", channel, payload, target_nodes=node))  # type: ignore[no-untyped-call]
-        return int(client.publish(channel, payload))
+            return _xadd(redis_client, channel, payload, maxlen)
+        if isinstance(redis_client, RedisCluster):
+            # The URL says which pub/sub the daemons read, also beside a client of one's own.
+            if redisurl.is_cluster(redis_url) and redisurl.cluster(redis_url).pubsub == "classic":
+                # Broadcast from the channel's primary, where the daemons subscribe: its count of
+                # subscribers is that node's own.
+                node = redis_client.get_node_from_key(channel)  # type: ignore[no-untyped-call]
+                return int(redis_client.execute_command("PUBLISH", channel, payload, target_nodes=node))  # type: ignore[no-untyped-call]
+            return int(redis_client.spublish(channel, payload))  # to the shard of the channel's slot
+        return int(redis_client.publish(channel, payload))
 
 
 def partition(stream: str, partitions: int, key: str | None = None) -> str:

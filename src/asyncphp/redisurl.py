@@ -11,7 +11,7 @@ And a Redis Cluster, through any of its nodes (the seeds), with TLS as ``rediss+
 
     redis+cluster://[[user]:password@]host:port[,host:port…]/[?pubsub=sharded|classic][&ssl_…=…]
 
-The slot map is asked for each time a connection is made for a key (:func:`owner_url`), so a
+The slot map is asked for when a connection is made for a key (:class:`Target`), so a
 reconnect after a failover or a slot migration finds the key's new primary. ``pubsub`` says how
 channels are published and read on a cluster: ``sharded`` (SPUBLISH/SSUBSCRIBE, on the shard
 that owns the channel's slot; the default) or ``classic`` (PUBLISH/SUBSCRIBE, broadcast to every
@@ -20,18 +20,23 @@ node). Every other query option is redis-py's, applied to each node.
 
 from __future__ import annotations
 
-import random
+import math
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeAlias
 from urllib.parse import parse_qs, unquote, urlencode, urlsplit, urlunsplit
 
 import redis
+from redis.backoff import NoBackoff
 from redis.cluster import ClusterNode, RedisCluster
 from redis.connection import ConnectionPool, parse_url
 from redis.crc import key_slot
 from redis.exceptions import RedisClusterException
+from redis.retry import Retry
 from redis.sentinel import Sentinel
+
+from asyncphp.wire.replies import SlotRange, cluster_slots
 
 SENTINEL_SCHEME = "redis+sentinel"
 CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}  # and each node's scheme
@@ -150,21 +155,96 @@ def cluster_client(url: str, password_file: str = "", **options: Any) -> RedisCl
         raise redis.ConnectionError(str(exc)) from exc
 
 
-def owner_url(url: str, key: str, password_file: str = "", **options: Any) -> str:
-    """The URL of the primary that serves ``key`` now (for "", of any primary), asked of the
-    cluster at each call, so that a reconnect follows a failover or a migrated slot.
+class Target:
+    """Where connections for a Redis URL go: the server it names (a Sentinel's master, looked up
+    at each connect), or on a cluster the primary that serves a key (:meth:`url_for`)."""
 
-    Raises:
-        redis.RedisError: no seed answers, or the slot has no primary.
+    def __init__(self, url: str, password_file: str = "") -> None:
+        self.url = url
+        self.password_file = password_file
+        self.cluster = is_cluster(url)
+        self._slots = SlotMap(url, password_file) if self.cluster else None
+
+    def url_for(self, key: str, max_age: float = 0.5) -> str:
+        """The URL to connect to for ``key`` (on a cluster, its primary as the cluster said within
+        ``max_age`` seconds; "" asks for any node that answers).
+
+        Raises:
+            redis.RedisError: no node of the cluster answered, or none serves the key's slot.
+            OSError: the password file cannot be read.
+        """
+        return self.url if self._slots is None else self._slots.url_for(key, max_age)
+
+    def stale(self) -> None:
+        """A connection made from what :meth:`url_for` said failed: ask the cluster again next time."""
+        if self._slots is not None:
+            self._slots.stale()
+
+
+class SlotMap:
+    """A cluster's slots and the primary serving each, as its nodes last said (``CLUSTER SLOTS``).
+
+    Asked of the node that answered last, then of the seeds, then of the other primaries known,
+    each with a short timeout: a hung node holds the caller (the event loop) that long at most.
+    Kept for a moment, so that the connections of one daemon that reconnect together (after a
+    failover) ask once; and asked again when a connection made from it failed.
     """
-    client = cluster_client(url, password_file, **options)
-    try:
-        node = client.get_node_from_key(key) if key else random.choice(client.get_primaries())
-    finally:
-        client.close()
-    if node is None:
-        raise redis.RedisError(f"the cluster has no primary for slot {slot(key)} ({key})")
-    return cluster(url).node_url(node.host, int(node.port))
+
+    QUERY_TIMEOUT = 0.5  # seconds for connecting to one node and its answer: ~1 ms on a LAN
+
+    def __init__(self, url: str, password_file: str) -> None:
+        self._url = cluster(url)
+        self._password_file = password_file
+        self._ranges: list[SlotRange] = []
+        self._asked_at = -math.inf
+        self._last: tuple[str, int] | None = None  # the node that answered last
+
+    def url_for(self, key: str, max_age: float) -> str:
+        if time.monotonic() - self._asked_at > max_age:
+            self._ask()
+        if not key:
+            assert self._last is not None
+            return self._url.node_url(*self._last)
+        wanted = slot(key)
+        for served in self._ranges:
+            if served.first <= wanted <= served.last:
+                return self._url.node_url(served.host, served.port)
+        raise redis.RedisError(f"no primary serves slot {wanted} ({key}) in the cluster's slot map")
+
+    def stale(self) -> None:
+        self._asked_at = -math.inf
+
+    def _ask(self) -> None:
+        known = [(r.host, r.port) for r in self._ranges]
+        order = list(dict.fromkeys([*([self._last] if self._last else []), *self._url.seeds, *known]))
+        errors = []
+        for host, port in order:
+            try:
+                ranges = self._query(host, port)
+            except (redis.RedisError, OSError) as exc:
+                errors.append(f"{host}:{port}: {exc}")
+                continue
+            self._ranges = [r if r.host else SlotRange(r.first, r.last, host, r.port) for r in ranges]
+            self._last, self._asked_at = (host, port), time.monotonic()
+            return
+        raise redis.ConnectionError("no node of the cluster answered CLUSTER SLOTS: " + "; ".join(errors))
+
+    def _query(self, host: str, port: int) -> list[SlotRange]:
+        options: dict[str, Any] = {
+            "socket_timeout": self.QUERY_TIMEOUT,
+            "socket_connect_timeout": self.QUERY_TIMEOUT,
+            "retry": Retry(NoBackoff(), 0),
+        }
+        pool = connection_pool(self._url.node_url(host, port), self._password_file, **options)
+        pool.connection_kwargs["protocol"] = 2
+        connection = pool.make_connection()
+        try:
+            connection.connect()
+            connection.send_command("CLUSTER", "SLOTS")
+            return cluster_slots(connection.read_response())
+        finally:
+            connection.disconnect()
+            pool.disconnect()
 
 
 def connection_pool(url: str, password_file: str = "", **options: Any) -> ConnectionPool:

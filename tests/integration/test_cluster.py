@@ -8,6 +8,7 @@ a slot migrated while it reads, and loses nothing (counted).
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import threading
@@ -217,12 +218,15 @@ class Publisher(threading.Thread):
         self.error: BaseException | None = None
 
     def run(self) -> None:
+        # One client, as an app keeps one: it follows MOVED and asks the cluster again after a
+        # failover (a new client per add would also try a hung seed first, every time).
+        client = redisurl.client(self.url, socket_timeout=2, socket_connect_timeout=2)
         try:
             deadline = time.monotonic() + 60
             for n in self.numbers:
                 while True:
                     try:
-                        enqueue({"n": n}, stream=self.stream, redis_url=self.url)
+                        enqueue({"n": n}, stream=self.stream, redis_url=self.url, client=client)
                         break
                     except redis.RedisError:
                         self.retries += 1
@@ -231,6 +235,8 @@ class Publisher(threading.Thread):
                 self.accepted.append(n)
         except BaseException as exc:  # reported by the test
             self.error = exc
+        finally:
+            client.close()
 
 
 def test_a_primary_killed_under_a_steady_publish_loses_nothing_and_the_daemon_follows(
@@ -367,3 +373,50 @@ def test_tls_and_an_acl_user_on_every_node(
 def owner_tls(cluster: Cluster, key: str) -> int:
     with redisurl.cluster_client(cluster.url) as rc:
         return int(rc.get_node_from_key(key).port)
+
+
+def test_a_classic_subscription_follows_a_graceful_failover(
+    own_cluster: Cluster, pool: Pool, start_daemon: Callable[..., Daemon]
+) -> None:
+    """Redis ends no classic subscription when its node is demoted: the daemon sees the slot's new
+    primary in the cluster's map and subscribes there, where the caller publishes (and counts)."""
+    url, channel = own_cluster.url + "?pubsub=classic", "news"
+    primary = owner(own_cluster, channel)
+    replica = replica_of(own_cluster, primary)
+    daemon = start_daemon(url, pool, "--channel", channel)
+    daemon.wait_for(rf"Connected to redis on 127\.0\.0\.1:{primary} .*for news")
+    daemon.wait_for("Subscribed to news")
+    assert publish({"n": 1}, channel=channel, redis_url=url) == 1
+    with redis.Redis("127.0.0.1", replica) as node:
+        node.execute_command("CLUSTER", "FAILOVER")
+    wait_for(lambda: owner(own_cluster, channel) == replica, what="the replica's promotion")
+    daemon.wait_for(rf"Connected to redis on 127\.0\.0\.1:{replica} .*for news")
+    wait_for(lambda: publish({"n": 2}, channel=channel, redis_url=url) == 1, what="a count of 1 again")
+    wait_for(lambda: 2 in ran(pool), what="the message published after the failover")
+
+
+def test_a_hung_primary_is_left_for_its_promoted_replica(
+    own_cluster: Cluster, pool: Pool, start_daemon: Callable[..., Daemon]
+) -> None:
+    """SIGSTOP: the primary's connections stay open and silent. With PINGs a minute apart, only the
+    cluster's map can tell the daemon to move on."""
+    url, stream = own_cluster.url, "{hung}"
+    primary = owner(own_cluster, stream)
+    replica = replica_of(own_cluster, primary)
+    daemon = start_daemon(url, pool, "--stream", stream, "--redis-health-interval", "60", "--claim-idle", "2")
+    daemon.wait_for(r"Subscribed to stream \{hung\}")
+    publisher = Publisher(url, stream, 0, 300)
+    publisher.start()
+    hung = own_cluster.node(primary).process
+    wait_for(lambda: len(ran(pool)) >= 50, what="50 jobs before the primary hangs")
+    hung.send_signal(signal.SIGSTOP)
+    try:
+        wait_for(lambda: owner(own_cluster, stream) == replica, timeout=30, what="the replica's promotion")
+        daemon.wait_for(rf"Connected to redis on 127\.0\.0\.1:{replica} .*for stream \{{hung\}}", timeout=30)
+        publisher.join(timeout=90)
+        assert publisher.error is None, publisher.error
+        assert set(publisher.accepted) == set(range(300))
+        wait_for(lambda: set(ran(pool)) >= set(range(300)), timeout=30, what="every accepted job")
+    finally:
+        hung.send_signal(signal.SIGCONT)
+    daemon.wait_for("the cluster serves its slot from another primary now")

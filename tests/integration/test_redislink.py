@@ -9,6 +9,7 @@ import time
 
 from asyncphp.dev.sandbox import RedisServer
 from asyncphp.loop.redislink import Link, Reply
+from asyncphp.redisurl import Target
 
 VALUE = b"v" * 65536
 
@@ -65,7 +66,7 @@ def test_a_full_send_buffer_makes_a_send_wait_instead_of_dropping_the_connection
     # Old behaviour: a send that found the kernel's buffer full before its first byte (EAGAIN)
     # raised, and the connection was dropped with every reply still waited for; only a send that
     # got part of its command in waited for the rest.
-    link = Link(redis_server.url)
+    link = Link(Target(redis_server.url))
     link.open()
     link.start()
     spy = SendSpy(link._sock)  # type: ignore[arg-type]  # the link's private socket, watched

@@ -33,7 +33,7 @@ from asyncphp.loop.redislink import ignore
 from asyncphp.loop.streams import DEAD_SUFFIX, POSITION_SUFFIX
 from asyncphp.redisurl import ClusterURL, cluster, hash_tag, is_cluster, redact, slot, validate
 from asyncphp.settings import Settings, SettingsError
-from asyncphp.wire.replies import ReplyError
+from asyncphp.wire.replies import ReplyError, SlotRange, cluster_slots
 from asyncphp.wire.scripts import Keys
 
 SEED = "redis+cluster://127.0.0.1:7000/"
@@ -493,6 +493,9 @@ class _Offered:
         self.offered.append(free)
         return math.inf
 
+    def misplaced(self) -> bool:
+        return False
+
 
 @pytest.mark.parametrize(
     ("room", "shares", "part"), [(10, 4, 3), (8, 4, 2), (1, 4, 1), (0, 4, 0), (10, 1, 10)]
@@ -546,3 +549,16 @@ def test_ignore_lets_an_ordinary_reply_or_error_pass(reply: object) -> None:
 def test_ignore_raises_a_connection_error_when_the_key_is_served_elsewhere(text: str) -> None:
     with pytest.raises(redis.ConnectionError, match=text.split(" ", 1)[0]):
         ignore(ReplyError(text))
+
+
+def test_cluster_slots_are_read_from_the_resp2_reply() -> None:
+    reply = [
+        [0, 5460, [b"10.0.0.1", 7000, b"id-a"], [b"10.0.0.4", 7003, b"id-d"]],
+        [5461, 10922, [b"", 7001, b"id-b", [b"hostname", b"b"]]],  # "": the node that was asked
+        [10923, 16383, [None, 7002, b"id-c"]],
+    ]
+    assert cluster_slots(reply) == [
+        SlotRange(0, 5460, "10.0.0.1", 7000),
+        SlotRange(5461, 10922, "", 7001),
+        SlotRange(10923, 16383, "", 7002),
+    ]

@@ -39,7 +39,7 @@ from asyncphp.loop.service import Notifier, SignalWakeup
 from asyncphp.loop.streams import StreamSource
 from asyncphp.loop.tracing import OtelTracing, Tracing
 from asyncphp.ops.metrics import serve
-from asyncphp.redisurl import cluster, is_cluster, slot
+from asyncphp.redisurl import Target, cluster, slot
 from asyncphp.settings import RELOADABLE, Settings, SettingsError
 from asyncphp.wire import scripts
 from asyncphp.wire.body import BadMessage, Limits, message_body
@@ -121,8 +121,9 @@ class Daemon:
 
     def _sources(self, settings: Settings) -> list[Source]:
         sources: list[Source] = []
-        url, password_file = settings.redis_url, settings.redis_password_file
-        on_cluster = is_cluster(url)
+        url = settings.redis_url
+        target = Target(url, settings.redis_password_file)  # one slot map for all, on a cluster
+        on_cluster = target.cluster
         if settings.channels:
             if on_cluster:
                 # SSUBSCRIBE takes channels of one slot: a connection per slot, to its primary. And
@@ -130,11 +131,11 @@ class Daemon:
                 # the caller publishes to the channel's primary (see asyncphp.caller.publish).
                 sharded = cluster(url).pubsub == "sharded"
                 sources += [
-                    PubSubSource(url, channels, password_file, self._on_published, sharded=sharded)
+                    PubSubSource(target, channels, self._on_published, sharded=sharded)
                     for channels in _by_slot(settings.channels)
                 ]
             else:
-                sources.append(PubSubSource(url, settings.channels, password_file, self._on_published))
+                sources.append(PubSubSource(target, settings.channels, self._on_published))
         if settings.streams:
             policy = Policy(settings.claim_idle, settings.max_attempts, settings.retry_delay)
             lanes = settings.lanes
@@ -143,7 +144,7 @@ class Daemon:
             groups = _by_slot(lanes.streams) if on_cluster else [lanes.streams]
             streams = [
                 StreamSource(
-                    url, password_file, group, group=settings.group, consumer=settings.consumer,
+                    target, group, group=settings.group, consumer=settings.consumer,
                     policy=policy, deliver=self._on_entry, resubmit=self._resubmit, counters=self.counters,
                     metrics=self.metrics, log=self.log, lanes=lanes.only(group),
                     move_delayed=settings.move_delayed,
@@ -165,10 +166,10 @@ class Daemon:
                         source.notices_back()
 
                 channels = [scripts.Keys(stream).delayed for stream in settings.streams]
-                sources.append(DueNotices(url, channels, password_file, heard, notices_back, self.log))
+                sources.append(DueNotices(target, channels, heard, notices_back, self.log))
         if settings.heartbeat_interval:
             interval = settings.heartbeat_interval
-            sources.append(Heartbeat(url, password_file, settings.consumer, interval, self._snapshot))
+            sources.append(Heartbeat(target, settings.consumer, interval, self._snapshot))
         return sources
 
     def _configure(self, settings: Settings) -> None:

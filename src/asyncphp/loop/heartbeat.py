@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Mapping
 
 from asyncphp.loop.redislink import Link, ignore  # an error only costs a row in asyncphp status
+from asyncphp.redisurl import Target
 
 KEY_PREFIX = "asyncphp:daemon:"
 
@@ -24,8 +25,7 @@ class Heartbeat:
 
     def __init__(
         self,
-        url: str,
-        password_file: str,
+        target: Target,
         name: str,
         interval: float,
         snapshot: Callable[[], Mapping[str, str | int | float]],
@@ -33,7 +33,7 @@ class Heartbeat:
         self.key = KEY_PREFIX + name
         self.interval = interval
         self._snapshot = snapshot
-        self.link = Link(url, password_file, route=self.key)
+        self.link = Link(target, route=self.key)
         self._next = 0.0
 
     def open(self) -> tuple[str, str]:
@@ -55,6 +55,9 @@ class Heartbeat:
 
     def ping(self) -> None:
         self.link.send("PING", on_reply=ignore)
+
+    def misplaced(self) -> bool:
+        return self.link.misplaced()
 
     def tick(self, now: float, free: int) -> None:
         if now < self._next:

@@ -16,6 +16,7 @@ import redis
 
 from asyncphp.core.link import BACKOFF_CAP, CLUSTER_BACKOFF_CAP, Announce, Health, LinkState
 from asyncphp.loop.poller import READ, Poller
+from asyncphp.loop.redislink import WHERE_INTERVAL
 from asyncphp.redisurl import is_cluster, redact
 
 
@@ -37,6 +38,9 @@ class Source(Protocol):
     def last_read(self) -> float: ...
 
     def ping(self) -> None: ...
+
+    def misplaced(self) -> bool:
+        """On a cluster: its key's slot is served by another primary now."""
 
     def tick(self, now: float, free: int) -> None:
         """Periodic work on the open connection; ``free`` more jobs may be taken (the dispatcher's
@@ -73,6 +77,8 @@ class Keeper:
         one source over every stream would."""
         self.source = source
         self._shares = shares
+        self._cluster = is_cluster(url)
+        self._next_where = 0.0
         self._url = url
         self._poller = poller
         self._log = log
@@ -93,6 +99,11 @@ class Keeper:
             elif health is Health.LOST:
                 self.lost(f"no answer to PING within {health_interval:g} s")
                 return
+            if self._cluster and now >= self._next_where:
+                self._next_where = now + WHERE_INTERVAL
+                if self.source.misplaced():
+                    self.lost("the cluster serves its slot from another primary now")
+                    return
             self.source.tick(now, -(-free // self._shares))
         except (redis.RedisError, OSError) as exc:
             self.lost(str(exc) or type(exc).__name__)

@@ -19,6 +19,7 @@ import redis
 
 from asyncphp.core.jobs import Message
 from asyncphp.loop.redislink import CLOSED, Link
+from asyncphp.redisurl import Target
 from asyncphp.wire import replies
 
 
@@ -42,9 +43,8 @@ class PubSubSource:
 
     def __init__(
         self,
-        url: str,
+        target: Target,
         channels: Sequence[str],
-        password_file: str,
         deliver: Callable[[Message], None],
         sharded: bool = False,
     ) -> None:
@@ -54,7 +54,7 @@ class PubSubSource:
         self.what = ", ".join(self.channels)
         self._deliver = deliver
         self._kinds = SHARDED if sharded else CLASSIC
-        self.link = Link(url, password_file, route=self.channels[0])
+        self.link = Link(target, route=self.channels[0])
         self._unconfirmed = set(self.channels)
         self._subscribed: set[str] = set()
         self._stopping = False
@@ -125,6 +125,9 @@ class PubSubSource:
         """Ask for a reply, so a silently dead connection shows up as one that stays silent."""
         self.link.send("PING")
 
+    def misplaced(self) -> bool:
+        return self.link.misplaced()
+
     def tick(self, now: float, free: int) -> None:
         pass  # everything arrives through the socket
 
@@ -169,14 +172,13 @@ class DueNotices(PubSubSource):
 
     def __init__(
         self,
-        url: str,
+        target: Target,
         channels: Sequence[str],
-        password_file: str,
         heard: Callable[[Message], None],
         connected: Callable[[], None],
         log: logging.Logger,
     ) -> None:
-        super().__init__(url, channels, password_file, heard)
+        super().__init__(target, channels, heard)
         self.what = f"delayed-job notices ({', '.join(self.channels)})"
         self._connected = connected
         self._log = log

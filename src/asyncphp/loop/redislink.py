@@ -25,12 +25,16 @@ from redis.backoff import NoBackoff
 from redis.connection import ConnectionInterface, ConnectionPool
 from redis.retry import Retry
 
-from asyncphp.redisurl import connection_pool, is_cluster, owner_url
+from asyncphp.redisurl import Target, connection_pool
 from asyncphp.wire.replies import ReplyError, server_version
 from asyncphp.wire.resp import command as pack
 
 CONNECT_TIMEOUT = 2.0  # seconds for connecting and each handshake step: the loop waits that long at most
 READ_SIZE = 65536
+# On a cluster, how often a link asks whether its key is still served where it is connected: a
+# subscription Redis does not end (classic pub/sub on a demoted primary), a primary hung rather
+# than dead (its connection silent, not closed) are left within this after the cluster moved on.
+WHERE_INTERVAL = 2.0
 CLOSED = "redis closed the connection"  # the reason a source may explain (pub/sub: its buffer limit)
 
 Reply = Any  # bytes, int, list, None, or ReplyError
@@ -56,12 +60,12 @@ def ignore(reply: Reply) -> None:
 class Link:
     """One Redis connection: blocking to open, non-blocking from then on."""
 
-    def __init__(self, url: str, password_file: str = "", route: str = "") -> None:
+    def __init__(self, target: Target, route: str = "") -> None:
         """On a cluster, the link goes to the primary that serves the key ``route`` (for "",
-        to any primary), as the cluster says at each :meth:`open`."""
-        self.url = url
-        self._password_file = password_file
+        to any node), as the cluster says at each :meth:`open`."""
+        self.target = target
         self.route = route
+        self._connected_to = ""  # the URL it was opened to
         self._pool: ConnectionPool | None = None
         self._connection: ConnectionInterface | None = None
         self._sock: socket.socket | None = None
@@ -85,18 +89,18 @@ class Link:
             "socket_keepalive": True,
             "retry": Retry(NoBackoff(), 0),
         }
-        target = self.url
-        if is_cluster(self.url):
-            target = owner_url(
-                self.url, self.route, self._password_file,
-                socket_timeout=CONNECT_TIMEOUT, socket_connect_timeout=CONNECT_TIMEOUT,
-            )  # fmt: skip
-        self._pool = connection_pool(target, self._password_file, **options)
+        url = self.target.url_for(self.route)
+        self._pool = connection_pool(url, self.target.password_file, **options)
         # RESP2 whatever the URL asks: the replies are parsed here, in one shape (RESP3 turns
         # XINFO's arrays into maps and answers PING differently while subscribed).
         self._pool.connection_kwargs["protocol"] = 2
         connection = self._connection = self._pool.make_connection()
-        connection.connect()
+        try:
+            connection.connect()
+        except (redis.RedisError, OSError):
+            self.target.stale()  # a cluster's primary gone: ask where the slot went, next time
+            raise
+        self._connected_to = url
         version = "version unknown"
         try:
             connection.send_command("INFO", "server")
@@ -110,6 +114,16 @@ class Link:
         pieces = dict(connection.repr_pieces())
         where = pieces["path"] if "path" in pieces else f"{pieces['host']}:{pieces['port']}"
         return str(where), version
+
+    def misplaced(self) -> bool:
+        """On a cluster: another primary serves ``route`` now (a failover, a migrated slot), as
+        the cluster said within WHERE_INTERVAL; False when it cannot be asked."""
+        if not self.target.cluster or not self.route or not self._connected_to:
+            return False
+        try:
+            return self.target.url_for(self.route, WHERE_INTERVAL) != self._connected_to
+        except (redis.RedisError, OSError):
+            return False  # a dead connection shows up as one (PING)
 
     def call(self, *command: str | bytes | int) -> Reply:
         """Send a command and wait for its reply: only before :meth:`start`, for setting up."""
@@ -216,6 +230,7 @@ class Link:
     def close(self) -> None:
         """Drop the connection; safe to call more than once. Callbacks still waiting are dropped."""
         self._waiting.clear()
+        self._connected_to = ""
         if self._connection is not None:
             self._connection.disconnect()
         if self._pool is not None:

@@ -45,6 +45,7 @@ from asyncphp.core.schedule import Move, Schedule
 from asyncphp.logfmt import preview
 from asyncphp.loop.redislink import ELSEWHERE, Link, Reply
 from asyncphp.ops.metrics import Metrics
+from asyncphp.redisurl import Target
 from asyncphp.wire import replies, scripts
 from asyncphp.wire.replies import ReplyError
 
@@ -91,8 +92,7 @@ return id
 class StreamSource:
     def __init__(
         self,
-        url: str,
-        password_file: str,
+        target: Target,
         streams: tuple[str, ...],
         *,
         group: str,
@@ -120,8 +120,8 @@ class StreamSource:
         self._metrics = metrics
         self._log = log
         # On a cluster, the streams share a slot (see asyncphp.settings): both links go to its primary.
-        self.reader = Link(url, password_file, route=streams[0])
-        self.writer = Link(url, password_file, route=streams[0])
+        self.reader = Link(target, route=streams[0])
+        self.writer = Link(target, route=streams[0])
         self._read_sent = math.inf  # when the XREADGROUP now out was sent
         self._reader_id = 0  # CLIENT ID of the reader, to unblock its read when stopping
         self._opened = False  # before the first open, a missing group is new, not vanished
@@ -228,6 +228,9 @@ class StreamSource:
 
     def ping(self) -> None:
         self.writer.send("PING", on_reply=_ignore)
+
+    def misplaced(self) -> bool:
+        return self.reader.misplaced()
 
     def explain(self, reason: str) -> str:
         return reason

@@ -9,6 +9,7 @@ import sys
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import redis
 
@@ -16,7 +17,7 @@ from asyncphp import redisurl
 from asyncphp.core.reading import Priority
 from asyncphp.loop.redislink import Link
 from asyncphp.ops import probe
-from asyncphp.redisurl import redact
+from asyncphp.redisurl import Target, redact
 from asyncphp.settings import Settings, SettingsError, load
 from asyncphp.wire import scripts
 from asyncphp.wire.fastcgi import FastCGIError
@@ -79,7 +80,8 @@ def _scheduling(settings: Settings) -> str:
 
 def _check_redis(settings: Settings, report: Report) -> None:
     url = redact(settings.redis_url)
-    link = Link(settings.redis_url, settings.redis_password_file)
+    target = Target(settings.redis_url, settings.redis_password_file)
+    link = Link(target)
     try:
         where, version = link.open()
         link.call("PING")
@@ -99,15 +101,21 @@ def _check_redis(settings: Settings, report: Report) -> None:
     except OSError as exc:
         report.failed(f"redis at {url}: {exc}", "is redis_password_file readable by this user?")
         return
+    again = "during a failover or a slot's migration? run check again"
     try:
         report.passed(f"redis reachable at {where} ({version}), PING answered")
-        if redisurl.is_cluster(settings.redis_url):
+        if target.cluster:
             _check_cluster(settings, link, report)
         for stream in settings.streams:
-            with _served(settings, stream, link) as served:
-                _check_stream(settings, stream, served, report)
+            try:
+                with _served(settings, stream, link) as served:
+                    _check_stream(settings, stream, served, report)
+            except (*redisurl.FAILURES, OSError) as exc:
+                report.failed(f"stream {stream}: {exc}", again)
         if settings.streams:
             _check_stream_rights(settings, link, report)
+    except (*redisurl.FAILURES, OSError) as exc:
+        report.failed(f"redis at {url}: {exc}", again)
     finally:
         link.close()
 
@@ -115,10 +123,10 @@ def _check_redis(settings: Settings, report: Report) -> None:
 @contextlib.contextmanager
 def _served(settings: Settings, stream: str, link: Link) -> Iterator[Link]:
     """``link``, or on a cluster one to the primary that serves ``stream``."""
-    if not redisurl.is_cluster(settings.redis_url):
+    if not link.target.cluster:
         yield link
         return
-    own = Link(settings.redis_url, settings.redis_password_file, route=stream)
+    own = Link(link.target, route=stream)
     try:
         own.open()
         yield own
@@ -142,13 +150,8 @@ def _check_cluster(settings: Settings, link: Link, report: Report) -> None:
         f"redis cluster ok: {info.get('cluster_size')} shards, {info.get('cluster_known_nodes')} nodes"
     )
     if settings.streams:
-        client = redisurl.cluster_client(settings.redis_url, settings.redis_password_file, socket_timeout=5.0)
-        try:
-            where = {s: client.get_node_from_key(s) for s in settings.streams}  # type: ignore[no-untyped-call]
-        finally:
-            client.close()
-        shards = ", ".join(f"{s} on {n.host}:{n.port}" for s, n in where.items())
-        report.passed(f"streams by primary: {shards}")
+        where = {s: urlsplit(link.target.url_for(s)).netloc.rpartition("@")[2] for s in settings.streams}
+        report.passed(f"streams by primary: {', '.join(f'{s} on {node}' for s, node in where.items())}")
 
 
 def _check_stream(settings: Settings, stream: str, link: Link, report: Report) -> None:

@@ -117,3 +117,21 @@ def _size(count: int) -> str:
     if count % (1 << 10) == 0:
         return f"{count >> 10}kb"
     return f"{count} bytes"
+
+
+@dataclass(frozen=True, slots=True)
+class SlotRange:
+    """Slots ``first`` … ``last`` and the primary that serves them ("" for a host: the node asked)."""
+
+    first: int
+    last: int
+    host: str
+    port: int
+
+
+def cluster_slots(reply: Any) -> list[SlotRange]:
+    """From ``CLUSTER SLOTS`` (RESP2): each range of slots and its primary."""
+    return [
+        SlotRange(int(row[0]), int(row[1]), _text(row[2][0]) if row[2][0] is not None else "", int(row[2][1]))
+        for row in reply
+    ]

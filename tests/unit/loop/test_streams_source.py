@@ -13,6 +13,7 @@ from asyncphp.core.jobs import Counters, Job, Message, Outcome, Result
 from asyncphp.core.ledger import Ack, Bury, Hold, Policy, Redeliver
 from asyncphp.loop.streams import StreamSource
 from asyncphp.ops.metrics import Metrics
+from asyncphp.redisurl import Target
 from asyncphp.wire.replies import ReplyError, StreamEntry
 
 
@@ -21,7 +22,7 @@ def source(
 ) -> StreamSource:
     got = [] if delivered is None else delivered
     return StreamSource(
-        "redis://127.0.0.1:1/0", "", ("jobs",), group="g", consumer="c", policy=Policy(**policy),
+        Target("redis://127.0.0.1:1/0"), ("jobs",), group="g", consumer="c", policy=Policy(**policy),
         deliver=got.append, resubmit=lambda job: None, counters=Counters(), metrics=Metrics(),
         log=logging.getLogger("test"), move_delayed=move_delayed,
     )  # fmt: skip
