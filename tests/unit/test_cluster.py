@@ -562,3 +562,30 @@ def test_cluster_slots_are_read_from_the_resp2_reply() -> None:
         SlotRange(5461, 10922, "", 7001),
         SlotRange(10923, 16383, "", 7002),
     ]
+
+
+class _Refused:
+    """A source whose every connect is refused, the same way."""
+
+    def open(self) -> tuple[str, str]:
+        raise redis.ConnectionError("Error 111 connecting to 127.0.0.1:7000. Connection refused.")
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize(("url", "said"), [(SEED, 4), ("redis://127.0.0.1:7000/0", 20)])
+def test_the_same_failure_to_connect_is_said_at_most_every_five_seconds_on_a_cluster(
+    url: str, said: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A cluster's sources retry every second: twenty seconds of one failure make four lines there
+    (each after the first counting the ones not said), not twenty; a single server's backoff,
+    which spaces the retries itself, keeps a line for each."""
+    with contextlib.closing(Poller()) as poller:
+        keeper = Keeper(cast(Source, _Refused()), url, poller, logging.getLogger("refused"))
+        with caplog.at_level(logging.ERROR, "refused"):
+            for second in range(20):
+                keeper._connect(float(second))
+    assert len(caplog.records) == said
+    if url == SEED:
+        assert "4 more times since it was said" in caplog.records[1].getMessage()

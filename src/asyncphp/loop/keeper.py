@@ -19,6 +19,8 @@ from asyncphp.loop.poller import READ, Poller
 from asyncphp.loop.redislink import WHERE_INTERVAL
 from asyncphp.redisurl import is_cluster, redact
 
+REPEAT_AFTER = 5.0  # seconds: on a cluster, the same failure to connect said at most this often
+
 
 class Source(Protocol):
     """What a keeper keeps connected: the pub/sub channels, the streams, the heartbeat."""
@@ -79,6 +81,10 @@ class Keeper:
         self._shares = shares
         self._cluster = is_cluster(url)
         self._next_where = 0.0
+        # A cluster's sources retry every second at most (CLUSTER_BACKOFF_CAP): the same failure
+        # is said at most every REPEAT_AFTER, as a single server's backoff would say it.
+        self._repeat_after = REPEAT_AFTER if self._cluster else 0.0
+        self._said, self._said_at, self._unsaid = "", -math.inf, 0
         self._url = url
         self._poller = poller
         self._log = log
@@ -125,10 +131,15 @@ class Keeper:
         except (redis.RedisError, OSError) as exc:
             self.source.close()
             delay = self.state.failed(now)
-            self._log.error(
-                "cannot connect to redis at %s: %s; retrying in %.1f s", redact(self._url), exc, delay
-            )
+            said = f"cannot connect to redis at {redact(self._url)}: {exc}"
+            if said == self._said and now - self._said_at < self._repeat_after:
+                self._unsaid += 1
+                return
+            more = f" ({self._unsaid} more times since it was said)" if self._unsaid else ""
+            self._log.error("%s; retrying in %.1f s%s", said, delay, more)
+            self._said, self._said_at, self._unsaid = said, now, 0
             return
+        self._said, self._unsaid = "", 0
         self.state.opened()
         for fd, callback in watched:
             self._poller.watch(fd, READ, self._guard(callback))
