@@ -219,7 +219,9 @@ def publish(
             OpenTelemetry context, when opentelemetry-api is installed).
 
     Returns:
-        The number of subscribers that received the message; with ``durable``, the entry id.
+        The number of subscribers that received the message; with ``durable``, the entry id. On
+        a cluster with ``pubsub=classic``, those at the channel's primary: 0 for a moment after
+        a failover, although the message is broadcast to the daemons.
 
     Raises:
         TypeError, ValueError: ``message`` cannot be serialised to a JSON object, or the daemon
@@ -238,7 +240,12 @@ def publish(
                 # Broadcast from the channel's primary, where the daemons subscribe: its count of
                 # subscribers is that node's own.
                 node = redis_client.get_node_from_key(channel)  # type: ignore[no-untyped-call]
-                return int(redis_client.execute_command("PUBLISH", channel, payload, target_nodes=node))  # type: ignore[no-untyped-call]
+                count = int(redis_client.execute_command("PUBLISH", channel, payload, target_nodes=node))  # type: ignore[no-untyped-call]
+                if count == 0:
+                    # A PUBLISH is never redirected: a kept client would go on asking a demoted
+                    # primary. The next one goes where the cluster says then.
+                    redis_client.nodes_manager.initialize()
+                return count
             return int(redis_client.spublish(channel, payload))  # to the shard of the channel's slot
         return int(redis_client.publish(channel, payload))
 

@@ -191,6 +191,10 @@ class SlotMap:
     """
 
     QUERY_TIMEOUT = 0.5  # seconds for connecting to one node and its answer: ~1 ms on a LAN
+    # After an ask no node answered, the next waits this many times as long as it took: nodes that
+    # hang (a network black hole) hold the loop a fifth of the time at most, nodes that refuse
+    # (a cluster restarting) are asked again soon.
+    IDLE_AFTER_FAILURE = 4.0
 
     def __init__(self, url: str, password_file: str) -> None:
         self._url = cluster(url)
@@ -198,9 +202,14 @@ class SlotMap:
         self._ranges: list[SlotRange] = []
         self._asked_at = -math.inf
         self._last: tuple[str, int] | None = None  # the node that answered last
+        self._failure: redis.ConnectionError | None = None
+        self._quiet_until = -math.inf  # after a failed ask
 
     def url_for(self, key: str, max_age: float) -> str:
-        if time.monotonic() - self._asked_at > max_age:
+        now = time.monotonic()
+        if now - self._asked_at > max_age:
+            if now < self._quiet_until and self._failure is not None:
+                raise self._failure
             self._ask()
         if not key:
             assert self._last is not None
@@ -218,6 +227,7 @@ class SlotMap:
         known = [(r.host, r.port) for r in self._ranges]
         order = list(dict.fromkeys([*([self._last] if self._last else []), *self._url.seeds, *known]))
         errors = []
+        began = time.monotonic()
         for host, port in order:
             try:
                 ranges = self._query(host, port)
@@ -225,9 +235,14 @@ class SlotMap:
                 errors.append(f"{host}:{port}: {exc}")
                 continue
             self._ranges = [r if r.host else SlotRange(r.first, r.last, host, r.port) for r in ranges]
-            self._last, self._asked_at = (host, port), time.monotonic()
+            self._last, self._asked_at, self._failure = (host, port), time.monotonic(), None
             return
-        raise redis.ConnectionError("no node of the cluster answered CLUSTER SLOTS: " + "; ".join(errors))
+        ended = time.monotonic()
+        self._quiet_until = ended + self.IDLE_AFTER_FAILURE * (ended - began)
+        self._failure = redis.ConnectionError(
+            "no node of the cluster answered CLUSTER SLOTS: " + "; ".join(errors)
+        )
+        raise self._failure
 
     def _query(self, host: str, port: int) -> list[SlotRange]:
         options: dict[str, Any] = {

@@ -7,8 +7,10 @@ a slot migrated while it reads, and loses nothing (counted).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -420,3 +422,22 @@ def test_a_hung_primary_is_left_for_its_promoted_replica(
     finally:
         hung.send_signal(signal.SIGCONT)
     daemon.wait_for("the cluster serves its slot from another primary now")
+
+
+def test_a_slot_map_no_node_answers_is_not_asked_again_at_once(tmp_path: Path) -> None:
+    """Seeds that accept and never answer (hung, or a black hole) hold whoever asks for the map for
+    their timeout: the next ask waits, so the event loop is not held turn after turn."""
+    with contextlib.ExitStack() as stack:
+        seeds = []
+        for _ in range(2):
+            listener = stack.enter_context(socket.socket())
+            listener.bind(("127.0.0.1", 0))
+            listener.listen()  # connects complete in the backlog; nothing ever answers
+            seeds.append(f"127.0.0.1:{listener.getsockname()[1]}")
+        target = redisurl.Target(f"redis+cluster://{','.join(seeds)}/")
+        with pytest.raises(redis.ConnectionError) as first:
+            target.url_for("{orders}")
+        assert "no node of the cluster answered CLUSTER SLOTS" in str(first.value)
+        with pytest.raises(redis.ConnectionError) as second:
+            target.url_for("{orders}")
+        assert second.value is first.value, "said again from the failed ask, not asked again"

@@ -589,3 +589,12 @@ def test_the_same_failure_to_connect_is_said_at_most_every_five_seconds_on_a_clu
     assert len(caplog.records) == said
     if url == SEED:
         assert "4 more times since it was said" in caplog.records[1].getMessage()
+
+
+def test_a_redirect_refusing_a_connect_is_said_with_its_code() -> None:
+    """redis-py drops the code from the text of a redirect: the log line puts it back."""
+    from asyncphp.loop.keeper import _text
+
+    assert _text(redis.exceptions.MovedError("1584 127.0.0.1:7000")) == "MOVED 1584 127.0.0.1:7000"
+    assert _text(redis.exceptions.AskError("1584 127.0.0.1:7000")) == "ASK 1584 127.0.0.1:7000"
+    assert _text(redis.ConnectionError("Error 111")) == "Error 111"

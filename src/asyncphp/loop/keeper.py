@@ -131,7 +131,7 @@ class Keeper:
         except (redis.RedisError, OSError) as exc:
             self.source.close()
             delay = self.state.failed(now)
-            said = f"cannot connect to redis at {redact(self._url)}: {exc}"
+            said = f"cannot connect to redis at {redact(self._url)}: {_text(exc)}"
             if said == self._said and now - self._said_at < self._repeat_after:
                 self._unsaid += 1
                 return
@@ -206,3 +206,13 @@ class Keeper:
             self._poller.forget(fd)
         self._fds.clear()
         self.source.close()
+
+
+def _text(exc: BaseException) -> str:
+    """``exc`` for a log line: redis-py leaves the code out of a cluster's redirect (MOVED 1584
+    10.0.0.2:6379 reads "1584 10.0.0.2:6379")."""
+    if isinstance(
+        exc, (redis.exceptions.MovedError, redis.exceptions.AskError, redis.exceptions.TryAgainError)
+    ):
+        return f"{type(exc).__name__.removesuffix('Error').upper()} {exc}"
+    return str(exc)

@@ -81,7 +81,7 @@ class Link:
         Raises:
             redis.RedisError, OSError: Redis is unreachable, refused us, or did not answer in time.
         """
-        self.close()
+        self._drop()
         self._reader = hiredis.Reader(replyError=ReplyError)  # nothing half-read from before
         options: dict[str, Any] = {
             "socket_timeout": CONNECT_TIMEOUT,  # a Redis that accepts but never answers must not hang us
@@ -228,7 +228,14 @@ class Link:
             raise redis.ConnectionError(f"redis sent a reply nobody asked for: {reply!r:.100}")
 
     def close(self) -> None:
-        """Drop the connection; safe to call more than once. Callbacks still waiting are dropped."""
+        """Drop the connection; safe to call more than once. Callbacks still waiting are dropped.
+        On a cluster, the next :meth:`open` asks the slot map again: a connection is closed when
+        it failed or was refused (MOVED), or its slot went elsewhere."""
+        if self._connected_to:
+            self.target.stale()
+        self._drop()
+
+    def _drop(self) -> None:
         self._waiting.clear()
         self._connected_to = ""
         if self._connection is not None:
