@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -48,3 +49,15 @@ def pytest_sessionstart(session: pytest.Session) -> None:
             f"compiled modules older than their source: {', '.join(stale)}; rebuild them with scripts/setup "
             "(ASYNCPHP_COMPILE=0 for plain Python)"
         )
+
+
+def self_signed(directory: Path) -> tuple[Path, Path]:
+    """A key and a self-signed certificate for 127.0.0.1 in ``directory`` (made), for TLS servers."""
+    directory.mkdir()
+    key, cert = directory / "redis.key", directory / "redis.crt"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return key, cert

@@ -26,7 +26,7 @@ from asyncphp import redisurl
 from asyncphp.caller import enqueue, partition, publish
 from asyncphp.dev import sandbox
 from asyncphp.dev.sandbox import Cluster, Pool
-from tests.conftest import PHP_DIR
+from tests.conftest import PHP_DIR, self_signed
 from tests.integration.conftest import Daemon, lines, wait_for
 
 STREAM_WORKER = PHP_DIR / "stream.php"
@@ -329,13 +329,7 @@ def test_tls_and_an_acl_user_on_every_node(
     tmp_path: Path, pool: Pool, start_daemon: Callable[..., Daemon]
 ) -> None:
     certs = tmp_path / "tls"
-    certs.mkdir()
-    key, cert = certs / "redis.key", certs / "redis.crt"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
-         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True,
-    )  # fmt: skip
+    key, cert = self_signed(certs)
     # What the README asks of a daemon's user on a cluster: its streams' keys, the heartbeats, the
     # delayed-job channel, CLIENT ID/UNBLOCK, and no dangerous command but those.
     user = (

@@ -12,7 +12,7 @@ import pytest
 from asyncphp.caller import publish
 from asyncphp.dev import sandbox
 from asyncphp.dev.sandbox import Pool, RedisServer, Server, free_port
-from tests.conftest import WORKER
+from tests.conftest import WORKER, self_signed
 from tests.integration.conftest import Daemon, wait_for
 
 
@@ -78,13 +78,7 @@ def test_wrong_password_is_reported_and_retried(
 @pytest.fixture
 def tls_redis(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     certs = tmp_path / "tls"
-    certs.mkdir()
-    key, cert = certs / "redis.key", certs / "redis.crt"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
-         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True,
-    )  # fmt: skip
+    key, cert = self_signed(certs)
     port = free_port()
     log = certs / "redis.log"
     args = [
