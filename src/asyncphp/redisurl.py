@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeAlias
-from urllib.parse import parse_qs, unquote, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qs, unquote, urlencode, urlunsplit
 
 import redis
 from redis.backoff import NoBackoff
@@ -51,12 +51,19 @@ FAILURES = (redis.RedisError, RedisClusterException)
 
 def redact(url: str) -> str:
     """``url`` with any password replaced by ``***``, for log lines and error messages."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+    scheme, userinfo, hosts, rest = _split(url)
+    user, colon, _ = userinfo.partition(":")
+    return f"{scheme}://{user}:***@{hosts}{rest}" if colon else url
+
+
+def _split(url: str) -> tuple[str, str, str, str]:
+    """``url`` as scheme, userinfo, hosts, and the rest (path, query), by hand: urllib refuses the
+    hosts of a cluster or of Sentinels as soon as one after the first is bracketed (``a:1,[::1]:2``;
+    the fix for CVE-2024-11168 rejects text before a bracket)."""
+    scheme, _, rest = url.partition("://")
+    end = min((at for at in (rest.find("/"), rest.find("?"), rest.find("#")) if at >= 0), default=len(rest))
+    userinfo, _, hosts = rest[:end].rpartition("@")
+    return scheme, userinfo, hosts, rest[end:]
 
 
 def validate(url: str) -> None:
@@ -110,17 +117,17 @@ def cluster(url: str) -> ClusterURL:
     scheme = url.partition("://")[0]
     if scheme not in CLUSTER_SCHEMES:
         raise ValueError(f"not a cluster URL: {redact(url)}")
-    parts = urlsplit(url)
-    userinfo, _, hosts = parts.netloc.rpartition("@")
+    _, userinfo, hosts, rest = _split(url)
+    path, _, query_text = rest.partition("#")[0].partition("?")
     seeds = []
     for item in hosts.split(","):
         host, _, port = item.rpartition(":")
         if not host or not port.isdigit() or not 0 < int(port) < 65536:
             raise ValueError(f"cluster node address {item!r} is not host:port")
         seeds.append((host.strip("[]"), int(port)))
-    if parts.path.strip("/") not in ("", "0"):
+    if path.strip("/") not in ("", "0"):
         raise ValueError("a cluster has database 0 only: end the URL in / or /0")
-    query = [(k, v) for k, values in parse_qs(parts.query, keep_blank_values=True).items() for v in values]
+    query = [(k, v) for k, values in parse_qs(query_text, keep_blank_values=True).items() for v in values]
     modes = [v for k, v in query if k == "pubsub"]
     pubsub = modes[-1] if modes else "sharded"
     if pubsub not in PUBSUB_MODES:
@@ -141,7 +148,7 @@ def cluster_client(url: str, password_file: str = "", **options: Any) -> RedisCl
         OSError: the password file cannot be read.
     """
     parsed = cluster(url)
-    if password_file and urlsplit(url).password is None:
+    if password_file and ":" not in parsed.userinfo:
         options["password"] = Path(password_file).read_text().strip()
     first, *others = parsed.seeds
     try:
@@ -270,7 +277,7 @@ def connection_pool(url: str, password_file: str = "", **options: Any) -> Connec
         redis.RedisError: for a Sentinel URL, when no Sentinel answers or none knows the master.
         OSError: the password file cannot be read.
     """
-    if password_file and urlsplit(url).password is None:
+    if password_file and ":" not in _split(url)[1]:
         options["password"] = Path(password_file).read_text().strip()
     if not url.startswith(SENTINEL_SCHEME + "://"):
         return ConnectionPool.from_url(url, **options)
@@ -291,20 +298,21 @@ def connection_pool(url: str, password_file: str = "", **options: Any) -> Connec
 
 
 def _sentinel_parts(url: str) -> tuple[list[tuple[str, int]], str, int, str | None, str | None, str | None]:
-    parts = urlsplit(url)
-    netloc = parts.netloc.rpartition("@")[2]
+    _, userinfo, netloc, rest = _split(url)
+    path_text, _, query_text = rest.partition("#")[0].partition("?")
     hosts = []
     for item in netloc.split(","):
         host, _, port = item.rpartition(":")
         if not host or not port.isdigit():
             raise ValueError(f"sentinel address {item!r} is not host:port")
         hosts.append((host.strip("[]"), int(port)))
-    path = [p for p in parts.path.split("/") if p]
+    path = [p for p in path_text.split("/") if p]
     if not path or len(path) > 2 or (len(path) == 2 and not path[1].isdigit()):
         raise ValueError("a sentinel URL ends in /master-name or /master-name/db")
-    query = parse_qs(parts.query)
-    username = unquote(parts.username) if parts.username else None
-    password = unquote(parts.password) if parts.password is not None else None
+    query = parse_qs(query_text)
+    user, colon, secret = userinfo.partition(":")
+    username = unquote(user) if user else None
+    password = unquote(secret) if colon else None
     sentinel_password = query.get("sentinel_password", [None])[0]
     return hosts, path[0], int(path[1]) if len(path) == 2 else 0, username, password, sentinel_password
 
