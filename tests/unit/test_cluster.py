@@ -598,3 +598,15 @@ def test_a_redirect_refusing_a_connect_is_said_with_its_code() -> None:
     assert _text(redis.exceptions.MovedError("1584 127.0.0.1:7000")) == "MOVED 1584 127.0.0.1:7000"
     assert _text(redis.exceptions.AskError("1584 127.0.0.1:7000")) == "ASK 1584 127.0.0.1:7000"
     assert _text(redis.ConnectionError("Error 111")) == "Error 111"
+
+
+def test_sentinels_and_seeds_after_the_first_may_be_ipv6_on_any_python() -> None:
+    """urllib refuses "a:1,[::1]:2" where Python has the fix for CVE-2024-11168 (Debian's 3.11): such
+    URLs are taken apart by hand, and redacting one never raises."""
+    url = "redis+sentinel://u:s3cret@a:26379,[::1]:26380/mymaster/2"
+    validate(url)
+    assert redact(url) == "redis+sentinel://u:***@a:26379,[::1]:26380/mymaster/2"
+    seeds = cluster("rediss+cluster://u:s3cret@a:7000,[::1]:7001/?ssl_cert_reqs=none").seeds
+    assert seeds == (("a", 7000), ("::1", 7001))
+    assert redact("redis://u:s3cret@h:6379/0?x=1") == "redis://u:***@h:6379/0?x=1"
+    assert redact("unix:///run/redis.sock") == "unix:///run/redis.sock"
