@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import redis
-from redis.exceptions import RedisClusterException
 
 from asyncphp import redisurl
 from asyncphp.caller import partition
@@ -61,17 +60,11 @@ def private_cluster() -> Iterator[tuple[Path, Cluster]]:
             cluster.stop()
 
 
-def owner(cluster: Cluster, key: str) -> int:
-    """The port of the primary that serves ``key`` now, as the cluster says."""
-    with redisurl.cluster_client(cluster.url) as client:
-        return int(client.get_node_from_key(key).port)
-
-
 def add_backlog(cluster: Cluster, jobs: dict[str, list[int]]) -> None:
     """Each stream's jobs (numbered n, as drivers.publish_burst numbers them) added at its own
     primary in pipelines of 1,000: a cluster pipeline would split them by node anyway."""
     for stream, numbers in jobs.items():
-        client = redis.Redis(host="127.0.0.1", port=owner(cluster, stream))
+        client = redis.Redis(host="127.0.0.1", port=cluster.owner(stream))
         pipe = client.pipeline(transaction=False)
         for i, n in enumerate(numbers):
             pipe.xadd(stream, {"payload": json.dumps({"n": n})})
@@ -159,7 +152,7 @@ def _drain(
         "rate": count / (ended - first),
         "ran": sum(1 for n in runs if 0 <= n < count),
         "twice": sum(1 for times in runs.values() if times > 1),
-        "primaries": len({owner(cluster, stream) for stream in streams}),
+        "primaries": len({cluster.owner(stream) for stream in streams}),
         # The daemons' CPU while the jobs ran, in cores (near 1: one daemon is the bottleneck), and
         # the six nodes' (each write is replicated: the replicas work too).
         "daemon_cores": busy,
@@ -190,60 +183,13 @@ def throughput(sizes: Sizes) -> dict[str, float]:
     return figures
 
 
-def _nodes(port: int) -> list[list[str]]:
-    """CLUSTER NODES as the node on ``port`` sees the cluster, a list of fields per node."""
-    client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=1, socket_connect_timeout=1)
-    try:
-        text = client.execute_command("CLUSTER", "NODES")  # type: ignore[no-untyped-call]
-    finally:
-        client.close()
-    text = text.decode() if isinstance(text, bytes) else str(text)
-    return [line.split() for line in text.splitlines() if line.strip()]
-
-
-def _port(fields: list[str]) -> int:
-    return int(fields[1].partition("@")[0].rpartition(":")[2])  # 127.0.0.1:port@busport
-
-
-def replica_of(cluster: Cluster, primary: int) -> int:
-    """The port of the replica of the primary on ``primary``, once it says it is in sync: the
-    cluster is ok before each replica has loaded its primary's data, and a replica that has not
-    cannot take over."""
-    me = next(fields[0] for fields in _nodes(primary) if "myself" in fields[2])
-    found: list[int] = []
-
-    def synced() -> bool:
-        for node in cluster.nodes:
-            mine = next(fields for fields in _nodes(node.port) if "myself" in fields[2])
-            if mine[3] == me:
-                client = redis.Redis(host="127.0.0.1", port=node.port)
-                try:
-                    link = client.info("replication").get("master_link_status")
-                finally:
-                    client.close()
-                found[:] = [node.port]
-                return link == "up"
-        return False
-
-    sandbox.wait_until(synced, sandbox.STARTUP_TIMEOUT, f"a replica of the primary on {primary}")
-    return found[0]
-
-
-def serves(port: int, slot: int) -> bool:
+def _serves(port: int, slot: int) -> bool:
     """Whether the node on ``port`` says that it is a primary and that ``slot`` is its own."""
     try:
-        mine = next(fields for fields in _nodes(port) if "myself" in fields[2])
+        me = next(node for node in sandbox.cluster_nodes(port, timeout=1) if node.myself)
     except redis.RedisError:
         return False
-    if "master" not in mine[2]:
-        return False
-    for span in mine[8:]:
-        if span.startswith("["):  # a slot being migrated or imported
-            continue
-        low, _, high = span.partition("-")
-        if int(low) <= slot <= int(high or low):
-            return True
-    return False
+    return me.primary and me.serves(slot)
 
 
 @dataclass
@@ -276,9 +222,8 @@ class Publisher:
                     try:
                         entry = client.xadd(self.stream, {"payload": json.dumps({"n": n, "ms": 0})})
                         break
-                    # redis-py's cluster client raises RedisClusterException (not a RedisError)
-                    # when the slot map it asks for while a primary is down does not cover the slot.
-                    except (redis.RedisError, RedisClusterException):
+                    # A primary down: refused, or a slot map that does not cover the slot.
+                    except redisurl.FAILURES:
                         self.refusals += 1
                         if time.monotonic() > self.give_up:
                             raise
@@ -338,8 +283,8 @@ def resume(sizes: Sizes) -> dict[str, float]:
     with private_cluster() as (workdir, cluster), ExitStack() as stack:
         pool = sandbox.start_pool(workdir / "pool", POOL_CONF)
         stack.callback(pool.stop)
-        primary = owner(cluster, stream)
-        replica = replica_of(cluster, primary)
+        primary = cluster.owner(stream)
+        replica = cluster.replica_of(primary)  # in sync: start_cluster waits for it
         (daemon,) = stack.enter_context(daemons(cluster, [pool], SCHED_WORKER, "--stream", stream))
 
         def reading() -> bool:
@@ -373,7 +318,7 @@ def resume(sizes: Sizes) -> dict[str, float]:
             # killed_at and the kill landing, the old primary may still add one, and answer.)
             dead_ms = time.time() * 1000
             deadline = time.monotonic() + SLACK_S
-            while not serves(replica, slot):
+            while not _serves(replica, slot):
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"the replica on {replica} did not take slot {slot} over")
                 time.sleep(0.01)

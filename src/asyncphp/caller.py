@@ -269,12 +269,9 @@ def partition(stream: str, partitions: int, key: str | None = None) -> str:
 
 
 def _check_stream(redis_url: str, stream: str) -> None:
-    """On a cluster, a stream without a hash tag is one no daemon reads (see asyncphp.settings)."""
-    if redisurl.is_cluster(redis_url) and not redisurl.hash_tag(stream):
-        raise ValueError(
-            f"on a cluster, stream {stream!r} needs a hash tag ({{{stream}}}, or partitions {stream}{{0}}…): "
-            "its delayed jobs and guards must share its slot, and daemons read only such streams"
-        )
+    """On a cluster, a stream without a hash tag is one no daemon reads (asyncphp.settings refuses it)."""
+    if redisurl.is_cluster(redis_url):
+        redisurl.require_tag(stream)
 
 
 @contextlib.contextmanager

@@ -93,6 +93,20 @@ def hash_tag(key: str) -> str:
     return key[start + 1 : end] if start >= 0 and end > start + 1 else ""
 
 
+def require_tag(stream: str) -> None:
+    """On a cluster, a stream's keys and scripts stay on one shard only if its name has a hash tag.
+
+    Raises:
+        ValueError: ``stream`` has none.
+    """
+    if not hash_tag(stream):
+        raise ValueError(
+            f"on a cluster, stream {stream!r} needs a hash tag, so that its dead letters, delayed jobs and "
+            f"guards ({stream}:dead…) share its slot and its scripts run on one shard: name it "
+            f"{{{stream}}}, or {stream}{{0}}… for partitions"
+        )
+
+
 @dataclass(frozen=True)
 class ClusterURL:
     """A ``redis+cluster://`` URL, taken apart."""
@@ -169,8 +183,11 @@ class Target:
     def __init__(self, url: str, password_file: str = "") -> None:
         self.url = url
         self.password_file = password_file
-        self.cluster = is_cluster(url)
-        self._slots = SlotMap(url, password_file) if self.cluster else None
+        self._slots = SlotMap(url, password_file) if is_cluster(url) else None
+
+    @property
+    def cluster(self) -> bool:
+        return self._slots is not None
 
     def url_for(self, key: str, max_age: float = 0.5) -> str:
         """The URL to connect to for ``key`` (on a cluster, its primary as the cluster said within

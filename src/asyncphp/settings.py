@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 from asyncphp import __version__
 from asyncphp.core.reading import Lane, Lanes, Priority, Rate
-from asyncphp.redisurl import hash_tag, is_cluster, redact, slot
+from asyncphp.redisurl import is_cluster, redact, require_tag, slot
 from asyncphp.redisurl import validate as validate_redis_url
 from asyncphp.wire.meta import RELEASE
 
@@ -606,12 +606,10 @@ def _check_cluster(values: dict[str, Any]) -> None:
         return
     streams = values.get("streams", ())
     for stream in streams:
-        if not hash_tag(stream):
-            raise SettingsError(
-                f"invalid setting streams: on a cluster, {stream!r} needs a hash tag, so that its dead "
-                f"letters, delayed jobs and guards ({stream}:dead…) share its slot and its scripts run on "
-                f"one shard: name it {{{stream}}}, or {stream}{{0}} … for partitions"
-            )
+        try:
+            require_tag(stream)
+        except ValueError as exc:
+            raise SettingsError(f"invalid setting streams: {exc}") from None
     if values.get("priority", Priority.NONE) is not Priority.NONE and len({slot(s) for s in streams}) > 1:
         raise SettingsError(
             "invalid setting priority: it orders the reads of streams on one shard; on a cluster, give the "

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import signal
 import socket
 import subprocess
@@ -20,7 +21,6 @@ from pathlib import Path
 
 import pytest
 import redis
-from redis.cluster import RedisCluster
 
 from asyncphp import redisurl
 from asyncphp.caller import enqueue, partition, publish
@@ -64,16 +64,6 @@ def start_daemon(tmp_path: Path) -> Iterator[Callable[..., Daemon]]:
         daemon.stop()
 
 
-def client(cluster: Cluster) -> RedisCluster:
-    return redisurl.cluster_client(cluster.url)
-
-
-def owner(cluster: Cluster, key: str) -> int:
-    """The port of the primary that serves ``key`` now, as the cluster says."""
-    with client(cluster) as rc:
-        return int(rc.get_node_from_key(key).port)
-
-
 def ran(pool: Pool) -> list[int]:
     return [int(line.split()[0]) for line in lines(pool.worker_log) if line.split()[0].isdigit()]
 
@@ -85,7 +75,7 @@ def stream_flags(*streams: str) -> tuple[str, ...]:
 def test_partitions_spread_over_the_shards_and_each_is_read_from_its_primary(
     shared_cluster: Cluster, pool: Pool, start_daemon: Callable[..., Daemon]
 ) -> None:
-    primaries = {owner(shared_cluster, stream) for stream in PARTITIONS}
+    primaries = {shared_cluster.owner(stream) for stream in PARTITIONS}
     assert len(primaries) == 3  # the four tags land on all three shards
     daemon = start_daemon(shared_cluster.url, pool, *stream_flags(*PARTITIONS), "--group", "spread")
     for port in primaries:
@@ -95,7 +85,7 @@ def test_partitions_spread_over_the_shards_and_each_is_read_from_its_primary(
     for i, stream in enumerate(chosen):
         enqueue({"n": i}, stream=stream, redis_url=shared_cluster.url)
     wait_for(lambda: sorted(ran(pool)) == list(range(200)), what="all 200 jobs, once each")
-    with client(shared_cluster) as rc:
+    with redisurl.client(shared_cluster.url) as rc:
         for stream in PARTITIONS:
             assert rc.xlen(stream) == chosen.count(stream) > 0
             pending = rc.xpending(stream, "spread")["pending"]
@@ -163,7 +153,7 @@ def test_sharded_pubsub_reads_each_channel_from_its_shard(
     shared_cluster: Cluster, pool: Pool, start_daemon: Callable[..., Daemon]
 ) -> None:
     channels = ["alerts{0}", "alerts{1}", "alerts{3}"]  # three slots on three primaries
-    assert len({owner(shared_cluster, c) for c in channels}) == 3
+    assert len({shared_cluster.owner(c) for c in channels}) == 3
     flags = [flag for c in channels for flag in ("--channel", c)]
     daemon = start_daemon(shared_cluster.url, pool, *flags, worker=STREAM_WORKER)
     daemon.wait_for(r"Subscribed to alerts\{", count=3)
@@ -178,34 +168,10 @@ def test_sharded_pubsub_reads_each_channel_from_its_shard(
     wait_for(lambda: 30 in ran(pool), what="the classic publish")
     # A plain PUBLISH at any other node (an app that knows nothing of the cluster) is broadcast
     # over the cluster bus to the daemon; that node counts only its own subscribers.
-    elsewhere = next(n.port for n in shared_cluster.nodes if n.port != owner(shared_cluster, "broadcast"))
+    elsewhere = next(n.port for n in shared_cluster.nodes if n.port != shared_cluster.owner("broadcast"))
     with redis.Redis("127.0.0.1", elsewhere) as node:
         assert node.publish("broadcast", json.dumps({"n": 31})) == 0
     wait_for(lambda: 31 in ran(pool), what="the PUBLISH at another node")
-
-
-def node_ids(cluster: Cluster) -> dict[int, tuple[str, str, str]]:
-    """port → (node id, role, primary's id or "-"), as a surviving node sees them."""
-    for node in cluster.nodes:
-        try:
-            with redis.Redis("127.0.0.1", node.port, socket_timeout=2) as r:
-                text = r.execute_command("CLUSTER", "NODES")
-        except redis.RedisError:
-            continue
-        found = {}
-        for line in (text.decode() if isinstance(text, bytes) else text).splitlines():
-            fields = line.split()
-            port = int(fields[1].split("@")[0].rsplit(":", 1)[1])
-            role = "primary" if "master" in fields[2] else "replica"
-            found[port] = (fields[0], role, fields[3])
-        return found
-    raise AssertionError("no node answers")
-
-
-def replica_of(cluster: Cluster, port: int) -> int:
-    ids = node_ids(cluster)
-    primary_id = ids[port][0]
-    return next(p for p, (_, role, of) in ids.items() if role == "replica" and of == primary_id)
 
 
 class Publisher(threading.Thread):
@@ -241,24 +207,37 @@ class Publisher(threading.Thread):
             client.close()
 
 
+def reading_under_publish(
+    start_daemon: Callable[..., Daemon],
+    url: str,
+    pool: Pool,
+    stream: str,
+    channel: str,
+    jobs: int,
+    before: int,
+) -> tuple[Daemon, Publisher]:
+    """A daemon reading ``stream`` and subscribed to ``channel``, a Publisher adding ``jobs`` to the
+    stream, and ``before`` of them run: the fault comes next."""
+    daemon = start_daemon(url, pool, "--stream", stream, "--channel", channel, "--claim-idle", "2")
+    daemon.wait_for(rf"Subscribed to stream {re.escape(stream)}")
+    daemon.wait_for(rf"Subscribed to {re.escape(channel)}")
+    publisher = Publisher(url, stream, 0, jobs)
+    publisher.start()
+    wait_for(lambda: len(ran(pool)) >= before, what=f"{before} jobs before the fault")
+    return daemon, publisher
+
+
 def test_a_primary_killed_under_a_steady_publish_loses_nothing_and_the_daemon_follows(
     own_cluster: Cluster, pool: Pool, start_daemon: Callable[..., Daemon]
 ) -> None:
     url, stream, channel = own_cluster.url, "{orders}", "{orders}alerts"
-    primary = owner(own_cluster, stream)
-    replica = replica_of(own_cluster, primary)
-    daemon = start_daemon(url, pool, "--stream", stream, "--channel", channel, "--claim-idle", "2")
-    daemon.wait_for(r"Subscribed to stream \{orders\}")
-    daemon.wait_for(r"Subscribed to \{orders\}alerts")
-    publisher = Publisher(url, stream, 0, 600)
-    publisher.start()
-    wait_for(lambda: len(ran(pool)) >= 150, what="150 jobs before the kill")
+    primary = own_cluster.owner(stream)
+    replica = own_cluster.replica_of(primary)
+    daemon, publisher = reading_under_publish(start_daemon, url, pool, stream, channel, jobs=600, before=150)
     killed = time.monotonic()
     own_cluster.node(primary).process.kill()
     own_cluster.node(primary).process.wait()
-    wait_for(
-        lambda: node_ids(own_cluster)[replica][1] == "primary", timeout=30, what="the replica's promotion"
-    )
+    wait_for(lambda: own_cluster.is_primary(replica), timeout=30, what="the replica's promotion")
     promoted = time.monotonic() - killed
     daemon.wait_for(rf"Connected to redis on 127\.0\.0\.1:{replica} .*for stream \{{orders\}}", timeout=30)
     daemon.wait_for(r"Resubscribed to \{orders\}alerts after", timeout=30)
@@ -286,16 +265,11 @@ def test_a_slot_migrated_while_it_is_read_loses_nothing(
 ) -> None:
     url, stream, channel = own_cluster.url, "{moving}", "{moving}news"
     slot = redisurl.slot(stream)
-    source = owner(own_cluster, stream)
-    ids = node_ids(own_cluster)
-    target = next(p for p, (_, role, _) in ids.items() if role == "primary" and p != source)
-    source_id, target_id = ids[source][0], ids[target][0]
-    daemon = start_daemon(url, pool, "--stream", stream, "--channel", channel, "--claim-idle", "2")
-    daemon.wait_for(r"Subscribed to stream \{moving\}")
-    daemon.wait_for(r"Subscribed to \{moving\}news")
-    publisher = Publisher(url, stream, 0, 400)
-    publisher.start()
-    wait_for(lambda: len(ran(pool)) >= 100, what="100 jobs before the migration")
+    source = own_cluster.owner(stream)
+    view = {node.port: node for node in own_cluster.view()}
+    target = next(port for port, node in view.items() if node.primary and port != source)
+    source_id, target_id = view[source].id, view[target].id
+    daemon, publisher = reading_under_publish(start_daemon, url, pool, stream, channel, jobs=400, before=100)
     with redis.Redis("127.0.0.1", source) as a, redis.Redis("127.0.0.1", target) as b:
         b.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", source_id)
         a.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", target_id)
@@ -306,7 +280,7 @@ def test_a_slot_migrated_while_it_is_read_loses_nothing(
             a.execute_command("MIGRATE", "127.0.0.1", target, "", 0, 5000, "KEYS", *keys)
         for node in (b, a):
             node.execute_command("CLUSTER", "SETSLOT", slot, "NODE", target_id)
-    assert owner(own_cluster, stream) == target
+    assert own_cluster.owner(stream) == target
     daemon.wait_for(rf"Connected to redis on 127\.0\.0\.1:{target} .*for stream \{{moving\}}", timeout=30)
     publisher.join(timeout=90)
     assert publisher.error is None, publisher.error
@@ -339,7 +313,7 @@ def test_tls_and_an_acl_user_on_every_node(
     cluster = sandbox.start_cluster(tmp_path / "cluster", extra=user, tls=(cert, key))
     try:
         url = cluster.url.replace("rediss+cluster://", "rediss+cluster://app:app-pw@")
-        port = cluster.tls_ports[cluster.nodes.index(cluster.node(owner_tls(cluster, "{secure}")))]
+        port = cluster.owner("{secure}")  # a TLS port: asked over TLS, the cluster names those
         daemon = start_daemon(url, pool, "--stream", "{secure}")
         daemon.wait_for(rf"Connected to redis on 127\.0\.0\.1:{port} .*for stream \{{secure\}}")
         daemon.wait_for(r"Subscribed to stream \{secure\}")
@@ -366,26 +340,21 @@ def test_tls_and_an_acl_user_on_every_node(
         cluster.stop()
 
 
-def owner_tls(cluster: Cluster, key: str) -> int:
-    with redisurl.cluster_client(cluster.url) as rc:
-        return int(rc.get_node_from_key(key).port)
-
-
 def test_a_classic_subscription_follows_a_graceful_failover(
     own_cluster: Cluster, pool: Pool, start_daemon: Callable[..., Daemon]
 ) -> None:
     """Redis ends no classic subscription when its node is demoted: the daemon sees the slot's new
     primary in the cluster's map and subscribes there, where the caller publishes (and counts)."""
     url, channel = own_cluster.url + "?pubsub=classic", "news"
-    primary = owner(own_cluster, channel)
-    replica = replica_of(own_cluster, primary)
+    primary = own_cluster.owner(channel)
+    replica = own_cluster.replica_of(primary)
     daemon = start_daemon(url, pool, "--channel", channel)
     daemon.wait_for(rf"Connected to redis on 127\.0\.0\.1:{primary} .*for news")
     daemon.wait_for("Subscribed to news")
     assert publish({"n": 1}, channel=channel, redis_url=url) == 1
     with redis.Redis("127.0.0.1", replica) as node:
         node.execute_command("CLUSTER", "FAILOVER")
-    wait_for(lambda: owner(own_cluster, channel) == replica, what="the replica's promotion")
+    wait_for(lambda: own_cluster.owner(channel) == replica, what="the replica's promotion")
     daemon.wait_for(rf"Connected to redis on 127\.0\.0\.1:{replica} .*for news")
     wait_for(lambda: publish({"n": 2}, channel=channel, redis_url=url) == 1, what="a count of 1 again")
     wait_for(lambda: 2 in ran(pool), what="the message published after the failover")
@@ -397,8 +366,8 @@ def test_a_hung_primary_is_left_for_its_promoted_replica(
     """SIGSTOP: the primary's connections stay open and silent. With PINGs a minute apart, only the
     cluster's map can tell the daemon to move on."""
     url, stream = own_cluster.url, "{hung}"
-    primary = owner(own_cluster, stream)
-    replica = replica_of(own_cluster, primary)
+    primary = own_cluster.owner(stream)
+    replica = own_cluster.replica_of(primary)
     daemon = start_daemon(url, pool, "--stream", stream, "--redis-health-interval", "60", "--claim-idle", "2")
     daemon.wait_for(r"Subscribed to stream \{hung\}")
     publisher = Publisher(url, stream, 0, 300)
@@ -407,7 +376,7 @@ def test_a_hung_primary_is_left_for_its_promoted_replica(
     wait_for(lambda: len(ran(pool)) >= 50, what="50 jobs before the primary hangs")
     hung.send_signal(signal.SIGSTOP)
     try:
-        wait_for(lambda: owner(own_cluster, stream) == replica, timeout=30, what="the replica's promotion")
+        wait_for(lambda: own_cluster.owner(stream) == replica, timeout=30, what="the replica's promotion")
         daemon.wait_for(rf"Connected to redis on 127\.0\.0\.1:{replica} .*for stream \{{hung\}}", timeout=30)
         publisher.join(timeout=90)
         assert publisher.error is None, publisher.error

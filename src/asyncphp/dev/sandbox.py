@@ -171,9 +171,84 @@ class Cluster:
         ports = self.tls_ports or [node.port for node in self.nodes]
         return self.nodes[ports.index(port)]
 
+    def owner(self, key: str) -> int:
+        """The port of the primary that serves ``key`` now, as the cluster says."""
+        from asyncphp.redisurl import cluster_client
+
+        with cluster_client(self.url, socket_timeout=2, socket_connect_timeout=2) as client:
+            return int(client.get_node_from_key(key).port)
+
+    def view(self) -> list[NodeView]:
+        """Every node as the first node that answers sees them (one killed or hung is skipped)."""
+        import redis
+
+        errors = []
+        for node in self.nodes:
+            try:
+                return cluster_nodes(node.port)
+            except redis.RedisError as exc:
+                errors.append(str(exc))
+        raise SandboxError(f"no node of the cluster answers: {'; '.join(errors)}")
+
+    def replica_of(self, port: int) -> int:
+        """The port of the replica of the primary on ``port``."""
+        view = self.view()
+        primary = next(node.id for node in view if node.port == port)
+        return next(node.port for node in view if node.of == primary)
+
+    def is_primary(self, port: int) -> bool:
+        return any(node.port == port and node.primary for node in self.view())
+
     def stop(self) -> None:
         for node in self.nodes:
             node.stop()
+
+
+@dataclass(frozen=True)
+class NodeView:
+    """One line of CLUSTER NODES."""
+
+    id: str
+    port: int
+    primary: bool
+    myself: bool
+    of: str  # its primary's id, for a replica; "-" for a primary
+    connected: bool
+    slots: tuple[str, ...]  # "0-5460", "42", or "[42->-id]" for one being migrated
+
+    def serves(self, slot: int) -> bool:
+        for span in self.slots:
+            if not span.startswith("["):
+                low, _, high = span.partition("-")
+                if int(low) <= slot <= int(high or low):
+                    return True
+        return False
+
+
+def cluster_nodes(port: int, timeout: float = 2.0) -> list[NodeView]:
+    """CLUSTER NODES as the node on ``port`` sees the cluster.
+
+    Raises:
+        redis.RedisError: the node does not answer.
+    """
+    import redis  # only for a cluster: the sandbox otherwise speaks raw RESP
+
+    with redis.Redis("127.0.0.1", port, socket_timeout=timeout, socket_connect_timeout=timeout) as client:
+        reply = client.execute_command("CLUSTER", "NODES")
+    text = reply.decode() if isinstance(reply, bytes) else str(reply)
+    views = []
+    for line in text.splitlines():
+        fields = line.split()
+        if not fields:
+            continue
+        flags = fields[2].split(",")
+        views.append(
+            NodeView(
+                fields[0], int(fields[1].partition("@")[0].rpartition(":")[2]), "master" in flags,
+                "myself" in flags, fields[3], fields[7] == "connected", tuple(fields[8:]),
+            )
+        )  # fmt: skip
+    return views
 
 
 def start_cluster(
@@ -230,15 +305,11 @@ def start_cluster(
 
 
 def _knows_replicas(port: int, count: int) -> bool:
-    import redis  # only for a cluster: the sandbox otherwise speaks raw RESP
+    import redis
 
+    replicas = [node for node in cluster_nodes(port) if not node.primary and node.connected]
     with redis.Redis("127.0.0.1", port, socket_timeout=2) as client:
-        text = client.execute_command("CLUSTER", "NODES")
         info = client.info("replication")
-    text = text.decode() if isinstance(text, bytes) else text
-    replicas = [
-        line for line in text.splitlines() if "slave" in line.split()[2].split(",") and " connected" in line
-    ]
     return len(replicas) == count and (info["role"] == "master" or info.get("master_link_status") == "up")
 
 

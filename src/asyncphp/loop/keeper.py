@@ -80,6 +80,7 @@ class Keeper:
         self.source = source
         self._shares = shares
         self._cluster = is_cluster(url)
+        self.state = LinkState(random.random, CLUSTER_BACKOFF_CAP if self._cluster else BACKOFF_CAP)
         self._next_where = 0.0
         # A cluster's sources retry every second at most (CLUSTER_BACKOFF_CAP): the same failure
         # is said at most every REPEAT_AFTER, as a single server's backoff would say it.
@@ -90,7 +91,6 @@ class Keeper:
         self._log = log
         self._fds: list[int] = []
         self._stopping = False
-        self.state = LinkState(random.random, CLUSTER_BACKOFF_CAP if is_cluster(url) else BACKOFF_CAP)
 
     def turn(self, now: float, health_interval: float, free: int) -> None:
         """One pass of the loop: connect when due, check the connection's health, run the source."""
