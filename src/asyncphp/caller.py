@@ -239,8 +239,8 @@ def publish(
             if redisurl.is_cluster(redis_url) and redisurl.cluster(redis_url).pubsub == "classic":
                 # Broadcast from the channel's primary, where the daemons subscribe: its count of
                 # subscribers is that node's own.
-                node = redis_client.get_node_from_key(channel)  # type: ignore[no-untyped-call]
-                count = int(redis_client.execute_command("PUBLISH", channel, payload, target_nodes=node))  # type: ignore[no-untyped-call]
+                node = redis_client.get_node_from_key(channel)
+                count = int(redis_client.execute_command("PUBLISH", channel, payload, target_nodes=node))
                 if count == 0:
                     # A PUBLISH is never redirected: a kept client would go on asking a demoted
                     # primary. The next one goes where the cluster says then.
@@ -414,7 +414,9 @@ def moment(text: str) -> datetime:
     return when
 
 
-def _parser() -> argparse.ArgumentParser:
+def parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParser:
+    """The command line of `asyncphp publish`, its defaults from ``env`` (the process's own)."""
+    env = os.environ if env is None else env
     parser = argparse.ArgumentParser(
         prog="asyncphp-publish",
         description="Publish one job for the asyncphp daemon. With no payload, publishes "
@@ -443,12 +445,12 @@ exit status:
     parser.add_argument("--data", metavar="JSON", help="the message as a JSON object; '-' reads stdin")
     parser.add_argument(
         "--redis-url",
-        default=os.environ.get("ASYNCPHP_REDIS_URL", DEFAULT_REDIS_URL),
+        default=env.get("ASYNCPHP_REDIS_URL", DEFAULT_REDIS_URL),
         help="default: $ASYNCPHP_REDIS_URL or %(default)s",
     )
     parser.add_argument(
         "--channel",
-        default=os.environ.get("ASYNCPHP_CHANNEL", DEFAULT_CHANNEL),
+        default=env.get("ASYNCPHP_CHANNEL", DEFAULT_CHANNEL),
         help="default: $ASYNCPHP_CHANNEL or %(default)s",
     )
     parser.add_argument("--stream", metavar="NAME", help="add to this stream (durable) instead of publishing")
@@ -493,7 +495,7 @@ exit status:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = parser().parse_args(argv)
     try:
         message = build_payload(args.data, args.pairs)
     except PayloadError as exc:

@@ -5,63 +5,111 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from asyncphp import redisurl
 from asyncphp.logfmt import preview
 from asyncphp.settings import SettingsError, load
+from asyncphp.settings import parser as settings_parser
 
-USAGE = """asyncphp COMMAND [ARGS]
 
-commands:
-  daemon   run the daemon (asyncphp-daemon; --help for its settings)
-  publish  publish a job (asyncphp-publish)
-  check    verify settings, Redis, the pool and the worker, like nginx -t (takes the daemon's flags)
-  install  render the unit, settings and pool for this host; show the diff; write with --yes
-  dev      a private Redis and pool in a temp dir, the daemon in the foreground; Ctrl-C stops all
-  status   every live daemon on every host, stream lag, dead letters, the pool's children
-  dead     list, replay or purge the dead letters of a stream
-  delayed  list, cancel or run now the delayed jobs of a stream
-"""
+@dataclass(frozen=True)
+class Command:
+    """A subcommand of `asyncphp`: what it is for, its command line, and what runs it.
+
+    ``parser`` makes the command's own parser (for the manual; `run` parses with it). A command
+    that ``takes_settings`` also takes every daemon setting as a flag (asyncphp-daemon(8)).
+    """
+
+    name: str
+    summary: str
+    parser: Callable[[], argparse.ArgumentParser]
+    run: Callable[[Sequence[str]], int]
+    takes_settings: bool = False
+
+
+def _daemon(argv: Sequence[str]) -> int:
+    from asyncphp.loop.daemon import main as daemon_main
+
+    return daemon_main(argv)
+
+
+def _publish(argv: Sequence[str]) -> int:
+    from asyncphp.caller import main as publish_main
+
+    return publish_main(argv)
+
+
+def _publish_parser() -> argparse.ArgumentParser:
+    from asyncphp.caller import parser
+
+    return parser({})  # the documented defaults, not this process's environment
+
+
+def _check(argv: Sequence[str]) -> int:
+    from asyncphp.ops.check import run as check
+
+    return check(argv)
+
+
+def _install(argv: Sequence[str]) -> int:
+    from asyncphp.ops.install import run as install
+
+    return install(argv)
+
+
+def _install_parser() -> argparse.ArgumentParser:
+    from asyncphp.ops.install import parser
+
+    return parser()
+
+
+def _dev(argv: Sequence[str]) -> int:
+    from asyncphp.dev.sandbox import dev
+    from asyncphp.files import POOL, WORKER, shipped
+
+    return dev(shipped(POOL), shipped(WORKER), argv)
+
+
+def _status(argv: Sequence[str]) -> int:
+    from asyncphp.ops.status import run as status
+
+    return status(argv)
+
+
+def _status_parser() -> argparse.ArgumentParser:
+    from asyncphp.ops.status import parser
+
+    return parser()
+
+
+def _settings_parser(prog: str, description: str) -> Callable[[], argparse.ArgumentParser]:
+    def make() -> argparse.ArgumentParser:
+        made = settings_parser()
+        made.prog, made.description, made.epilog = prog, description, None
+        return made
+
+    return make
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] in ("-h", "--help"):
-        print(USAGE, end="")
+        print(usage(), end="")
         return 0 if args else 2
     command, rest = args[0], args[1:]
-    if command == "daemon":
-        from asyncphp.loop.daemon import main as daemon_main
-
-        return daemon_main(rest)
-    if command == "publish":
-        from asyncphp.caller import main as publish_main
-
-        return publish_main(rest)
-    if command == "dead":
-        return dead(rest)
-    if command == "delayed":
-        return delayed(rest)
-    if command == "status":
-        from asyncphp.ops.status import run as status
-
-        return status(rest)
-    if command == "install":
-        from asyncphp.ops.install import run as install
-
-        return install(rest)
-    if command == "dev":
-        from asyncphp.dev.sandbox import dev
-        from asyncphp.files import POOL, WORKER, shipped
-
-        return dev(shipped(POOL), shipped(WORKER), rest)
-    if command == "check":
-        from asyncphp.ops.check import run as check
-
-        return check(rest)
-    print(f"asyncphp: unknown command {command!r}\n\n{USAGE}", file=sys.stderr, end="")
+    for known in COMMANDS:
+        if known.name == command:
+            return known.run(rest)
+    print(f"asyncphp: unknown command {command!r}\n\n{usage()}", file=sys.stderr, end="")
     return 2
+
+
+def usage() -> str:
+    width = max(len(c.name) for c in COMMANDS)
+    lines = [f"  {c.name:<{width}}  {c.summary}" for c in COMMANDS]
+    return "asyncphp COMMAND [ARGS]\n\ncommands:\n" + "\n".join(lines) + "\n"
 
 
 def _stream_tool(prog: str, what: str) -> argparse.ArgumentParser:
@@ -88,9 +136,7 @@ def _stream_of(args: argparse.Namespace) -> tuple[str, str, str]:
     return args.redis_url or settings.redis_url, settings.redis_password_file, stream
 
 
-def dead(argv: Sequence[str]) -> int:
-    from asyncphp.ops import deadletters
-
+def dead_parser() -> argparse.ArgumentParser:
     parser = _stream_tool("asyncphp dead", "The dead letters of a stream.")
     actions = parser.add_subparsers(dest="action", required=True)
     show = actions.add_parser("list", help="show the dead letters, oldest first")
@@ -99,6 +145,13 @@ def dead(argv: Sequence[str]) -> int:
         action = actions.add_parser(name, help=text)
         action.add_argument("ids", nargs="*", metavar="ID", help="dead letter ids (see list)")
         action.add_argument("--all", action="store_true", help="every dead letter of the stream")
+    return parser
+
+
+def dead(argv: Sequence[str]) -> int:
+    from asyncphp.ops import deadletters
+
+    parser = dead_parser()
     args = parser.parse_args(argv)
     if args.action != "list" and not args.ids and not args.all:
         parser.error(f"{args.action}: give dead letter ids, or --all")
@@ -138,9 +191,7 @@ def _positive(text: str) -> int:
     return int(text)
 
 
-def delayed(argv: Sequence[str]) -> int:
-    from asyncphp.ops import delayed as jobs
-
+def delayed_parser() -> argparse.ArgumentParser:
     parser = _stream_tool(
         "asyncphp delayed",
         "The delayed jobs of a stream (publish --delay/--at), waiting in <stream>:delayed until due.",
@@ -154,7 +205,13 @@ def delayed(argv: Sequence[str]) -> int:
     ):
         action = actions.add_parser(name, help=text)
         action.add_argument("ids", nargs="+", metavar="ID", help="delayed job ids, d<n> (see list)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def delayed(argv: Sequence[str]) -> int:
+    from asyncphp.ops import delayed as jobs
+
+    args = delayed_parser().parse_args(argv)
     try:
         url, password_file, stream = _stream_of(args)
     except SettingsError as exc:
@@ -192,6 +249,51 @@ def delayed(argv: Sequence[str]) -> int:
         print(f"asyncphp delayed: {redisurl.redact(url)}: {exc}", file=sys.stderr)
         return 69
     return 0
+
+
+COMMANDS: tuple[Command, ...] = (
+    Command(
+        "daemon", "run the daemon (asyncphp-daemon; --help for its settings)", settings_parser, _daemon, True
+    ),
+    Command("publish", "publish a job (asyncphp-publish)", _publish_parser, _publish),
+    Command(
+        "check",
+        "verify settings, Redis, the pool and the worker, like nginx -t (takes the daemon's flags)",
+        _settings_parser(
+            "asyncphp check",
+            "Verify the settings, Redis (its version, the rights the daemon needs), the pool and the worker, "
+            "one line each, like nginx -t. Exit status 0 when every check passed, 1 otherwise.",
+        ),
+        _check,
+        True,
+    ),
+    Command(
+        "install",
+        "render the unit, settings and pool for this host; show the diff; write with --yes",
+        _install_parser,
+        _install,
+    ),
+    Command(
+        "dev",
+        "a private Redis and pool in a temp dir, the daemon in the foreground; Ctrl-C stops all",
+        _settings_parser(
+            "asyncphp dev",
+            "A private Redis and php-fpm pool in a temp dir, the daemon in the foreground with the flags "
+            "given; Ctrl-C stops all three.",
+        ),
+        _dev,
+        True,
+    ),
+    Command(
+        "status",
+        "every live daemon on every host, stream lag, dead letters, the pool's children",
+        _status_parser,
+        _status,
+        True,
+    ),
+    Command("dead", "list, replay or purge the dead letters of a stream", dead_parser, dead),
+    Command("delayed", "list, cancel or run now the delayed jobs of a stream", delayed_parser, delayed),
+)
 
 
 if __name__ == "__main__":

@@ -452,6 +452,18 @@ class Setting:
     def repeatable(self) -> bool:
         return isinstance(self.default, tuple)
 
+    @property
+    def shown(self) -> str:
+        """The default as an operator would write it on the command line."""
+        value = self.default
+        if self.repeatable:
+            value = ", ".join(str(v) for v in value)
+        elif isinstance(value, Priority):
+            value = value.value
+        elif isinstance(value, bool):
+            value = "true" if value else "false"
+        return str(value) if value != "" else '""'  # "(default: ; …" reads as a typo
+
 
 def _setting(f: Field[Any]) -> Setting:
     spec: _Spec = f.metadata[_SPEC]
@@ -479,16 +491,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"asyncphp {__version__}")
     p.add_argument("--config", type=Path, help=f"TOML file (default: {DEFAULT_CONFIG} if it exists)")
     for s in SETTINGS:
-        shown = ", ".join(s.default) if s.repeatable else s.default
-        if isinstance(shown, Priority):
-            shown = shown.value
-        if shown == "" or shown == ():
-            shown = '""'  # "(default: ; …" reads as a typo
         p.add_argument(
             s.flag,
             dest=s.name,
             action="append" if s.repeatable else "store",
-            help=f"{s.help} (default: {shown}; env {s.env}{'; live' if s.live else ''})",
+            help=f"{s.help} (default: {s.shown}; env {s.env}{'; live' if s.live else ''})",
         )
     return p
 

@@ -10,6 +10,7 @@ installed, upgraded and purged with dpkg.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
@@ -118,8 +119,24 @@ class Container:
 
 
 @pytest.fixture(scope="module")
-def debs() -> tuple[Path, Path]:
-    return _deb(1), _deb(2)
+def debs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    """Revision 1, revision 1 built again (kept aside), and revision 2."""
+    again = tmp_path_factory.mktemp("again")
+    first = _deb(1)
+    shutil.copy(first, again / first.name)
+    return again / first.name, _deb(1), _deb(2)
+
+
+@pytest.mark.timeout(1800)  # three package builds (each compiles the wheel): minutes
+def test_two_builds_of_one_commit_give_the_same_deb(debs: tuple[Path, Path, Path]) -> None:
+    first, again, _ = debs
+    digests = [hashlib.sha256(deb.read_bytes()).hexdigest() for deb in (first, again)]
+    assert digests[0] == digests[1], f"{first.name}: {digests}"
+    # The manual pages are in it (lintian, run by scripts/build-deb, checks them).
+    listing = subprocess.run(["dpkg-deb", "-c", first], capture_output=True, text=True, check=True).stdout
+    for page in ("man1/asyncphp.1.gz", "man1/asyncphp-publish.1.gz", "man8/asyncphp-daemon.8.gz",
+                 "man5/asyncphp-daemon.toml.5.gz"):  # fmt: skip
+        assert f"./usr/share/man/{page}" in listing
 
 
 @pytest.fixture
@@ -143,13 +160,13 @@ def container(tmp_path: Path) -> Iterator[Container]:
         shutil.rmtree(root, ignore_errors=True)  # 300 MB, which pytest would keep for three runs
 
 
-@pytest.mark.timeout(1800)  # two package builds, a debootstrap and apt in the container: minutes
+@pytest.mark.timeout(1800)  # a debootstrap and apt in the container: minutes
 def test_install_run_upgrade_keeping_an_edited_conffile_and_purge(
-    debs: tuple[Path, Path], container: Container
+    debs: tuple[Path, Path, Path], container: Container
 ) -> None:
-    first, second = debs
+    first, _, second = debs
     print(f"\n{first.name}: {first.stat().st_size / 2**20:.1f} MiB")
-    for deb in debs:
+    for deb in (first, second):
         shutil.copy(
             deb, container.root / "srv" / deb.name
         )  # not /tmp: the booted system mounts a tmpfs there

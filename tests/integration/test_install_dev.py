@@ -1,9 +1,11 @@
 """asyncphp install --prefix (the rendered files pass their linters and agree), and asyncphp dev: from
-the checkout, and from a wheel built by ``python -m build`` and installed (not editable) into a fresh
-virtualenv, where the unit, the settings, the pool and the worker come from inside the package."""
+the checkout, and from the wheel scripts/build-wheel makes (twice: byte for byte the same), installed
+(not editable) with the runtime lock into a fresh virtualenv, where the unit, the settings, the pool and
+the worker come from inside the package."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import signal
@@ -19,9 +21,9 @@ from asyncphp.dev.sandbox import find_php_fpm, render_pool
 from tests.conftest import ROOT
 from tests.integration.conftest import wait_for
 
-# The wheel's build (python -m build: setuptools and mypy fetched, 18 modules compiled) counts
-# against the first test that uses it.
-pytestmark = pytest.mark.timeout(600)
+# Two builds of the wheel (18 modules compiled with mypyc each) count against the first test that
+# uses it.
+pytestmark = pytest.mark.timeout(900)
 
 
 @dataclass(frozen=True)
@@ -33,24 +35,44 @@ class Installed:
     cwd: Path
 
 
-@pytest.fixture(scope="module")
-def wheel(tmp_path_factory: pytest.TempPathFactory) -> Installed:
-    """The wheel (built from the sdist, as ``python -m build`` does) in a virtualenv of its own."""
-    dist = tmp_path_factory.mktemp("dist")
+def _build_wheel(dist: Path) -> Path:
     built = subprocess.run(
-        [sys.executable, "-m", "build", "--outdir", str(dist), str(ROOT)], capture_output=True, text=True
-    )
+        [ROOT / "scripts/build-wheel", "--python", sys.executable, "--outdir", str(dist)],
+        capture_output=True, text=True,
+    )  # fmt: skip
     assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
-    assert len(list(dist.glob("asyncphp-*.tar.gz"))) == 1
     (wheel_file,) = dist.glob("asyncphp-*.whl")
+    return wheel_file
+
+
+@pytest.fixture(scope="module")
+def wheels(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """The wheel of this tree, built twice (each from a copy in a temp dir of its own)."""
+    return _build_wheel(tmp_path_factory.mktemp("dist")), _build_wheel(tmp_path_factory.mktemp("dist"))
+
+
+@pytest.fixture(scope="module")
+def wheel(wheels: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> Installed:
+    """The wheel in a virtualenv of its own, its dependencies from the runtime lock."""
     venv = tmp_path_factory.mktemp("venv")
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    locked = subprocess.run(
+        [ROOT / "scripts/pip-locked", venv / "bin/python", ROOT / "requirements/runtime.txt"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert locked.returncode == 0, locked.stderr[-3000:]
     pip = subprocess.run(
-        [venv / "bin/python", "-m", "pip", "install", "-q", "--disable-pip-version-check", str(wheel_file)],
+        [venv / "bin/python", "-m", "pip", "install", "-q", "--no-deps", str(wheels[0])],
         capture_output=True, text=True,
     )  # fmt: skip
     assert pip.returncode == 0, pip.stderr
     return Installed([str(venv / "bin/asyncphp")], venv / "bin", tmp_path_factory.mktemp("elsewhere"))
+
+
+def test_two_builds_of_one_tree_give_the_same_wheel(wheels: tuple[Path, Path]) -> None:
+    first, second = (hashlib.sha256(w.read_bytes()).hexdigest() for w in wheels)
+    assert first == second, f"{wheels[0].name}: {first} and {second}"
+    assert wheels[0].name.startswith("asyncphp-") and "-cp3" in wheels[0].name, "compiled"
 
 
 @pytest.fixture(params=["checkout", "wheel"])

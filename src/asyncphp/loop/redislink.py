@@ -135,7 +135,9 @@ class Link:
         """From here on, the event loop drives the connection."""
         assert self._connection is not None
         # redis-py keeps the socket private; see the module docstring for why it is read directly.
-        sock = self._sock = self._connection._sock  # type: ignore[attr-defined]
+        # (Through Any: whether redis-py declares the attribute differs between its versions.)
+        connection: Any = self._connection
+        sock = self._sock = connection._sock
         assert sock is not None
         sock.setblocking(False)
         self.last_read = time.monotonic()

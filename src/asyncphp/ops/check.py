@@ -198,7 +198,7 @@ def _check_stream_rights(settings: Settings, link: Link, report: Report) -> None
         return
     channels = [scripts.Keys(stream).delayed for stream in settings.streams]
     client = redisurl.client(settings.redis_url, settings.redis_password_file, socket_timeout=5.0)
-    listener = client.pubsub()  # type: ignore[no-untyped-call]
+    listener = client.pubsub()
     try:
         listener.subscribe(*channels)
         for _ in channels:

@@ -66,7 +66,7 @@ def _setting(ini: str, name: str) -> str:
     return match.group(1) if match else ""
 
 
-def run(argv: Sequence[str]) -> int:
+def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="asyncphp install",
         description="Render the unit, /etc/asyncphp/daemon.toml and the php-fpm pool for this host; show "
@@ -83,7 +83,11 @@ def run(argv: Sequence[str]) -> int:
     parser.add_argument(
         "--from", dest="source", type=Path, help="a checkout to take the files from (default: the package's)"
     )
-    args = parser.parse_args(argv)
+    return parser
+
+
+def run(argv: Sequence[str]) -> int:
+    args = parser().parse_args(argv)
 
     php = args.php or detect_php()
     if php is None:

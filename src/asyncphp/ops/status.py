@@ -167,8 +167,8 @@ def _duration(seconds: float) -> str:
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
-def run(argv: Sequence[str], env: Mapping[str, str] | None = None) -> int:
-    env = os.environ if env is None else env
+def parser() -> argparse.ArgumentParser:
+    """`asyncphp status`'s own options; the daemon's settings follow them."""
     parser = argparse.ArgumentParser(
         prog="asyncphp status",
         description="Every live daemon, from its heartbeat in Redis. Takes the daemon's settings "
@@ -178,7 +178,12 @@ def run(argv: Sequence[str], env: Mapping[str, str] | None = None) -> int:
     parser.add_argument(
         "--watch", type=float, nargs="?", const=2.0, metavar="SECONDS", help="redraw every 2 s"
     )
-    args, rest = parser.parse_known_args(argv)
+    return parser
+
+
+def run(argv: Sequence[str], env: Mapping[str, str] | None = None) -> int:
+    env = os.environ if env is None else env
+    args, rest = parser().parse_known_args(argv)
     try:
         settings = load(rest, env)
     except SettingsError as exc:
