@@ -130,8 +130,8 @@ def render(data: Mapping[str, Any], now: float | None = None) -> str:
         for row in rows
     ]
     for d in data["daemons"]:
-        removed = set(filter(None, d.get("releases_removed", "").split(",")))
-        for item in filter(None, d.get("releases_waiting", "").split(",")):
+        removed = {release for release in d.get("releases_removed", "").split(",") if release}
+        for item in (item for item in d.get("releases_waiting", "").split(",") if item):
             release, _, count = item.partition("=")
             gone = " (it was here, and was removed)" if release in removed else ""
             lines.append(f"daemon {d['name']}: {count} waiting for release {release}{gone}")
