@@ -185,6 +185,34 @@ def test_a_vanished_group_is_re_created_at_the_last_entry_read(
     client.close()
 
 
+def test_a_retry_whose_group_was_re_created_meanwhile_is_dead_lettered_not_lost(
+    redis_server: RedisServer, pool: Pool, start_daemon: Callable[..., Daemon]
+) -> None:
+    # Old behaviour (issue 23, item 1): the group destroyed and made again while a failed job waited
+    # for its retry; at the retry the entry was pending for nobody, the dead letter "only if still
+    # pending" wrote nothing, a warning blamed a takeover, and the job was neither run nor kept.
+    client = redis.Redis.from_url(redis_server.url)
+    daemon = start_daemon(
+        pool.listen, "--stream", "jobs", "--retry-delay", "2", worker=FAULTS_WORKER, wait=False
+    )
+    add_many(redis_server.url, 1, status=500, fail=1)
+    daemon.wait_for(r"entry \S+ of jobs: attempt 1 of 5 failed \(the worker failed\); again in 2.0 s")
+    recreate = client.pipeline(transaction=True)  # at once: the daemon never sees the group missing
+    recreate.xgroup_destroy("jobs", GROUP).xgroup_create("jobs", GROUP, id="$")
+    recreate.execute()
+    wait_for(
+        lambda: client.xlen("jobs:dead") == 1, what="the dead letter of the job whose retry found it gone"
+    )
+    ((_, fields),) = client.xrange("jobs:dead")
+    assert fields[b"reason"].startswith(b"no longer pending for this consumer when its retry was due")
+    assert fields[b"status"] == b"500" and b'"status": 500' in fields[b"payload"]
+    daemon.wait_for(DEAD_LINE)
+    assert daemon.lines("taken over by another consumer") == []
+    assert len(worker_lines(pool, "start")) == 1, "not run again: the dead letter keeps it, replayable"
+    assert daemon.server.process.poll() is None
+    client.close()
+
+
 def test_a_group_deleted_while_no_daemon_runs_is_re_created_where_it_was(
     redis_server: RedisServer, pool: Pool, start_daemon: Callable[..., Daemon]
 ) -> None:

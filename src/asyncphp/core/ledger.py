@@ -7,8 +7,8 @@
 
 A settle (ack, or dead letter and ack as one script) leaves the ledger only when Redis confirms
 it. One lost with its connection is sent again after the reconnect; a dead letter sent again is
-written only if the entry is still pending for this consumer, so a script that ran before the
-connection died is not run twice. While an entry is held its idle time is reset (touched), so
+not written twice (see `Bury`), and one whose entry is pending for nobody any more is written all
+the same: nothing this consumer held vanishes without a dead letter or a completed run. While an entry is held its idle time is reset (touched), so
 only a consumer that died has its entries claimed by another.
 
 Pure: the stream source (``asyncphp.loop.streams``) sends what :meth:`Ledger.plan` returns and
@@ -67,7 +67,7 @@ class Entry:
     due: float = 0.0  # when WAITING
     settle: Settle = Settle.ACK  # when TO_SETTLE or SETTLING
     result: Result = COMPLETED  # why, for a dead letter
-    resent: bool = False  # its settle was lost with a connection: a dead letter only if still pending
+    resent: bool = False  # its settle was lost with a connection, after it may have run
     job: Job | None = None  # the job again, for a retry: decoded and counted once
     due_at: str = ""  # a delayed job's due time, for the worker
     guard: str = ""  # a unique job's guard key, released once its settle is confirmed
@@ -84,11 +84,16 @@ class Ack:
 
 @dataclass(frozen=True, slots=True)
 class Bury:
+    """Dead-letter the entry and acknowledge it, as one script, which decides by what Redis holds:
+    pending for this consumer, it is written; pending for another (taken over after a partition, or
+    a long wait for its release), it is that consumer's to settle, and nothing is written; pending
+    for nobody (its group re-created, its retry found it gone), it is written all the same, so that
+    its payload is kept where an operator can replay it. A ``resent`` one (its first send was lost
+    with a connection, and may have run) is not written again if the newest dead letters already
+    hold it from this consumer."""
+
     entry: Entry
-    # Written only while the entry is still pending for this consumer: a resend's first may have
-    # run before its connection died, and an entry taken over meanwhile (a claim after a long wait
-    # for its release, a partition) may have run elsewhere. Always, then.
-    only_if_pending: bool = True
+    resent: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -385,7 +390,7 @@ class Ledger:
                 if entry.settle is Settle.ACK:
                     acks.setdefault(entry.stream, []).append(entry.id)
                 else:
-                    commands.append(Bury(entry))
+                    commands.append(Bury(entry, entry.resent))
             self._to_settle.clear()
             commands += [Ack(stream, tuple(ids)) for stream, ids in acks.items()]
         if self.stopped:

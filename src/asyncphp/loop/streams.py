@@ -79,9 +79,25 @@ STDERR_EXCERPT = 2000  # bytes of the worker's stderr kept in a dead letter
 # refused (WRONGTYPE, OOM, an ACL), the script stops before the XACK and the entry stays pending.
 # A resend (its first try was lost with a connection, and may have run) writes only if the entry
 # is still pending for this consumer.
+# KEYS: the stream, its dead letters. ARGV: group, entry id, consumer, resent (1/0), the dead letters'
+# MAXLEN, the dead letter's fields. Returns the dead letter's id, or false when another consumer holds
+# the entry (it is theirs to settle). See ledger.Bury for why each case is decided so.
 BURY_SCRIPT = """
-if ARGV[4] == '1' and #redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1, ARGV[3]) == 0 then
-    return false
+if #redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1, ARGV[3]) == 0 then
+    if #redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1) > 0 then
+        return false
+    end
+    if ARGV[4] == '1' then
+        for _, letter in ipairs(redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 64)) do
+            local f, id, daemon = letter[2], nil, nil
+            for i = 1, #f, 2 do
+                if f[i] == 'id' then id = f[i + 1] elseif f[i] == 'daemon' then daemon = f[i + 1] end
+            end
+            if id == ARGV[2] and daemon == ARGV[3] then
+                return letter[1]
+            end
+        end
+    end
 end
 local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], '*', unpack(ARGV, 6))
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
@@ -473,7 +489,7 @@ class StreamSource:
         ]  # fmt: skip
         self.writer.send(
             "EVAL", BURY_SCRIPT, 2, entry.stream, entry.stream + DEAD_SUFFIX,
-            self.group, entry.id, self.consumer, int(command.only_if_pending), DEAD_MAXLEN, *fields,
+            self.group, entry.id, self.consumer, int(command.resent), DEAD_MAXLEN, *fields,
             on_reply=functools.partial(self._buried, entry, reason),
         )  # fmt: skip
 
@@ -489,14 +505,15 @@ class StreamSource:
             )  # fmt: skip
             self.ledger.refused(entry)
             return
-        self._unlock(self.ledger.confirmed(entry))
+        unlock = self.ledger.confirmed(entry)
         if reply is None:
+            # Its guard, if any, goes with the copy that holds the entry now.
             self._log.warning(
-                "entry %s of %s is not pending for this consumer any more (taken over by another, or its "
-                "dead letter went before a lost connection): no dead letter written here", entry.id,
-                entry.stream, extra=fields,
+                "entry %s of %s was taken over by another consumer before its dead letter: it is theirs "
+                "to settle, none written here", entry.id, entry.stream, extra=fields,
             )  # fmt: skip
             return
+        self._unlock(unlock)
         self._counters.dead_lettered += 1
         self._metrics.dead_lettered(entry.stream)
         self._log.error(

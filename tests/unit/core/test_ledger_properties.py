@@ -3,7 +3,9 @@ keeps for the group (its pending entries, acknowledgements and dead letters), wi
 that die before a command runs or after it ran but before its reply came back:
 
 - nothing is acknowledged before its job ended (or it was found unrunnable);
-- an entry leaves the ledger as settled only once Redis has it acknowledged;
+- an entry leaves the ledger as settled only once Redis has it acknowledged or dead-lettered, or
+  (its group re-created, so that nothing is pending) once its job completed: nothing it held
+  vanishes, whatever an operator does to the group meanwhile;
 - no entry is dead-lettered twice, however often its settle is sent again;
 - a delivery's attempt number never goes backwards;
 - once connections hold and replies come, every settle is confirmed.
@@ -77,6 +79,8 @@ class LedgerMachine(RuleBasedStateMachine):
         self.finished: set[str] = set()  # entries whose job ended, or that were unrunnable
         self.attempts: dict[str, list[int]] = {}
         self.released: set[str] = set()
+        self.completed: set[str] = set()  # entries whose job completed
+        self.recreated = False  # the group was destroyed and made again (XGROUP CREATE … $)
 
     # The world.
 
@@ -106,6 +110,18 @@ class LedgerMachine(RuleBasedStateMachine):
         self._reply(command, reply)
 
     @rule()
+    def group_recreated(self) -> None:
+        # An operator's XGROUP DESTROY and CREATE … $: nothing is pending any more, only entries
+        # added from now on are read. What the ledger held must still end, run or dead-lettered;
+        # what was only pending in Redis (released here) is gone with the group, by that act.
+        self.recreated = True
+        self.released |= set(self.redis.pending) - {
+            e for e in self.redis.pending if self.book.entry(STREAM, e)
+        }
+        self.redis.pending.clear()
+        self.redis.delivered = len(self.redis.added)
+
+    @rule()
     def connection_dies(self) -> None:
         # Commands not yet run are lost; those run have their replies lost.
         self.outbox.clear()
@@ -122,6 +138,8 @@ class LedgerMachine(RuleBasedStateMachine):
         entry_id = data.draw(st.sampled_from(sorted(self.running)))
         job = self.running.pop(entry_id)
         self.finished.add(entry_id)
+        if outcome is Outcome.COMPLETED:
+            self.completed.add(entry_id)
         self._carry_out(self.book.ended(job, Result(outcome, outcome.value), self.now), entry_id)
 
     # Redis, as the model runs the ledger's commands.
@@ -137,8 +155,10 @@ class LedgerMachine(RuleBasedStateMachine):
         if isinstance(command, Bury):
             entry_id = command.entry.id
             assert entry_id in self.finished, f"{entry_id} dead-lettered before its job ended"
-            if command.only_if_pending and entry_id not in r.pending:
-                return None
+            # One consumer here: pending means pending for it. Pending for nobody, it is written,
+            # unless a resend finds it among the dead letters already.
+            if entry_id not in r.pending and command.resent and r.dead[entry_id]:
+                return b"dead-id"
             r.dead[entry_id] += 1
             if r.pending.pop(entry_id, None) is not None:
                 r.acked[entry_id] += 1
@@ -196,7 +216,10 @@ class LedgerMachine(RuleBasedStateMachine):
     def let_go_only_when_acknowledged_or_released(self) -> None:
         for entry_id in self.finished - self.released:
             if self.book.entry(STREAM, entry_id) is None:
-                assert self.redis.acked[entry_id] >= 1, f"{entry_id} let go without an acknowledgement"
+                r = self.redis
+                ended = r.acked[entry_id] >= 1 or r.dead[entry_id] >= 1
+                ended = ended or (self.recreated and entry_id in self.completed)
+                assert ended, f"{entry_id} let go without an acknowledgement, a dead letter or a run"
 
     @invariant()
     def never_dead_lettered_twice(self) -> None:
@@ -213,6 +236,7 @@ class LedgerMachine(RuleBasedStateMachine):
             for entry_id, job in list(self.running.items()):
                 del self.running[entry_id]
                 self.finished.add(entry_id)
+                self.completed.add(entry_id)
                 self._carry_out(self.book.ended(job, Result(Outcome.COMPLETED), self.now), entry_id)
             self.now += 3.0
             self.plan(0)

@@ -64,7 +64,7 @@ def test_a_settle_refused_by_a_node_that_no_longer_serves_the_stream_is_sent_aga
         streams._buried(bury.entry, "status 422", ReplyError(code))
     streams.ledger.lost()
     (again_bury,) = [c for c in streams.ledger.plan(LATER + 1, 0) if isinstance(c, Bury)]
-    assert again_bury.entry is bury.entry and again_bury.only_if_pending
+    assert again_bury.entry is bury.entry and again_bury.resent
 
 
 def test_a_retry_refused_by_a_node_that_no_longer_serves_the_stream_is_retried_not_dead_lettered() -> None:
