@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -142,7 +143,8 @@ def test_two_builds_of_one_commit_give_the_same_deb(debs: tuple[Path, Path, Path
 @pytest.fixture
 def container(tmp_path: Path) -> Iterator[Container]:
     subprocess.run([ROOT / "scripts/apt-install", "debootstrap", "systemd-container"], check=True)
-    root = tmp_path / "root"
+    # Not under /tmp, which may be mounted nodev (a container's is), where debootstrap refuses.
+    root = Path(tempfile.mkdtemp(prefix="asyncphp-deb-root.", dir="/var/tmp"))
     # What the package depends on and recommends, so that the container needs no network: dpkg
     # then installs it as on a server that has php-fpm and Redis. systemd-sysv gives /sbin/init,
     # without which invoke-rc.d starts no service at all.

@@ -8,8 +8,9 @@
 A settle (ack, or dead letter and ack as one script) leaves the ledger only when Redis confirms
 it. One lost with its connection is sent again after the reconnect; a dead letter sent again is
 not written twice (see `Bury`), and one whose entry is pending for nobody any more is written all
-the same: nothing this consumer held vanishes without a dead letter or a completed run. While an entry is held its idle time is reset (touched), so
-only a consumer that died has its entries claimed by another.
+the same: nothing this consumer held vanishes without a dead letter or a completed run. While an
+entry is held its idle time is reset (touched), so only a consumer that died has its entries
+claimed by another.
 
 Pure: the stream source (``asyncphp.loop.streams``) sends what :meth:`Ledger.plan` returns and
 reports the replies. Nothing here touches a socket or reads a clock.
