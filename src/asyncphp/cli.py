@@ -164,16 +164,17 @@ def dead(argv: Sequence[str]) -> int:
     try:
         client = redisurl.client(url, password_file, socket_connect_timeout=2.0, socket_timeout=5.0)
         if args.action == "list":
-            letters = deadletters.listing(client, stream, args.count)
-            for letter in letters:
+            shown = 0
+            for letter in deadletters.listing(client, stream, args.count):
+                shown += 1
                 f = letter.fields
                 print(
-                    f"{letter.id}  entry {letter.original_id}  attempts {f.get('attempts', b'?').decode()}  "
-                    f"status {f.get('status', b'').decode() or '-'}  {f.get('reason', b'').decode()}\n"
+                    f"{letter.id}  entry {letter.original_id}  attempts {letter.text('attempts', '?')}  "
+                    f"status {letter.text('status') or '-'}  {letter.text('reason')}\n"
                     f"    payload {preview(letter.payload)}"
                     + (f"\n    stderr {preview(f['stderr'])}" if f.get("stderr") else "")
                 )
-            print(f"{len(letters)} dead letter(s) in {stream}:dead", file=sys.stderr)
+            print(f"{shown} dead letter(s) in {stream}:dead", file=sys.stderr)
         elif args.action == "replay":
             for letter_id, new_id in deadletters.replay(client, stream, ids):
                 print(f"{letter_id} → {stream} {new_id}")

@@ -1,13 +1,23 @@
-"""Dead letters of a stream (``<stream>:dead``): list them, put them back, or purge them."""
+"""Dead letters of a stream (``<stream>:dead``): list them, put them back, or purge them.
+
+Every operation works in pages (``PAGE`` letters a command), so that a stream with a million dead
+letters costs no more memory than one with a hundred; one letter's replay is one script
+(`scripts.REPLAY`), so that concurrent or repeated replays run each job once. A dead letter is what
+a worker or a publisher sent, bytes that need not be text: every field is shown with its bad bytes
+replaced, never refused.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from asyncphp.caller import DEFAULT_MAXLEN
 from asyncphp.loop.streams import DEAD_SUFFIX
 from asyncphp.redisurl import Client
+from asyncphp.wire.scripts import DEFAULT_MAXLEN, REPLAY
+
+PAGE = 100
 
 
 @dataclass(frozen=True)
@@ -17,41 +27,82 @@ class DeadLetter:
 
     @property
     def original_id(self) -> str:
-        return self.fields.get("id", b"").decode()
+        return self.text("id")
 
     @property
     def payload(self) -> bytes:
         return self.fields.get("payload", b"")
 
-
-def listing(client: Client, stream: str, count: int | None = None) -> list[DeadLetter]:
-    """The dead letters of ``stream``, oldest first."""
-    rows: Any = client.xrange(stream + DEAD_SUFFIX, count=count)  # redis-py's types are loose here
-    return [
-        DeadLetter(entry_id.decode(), {k.decode(): v for k, v in fields.items()}) for entry_id, fields in rows
-    ]
+    def text(self, name: str, default: str = "") -> str:
+        """A field as text, its bad bytes replaced."""
+        value = self.fields.get(name)
+        return default if value is None else value.decode(errors="replace")
 
 
-def replay(client: Client, stream: str, ids: list[str] | None) -> list[tuple[str, str]]:
-    """Add the payload of each dead letter (all if ``ids`` is None) to ``stream`` again and remove
-    it from the dead letters; returns (dead letter id, new entry id) pairs."""
+def _letters(client: Client, stream: str, first: str = "-", last: str = "+") -> Iterator[DeadLetter]:
+    """The dead letters from ``first`` to ``last``, oldest first, a page at a time."""
+    start = first
+    while True:
+        rows: Any = client.xrange(stream + DEAD_SUFFIX, start, last, count=PAGE)  # loose types
+        for entry_id, fields in rows:
+            yield DeadLetter(entry_id.decode(), {k.decode(errors="replace"): v for k, v in fields.items()})
+        if len(rows) < PAGE:
+            return
+        start = "(" + rows[-1][0].decode()  # after the last one seen
+
+
+def listing(client: Client, stream: str, count: int | None = None) -> Iterator[DeadLetter]:
+    """The dead letters of ``stream``, oldest first (the first ``count``), read a page at a time."""
+    for n, letter in enumerate(_letters(client, stream)):
+        if count is not None and n >= count:
+            return
+        yield letter
+
+
+def _newest(client: Client, stream: str) -> str | None:
+    rows: Any = client.xrevrange(stream + DEAD_SUFFIX, count=1)
+    return rows[0][0].decode() if rows else None
+
+
+def _chosen(client: Client, stream: str, ids: list[str] | None) -> Iterator[str]:
+    """The ids of the letters named, or (None) of every letter there when the call began: one a
+    daemon writes meanwhile is left for the next call."""
+    if ids is not None:
+        yield from ids
+        return
+    newest = _newest(client, stream)
+    if newest is not None:
+        yield from (letter.id for letter in _letters(client, stream, last=newest))
+
+
+def replay(
+    client: Client, stream: str, ids: list[str] | None, maxlen: int = DEFAULT_MAXLEN
+) -> list[tuple[str, str]]:
+    """Add the payload of each dead letter (all if ``ids`` is None) to ``stream`` again, taking it
+    out of the dead letters in the same step; returns (dead letter id, new entry id) pairs for
+    those this call moved (not those gone meanwhile)."""
+    script = client.register_script(REPLAY)
     done = []
-    for letter in listing(client, stream):
-        if ids is not None and letter.id not in ids:
-            continue
-        new_id: Any = client.xadd(
-            stream, {"payload": letter.payload}, maxlen=DEFAULT_MAXLEN, approximate=True
-        )
-        client.xdel(stream + DEAD_SUFFIX, letter.id)
-        done.append((letter.id, new_id.decode() if isinstance(new_id, bytes) else str(new_id)))
+    for letter_id in _chosen(client, stream, ids):
+        new_id: Any = script(keys=[stream + DEAD_SUFFIX, stream], args=[letter_id, maxlen])
+        if new_id:
+            done.append((letter_id, new_id.decode() if isinstance(new_id, bytes) else str(new_id)))
     return done
 
 
 def purge(client: Client, stream: str, ids: list[str] | None) -> int:
-    """Delete the given dead letters (all if ``ids`` is None); returns how many went."""
-    if ids is None:
-        count: Any = client.xlen(stream + DEAD_SUFFIX)
-        client.delete(stream + DEAD_SUFFIX)
-        return int(count)
-    deleted: Any = client.xdel(stream + DEAD_SUFFIX, *ids) if ids else 0
-    return int(deleted)
+    """Delete the given dead letters (all there when the call began, if ``ids`` is None); returns
+    how many went."""
+    deleted = 0
+    page: list[str] = []
+
+    def flush() -> int:
+        removed: Any = client.xdel(stream + DEAD_SUFFIX, *page) if page else 0
+        page.clear()
+        return int(removed)
+
+    for letter_id in _chosen(client, stream, ids):
+        page.append(letter_id)
+        if len(page) == PAGE:
+            deleted += flush()
+    return deleted + flush()

@@ -203,6 +203,22 @@ return removed
 
 # KEYS: the guard.  ARGV: the entry id.  Release the guard only if this entry still holds it:
 # after it expired another job may have taken it.
+# KEYS: S:dead, S. ARGV: the dead letter's id, MAXLEN. The letter is taken out of the dead letters
+# and its payload added to the stream as one step, and only by the caller that removed it: two
+# operators replaying at once, or a replay killed and run again, run each job once. Returns the new
+# entry's id, or false when the letter is gone (replayed or purged meanwhile).
+REPLAY = """
+local found = redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1])
+if #found == 0 or redis.call('XDEL', KEYS[1], ARGV[1]) == 0 then
+    return false
+end
+local fields, payload = found[1][2], ''
+for i = 1, #fields, 2 do
+    if fields[i] == 'payload' then payload = fields[i + 1] end
+end
+return redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', 'payload', payload)
+"""
+
 UNLOCK = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
     return redis.call('DEL', KEYS[1])
