@@ -19,7 +19,9 @@ final class Payload
     /** The daemon's own key: what it should know besides the payload (release, trace context). */
     public const META_KEY = '_asyncphp';
     private const RELEASE = '/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/D';
-    private const TRACEPARENT = '/^00-(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{16}-[0-9a-f]{2}$/D';
+    // W3C: version 00 exactly; a later one (not ff) may carry more after another dash.
+    private const TRACEPARENT = '/^(?:00-(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{16}-[0-9a-f]{2}'
+        . '|(?!ff)[0-9a-f]{2}-(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{16}-[0-9a-f]{2}(?:-[\x20-\x7e]*)?)$/D';
 
     /**
      * @param array<mixed> $payload an associative array (or an empty one): a JSON object
@@ -91,7 +93,7 @@ final class Payload
             );
         }
         $traceparent = $meta['traceparent'] ?? '';
-        if ($traceparent !== '' && preg_match(self::TRACEPARENT, $traceparent) !== 1) {
+        if ($traceparent !== '' && (strlen($traceparent) > 512 || preg_match(self::TRACEPARENT, $traceparent) !== 1)) {
             throw new AsyncphpException(
                 "traceparent '$traceparent' is not W3C trace context: 00-<32 hex>-<16 hex>-<2 hex>"
             );

@@ -308,7 +308,7 @@ def _with_meta(
         )
     if traceparent is None:
         traceparent, tracestate = _current_trace()
-    elif traceparent and not meta.TRACEPARENT.fullmatch(traceparent):
+    elif traceparent and not meta.valid_traceparent(traceparent):
         raise ValueError(
             f"traceparent {traceparent!r} is not W3C trace context: 00-<32 hex>-<16 hex>-<2 hex>"
         )

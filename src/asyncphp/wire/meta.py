@@ -19,9 +19,28 @@ from typing import Any
 KEY = "_asyncphp"
 # A release id names a directory: no "/", no "..", no leading dot or dash, and short.
 RELEASE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-# W3C Trace Context, version 00: 32 hex trace id and 16 hex parent id, neither all zeros.
-TRACEPARENT = re.compile(r"00-(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{16}-[0-9a-f]{2}")
+# W3C Trace Context: a version (ff is invalid), a 32 hex trace id and a 16 hex parent id (neither
+# all zeros) and the flags. A version after 00 may carry more after another dash, which W3C asks a
+# parser of version 00 to accept and read past; version 00 carries nothing more.
+_TRACEPARENT = re.compile(r"([0-9a-f]{2})-(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{16}-[0-9a-f]{2}")
+_PRINTABLE = re.compile(r"[\x20-\x7e]*")
+
+
+def valid_traceparent(value: str) -> bool:
+    found = _TRACEPARENT.match(value)
+    if found is None or found[1] == "ff" or len(value) > 512:
+        return False
+    rest = value[found.end() :]
+    if found[1] == "00":
+        return rest == ""
+    return rest == "" or (rest[0] == "-" and _PRINTABLE.fullmatch(rest) is not None)
+
+
 TRACESTATE = re.compile(r"[\x20-\x7e]{0,512}")  # printable ASCII, W3C's length limit
+
+
+def _valid_tracestate(value: str) -> bool:
+    return TRACESTATE.fullmatch(value) is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,31 +57,43 @@ class BadRelease(ValueError):
     """The release id could name something other than a release directory."""
 
 
+def _preview(value: Any) -> str:
+    return repr(value)[:80]
+
+
 def take(data: dict[str, Any]) -> tuple[Meta, list[str]]:
-    """The meta of a decoded message, removed from it; and what was dropped from it, and why
-    (malformed trace context is never forwarded).
+    """The meta of a decoded message, removed from it; and what was dropped from it, and why.
+
+    Bad trace context is one job's problem: whatever its type or bytes, it is dropped with a reason
+    and the job runs without it; only text that passes W3C's rules is forwarded.
 
     Raises:
-        BadRelease: a release id outside the allowed characters (the job must not run).
+        BadRelease: a release that is not a release id (the job must not run: which code would?).
     """
     raw = data.pop(KEY, None)
     if raw is None:
         return NONE, []
     if not isinstance(raw, dict):
-        return NONE, [f"{KEY} is not an object: ignored"]
-    dropped = []
-    release = raw.get("release", "")
+        return NONE, [f"{KEY} is not an object but {type(raw).__name__} {_preview(raw)}: ignored"]
+    release = raw.get("release")
+    if release is None:
+        release = ""
     if not isinstance(release, str) or (release and not RELEASE.fullmatch(release)):
         raise BadRelease(
-            f"release {release!r} is not a release id (letters, digits, '.', '_', '-'; 64 at most)"
+            f"release {_preview(release)} is not a release id (letters, digits, '.', '_', '-'; 64 at most)"
         )
-    traceparent, tracestate = raw.get("traceparent", ""), raw.get("tracestate", "")
-    if traceparent and not (isinstance(traceparent, str) and TRACEPARENT.fullmatch(traceparent)):
-        dropped.append(f"traceparent {str(traceparent)[:80]!r} is malformed: dropped")
-        traceparent, tracestate = "", ""
-    if tracestate and not (isinstance(tracestate, str) and TRACESTATE.fullmatch(tracestate)):
-        dropped.append(f"tracestate {str(tracestate)[:80]!r} is malformed: dropped")
-        tracestate = ""
+    dropped = []
+    found = {}
+    for name, valid in (("traceparent", valid_traceparent), ("tracestate", _valid_tracestate)):
+        value = raw.get(name)
+        if value is None or value == "":
+            found[name] = ""
+        elif not isinstance(value, str) or not valid(value):
+            dropped.append(f"{name} {_preview(value)} is malformed: dropped")
+            found[name] = ""
+        else:
+            found[name] = value
+    traceparent, tracestate = found["traceparent"], found["tracestate"]
     if not traceparent:
         tracestate = ""  # meaningless without its parent
     return Meta(release, traceparent, tracestate), dropped

@@ -33,7 +33,9 @@ def test_a_release_id_that_could_name_another_directory_is_refused(release: obje
     "traceparent",
     [
         "garbage",
-        "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",  # a version this does not know
+        "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",  # the invalid version
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-more",  # version 00 carries no more
+        "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01more",  # more, without its dash
         "00-00000000000000000000000000000000-00f067aa0ba902b7-01",  # all-zero trace id
         "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",  # all-zero parent
         "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",  # upper case
@@ -47,4 +49,83 @@ def test_malformed_trace_context_is_dropped_never_forwarded(traceparent: object)
 
 def test_meta_that_is_not_an_object_is_ignored_with_a_word() -> None:
     data = {"_asyncphp": "r1", "n": 1}
-    assert take(data) == (Meta(), ["_asyncphp is not an object: ignored"]) and data == {"n": 1}
+    assert take(data) == (Meta(), ["_asyncphp is not an object but str 'r1': ignored"]) and data == {"n": 1}
+
+
+@pytest.mark.parametrize(
+    "traceparent",
+    [
+        "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        "cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-what-comes-later",
+    ],
+)
+def test_a_later_version_of_trace_context_is_taken(traceparent: str) -> None:
+    # W3C asks a parser of version 00 to accept later versions and read past what they add.
+    assert take({"_asyncphp": {"traceparent": traceparent}}) == (Meta(traceparent=traceparent), [])
+
+
+# Trace metadata as a careless or hostile publisher may send it: each must be one job's problem (issue
+# 23, item 9: with tracing on, a false tracestate raised in the daemon's Redis handler and lost the
+# messages read with it). Shared with tests/integration/test_traces.py, which runs them for real.
+BAD_META: list[object] = [
+    *(
+        {"traceparent": TRACE, "tracestate": value}
+        for value in (
+            False,
+            0,
+            0.0,
+            [],
+            {},
+            True,
+            1,
+            ["v=1"],
+            {"v": 1},
+            "x" * 600,
+            "x" * 100_000,
+            "vé=1",
+            "v=\x00",
+            "v=1\r\nX-Injected: 1",
+            "v=\u2028",
+        )
+    ),
+    *(
+        {"traceparent": value}
+        for value in (
+            False,
+            0,
+            [],
+            {},
+            True,
+            42,
+            4.2,
+            ["00"],
+            "00-garbage",
+            "0" * 55,
+            TRACE.upper(),
+            TRACE + "\n",
+            TRACE + "\x00",
+            "\u0660" * 55,
+            "x" * 100_000,
+        )
+    ),
+    [],
+    [TRACE],
+    0,
+    1,
+    "text",
+    None,
+    True,
+]
+
+
+@pytest.mark.parametrize("bad", BAD_META, ids=lambda bad: repr(bad)[:40])
+def test_bad_trace_metadata_is_dropped_with_a_reason_and_the_job_keeps_its_release(bad: object) -> None:
+    raw = {**bad, "release": "r1"} if isinstance(bad, dict) else bad
+    data = {"n": 1, "_asyncphp": raw}
+    meta, dropped = take(data)
+    assert data == {"n": 1}
+    assert isinstance(meta.traceparent, str) and isinstance(meta.tracestate, str)
+    assert meta.traceparent in ("", TRACE) and meta.tracestate == ""
+    assert meta.release == ("r1" if isinstance(bad, dict) else "")
+    assert (bad is None) == (dropped == []), dropped
+    assert all(len(reason) < 200 for reason in dropped), "a short preview, never the whole value"
