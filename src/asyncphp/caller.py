@@ -495,7 +495,14 @@ exit status:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    cli = parser()
+    args = cli.parse_args(argv)
+    if args.partition_key is not None and args.partitions is None:
+        cli.error("--partition-key chooses one of --partitions N: give both")
+    try:
+        redisurl.validate(args.redis_url)
+    except ValueError as exc:
+        cli.error(f"--redis-url {redact(args.redis_url)}: {exc}")
     try:
         message = build_payload(args.data, args.pairs)
     except PayloadError as exc:
@@ -537,10 +544,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             message, channel=args.channel, redis_url=args.redis_url, release=args.release,
             traceparent=args.traceparent, tracestate=args.tracestate,
         )  # fmt: skip
-    except (redis.RedisError, ValueError) as exc:
-        # redis-py raises ValueError for a malformed URL.
+    except redisurl.FAILURES as exc:
         print(f"asyncphp-publish: cannot publish to {redact(args.redis_url)}: {exc}", file=sys.stderr)
         return EXIT_UNREACHABLE
+    except ValueError as exc:  # what was asked cannot be published (a release id, a trace, a partition)
+        print(f"asyncphp-publish: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     if receivers == 0:
         print(
             f"asyncphp-publish: nobody is subscribed to {args.channel!r}: the message was dropped",

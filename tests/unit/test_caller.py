@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
+from asyncphp import caller
 from asyncphp.caller import PayloadError, build_payload, php_date_c
 
 
@@ -113,3 +114,38 @@ def test_the_release_and_trace_context_ride_in_the_payload(monkeypatch: pytest.M
         _with_meta({}, "", "garbage", None)
     with pytest.raises(ValueError, match="the daemon's own"):
         _with_meta({"_asyncphp": 1}, "", None, None)
+
+
+def test_a_partition_key_without_partitions_is_refused_not_ignored(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        caller.main(["--stream", "mail", "--partition-key", "user:42"])
+    assert exited.value.code == caller.EXIT_USAGE
+    assert "--partition-key chooses one of --partitions N" in capsys.readouterr().err
+
+
+def test_a_bad_redis_url_is_a_bad_command_line(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        caller.main(["--redis-url", "http://:secret@127.0.0.1/"])
+    assert exited.value.code == caller.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "--redis-url" in err and "secret" not in err
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--release", "../elsewhere"],
+        ["--traceparent", "00-nonsense"],
+        ["--stream", "m{x}", "--partitions", "2"],
+    ],
+)
+def test_what_cannot_be_published_is_said_as_such_not_as_redis_unreachable(
+    args: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Old behaviour: every ValueError read "cannot publish to redis://…" and exited 69, as if Redis
+    # were down. (Port 1: nothing is asked of Redis before these are refused.)
+    assert caller.main(["--redis-url", "redis://127.0.0.1:1/0", *args]) == caller.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert err.startswith("asyncphp-publish: ") and "cannot publish to" not in err and err.count("\n") == 1
