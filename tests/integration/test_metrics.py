@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import urllib.request
 from collections.abc import Callable
 
@@ -54,3 +55,18 @@ def test_counters_equal_what_was_published(
     assert samples['asyncphp_jobs_dispatched_total{source="commands"}'] == 500
     assert samples['asyncphp_job_duration_seconds_count{source="commands"}'] == 500
     assert samples["asyncphp_jobs_in_flight"] == 0 and samples["asyncphp_jobs_queued"] == 0
+
+
+def test_a_metrics_address_in_use_is_one_line_and_exit_2(
+    redis_server: RedisServer, pool: Pool, start_daemon: Callable[..., Daemon]
+) -> None:
+    # Old behaviour (issue 23, item 8): a traceback from prometheus_client's start_http_server.
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        daemon = start_daemon(pool.listen, "--metrics-listen", f"127.0.0.1:{port}", wait=False)
+        assert daemon.server.process.wait(30) == 2
+    text = daemon.log.read_text()
+    assert f"ERROR metrics_listen 127.0.0.1:{port}: Address already in use" in text, text
+    assert "Traceback" not in text

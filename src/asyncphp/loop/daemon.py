@@ -15,6 +15,7 @@ from asyncphp.loop.logsink import configure_logging
 from asyncphp.loop.service import Notifier, ServiceError
 from asyncphp.loop.spill import SpillError
 from asyncphp.loop.tracing import TracingUnavailable
+from asyncphp.ops.metrics import MetricsUnavailable
 from asyncphp.settings import SettingsError, load
 
 EXIT_BAD_SETTINGS = 2
@@ -32,9 +33,9 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     try:
         notifier = Notifier(env)
         daemon = Daemon(settings, log, sink, notifier, reload=lambda: load(args, env))
-    except (ServiceError, SpillError, TracingUnavailable) as exc:
-        # Like bad settings, a restart cannot fix a missing binding or an unusable state_dir
-        # (RestartPreventExitStatus=2).
+    except (ServiceError, SpillError, TracingUnavailable, MetricsUnavailable) as exc:
+        # Like bad settings, a restart cannot fix a missing binding, an unusable state_dir or a
+        # metrics address another service holds (RestartPreventExitStatus=2).
         log.error("%s", exc)
         return EXIT_BAD_SETTINGS
     finally:

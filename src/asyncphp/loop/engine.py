@@ -118,6 +118,7 @@ class Daemon:
         self._status = ""
         self._next_status = 0.0
         self._next_watchdog = 0.0
+        self.metrics.start()  # last: a scrape reads the dispatcher and the keepers
 
     def _sources(self, settings: Settings) -> list[Source]:
         sources: list[Source] = []

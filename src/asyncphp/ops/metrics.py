@@ -9,8 +9,19 @@ from collections.abc import Callable, Sequence
 from asyncphp.core.jobs import Outcome
 
 
+class MetricsUnavailable(Exception):
+    """The metrics cannot be served where the settings say (the address is in use, say)."""
+
+
 class Metrics:
     """Metrics that are off: every method does nothing."""
+
+    def start(self) -> None:
+        """Serve them, once everything they read exists.
+
+        Raises:
+            MetricsUnavailable: the address cannot be listened on.
+        """
 
     def received(self, source: str) -> None:
         pass

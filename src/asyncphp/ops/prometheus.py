@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Sequence
+from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import (
     CollectorRegistry,
@@ -18,7 +19,7 @@ from prometheus_client import (
 
 from asyncphp import __version__
 from asyncphp.core.jobs import Outcome
-from asyncphp.ops.metrics import Metrics
+from asyncphp.ops.metrics import Metrics, MetricsUnavailable
 
 # Dispatch to complete answer: from a fast job (milliseconds) to the pool's request_terminate_timeout.
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
@@ -33,7 +34,6 @@ class PrometheusMetrics(Metrics):
         width: Callable[[], float],
         redis_up: Callable[[], float],
     ) -> None:
-        host, _, port = listen.rpartition(":")
         self.registry = CollectorRegistry()
         r = self.registry
         label = ["source"]  # the channel or stream
@@ -78,7 +78,15 @@ class PrometheusMetrics(Metrics):
             "asyncphp_stream_pending", "Entries delivered to the group and not yet acknowledged", label,
             registry=r,
         )  # fmt: skip
-        self.server, _ = start_http_server(int(port), addr=host.strip("[]"), registry=r)
+        self._listen = listen
+        self.server: WSGIServer | None = None
+
+    def start(self) -> None:
+        host, _, port = self._listen.rpartition(":")
+        try:
+            self.server, _ = start_http_server(int(port), addr=host.strip("[]"), registry=self.registry)
+        except OSError as exc:
+            raise MetricsUnavailable(f"metrics_listen {self._listen}: {exc.strerror or exc}") from None
 
     def received(self, source: str) -> None:
         self._received.labels(source).inc()
@@ -121,5 +129,6 @@ class PrometheusMetrics(Metrics):
         self._pending.labels(source).set(pending)
 
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
