@@ -124,3 +124,27 @@ def test_a_disk_that_fills_up_rests_drops_new_messages_and_still_gives_back_what
     assert "spill files writable again" in said
     lost = seen["dropped"] - 1
     assert lost > 0 and f"{lost} message(s) kept in memory for it are lost" in said
+
+
+def test_a_spill_file_with_a_damaged_header_is_set_aside_and_the_others_replayed(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Old behaviour (issue 23, item 14): the daemon would not start (exit 2), and the messages kept in
+    # every spill file never ran.
+    kept, _ = overflow(tmp_path)
+    kept.keep("c", b"1", "the queue is full")
+    kept.keep_older([("c", b"0", 0.0, 1)], "the drain ended")  # a second file, before the first
+    kept.close()
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert len(files) == 2, files
+    damaged = tmp_path / files[0]
+    damaged.write_bytes(b"garbage!" + damaged.read_bytes()[8:])
+    with caplog.at_level(logging.ERROR):
+        again, _ = overflow(tmp_path)
+    assert payloads(again) == [b"1"], "the whole file is replayed"
+    (line,) = [r.getMessage() for r in caplog.records if "set aside" in r.getMessage()]
+    assert (
+        f"{damaged} is not an asyncphp spill file" in line
+        and f"set aside as {damaged.name}.damaged-1" in line
+    )
+    assert (tmp_path / f"{damaged.name}.damaged-1").read_bytes()[:8] == b"garbage!", "kept for a person"

@@ -12,6 +12,7 @@ when a drain ends) are older than everything kept: they go to a new first file.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import os
 import re
@@ -20,7 +21,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from asyncphp.core.jobs import Counters, Outcome
-from asyncphp.loop.spill import FILE_NAME, DropReport, Spill, SpilledMessage, SpillError
+from asyncphp.loop.spill import FILE_NAME, DropReport, Spill, SpillDamaged, SpilledMessage, SpillError
 from asyncphp.ops.metrics import Metrics
 
 SEGMENT = re.compile(rf"^{re.escape(FILE_NAME)}\.(-?\d+)$")
@@ -50,7 +51,14 @@ class Overflow:
             raise SpillError(f"state_dir {self._directory}: {exc.strerror or exc}") from exc
         numbers = sorted(int(m[1]) for name in names if (m := SEGMENT.match(name)))
         for number in numbers:
-            spill = Spill.open(self._directory, max_bytes, f"{FILE_NAME}.{number}")
+            try:
+                spill = Spill.open(self._directory, max_bytes, f"{FILE_NAME}.{number}")
+            except SpillDamaged as exc:
+                # Which of its records already ran is unknown: kept for a person to look at, never
+                # replayed, and the daemon starts.
+                aside = self._set_aside(self._directory / f"{FILE_NAME}.{number}")
+                log.error("%s: set aside as %s, its messages not replayed", exc, aside.name)
+                continue
             if spill.discarded_bytes:
                 log.error(
                     "spill file %s: %d bytes of a message cut off when the daemon last stopped: discarded",
@@ -61,6 +69,18 @@ class Overflow:
             log.warning(
                 "spill files in %s hold %d messages from before: they run first", state_dir, self.waiting
             )
+
+    @staticmethod
+    def _set_aside(path: Path) -> Path:
+        for n in itertools.count(1):
+            aside = path.with_name(f"{path.name}.damaged-{n}")
+            if not aside.exists():
+                try:
+                    path.rename(aside)
+                except OSError as exc:
+                    raise SpillError(f"cannot set the damaged {path} aside: {exc.strerror or exc}") from exc
+                return aside
+        raise AssertionError("unreachable")
 
     @property
     def keeps(self) -> bool:

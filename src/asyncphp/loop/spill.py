@@ -52,6 +52,10 @@ class SpillError(Exception):
     """The spill file cannot be used: not a spill file, or the file system refused."""
 
 
+class SpillDamaged(SpillError):
+    """The file's header is not one this module writes: which records were taken is unknown."""
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class SpilledMessage:
     """One message as it was appended; ``received`` is the caller's time.time() at arrival, and
@@ -317,12 +321,12 @@ def _recover(fd: int, path: Path) -> tuple[int, int, int, int]:
             os.pwrite(fd, fresh, 0)
             return HEADER_SIZE, HEADER_SIZE, 0, 0
         if size < HEADER_SIZE or head[:8] != MAGIC:
-            raise SpillError(f"{path} is not an asyncphp spill file (it starts with {preview(head[:8])})")
+            raise SpillDamaged(f"{path} is not an asyncphp spill file (it starts with {preview(head[:8])})")
         _, version, _, read_offset, end = _HEADER.unpack(head)
         if version != VERSION:
-            raise SpillError(f"{path}: spill file version {version}, this asyncphp reads version {VERSION}")
+            raise SpillDamaged(f"{path}: spill file version {version}, this asyncphp reads version {VERSION}")
         if read_offset < HEADER_SIZE:
-            raise SpillError(f"{path}: the read offset {read_offset} points into the header")
+            raise SpillDamaged(f"{path}: the read offset {read_offset} points into the header")
         if end:
             size = min(size, end)
             os.ftruncate(fd, size)
