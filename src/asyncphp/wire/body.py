@@ -170,7 +170,10 @@ class Limits:
     max_fields: int = 1000  # php.ini max_input_vars
 
 
-def form_body(payload: bytes, limits: Limits = Limits()) -> bytes:
+DEFAULT_LIMITS = Limits()  # php.ini's defaults
+
+
+def form_body(payload: bytes, limits: Limits = DEFAULT_LIMITS) -> bytes:
     """The form body for one message: what the worker will find in ``$_POST``.
 
     Raises:
@@ -180,7 +183,7 @@ def form_body(payload: bytes, limits: Limits = Limits()) -> bytes:
     return message_body(payload, limits)[0]
 
 
-def message_body(payload: bytes, limits: Limits = Limits()) -> tuple[bytes, meta.Meta, list[str]]:
+def message_body(payload: bytes, limits: Limits = DEFAULT_LIMITS) -> tuple[bytes, meta.Meta, list[str]]:
     """The form body for one message, and what its publisher said besides (``asyncphp.wire.meta``,
     taken out of it), and what of that was dropped as malformed.
 
