@@ -84,7 +84,9 @@ class Container:
             """The container's PID 1: nspawn's child in a PID namespace of its own (not the
             short-lived helper nspawn forks first)."""
             if self._nspawn.poll() is not None:
-                raise RuntimeError(f"systemd-nspawn exited with {self._nspawn.returncode}: see {log}")
+                self._out.flush()
+                said = log.read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"systemd-nspawn exited with {self._nspawn.returncode}: {said}")
             children = Path(f"/proc/{self._nspawn.pid}/task/{self._nspawn.pid}/children").read_text().split()
             for child in children:
                 try:
