@@ -122,13 +122,14 @@ class QueryLag:
 
 @dataclass(frozen=True, slots=True)
 class Unlock:
-    """Release a unique job's guard, if this entry still holds it."""
+    """Release a unique job's guard, if this entry still holds it. Sent again after a lost
+    connection until Redis answers, as the guard would otherwise block its key until unique_for."""
 
     guard: str
     id: str
 
 
-Command = Ack | Bury | Redeliver | Touch | Claim | QueryLag | ReadCommand
+Command = Ack | Bury | Redeliver | Touch | Claim | QueryLag | Unlock | ReadCommand
 
 
 # What became of an entry, for the source to carry out (and log).
@@ -195,6 +196,8 @@ class Ledger:
         self._to_settle: list[Entry] = []
         self._settle_due = math.inf  # when the gathered settles go out (see SETTLE_BATCH)
         self._waiting: list[Entry] = []
+        self._to_unlock: list[Unlock] = []  # guards to release, not yet sent
+        self._unlocking: set[Unlock] = set()  # sent, not yet answered
         self.last_read: dict[str, str] = {}  # the newest id delivered to us per stream, for a lost group
         self._claim_from: dict[str, str] = {}
         self._claiming: dict[str, int] = {}  # stream → entries its claim out may bring
@@ -208,8 +211,9 @@ class Ledger:
 
     @property
     def unsettled(self) -> int:
-        """Settles waiting to be sent or confirmed."""
-        return sum(1 for e in self._held.values() if e.hold in (Hold.TO_SETTLE, Hold.SETTLING))
+        """Settles waiting to be sent or confirmed, and the guards they release."""
+        settles = sum(1 for e in self._held.values() if e.hold in (Hold.TO_SETTLE, Hold.SETTLING))
+        return settles + len(self._to_unlock) + len(self._unlocking)
 
     @property
     def settled(self) -> bool:
@@ -300,14 +304,19 @@ class Ledger:
 
     # Replies.
 
-    def confirmed(self, entry: Entry) -> Unlock | None:
+    def confirmed(self, entry: Entry, release_guard: bool = True) -> None:
         """Redis confirmed the entry's settle: it is no longer ours to care about. A unique job's
-        guard is released now, not before: a job still pending may run again."""
+        guard is released now (by the next plan), not before: a job still pending may run again;
+        not at all when ``release_guard`` is false (another consumer's copy holds the entry, and
+        its guard goes with that copy)."""
         if self._held.get((entry.stream, entry.id)) is entry and entry.hold is Hold.SETTLING:
             del self._held[(entry.stream, entry.id)]
-            if entry.guard:
-                return Unlock(entry.guard, entry.id)
-        return None
+            if entry.guard and release_guard:
+                self._to_unlock.append(Unlock(entry.guard, entry.id))
+
+    def unlocked(self, unlock: Unlock) -> None:
+        """Redis answered a guard's release (released, held by another job, or refused)."""
+        self._unlocking.discard(unlock)
 
     def refused(self, entry: Entry) -> None:
         """Redis refused the settle (no room, wrong key type, an ACL): the entry stays pending, to
@@ -363,6 +372,8 @@ class Ledger:
                 entry.hold, entry.due = Hold.WAITING, 0.0
                 self._waiting.append(entry)
             entry.touched = -math.inf  # touch at once: the outage may have made it look idle
+        self._to_unlock += self._unlocking  # a release of a guard only ever releases its own job's
+        self._unlocking.clear()
         self._next_touch = self._next_claim = 0.0
 
     def stop(self) -> list[Entry]:
@@ -394,6 +405,10 @@ class Ledger:
                     commands.append(Bury(entry, entry.resent))
             self._to_settle.clear()
             commands += [Ack(stream, tuple(ids)) for stream, ids in acks.items()]
+        if self._to_unlock:
+            commands += self._to_unlock
+            self._unlocking.update(self._to_unlock)
+            self._to_unlock.clear()
         if self.stopped:
             return commands
         if self._waiting:
@@ -426,7 +441,7 @@ class Ledger:
     def wake_at(self, free: int) -> float:
         """When :meth:`plan` has work due that no reply brings (``inf``: none)."""
         settles = self._settle_due if self._to_settle else math.inf
-        if self.stopped and self._to_settle:
+        if self._to_unlock or (self.stopped and self._to_settle):
             return -math.inf
         if self.stopped:
             return settles

@@ -320,6 +320,11 @@ class StreamSource:
                 "EVAL", scripts.TAKE, 1, scripts.Keys(command.stream).rate, repr(rate.per_second / 1000),
                 rate.burst, count, on_reply=functools.partial(self._taken, command),
             )  # fmt: skip
+        elif isinstance(command, Unlock):
+            self.writer.send(
+                "EVAL", scripts.UNLOCK, 1, command.guard, command.id,
+                on_reply=functools.partial(self._unlocked, command),
+            )  # fmt: skip
         elif isinstance(command, Unblock) and self._reader_id:  # else it ends when its BLOCK runs out
             self.writer.send("CLIENT", "UNBLOCK", self._reader_id, on_reply=self._unblocked)
 
@@ -412,11 +417,10 @@ class StreamSource:
             return  # not ours: the refresh covers anything missed
         self.schedule.heard(stream, max(0.0, due_in), time.monotonic())
 
-    def _unlock(self, unlock: Unlock | None) -> None:
-        if unlock is not None:
-            self.writer.send("EVAL", scripts.UNLOCK, 1, unlock.guard, unlock.id, on_reply=self._unlocked)
-
-    def _unlocked(self, reply: Reply) -> None:
+    def _unlocked(self, unlock: Unlock, reply: Reply) -> None:
+        if isinstance(reply, ReplyError) and reply.code in RECONNECT_ON:
+            raise redis.ConnectionError(f"the release of guard {unlock.guard} refused: {reply}")  # sent again
+        self.ledger.unlocked(unlock)
         if isinstance(reply, ReplyError):
             self._refused_by_redis(reply, "the release of a unique job's guard (it expires at unique_for)")
 
@@ -475,7 +479,7 @@ class StreamSource:
             if isinstance(reply, ReplyError):
                 self.ledger.refused(entry)  # it stays pending in Redis, claimed and settled later
             else:
-                self._unlock(self.ledger.confirmed(entry))
+                self.ledger.confirmed(entry)
         if isinstance(reply, ReplyError):
             self._refused_by_redis(reply, f"XACK of {len(command.ids)} entries (left pending)")
 
@@ -505,7 +509,7 @@ class StreamSource:
             )  # fmt: skip
             self.ledger.refused(entry)
             return
-        unlock = self.ledger.confirmed(entry)
+        self.ledger.confirmed(entry, release_guard=reply is not None)
         if reply is None:
             # Its guard, if any, goes with the copy that holds the entry now.
             self._log.warning(
@@ -513,7 +517,6 @@ class StreamSource:
                 "to settle, none written here", entry.id, entry.stream, extra=fields,
             )  # fmt: skip
             return
-        self._unlock(unlock)
         self._counters.dead_lettered += 1
         self._metrics.dead_lettered(entry.stream)
         self._log.error(

@@ -22,6 +22,7 @@ from asyncphp.core.ledger import (
     Retrying,
     Settling,
     Touch,
+    Unlock,
 )
 from asyncphp.wire.replies import StreamEntry
 
@@ -254,3 +255,38 @@ def test_the_group_is_asked_about_every_second() -> None:
     assert of(QueryLag, book.plan(0.0, 0)) == [QueryLag(STREAM)]
     assert of(QueryLag, book.plan(0.9, 0)) == []
     assert of(QueryLag, book.plan(1.0, 0)) == [QueryLag(STREAM)]
+
+
+def _unique(book: Ledger, entry_id: str, outcome: Outcome) -> None:
+    found = StreamEntry(entry_id, {b"payload": b'{"n": 1}', b"unique": b"jobs:unique:welcome:42"})
+    book.ended(job_for(book.take(STREAM, found, 1, 0.0)), Result(outcome, outcome.value), 0.0)
+
+
+def test_a_unique_job_s_guard_is_released_after_its_ack_and_sent_again_when_the_release_is_lost() -> None:
+    # Old behaviour (issue 23, item 5): an UNLOCK lost with its connection was never sent again, and
+    # the guard blocked re-adds of its key for unique_for (an hour by default).
+    book = ledger()
+    _unique(book, "1-0", Outcome.COMPLETED)
+    assert len(of(Ack, book.plan(1.0, 0))) == 1
+    assert of(Unlock, book.plan(1.0, 0)) == [], "not before Redis confirmed the ack"
+    held = book.entry(STREAM, "1-0")
+    assert held is not None
+    book.confirmed(held)
+    assert not book.settled and book.wake_at(0) == float("-inf"), "the release is due at once"
+    (unlock,) = of(Unlock, book.plan(1.1, 0))
+    assert unlock == Unlock("jobs:unique:welcome:42", "1-0")
+    book.lost()  # before Redis answered it
+    (again,) = of(Unlock, book.plan(2.0, 0))
+    assert again == unlock
+    assert not book.settled, "a drain waits for it"
+    book.unlocked(again)
+    assert book.settled and of(Unlock, book.plan(3.0, 0)) == []
+
+
+def test_a_guard_is_not_released_for_an_entry_another_consumer_holds() -> None:
+    # Issue 23, items 5 and 12: the copy that holds the entry releases its guard, not this one.
+    book = ledger()
+    _unique(book, "1-0", Outcome.REJECTED)
+    (bury,) = of(Bury, book.plan(1.0, 0))
+    book.confirmed(bury.entry, release_guard=False)  # the script found it taken over
+    assert book.settled and of(Unlock, book.plan(1.1, 0)) == []
