@@ -66,9 +66,12 @@ class Container:
     def __init__(self, root: Path, log: Path) -> None:
         self.root = root
         self._out = log.open("wb")
+        # Inside a container, nspawn's legacy cgroup set-up finds no "systemd" hierarchy of its own
+        # ("Failed to attach … to compat systemd cgroup"): the unified one, then.
+        env = {**os.environ, "SYSTEMD_NSPAWN_UNIFIED_HIERARCHY": "1"} if _nested() else None
         self._nspawn = subprocess.Popen(
             ["systemd-nspawn", "-q", "--register=no", "--keep-unit", "--private-network", "-b", "-D", root],
-            stdin=subprocess.DEVNULL, stdout=self._out, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, stdout=self._out, stderr=subprocess.STDOUT, env=env,
         )  # fmt: skip
         self.pid = 0
         try:
