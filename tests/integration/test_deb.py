@@ -197,7 +197,9 @@ def test_install_run_upgrade_keeping_an_edited_conffile_and_purge(
     # Enabled, not started: Redis may not be there yet (here it is: recommended, and installed).
     assert container.sh(f"systemctl is-enabled {UNIT}").stdout.strip() == "enabled"
     assert container.sh(f"systemctl is-active {UNIT}", check=False).stdout.strip() == "inactive"
-    assert container.sh("systemctl is-active php8.2-fpm redis-server").stdout.split() == ["active", "active"]
+    servers = container.sh("systemctl is-active php8.2-fpm redis-server", check=False).stdout.split()
+    why = container.sh("journalctl -b --no-pager -n 30 -u php8.2-fpm -u redis-server", check=False).stdout
+    assert servers == ["active", "active"], why
     container.sh(f"systemctl start {UNIT} && asyncphp-publish timestamp=from-the-deb")
     worker_log = container.root / "var/log/asyncphp/worker.log"
     wait_for(lambda: worker_log.exists() and "from-the-deb" in worker_log.read_text(), what="the first job")
