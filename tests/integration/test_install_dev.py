@@ -57,7 +57,7 @@ def wheel(wheels: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -
     venv = tmp_path_factory.mktemp("venv")
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     locked = subprocess.run(
-        [ROOT / "scripts/pip-locked", venv / "bin/python", ROOT / "requirements/runtime.txt"],
+        [ROOT / "scripts/pip-locked", venv / "bin/python", ROOT / "requirements/runtime.lock"],
         capture_output=True, text=True,
     )  # fmt: skip
     assert locked.returncode == 0, locked.stderr[-3000:]

@@ -56,3 +56,12 @@ def test_readme_table_has_no_setting_that_does_not_exist() -> None:
     names = {s.name for s in settings.SETTINGS}
     listed = [row.split("`")[1] for row in _settings_table()]
     assert [name for name in listed if name not in names] == []
+
+
+def test_no_table_in_the_readme_is_cut_by_a_blank_line() -> None:
+    # A blank line between two rows ends the table: on GitHub the rest of it rendered as raw pipes
+    # (the settings table lost 29 of its rows after max_attempts).
+    lines = (ROOT / "README.md").read_text().splitlines()
+    cuts = [n + 1 for n in range(1, len(lines) - 1) if not lines[n].strip() and lines[n - 1].startswith("|")
+            and lines[n + 1].startswith("| `")]  # fmt: skip
+    assert cuts == [], f"README.md: a blank line inside a table at line(s) {cuts}"

@@ -1,4 +1,4 @@
-"""The lock (requirements/*.txt, made by scripts/lock) holds what pyproject.toml asks for, at versions its
+"""The lock (requirements/*.lock, made by scripts/lock) holds what pyproject.toml asks for, at versions its
 ranges allow, each with hashes, and its four files agree on every version."""
 
 from __future__ import annotations
@@ -39,9 +39,9 @@ def _wanted(*extras: str, build: bool = False) -> list[Requirement]:
 @pytest.mark.parametrize(
     ("lock", "wanted"),
     [
-        ("dev.txt", _wanted("systemd", "otel", "test", build=True)),
-        ("runtime.txt", _wanted("systemd")),
-        ("build.txt", [Requirement(r) for r in PROJECT["build-system"]["requires"]]),
+        ("dev.lock", _wanted("systemd", "otel", "test", build=True)),
+        ("runtime.lock", _wanted("systemd")),
+        ("build.lock", [Requirement(r) for r in PROJECT["build-system"]["requires"]]),
     ],
     ids=["dev", "runtime", "build"],
 )
@@ -60,7 +60,7 @@ def test_the_lock_holds_what_pyproject_asks_for_within_its_ranges(
 
 
 def test_the_lock_files_agree_on_every_version() -> None:
-    whole = _pins("dev.txt")
-    for part in ("bootstrap.txt", "build.txt", "runtime.txt"):
+    whole = _pins("dev.lock")
+    for part in ("bootstrap.lock", "build.lock", "runtime.lock"):
         differ = {n: (v, whole.get(n)) for n, v in _pins(part).items() if whole.get(n) != v}
-        assert differ == {}, f"{part} and dev.txt differ: run scripts/lock"
+        assert differ == {}, f"{part} and dev.lock differ: run scripts/lock"
