@@ -347,3 +347,21 @@ def test_a_dead_letter_is_logged_and_counted_only_once_redis_confirmed_it(
     assert summary(daemon)["dead-lettered"] == 1
     assert len(daemon.lines(DEAD_LINE)) == 1
     client.close()
+
+
+def test_a_body_over_the_pool_s_post_max_size_is_dead_lettered_not_taken_for_a_success(
+    redis_server: RedisServer, start_pool: Callable[..., Pool], start_daemon: Callable[..., Daemon]
+) -> None:
+    # Old behaviour (issue 23, item 15): the worker ran with an empty $_POST, answered 200, and the job
+    # was logged as completed; PHP's warning was in its stderr.
+    pool = start_pool({"php_admin_value[post_max_size]": "1K"})
+    client = redis.Redis.from_url(redis_server.url)
+    daemon = start_daemon(pool.listen, "--stream", "jobs", worker=FAULTS_WORKER, wait=False)
+    add_many(redis_server.url, 1, pad="x" * 4000)
+    wait_for(lambda: client.xlen("jobs:dead") == 1, what="the dead letter of the body PHP threw away")
+    ((_, fields),) = client.xrange("jobs:dead")
+    assert b"post_max_size" in fields[b"reason"] and b"exceeds the limit" in fields[b"stderr"]
+    assert fields[b"attempts"] == b"1", "not retried: the same body would fare no better"
+    daemon.wait_for(DEAD_LINE)
+    assert pending(client) == 0
+    client.close()

@@ -37,3 +37,13 @@ def test_status_and_app_status_decide_the_outcome(
 def test_a_refusal_by_the_pool_is_not_an_outcome() -> None:
     with pytest.raises(Refused, match="FastCGI protocol status 2"):
         result_of(response(protocol=FCGI_OVERLOADED), 0.0)
+
+
+def test_a_body_over_post_max_size_is_rejected_though_the_worker_answered_200() -> None:
+    # Old behaviour (issue 23, item 15): logged as a success, the job having run on an empty $_POST.
+    warning = b"PHP Warning:  PHP Request Startup: POST Content-Length of 2048 bytes exceeds the limit of 1"
+    answered = Response(head=b"Content-type: text/html\r\n\r\n", stderr=warning, app_status=0,
+                        protocol_status=FCGI_REQUEST_COMPLETE)  # fmt: skip
+    result = result_of(answered, 0.01)
+    assert result.outcome is Outcome.REJECTED and result.status == 200
+    assert "post_max_size" in result.reason
