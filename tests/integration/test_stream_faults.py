@@ -365,3 +365,21 @@ def test_a_body_over_the_pool_s_post_max_size_is_dead_lettered_not_taken_for_a_s
     daemon.wait_for(DEAD_LINE)
     assert pending(client) == 0
     client.close()
+
+
+def test_a_daemon_that_stops_holding_nothing_leaves_no_consumer_behind(
+    redis_server: RedisServer, pool: Pool, start_daemon: Callable[..., Daemon]
+) -> None:
+    # Old behaviour (issue 23, item 6): every restart added <hostname>-<pid> to the group for good.
+    client = redis.Redis.from_url(redis_server.url)
+    for n in range(3):
+        name = f"restart-{n}"
+        daemon = start_daemon(
+            pool.listen, "--stream", "jobs", "--consumer", name, worker=FAULTS_WORKER, wait=False
+        )
+        run_marker(redis_server.url, client, pool, n)
+        assert name in [c["name"].decode() for c in client.xinfo_consumers("jobs", GROUP)]
+        sigterm(daemon)
+    assert client.xinfo_consumers("jobs", GROUP) == [], "none left behind"
+    assert Counter(n for n, _, _, _ in worker_lines(pool, "end")) == Counter(range(3))
+    client.close()

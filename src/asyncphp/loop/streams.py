@@ -105,6 +105,17 @@ return id
 """
 
 
+# KEYS: the stream. ARGV: group, consumer. A consumer that leaves holding nothing is removed from
+# the group, so that restarts (each a new <hostname>-<pid>) do not pile consumers up; one that holds
+# entries stays, for them to be claimed.
+LEAVE_SCRIPT = """
+if #redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2]) == 0 then
+    return redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
+end
+return false
+"""
+
+
 class StreamSource:
     def __init__(
         self,
@@ -634,6 +645,8 @@ class StreamSource:
             )  # fmt: skip
         for stream, position in self.ledger.last_read.items():
             self._record(stream, position)  # the newest this daemon read, for a group that vanishes
+        for stream in self.streams:
+            self.writer.send("EVAL", LEAVE_SCRIPT, 1, stream, self.group, self.consumer, on_reply=_ignore)
 
     def status(self) -> str:
         lags = [lag for lag in self.lag.values() if lag >= 0]
