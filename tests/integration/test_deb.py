@@ -158,6 +158,7 @@ def container(tmp_path: Path) -> Iterator[Container]:
     subprocess.run([ROOT / "scripts/apt-install", "debootstrap", "systemd-container"], check=True)
     # Not under /tmp, which may be mounted nodev (a container's is), where debootstrap refuses.
     root = Path(tempfile.mkdtemp(prefix="asyncphp-deb-root.", dir="/var/tmp"))
+    root.chmod(0o755)  # it is the container's /: mkdtemp's 0700 kept redis (and journald's users) out
     # What the package depends on and recommends, so that the container needs no network: dpkg
     # then installs it as on a server that has php-fpm and Redis. systemd-sysv gives /sbin/init,
     # without which invoke-rc.d starts no service at all.
