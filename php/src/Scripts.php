@@ -10,7 +10,7 @@ namespace Asyncphp;
  * script (by its SHA1) serves Python and PHP publishers alike; a test holds the two equal.
  *
  * KEYS: stream, <stream>:delayed, <stream>:delayed:jobs, <stream>:delayed:unique,
- *       <stream>:delayed:seq, <stream>:unique:<key>.
+ *       <stream>:maxlen, <stream>:delayed:seq, <stream>:unique:<key>.
  * ARGV: payload, maxlen, delay ms (-1: none), at ms (-1: none), unique key ('': none),
  *       unique_for ms, 'processed' | 'expiry'.
  * Returns {added (1/0), id, due ms (-1: none)}.
@@ -33,18 +33,19 @@ if unique and not (tonumber(ARGV[6]) and tonumber(ARGV[6]) >= 1) then
     return redis.error_reply('ERR unique_for must be at least 1 ms')
 end
 if unique then
-    local held = redis.call('GET', KEYS[6])
+    local held = redis.call('GET', KEYS[7])
     if held then
         return {0, held, -1}
     end
 end
+redis.call('SET', KEYS[5], ARGV[2])
 local id
 if due > now then
-    id = 'd' .. redis.call('INCR', KEYS[5])
+    id = 'd' .. redis.call('INCR', KEYS[6])
     redis.call('ZADD', KEYS[2], due, id)
     redis.call('HSET', KEYS[3], id, ARGV[1])
     if unique then
-        redis.call('HSET', KEYS[4], id, KEYS[6] .. '\n' .. ARGV[7])
+        redis.call('HSET', KEYS[4], id, KEYS[7] .. '\n' .. ARGV[7])
     end
     -- Due before any other: the daemons sleep until a later time, so tell them (in ms from now).
     -- pcall: a channel an ACL refuses must not fail an add half made (the daemons' refresh finds it).
@@ -59,12 +60,12 @@ else
     end
     if unique and ARGV[7] == 'processed' then
         table.insert(fields, 'unique')
-        table.insert(fields, KEYS[6])
+        table.insert(fields, KEYS[7])
     end
     id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', unpack(fields))
 end
 if unique then
-    redis.call('SET', KEYS[6], id, 'PX', ARGV[6])
+    redis.call('SET', KEYS[7], id, 'PX', ARGV[6])
 end
 return {1, id, due}
 

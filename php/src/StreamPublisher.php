@@ -136,7 +136,7 @@ final class StreamPublisher
         $key = $this->uniqueKey ?? '';
         $reply = $this->redis->script(
             Scripts::ADD,
-            [$s, "$s:delayed", "$s:delayed:jobs", "$s:delayed:unique", "$s:delayed:seq", "$s:unique:$key"],
+            [$s, "$s:delayed", "$s:delayed:jobs", "$s:delayed:unique", "$s:maxlen", "$s:delayed:seq", "$s:unique:$key"],
             [
                 $json, $this->maxlen, $this->delayMs ?? -1, $this->atMs ?? -1, $key, $this->uniqueForMs,
                 $this->uniqueUntil,

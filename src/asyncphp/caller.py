@@ -135,7 +135,7 @@ def enqueue(
         if delay is None and at is None and unique_key is None:
             return Enqueued(_xadd(redis_client, stream, payload, maxlen), True, None)
         reply = redis_client.register_script(scripts.ADD)(
-            keys=[*keys.moving(), keys.seq, keys.guard(unique_key or "")],
+            keys=list(keys.adding(unique_key or "")),
             args=[
                 payload,
                 maxlen,

@@ -65,7 +65,7 @@ def add(url: str, stream: str, count: int, **fields: object) -> None:
 def move(client: redis.Redis, stream: str) -> scripts.Moved:
     """One run of the move, as a daemon runs it."""
     reply = client.register_script(scripts.MOVE)(
-        keys=list(scripts.Keys(stream).moving()), args=[scripts.MOVE_BATCH, scripts.DEFAULT_MAXLEN]
+        keys=list(scripts.Keys(stream).moving()), args=[scripts.MOVE_BATCH]
     )
     return scripts.moved(reply)
 
@@ -177,6 +177,38 @@ def test_a_unique_key_admits_one_job_among_concurrent_publishers(redis_server: R
     client = redis.Redis.from_url(redis_server.url)
     assert client.xlen("jobs") == 1
     assert 590 < client.ttl("jobs:unique:welcome:42") <= 600
+    client.close()
+
+
+def test_every_writer_trims_a_stream_to_the_length_its_publisher_keeps(redis_server: RedisServer) -> None:
+    # Old behaviour: the delayed move, run-now and replay trimmed with MAXLEN ~ 1,000,000 whatever the
+    # publisher asked, so one delayed job trimmed a stream kept at 5 M entries to 1 M (issue 23, item 4).
+    # Here the publisher keeps 50 of a stream that holds 300: each writer trims to about 50.
+    url = redis_server.url
+    client = redis.Redis.from_url(url)
+    client.config_set("stream-node-max-entries", 10)  # MAXLEN ~ trims whole nodes: 10 entries each
+    add(url, "jobs", 300)
+    untrimmed = enqueue({"n": "delayed"}, stream="jobs", client=client, delay=3600, maxlen=50)
+    assert client.get("jobs:maxlen") == b"50", "the publisher's length is recorded beside the stream"
+    assert client.xlen("jobs") == 300, "a delayed add writes nothing to the stream"
+    done = asyncphp("delayed", "--redis-url", url, "--stream", "jobs", "run-now", untrimmed.id)
+    assert done.returncode == 0, done.stderr
+    assert 50 <= client.xlen("jobs") < 60, client.xlen("jobs")
+    enqueue({"n": "due"}, stream="jobs", client=client, delay=0.001, maxlen=50)
+    add(url, "jobs", 250)
+    assert wait_for(lambda: move(client, "jobs").ids, what="the daemon's move of the due job")
+    assert 50 <= client.xlen("jobs") < 60, client.xlen("jobs")
+    add(url, "jobs", 250)
+    client.xadd("jobs:dead", {"id": "1-1", "payload": '{"n": "dead"}', "attempts": 5})
+    replayed = asyncphp("dead", "--redis-url", url, "--stream", "jobs", "replay", "--all")
+    assert replayed.returncode == 0, replayed.stderr
+    assert 50 <= client.xlen("jobs") < 60, client.xlen("jobs")
+    assert json.loads(client.xrevrange("jobs", count=1)[0][1][b"payload"]) == {"n": "dead"}
+    # A stream only ever published to plainly has no recorded length: a replay adds, trimming nothing.
+    add(url, "plain", 300)
+    client.xadd("plain:dead", {"id": "1-1", "payload": "{}", "attempts": 5})
+    assert asyncphp("dead", "--redis-url", url, "--stream", "plain", "replay", "--all").returncode == 0
+    assert client.xlen("plain") == 301
     client.close()
 
 

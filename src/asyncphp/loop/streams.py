@@ -348,7 +348,7 @@ class StreamSource:
     def _move(self, move: Move) -> None:
         keys = scripts.Keys(move.stream)
         self.writer.send(
-            "EVAL", scripts.MOVE, 4, *keys.moving(), scripts.MOVE_BATCH, scripts.DEFAULT_MAXLEN,
+            "EVAL", scripts.MOVE, len(keys.moving()), *keys.moving(), scripts.MOVE_BATCH,
             on_reply=functools.partial(self._moved, move.stream),
         )  # fmt: skip
 

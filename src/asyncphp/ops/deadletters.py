@@ -15,7 +15,7 @@ from typing import Any
 
 from asyncphp.loop.streams import DEAD_SUFFIX
 from asyncphp.redisurl import Client
-from asyncphp.wire.scripts import DEFAULT_MAXLEN, REPLAY
+from asyncphp.wire.scripts import REPLAY, Keys
 
 PAGE = 100
 
@@ -75,16 +75,14 @@ def _chosen(client: Client, stream: str, ids: list[str] | None) -> Iterator[str]
         yield from (letter.id for letter in _letters(client, stream, last=newest))
 
 
-def replay(
-    client: Client, stream: str, ids: list[str] | None, maxlen: int = DEFAULT_MAXLEN
-) -> list[tuple[str, str]]:
+def replay(client: Client, stream: str, ids: list[str] | None) -> list[tuple[str, str]]:
     """Add the payload of each dead letter (all if ``ids`` is None) to ``stream`` again, taking it
     out of the dead letters in the same step; returns (dead letter id, new entry id) pairs for
     those this call moved (not those gone meanwhile)."""
     script = client.register_script(REPLAY)
     done = []
     for letter_id in _chosen(client, stream, ids):
-        new_id: Any = script(keys=[stream + DEAD_SUFFIX, stream], args=[letter_id, maxlen])
+        new_id: Any = script(keys=[stream + DEAD_SUFFIX, stream, Keys(stream).maxlen], args=[letter_id])
         if new_id:
             done.append((letter_id, new_id.decode() if isinstance(new_id, bytes) else str(new_id)))
     return done

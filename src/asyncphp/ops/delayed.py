@@ -50,7 +50,7 @@ def cancel(client: Client, stream: str, ids: list[str]) -> list[str]:
 def run_now(client: Client, stream: str, ids: list[str]) -> list[tuple[str, str]]:
     """Move the given delayed jobs into the stream now; returns (delayed id, entry id) pairs."""
     reply = client.register_script(scripts.MOVE)(
-        keys=list(scripts.Keys(stream).moving()), args=[scripts.MOVE_BATCH, scripts.DEFAULT_MAXLEN, *ids]
+        keys=list(scripts.Keys(stream).moving()), args=[scripts.MOVE_BATCH, *ids]
     )
     return scripts.moved(reply).ids
 

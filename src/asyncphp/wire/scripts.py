@@ -13,6 +13,9 @@ Beside the stream ``S``, under its name (so that one ACL key pattern, ``S*``, co
     S:delayed:seq      counter for delayed job ids (d1, d2, …)
     S:unique:<key>     a unique job's guard: the id of the job that holds it, with a TTL
     S:rate             a rate limit's token bucket (tokens, at)
+    S:maxlen           the length the publisher keeps the stream at (XADD MAXLEN ~), recorded by ADD:
+                       the daemon's moves and an operator's replays trim to it, so that one delayed job
+                       never trims a stream to some other writer's idea of its length
 
 A delayed job becomes a stream entry with the fields ``payload``, ``due_at`` (seconds since the
 epoch, to the ms) and ``delayed_id``; a unique one held until processed also has ``unique`` (its
@@ -53,12 +56,20 @@ class Keys:
     def rate(self) -> str:
         return self.stream + ":rate"
 
+    @property
+    def maxlen(self) -> str:
+        return self.stream + ":maxlen"
+
     def guard(self, unique_key: str) -> str:
         return f"{self.stream}:unique:{unique_key}"
 
-    def moving(self) -> tuple[str, str, str, str]:
+    def moving(self) -> tuple[str, str, str, str, str]:
         """The KEYS of MOVE and CANCEL."""
-        return self.stream, self.delayed, self.jobs, self.unique_of
+        return self.stream, self.delayed, self.jobs, self.unique_of, self.maxlen
+
+    def adding(self, unique_key: str) -> tuple[str, ...]:
+        """The KEYS of ADD."""
+        return *self.moving(), self.seq, self.guard(unique_key)
 
 
 _NOW = """
@@ -66,7 +77,7 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 """
 
-# KEYS: stream, delayed, jobs, unique_of, seq, guard.
+# KEYS: stream, delayed, jobs, unique_of, maxlen, seq, guard (Keys.adding).
 # ARGV: payload, maxlen, delay ms (-1: none), at ms (-1: none), unique key ('' : none),
 #       unique_for ms, 'processed' | 'expiry'.
 # Returns {added (1/0), id, due ms (-1: none)}: the id of the job added, or of the one holding the
@@ -85,18 +96,19 @@ if unique and not (tonumber(ARGV[6]) and tonumber(ARGV[6]) >= 1) then
     return redis.error_reply('ERR unique_for must be at least 1 ms')
 end
 if unique then
-    local held = redis.call('GET', KEYS[6])
+    local held = redis.call('GET', KEYS[7])
     if held then
         return {0, held, -1}
     end
 end
+redis.call('SET', KEYS[5], ARGV[2])
 local id
 if due > now then
-    id = 'd' .. redis.call('INCR', KEYS[5])
+    id = 'd' .. redis.call('INCR', KEYS[6])
     redis.call('ZADD', KEYS[2], due, id)
     redis.call('HSET', KEYS[3], id, ARGV[1])
     if unique then
-        redis.call('HSET', KEYS[4], id, KEYS[6] .. '\\n' .. ARGV[7])
+        redis.call('HSET', KEYS[4], id, KEYS[7] .. '\\n' .. ARGV[7])
     end
     -- Due before any other: the daemons sleep until a later time, so tell them (in ms from now).
     -- pcall: a channel an ACL refuses must not fail an add half made (the daemons' refresh finds it).
@@ -111,19 +123,20 @@ else
     end
     if unique and ARGV[7] == 'processed' then
         table.insert(fields, 'unique')
-        table.insert(fields, KEYS[6])
+        table.insert(fields, KEYS[7])
     end
     id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', unpack(fields))
 end
 if unique then
-    redis.call('SET', KEYS[6], id, 'PX', ARGV[6])
+    redis.call('SET', KEYS[7], id, 'PX', ARGV[6])
 end
 return {1, id, due}
 """
 )
 
-# KEYS: stream, delayed, jobs, unique_of.  ARGV: batch, maxlen, then delayed ids to move now
-# (run-now) instead of those due.
+# KEYS: stream, delayed, jobs, unique_of, maxlen (Keys.moving).  ARGV: batch, then delayed ids to
+# move now (run-now) instead of those due. The stream is trimmed to the length its publisher
+# recorded, and not at all when none did (the publisher's next add trims it).
 # Returns {Redis's now ms, the next due ms (-1: none waiting), delayed id, entry id, …}.
 # Every daemon runs it when a due time comes; whoever runs first moves the job, the others find
 # nothing. The move, the removal and the guard's new holder are one step: a daemon killed after
@@ -131,10 +144,13 @@ return {1, id, due}
 MOVE = (
     _NOW
     + """
+local maxlen = redis.call('GET', KEYS[5])
+local trim = {}
+if maxlen then trim = {'MAXLEN', '~', maxlen} end
 local ids
-if #ARGV > 2 then
+if #ARGV > 1 then
     ids = {}
-    for i = 3, #ARGV do ids[#ids + 1] = ARGV[i] end
+    for i = 2, #ARGV do ids[#ids + 1] = ARGV[i] end
 else
     ids = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
 end
@@ -161,7 +177,11 @@ for _, id in ipairs(ids) do
                 table.insert(fields, guard)
             end
         end
-        local entry = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', unpack(fields))
+        local add = {'XADD', KEYS[1]}
+        for _, word in ipairs(trim) do add[#add + 1] = word end
+        add[#add + 1] = '*'
+        for _, field in ipairs(fields) do add[#add + 1] = field end
+        local entry = redis.call(unpack(add))
         redis.call('ZREM', KEYS[2], id)
         redis.call('HDEL', KEYS[3], id)
         redis.call('HDEL', KEYS[4], id)
@@ -201,12 +221,11 @@ end
 return removed
 """
 
-# KEYS: the guard.  ARGV: the entry id.  Release the guard only if this entry still holds it:
-# after it expired another job may have taken it.
-# KEYS: S:dead, S. ARGV: the dead letter's id, MAXLEN. The letter is taken out of the dead letters
+# KEYS: S:dead, S, S:maxlen. ARGV: the dead letter's id. The letter is taken out of the dead letters
 # and its payload added to the stream as one step, and only by the caller that removed it: two
 # operators replaying at once, or a replay killed and run again, run each job once. Returns the new
-# entry's id, or false when the letter is gone (replayed or purged meanwhile).
+# entry's id, or false when the letter is gone (replayed or purged meanwhile). The stream is trimmed
+# as MOVE trims it.
 REPLAY = """
 local found = redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1])
 if #found == 0 or redis.call('XDEL', KEYS[1], ARGV[1]) == 0 then
@@ -216,9 +235,15 @@ local fields, payload = found[1][2], ''
 for i = 1, #fields, 2 do
     if fields[i] == 'payload' then payload = fields[i + 1] end
 end
-return redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', 'payload', payload)
+local maxlen = redis.call('GET', KEYS[3])
+if maxlen then
+    return redis.call('XADD', KEYS[2], 'MAXLEN', '~', maxlen, '*', 'payload', payload)
+end
+return redis.call('XADD', KEYS[2], '*', 'payload', payload)
 """
 
+# KEYS: the guard.  ARGV: the entry id.  Release the guard only if this entry still holds it:
+# after it expired another job may have taken it.
 UNLOCK = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
     return redis.call('DEL', KEYS[1])
