@@ -348,7 +348,7 @@ def _json(message: Mapping[str, Any], limits: Limits) -> str:
     try:
         form_body(payload.encode(), limits)
     except BadMessage as exc:
-        raise ValueError(f"the daemon would skip this message: {exc}") from None
+        raise PayloadError(f"the daemon would skip this message: {exc}") from None
     return payload
 
 
@@ -363,7 +363,7 @@ def php_date_c(now: datetime | None = None) -> str:
 
 
 class PayloadError(ValueError):
-    """The payload given on the command line is not a JSON object."""
+    """The payload is not a JSON object, or not one the daemon would run (too large, deep or wide)."""
 
 
 def build_payload(data: str | None, pairs: Sequence[str], stdin: Any = None) -> dict[str, Any]:
@@ -437,21 +437,26 @@ exit status:
   {EXIT_NO_SUBSCRIBER}   nobody is subscribed: pub/sub dropped the message
   {EXIT_USAGE}   bad command line
   {EXIT_NOT_ADDED}   not added: a job with the same unique key holds its guard
-  {EXIT_BAD_PAYLOAD}  the payload is not a JSON object
+  {EXIT_BAD_PAYLOAD}  the payload is not a JSON object, or one the daemon would skip (too large, deep or wide)
   {EXIT_UNREACHABLE}  Redis is unreachable or refused the command""",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("pairs", nargs="*", metavar="key=value", help="a string field of the message")
     parser.add_argument("--data", metavar="JSON", help="the message as a JSON object; '-' reads stdin")
     parser.add_argument(
+        "--config", metavar="FILE",
+        help="the daemon's TOML file, for where to publish: its redis_url, redis_password_file, first "
+        "channel and message limits (default: $ASYNCPHP_CONFIG, else /etc/asyncphp/daemon.toml if it "
+        "exists), so that publish and the daemon talk to one Redis",
+    )  # fmt: skip
+    parser.add_argument(
         "--redis-url",
-        default=env.get("ASYNCPHP_REDIS_URL", DEFAULT_REDIS_URL),
-        help="default: $ASYNCPHP_REDIS_URL or %(default)s",
+        help=f"default: $ASYNCPHP_REDIS_URL, else the daemon's (--config), else {DEFAULT_REDIS_URL}",
     )
     parser.add_argument(
         "--channel",
-        default=env.get("ASYNCPHP_CHANNEL", DEFAULT_CHANNEL),
-        help="default: $ASYNCPHP_CHANNEL or %(default)s",
+        default=env.get("ASYNCPHP_CHANNEL"),
+        help=f"default: $ASYNCPHP_CHANNEL, else the daemon's first channel, else {DEFAULT_CHANNEL}",
     )
     parser.add_argument("--stream", metavar="NAME", help="add to this stream (durable) instead of publishing")
     parser.add_argument(
@@ -494,15 +499,47 @@ exit status:
     return parser
 
 
+@dataclass(frozen=True, slots=True)
+class _Target:
+    """Where the command line publishes: the daemon's Redis, channel and limits unless it says."""
+
+    redis_url: str
+    password_file: str
+    channel: str
+    limits: Limits
+
+
+def _target(args: argparse.Namespace, env: Mapping[str, str]) -> _Target:
+    """Raises SettingsError when the daemon's settings are needed and invalid."""
+    from asyncphp.settings import load  # only the command line reads the daemon's settings
+
+    daemon = load(["--config", args.config] if args.config else [], env)
+    return _Target(
+        args.redis_url or daemon.redis_url,
+        "" if args.redis_url else daemon.redis_password_file,
+        args.channel or (daemon.channels or (DEFAULT_CHANNEL,))[0],
+        Limits(daemon.max_message_bytes, daemon.max_nesting, daemon.max_fields),
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    from asyncphp.settings import SettingsError
+
     cli = parser()
     args = cli.parse_args(argv)
     if args.partition_key is not None and args.partitions is None:
         cli.error("--partition-key chooses one of --partitions N: give both")
+    if args.redis_url is not None:
+        try:
+            redisurl.validate(args.redis_url)
+        except ValueError as exc:
+            cli.error(f"--redis-url {redact(args.redis_url)}: {exc}")
     try:
-        redisurl.validate(args.redis_url)
-    except ValueError as exc:
-        cli.error(f"--redis-url {redact(args.redis_url)}: {exc}")
+        target = _target(args, os.environ)
+    except SettingsError as exc:
+        print(f"asyncphp-publish: the daemon's settings: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    args.channel = target.channel
     try:
         message = build_payload(args.data, args.pairs)
     except PayloadError as exc:
@@ -511,48 +548,51 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.partitions is not None:
             args.stream = partition(args.stream or args.channel, args.partitions, args.partition_key)
-        if args.delay is not None or args.at is not None or args.unique is not None:
-            done = enqueue(
-                message, stream=args.stream or args.channel, redis_url=args.redis_url, maxlen=args.maxlen,
-                delay=args.delay, at=args.at, unique_key=args.unique, unique_for=args.unique_for,
-                unique_until=args.unique_until, release=args.release, traceparent=args.traceparent,
-                tracestate=args.tracestate,
-            )  # fmt: skip
-            print(done.id)
-            if not done.added:
-                print(
-                    f"asyncphp-publish: not added: job {done.id} holds the unique key {args.unique!r}",
-                    file=sys.stderr,
-                )
-                return EXIT_NOT_ADDED
-            return EXIT_DELIVERED
-        if args.stream:
-            print(
-                publish(
-                    message,
-                    channel=args.stream,
-                    redis_url=args.redis_url,
-                    durable=True,
-                    maxlen=args.maxlen,
-                    release=args.release,
-                    traceparent=args.traceparent,
-                    tracestate=args.tracestate,
-                )
-            )
-            return EXIT_DELIVERED
-        receivers = publish(
-            message, channel=args.channel, redis_url=args.redis_url, release=args.release,
-            traceparent=args.traceparent, tracestate=args.tracestate,
-        )  # fmt: skip
+        durable = args.stream or args.delay is not None or args.at is not None or args.unique is not None
+        if durable:
+            _check_stream(target.redis_url, args.stream or args.channel)
+        with contextlib.closing(
+            redisurl.client(target.redis_url, target.password_file, socket_connect_timeout=CONNECT_TIMEOUT,
+                            socket_timeout=CONNECT_TIMEOUT)
+        ) as client:  # fmt: skip
+            return _published(args, message, client, target)
     except redisurl.FAILURES as exc:
-        print(f"asyncphp-publish: cannot publish to {redact(args.redis_url)}: {exc}", file=sys.stderr)
+        print(f"asyncphp-publish: cannot publish to {redact(target.redis_url)}: {exc}", file=sys.stderr)
         return EXIT_UNREACHABLE
+    except PayloadError as exc:
+        print(f"asyncphp-publish: {exc}", file=sys.stderr)
+        return EXIT_BAD_PAYLOAD
     except ValueError as exc:  # what was asked cannot be published (a release id, a trace, a partition)
         print(f"asyncphp-publish: {exc}", file=sys.stderr)
         return EXIT_USAGE
+
+
+def _published(args: argparse.Namespace, message: Mapping[str, Any], client: Client, target: _Target) -> int:
+    """Publish as the command line asks; the exit status."""
+    common: dict[str, Any] = {
+        "client": client, "redis_url": target.redis_url, "limits": target.limits, "release": args.release,
+        "traceparent": args.traceparent, "tracestate": args.tracestate,
+    }  # fmt: skip
+    if args.delay is not None or args.at is not None or args.unique is not None:
+        done = enqueue(
+            message, stream=args.stream or args.channel, maxlen=args.maxlen, delay=args.delay, at=args.at,
+            unique_key=args.unique, unique_for=args.unique_for, unique_until=args.unique_until, **common,
+        )  # fmt: skip
+        print(done.id)
+        if not done.added:
+            print(
+                f"asyncphp-publish: not added: job {done.id} holds the unique key {args.unique!r}",
+                file=sys.stderr,
+            )
+            return EXIT_NOT_ADDED
+        return EXIT_DELIVERED
+    if args.stream:
+        print(publish(message, channel=args.stream, durable=True, maxlen=args.maxlen, **common))
+        return EXIT_DELIVERED
+    receivers = publish(message, channel=target.channel, **common)
     if receivers == 0:
         print(
-            f"asyncphp-publish: nobody is subscribed to {args.channel!r}: the message was dropped",
+            f"asyncphp-publish: nobody is subscribed to {target.channel!r}: the message was dropped",
             file=sys.stderr,
         )
         return EXIT_NO_SUBSCRIBER

@@ -90,3 +90,42 @@ def test_console_scripts_and_key_value_fields(
         "usage: asyncphp-daemon"
         in subprocess.run([bin_dir / "asyncphp-daemon", "--help"], capture_output=True, text=True).stdout
     )
+
+
+def test_cli_publishes_where_the_daemon_reads_by_its_settings(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    # Old behaviour: `asyncphp publish` ignored daemon.toml (while dead, delayed and status read it), so
+    # it published to 127.0.0.1:6379 and 'commands' whatever the daemon read (issue 23, item 8).
+    config = tmp_path / "daemon.toml"
+    config.write_text(
+        f'redis_url = "{redis_server.url}"\nchannels = ["mail", "other"]\nmax_message_bytes = 64\n'
+    )
+    client = redis.Redis.from_url(redis_server.url)
+    listener = client.pubsub()
+    listener.subscribe("mail")
+    assert listener.get_message(timeout=5)["type"] == "subscribe"  # type: ignore[index]
+    by_flag = cli("--config", str(config), "to=ann")
+    assert by_flag.returncode == 0, by_flag.stderr
+    env = {"ASYNCPHP_CONFIG": str(config), "PATH": ""}
+    by_env = subprocess.run(
+        [sys.executable, "-m", "asyncphp.caller", "to=bob"], capture_output=True, text=True, env=env
+    )
+    assert by_env.returncode == 0, by_env.stderr
+    got = [listener.get_message(timeout=5) for _ in range(2)]
+    assert [m["data"] for m in got if m] == [b'{"to":"ann"}', b'{"to":"bob"}']
+    # The daemon's limits too: a message it would skip is refused before it is sent.
+    big = cli("--config", str(config), "text=" + "x" * 100)
+    assert big.returncode == EXIT_BAD_PAYLOAD and "the daemon would skip this message" in big.stderr
+    assert big.stderr.count("\n") == 1
+    # A flag still wins over the file; a file that is not valid is one line, and nothing is sent.
+    assert (
+        cli("--config", str(config), "--channel", "mail", "--redis-url", "unix:///nowhere", "a=1").returncode
+        == EXIT_UNREACHABLE
+    )
+    config.write_text("channels = 5\n")
+    bad = cli("--config", str(config), "a=1")
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "channels" in bad.stderr, bad.stderr
+    assert listener.get_message(timeout=0.5) is None
+    listener.close()
+    client.close()
