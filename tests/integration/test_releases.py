@@ -235,3 +235,62 @@ def test_a_release_removed_after_it_was_found_makes_its_jobs_wait_not_fail(
     wait_for(lambda: len(ran(pool)) == 2, what="the second job, once r2 is back")
     with redis.Redis.from_url(url) as client:
         assert client.xlen("jobs:dead") == 0
+
+
+def test_pub_sub_jobs_waiting_for_a_release_are_bounded_and_leave_the_streams_read_room(
+    tmp_path: Path, redis_server: RedisServer, pool: Pool, start_daemon: Callable[..., Daemon]
+) -> None:
+    # Old behaviour (issue 23, item 2): every pub/sub job of a missing release waited, whatever
+    # max_queued, and each took a stream entry's read room: with 30 waiting, the stream was not read.
+    root = tmp_path / "releases"
+    deploy(root, "r1")
+    switch(root, "r1")
+    url = redis_server.url
+    daemon = start_daemon(
+        pool.listen,
+        *flags(root, "--channel", "commands", "--stream", "jobs", "--release-wait", "600",
+               "--max-queued", "10", "--heartbeat-interval", "0.2"),
+        wait=False,
+    )  # fmt: skip
+    wait_for(lambda: daemon.lines("Subscribed to stream jobs"), what="the daemon")
+    client = redis.Redis.from_url(url)
+    wait_for(lambda: client.pubsub_numsub("commands")[0][1] == 1, what="the daemon's subscription")
+    for n in range(30):
+        publish({"n": n}, channel="commands", redis_url=url, release="r9")  # never deployed
+    heartbeat = client.keys(KEY_PREFIX + "*")[0]
+    wait_for(lambda: client.hget(heartbeat, "releases_waiting") == b"r9=10", what="ten jobs waiting for r9")
+    for n in range(100, 120):
+        publish({"n": n}, channel="jobs", redis_url=url, durable=True, release="r1")
+    wait_for(lambda: len(ran(pool)) == 20, what="the stream's 20 jobs, read while r9's wait")
+    assert sorted(n for _, _, n, _ in ran(pool)) == list(range(100, 120))
+    assert client.hget(heartbeat, "releases_waiting") == b"r9=10"
+    daemon.stop()
+    assert "20 dropped" in daemon.lines("stopped")[-1], "the 20 beyond max_queued, each said"
+    client.close()
+
+
+def test_a_pub_sub_job_whose_release_never_comes_is_dropped_with_a_line_not_kept_going_round(
+    tmp_path: Path, redis_server: RedisServer, pool: Pool, start_daemon: Callable[..., Daemon]
+) -> None:
+    # Old behaviour (issue 23, item 2): after release_wait it went to the spill file, came back from
+    # it to wait again, and so on without end, a WARNING each time.
+    root = tmp_path / "releases"
+    deploy(root, "r1")
+    url = redis_server.url
+    daemon = start_daemon(
+        pool.listen,
+        *flags(root, "--channel", "commands", "--release-wait", "1", "--state-dir", str(tmp_path)),
+        wait=False,
+    )  # fmt: skip
+    client = redis.Redis.from_url(url)
+    wait_for(lambda: client.pubsub_numsub("commands")[0][1] == 1, what="the daemon's subscription")
+    for n in range(3):
+        publish({"n": n}, channel="commands", redis_url=url, release="r9")
+    wait_for(lambda: len(daemon.lines("not run: release r9 did not reach")) == 3, what="three jobs given up")
+    publish({"n": 3}, channel="commands", redis_url=url, release="r1")
+    wait_for(lambda: ran(pool), what="a job of r1, after those given up")
+    daemon.stop()
+    summary = daemon.lines("stopped")[-1]
+    assert "3 dropped" in summary and "0 spilled" in summary and "1 completed" in summary, summary
+    assert not daemon.lines("spill file"), "nothing went round through the spill file"
+    client.close()

@@ -64,6 +64,11 @@ class Job:
     last_error: str = ""  # why the pool could not take it last time
     counted: bool = False  # counted as dispatched (once per delivery, whatever the retries)
 
+    @property
+    def published(self) -> bool:
+        """A pub/sub job: nothing but this daemon keeps its message (a stream entry stays in Redis)."""
+        return self.origin is NOWHERE
+
 
 class Failure(enum.Enum):
     """How a request failed without a complete answer; what it means for the job."""

@@ -23,7 +23,7 @@ from collections.abc import Callable
 
 from asyncphp import __version__
 from asyncphp.core.admission import Limits as PoolLimits
-from asyncphp.core.jobs import NOWHERE, Counters, Job, Message, Outcome, Result
+from asyncphp.core.jobs import Counters, Job, Message, Outcome, Result
 from asyncphp.core.ledger import Policy
 from asyncphp.core.releases import ReleaseWait
 from asyncphp.logfmt import preview
@@ -235,11 +235,24 @@ class Daemon:
         self.sink.flush()  # this turn's lines, in one write, before the loop waits again
 
     def _readable(self) -> int:
-        """Entries a stream may be read for: the pool's room, less the jobs waiting here for their
+        """Entries a stream may be read for: the pool's room, less the entries waiting here for their
         release (a daemon without a release must not take the stream's jobs for it from one that has
-        it: it holds no more of them than the pool could run)."""
+        it: it holds no more of them than the pool could run). Pub/sub jobs waiting take none of it:
+        they count against the queue's limits instead (:meth:`_room`)."""
         readable = self.dispatcher.readable
-        return max(0, readable - len(self.release_wait)) if self.release_wait else readable
+        return max(0, readable - self.release_wait.entries) if self.release_wait else readable
+
+    def _room(self, size: int) -> bool:
+        """Whether a pub/sub job of ``size`` bytes may be held: max_queued and max_queued_bytes
+        bound the queue and the pub/sub jobs waiting for their release together (held here alone,
+        each is memory nothing else would free)."""
+        if not self.dispatcher.has_room(size):
+            return False
+        held, held_bytes = self.release_wait.held()
+        if not held:
+            return True
+        d, s = self.dispatcher, self.settings
+        return d.queued + held < s.max_queued and d.queued_bytes + held_bytes + size <= s.max_queued_bytes
 
     def _timeout(self) -> float:
         now = time.monotonic()
@@ -260,7 +273,7 @@ class Daemon:
         # Behind what the spill file holds, to keep the order; and without decoding it first,
         # so that a message with no room costs a buffered write and nothing more. (The bytes of
         # its form body are checked once it has one.)
-        if self.overflow.waiting or not self.dispatcher.has_room(0):
+        if self.overflow.waiting or not self._room(0):
             self.overflow.keep(message.channel, message.payload, "the queue is full")
             return
         self._admit(message)
@@ -303,7 +316,9 @@ class Daemon:
         self._queue(job, replayed)
 
     def _queue(self, job: Job, replayed: bool = False) -> None:
-        if replayed or self.dispatcher.has_room(len(job.body)):
+        if replayed or (
+            self._room(len(job.body)) if _published(job) else self.dispatcher.has_room(len(job.body))
+        ):
             self.tracing.begin(job)  # from here on it is the daemon's to run: its span opens
             self.dispatcher.submit(job)
         elif _published(job):
@@ -327,6 +342,9 @@ class Daemon:
             self._refuse(job, str(exc))
             return False
         if script is None:
+            if _published(job) and not self._room(len(job.body)):
+                self.overflow.keep(job.channel, job.payload, "the queue is full")
+                return False
             if not self.release_wait.waits_for(release):
                 self.log.warning(
                     "release %s is not on this host (%s): its jobs wait for it, up to release_wait (%g s)",
@@ -357,11 +375,9 @@ class Daemon:
                 self._queue(job)
         for job in self.release_wait.expired(now):
             wait = self.release_wait.wait
-            reason = f"release {job.release} did not reach this host within release_wait ({wait:g} s)"
-            if _published(job) and self.overflow.keeps:
-                self._keep_older([job], reason)
-            else:
-                self._refuse(job, reason)
+            self._refuse(
+                job, f"release {job.release} did not reach this host within release_wait ({wait:g} s)"
+            )
 
     def _refuse(self, job: Job, reason: str) -> None:
         """A job that cannot run here: a stream entry is dead-lettered with the reason; a pub/sub
@@ -411,9 +427,11 @@ class Daemon:
         if self._stop_reason or not self.overflow.replayable or not self.dispatcher.reachable:
             return False
         d, s = self.dispatcher, self.settings
-        if not d.queued:
+        held, held_bytes = self.release_wait.held()  # pub/sub jobs waiting for their release
+        if not d.queued and not held:
             return True  # whatever the limits (max_queued_bytes = 0, say): one at a time, then
-        return (d.free > 0 or d.queued < s.max_queued // 2) and d.queued_bytes < s.max_queued_bytes // 2
+        queued, queued_bytes = d.queued + held, d.queued_bytes + held_bytes
+        return (d.free > 0 or queued < s.max_queued // 2) and queued_bytes < s.max_queued_bytes // 2
 
     def _request(self, job: Job) -> bytes:
         builder = self._builder(job.script) if job.script else self.requests
@@ -617,8 +635,7 @@ class Daemon:
 
 
 def _published(job: Job) -> bool:
-    """A pub/sub job: nothing but this daemon keeps its message (a stream entry stays in Redis)."""
-    return job.origin is NOWHERE
+    return job.published
 
 
 def _by_slot(names: tuple[str, ...]) -> list[tuple[str, ...]]:
