@@ -19,6 +19,8 @@ reports the replies. Nothing here touches a socket or reads a clock.
 from __future__ import annotations
 
 import enum
+import heapq
+import itertools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -176,6 +178,10 @@ class Policy:
     claim_idle: float = 60.0
     max_attempts: int = 5
     retry_delay: float = 1.0
+    # Entries waiting for a retry hold no read room: the pool runs other work meanwhile, and a due
+    # retry takes the next free slot before any read. This many waiting (max_queued) stops reads,
+    # so that a stream of failing jobs cannot make the ledger hold without bound.
+    max_waiting: int = 100_000
 
 
 BUSY = frozenset({Hold.RUNNING, Hold.WAITING, Hold.REDELIVERING})  # what a stream's max_in_flight counts
@@ -195,7 +201,8 @@ class Ledger:
         # entries whose settle is to be sent, and those waiting for a retry.
         self._to_settle: list[Entry] = []
         self._settle_due = math.inf  # when the gathered settles go out (see SETTLE_BATCH)
-        self._waiting: list[Entry] = []
+        self._waiting: list[tuple[float, int, Entry]] = []  # a heap by due time
+        self._order = itertools.count()  # ties in due time go in the order they failed
         self._to_unlock: list[Unlock] = []  # guards to release, not yet sent
         self._unlocking: set[Unlock] = set()  # sent, not yet answered
         self.last_read: dict[str, str] = {}  # the newest id delivered to us per stream, for a lost group
@@ -287,7 +294,7 @@ class Ledger:
                 return self._settle(entry, Settle.BURY, result, now)
             delay = min(RETRY_DELAY_CAP, self.policy.retry_delay * 2 ** (entry.deliveries - 1))
             entry.hold, entry.due, entry.job, entry.result = Hold.WAITING, now + delay, job, result
-            self._waiting.append(entry)
+            self._wait(entry)
             return Retrying(entry, delay)
         # DROPPED or ABANDONED, or a failure while stopping: another consumer takes it over.
         del self._held[(entry.stream, entry.id)]
@@ -370,7 +377,7 @@ class Ledger:
                 self._settle_due = -math.inf
             elif entry.hold is Hold.REDELIVERING:
                 entry.hold, entry.due = Hold.WAITING, 0.0
-                self._waiting.append(entry)
+                self._wait(entry)
             entry.touched = -math.inf  # touch at once: the outage may have made it look idle
         self._to_unlock += self._unlocking  # a release of a guard only ever releases its own job's
         self._unlocking.clear()
@@ -412,13 +419,13 @@ class Ledger:
         if self.stopped:
             return commands
         if self._waiting:
-            self._waiting.sort(key=lambda e: e.due)
-            while self._waiting and self._waiting[0].due <= now and free > 0:
-                entry = self._waiting.pop(0)
+            while self._waiting and self._waiting[0][0] <= now and free > 0:
+                entry = heapq.heappop(self._waiting)[2]
                 entry.hold = Hold.REDELIVERING
                 commands.append(Redeliver(entry))
                 free -= 1
-            free -= len(self._waiting)  # they will need their slots too
+            if len(self._waiting) >= self.policy.max_waiting:
+                free = 0
         if now >= self._next_touch:
             self._next_touch = now + self.policy.claim_idle / 4
             commands += self._touch(now)
@@ -447,8 +454,11 @@ class Ledger:
             return settles
         wakes = [settles, self.reader.wake_at() if free > 0 else math.inf]
         if self._waiting and free > 0:
-            wakes.append(min(e.due for e in self._waiting))
+            wakes.append(self._waiting[0][0])
         return min(wakes)
+
+    def _wait(self, entry: Entry) -> None:
+        heapq.heappush(self._waiting, (entry.due, next(self._order), entry))
 
     def _touch(self, now: float) -> list[Command]:
         """Reset the idle time of entries held here for a while, so nobody claims them from us."""

@@ -138,7 +138,9 @@ class Daemon:
             else:
                 sources.append(PubSubSource(target, settings.channels, self._on_published))
         if settings.streams:
-            policy = Policy(settings.claim_idle, settings.max_attempts, settings.retry_delay)
+            policy = Policy(
+                settings.claim_idle, settings.max_attempts, settings.retry_delay, settings.max_queued
+            )
             lanes = settings.lanes
             # On a cluster, one source per slot, read from the slot's primary: a read, a script, a
             # MULTI takes keys of one slot (a stream and its own keys share one; see settings).

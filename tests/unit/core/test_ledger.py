@@ -228,6 +228,40 @@ def test_reads_are_bounded_by_free_slots_and_one_at_a_time() -> None:
     assert of(Read, book.plan(0.2, 3)) == [Read(("jobs",), 3, block=True)]
 
 
+def test_entries_waiting_for_a_retry_hold_no_read_room_and_a_due_one_goes_first() -> None:
+    # Old behaviour (issue 23, item 10): each waiting entry took a slot from the reads, so failing
+    # jobs stopped the reads of everything else until they were out of attempts.
+    book = ledger(retry_delay=10.0)
+    book.plan(0.0, 0)  # the first touch, claim and lag query are out of the way
+    jobs = []
+    for n in range(10):
+        book.reader.read_done({})
+        jobs.append(job_for(book.take(STREAM, entry(f"1-{n}"), 1, 0.0), n))
+    for job in jobs:
+        assert isinstance(book.ended(job, Result(Outcome.FAILED, "status 500", 500), 0.1), Retrying)
+    book.read_done({})
+    assert of(Read, book.plan(0.2, 5)) == [Read((STREAM,), 5, block=True)], "5 free slots: 5 read"
+    book.read_done({})
+    commands = book.plan(10.1, 5)
+    assert len(of(Redeliver, commands)) == 5 and of(Read, commands) == [], (
+        "the due retries take the slots first"
+    )
+
+
+def test_reads_stop_while_max_waiting_entries_wait_for_a_retry() -> None:
+    book = ledger(retry_delay=10.0, max_waiting=3)
+    book.plan(0.0, 0)
+    for n in range(3):
+        book.read_done({})
+        job = job_for(book.take(STREAM, entry(f"1-{n}"), 1, 0.0), n)
+        book.ended(job, Result(Outcome.FAILED, "status 500", 500), 0.1)
+    book.read_done({})
+    assert of(Read, book.plan(0.2, 5)) == [], "the ledger holds no more"
+    assert len(of(Redeliver, book.plan(10.1, 1))) == 1, "one due retry into the one free slot"
+    commands = book.plan(10.2, 5)
+    assert len(of(Redeliver, commands)) == 2 and of(Read, commands) == [Read((STREAM,), 3, block=True)]
+
+
 def test_claims_every_half_claim_idle_and_follow_the_scan_until_it_wraps() -> None:
     book = ledger(claim_idle=10.0)
     assert of(Claim, book.plan(0.0, 2)) == [Claim(STREAM, "0-0", 2)]
