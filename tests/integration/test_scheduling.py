@@ -383,6 +383,35 @@ def test_a_stream_whose_jobs_all_fail_does_not_starve_the_streams_below_it(
     assert len(runs) == 330 and all(count == 1 for count in runs.values()), runs.most_common(3)
 
 
+def test_a_stream_s_max_in_flight_holds_through_claims_of_a_dead_consumer_s_entries(
+    redis_server: RedisServer, pool: Pool, start_daemon: Callable[..., Daemon]
+) -> None:
+    # Old behaviour (issue 23, item 11): a claim's entries stopped counting at the XAUTOCLAIM's reply
+    # and were taken only at the XPENDING's after it; meanwhile the scan's next claim (or a read) took
+    # their room: with slow=2, a daemon claiming what a killed one held ran 3 at once. (A race on real
+    # servers, which the old code lost in some runs of this test; the pure test in test_ledger.py
+    # holds the decision itself.)
+    url = redis_server.url
+    client = redis.Redis.from_url(url)
+    add(url, "slow", 6, ms=1000)
+    client.xgroup_create("slow", "asyncphp", id="0")
+    client.xreadgroup("asyncphp", "killed-1", {"slow": ">"}, count=6)  # a daemon read them, then died
+    add(url, "slow", 6, ms=1000)  # and new work, read as the claims go on
+    start_daemon(
+        pool.listen, "--stream", "slow", "--stream-max-in-flight", "slow=2", "--claim-idle", "1",
+        worker=WORKER, wait=False,
+    )  # fmt: skip
+
+    def settled() -> bool:
+        group = client.xinfo_groups("slow")[0]
+        return bool(group["pending"] == 0 and group["lag"] == 0)
+
+    wait_for(settled, timeout=60, what="every entry settled")
+    assert most_running(pool, "slow") == 2, "never more than stream_max_in_flight at once"
+    assert len({s.message_id for s in starts(pool)}) == 12, "the dead consumer's 6, and 6 new"
+    client.close()
+
+
 def test_weighted_priority_shares_the_pool_and_starves_nobody(
     redis_server: RedisServer, start_pool: Callable[..., Pool], start_daemon: Callable[..., Daemon]
 ) -> None:

@@ -359,12 +359,22 @@ class Ledger:
         """The read out came back with ``got`` entries per stream (none: failed, or timed out)."""
         self.reader.read_done(got)
 
-    def claim_done(self, stream: str, cursor: str) -> None:
-        """An XAUTOCLAIM came back: follow its scan next turn until it wraps to 0-0."""
-        self._claiming.pop(stream, None)
+    def claim_done(self, stream: str, cursor: str, brought: int = 0) -> None:
+        """An XAUTOCLAIM came back: follow its scan next turn until it wraps to 0-0. The
+        ``brought`` entries it claimed are taken only once their delivery counts are known (an
+        XPENDING later): until :meth:`claim_taken`, they count against the stream's max_in_flight
+        as they did while the claim was out, and no other claim is sent."""
+        if brought > 0:
+            self._claiming[stream] = brought
+        else:
+            self._claiming.pop(stream, None)
         self._claim_from[stream] = cursor
         if cursor != "0-0":
             self._next_claim = 0.0
+
+    def claim_taken(self, stream: str) -> None:
+        """The entries a claim brought were taken (or the daemon stops): they count as held now."""
+        self._claiming.pop(stream, None)
 
     def lost(self) -> None:
         """The connection died: whatever was sent and not confirmed is sent again once back."""

@@ -441,7 +441,8 @@ class StreamSource:
             self._refused_by_redis(reply, "XAUTOCLAIM")
             return
         claim = replies.xautoclaim(reply)
-        self.ledger.claim_done(stream, claim.cursor)
+        brought = 0 if self.ledger.stopped else len(claim.entries)
+        self.ledger.claim_done(stream, claim.cursor, brought)
         if claim.deleted:
             self._log.error(
                 "%d pending entr%s of %s no longer in the stream (trimmed by MAXLEN, or deleted): %s",
@@ -462,6 +463,7 @@ class StreamSource:
             for found in claim.entries:
                 if not self.ledger.stopped:
                     self._carry_out(self.ledger.take(stream, found, deliveries.get(found.id, 2), now))
+            self.ledger.claim_taken(stream)
 
         self.writer.send(
             "XPENDING", stream, self.group, min(ids, key=id_key), max(ids, key=id_key),

@@ -24,6 +24,7 @@ from asyncphp.core.ledger import (
     Touch,
     Unlock,
 )
+from asyncphp.core.reading import Lane, Lanes
 from asyncphp.wire.replies import StreamEntry
 
 STREAM = "jobs"
@@ -260,6 +261,23 @@ def test_reads_stop_while_max_waiting_entries_wait_for_a_retry() -> None:
     assert len(of(Redeliver, book.plan(10.1, 1))) == 1, "one due retry into the one free slot"
     commands = book.plan(10.2, 5)
     assert len(of(Redeliver, commands)) == 2 and of(Read, commands) == [Read((STREAM,), 3, block=True)]
+
+
+def test_entries_a_claim_brought_count_against_the_stream_s_limit_until_taken() -> None:
+    # Old behaviour (issue 23, item 11): the claim's count was let go at the XAUTOCLAIM's reply, but
+    # its entries are taken only at the XPENDING's after it: between the two a read (or the scan's
+    # next claim) took their room, and a stream of max_in_flight 2 ran 3 at once after a kill -9.
+    book = Ledger((STREAM,), Policy(), NOWHERE, Lanes((Lane(STREAM, max_in_flight=2),)))  # type: ignore[arg-type]
+    (claim,) = of(Claim, book.plan(0.0, 5))
+    assert claim.count == 2
+    book.claim_done(STREAM, "5-0", brought=2)  # the scan goes on: another claim would be due now
+    commands = book.plan(0.1, 5)
+    assert of(Read, commands) == [] and of(Claim, commands) == [], "the two claimed still hold the room"
+    for n in range(2):
+        assert isinstance(book.take(STREAM, entry(f"1-{n}"), 2, 0.2), Deliver)
+    book.claim_taken(STREAM)
+    assert book.busy() == {STREAM: 2}
+    assert of(Read, book.plan(0.3, 5)) == [] and of(Claim, book.plan(0.3, 5)) == []
 
 
 def test_claims_every_half_claim_idle_and_follow_the_scan_until_it_wraps() -> None:

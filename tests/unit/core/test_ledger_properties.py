@@ -52,6 +52,14 @@ class Group:
     pending: dict[str, int] = field(default_factory=dict)  # id → delivery count
     acked: Counter[str] = field(default_factory=Counter)
     dead: Counter[str] = field(default_factory=Counter)
+    others: dict[str, int] = field(default_factory=dict)  # pending for a consumer that died: id → deliveries
+
+
+@dataclass(frozen=True)
+class Counted:
+    """The XPENDING the stream source sends after a claim, for the claimed entries' delivery counts."""
+
+    stream: str
 
 
 class NoOrigin:
@@ -121,6 +129,14 @@ class LedgerMachine(RuleBasedStateMachine):
         self.redis.pending.clear()
         self.redis.delivered = len(self.redis.added)
 
+    @rule(count=st.integers(1, 3))
+    def another_daemon_dies_holding(self, count: int) -> None:
+        # Another consumer read these and was killed: pending for it, for XAUTOCLAIM to find.
+        r = self.redis
+        for entry_id in r.added[r.delivered : r.delivered + count]:
+            r.others[entry_id] = 1
+        r.delivered = min(len(r.added), r.delivered + count)
+
     @rule()
     def connection_dies(self) -> None:
         # Commands not yet run are lost; those run have their replies lost.
@@ -175,7 +191,16 @@ class LedgerMachine(RuleBasedStateMachine):
             for entry_id in fresh:
                 r.pending[entry_id] = 1
             return fresh
-        assert isinstance(command, (Touch, Claim, QueryLag))
+        if isinstance(command, Claim):
+            # Idle entries: the dead consumer's, and ours that the ledger let go (released).
+            idle = [*r.others, *(e for e in r.pending if self.book.entry(STREAM, e) is None)]
+            claimed = []
+            for entry_id in idle[: command.count]:
+                deliveries = r.others.pop(entry_id, None) or r.pending[entry_id]
+                r.pending[entry_id] = deliveries + 1
+                claimed.append((entry_id, deliveries + 1))
+            return claimed
+        assert isinstance(command, (Touch, QueryLag))
         return None
 
     def _reply(self, command: Command, reply: object) -> None:
@@ -195,7 +220,16 @@ class LedgerMachine(RuleBasedStateMachine):
                 found = StreamEntry(entry_id, {b"payload": b"{}"} if entry_id[0] != "7" else {})
                 self._carry_out(self.book.take(STREAM, found, 1, self.now), entry_id)
         elif isinstance(command, Claim):
-            self.book.claim_done(command.stream, "0-0")
+            # As the stream source does: the XAUTOCLAIM's reply, then an XPENDING for the entries'
+            # delivery counts, whose reply hands them to the ledger.
+            self.book.claim_done(command.stream, "0-0", len(reply))  # type: ignore[arg-type]
+            self.inbox.append((Counted(command.stream), reply))
+        elif isinstance(command, Counted):
+            for entry_id, deliveries in reply:  # type: ignore[attr-defined]
+                self.released.discard(entry_id)
+                found = StreamEntry(entry_id, {b"payload": b"{}"})
+                self._carry_out(self.book.take(STREAM, found, deliveries, self.now), entry_id)
+            self.book.claim_taken(command.stream)
 
     def _carry_out(self, decision: Decision, entry_id: str) -> None:
         if isinstance(decision, Deliver):
