@@ -383,6 +383,37 @@ def test_a_stream_whose_jobs_all_fail_does_not_starve_the_streams_below_it(
     assert len(runs) == 330 and all(count == 1 for count in runs.values()), runs.most_common(3)
 
 
+def test_a_unique_guard_is_released_by_the_copy_that_holds_it_after_a_claim(
+    redis_server: RedisServer, start_pool: Callable[..., Pool], start_daemon: Callable[..., Daemon]
+) -> None:
+    # Old behaviour (issue 23, item 12): a daemon that stalled while its unique job ran had the entry
+    # claimed by another; its own copy then finished, acknowledged and released the guard while the
+    # claimed copy still ran, and a second job of the key was accepted meanwhile.
+    url = redis_server.url
+    client = redis.Redis.from_url(url)
+    pools = [start_pool(FIVE, name=f"pool{i}") for i in range(2)]
+    flags = ("--stream", "jobs", "--claim-idle", "1", "--log-level", "INFO")
+    stalled = start_daemon(pools[0].listen, *flags, worker=WORKER, wait=False)
+    stalled.wait_for("Subscribed to stream jobs")
+    held = enqueue({"n": 1, "ms": 3000}, stream="jobs", client=client, unique_key="k")
+    wait_for(lambda: starts(pools[0]), what="the first daemon's copy to start")
+    stalled.server.process.send_signal(signal.SIGSTOP)  # a long pause: its entries look idle
+    try:
+        other = start_daemon(pools[1].listen, *flags, worker=WORKER, wait=False)
+        wait_for(lambda: starts(pools[1]), what="the second daemon's claimed copy to start")
+    finally:
+        stalled.server.process.send_signal(signal.SIGCONT)
+    stalled.wait_for("claimed by another consumer while its job ran here")
+    assert [line.split()[1] for line in lines(pools[1].worker_log)] == ["jobs"], "the claimed copy still runs"
+    again = enqueue({"n": 2}, stream="jobs", client=client, unique_key="k")
+    assert (again.added, again.id) == (False, held.id), "the guard still held for the copy that runs"
+    wait_for(lambda: len(lines(pools[1].worker_log)) == 2, what="the claimed copy to end")
+    wait_for(lambda: client.get("jobs:unique:k") is None, what="its settle to release the guard")
+    assert enqueue({"n": 3}, stream="jobs", client=client, unique_key="k").added
+    other.stop()
+    client.close()
+
+
 def test_a_stream_s_max_in_flight_holds_through_claims_of_a_dead_consumer_s_entries(
     redis_server: RedisServer, pool: Pool, start_daemon: Callable[..., Daemon]
 ) -> None:

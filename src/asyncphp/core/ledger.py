@@ -86,6 +86,17 @@ class Ack:
 
 
 @dataclass(frozen=True, slots=True)
+class AckHeld:
+    """Acknowledge a unique job's entry, by a script that decides by what Redis holds, as
+    :class:`Bury` does: pending for another consumer (claimed from this one while its job ran), it
+    is left to that consumer, whose copy holds the guard; else it is acknowledged, and this copy
+    releases the guard once Redis confirms. So a guard is released by the settle of the copy that
+    holds it, and no second job of its key is accepted while a claimed copy still runs."""
+
+    entry: Entry
+
+
+@dataclass(frozen=True, slots=True)
 class Bury:
     """Dead-letter the entry and acknowledge it, as one script, which decides by what Redis holds:
     pending for this consumer, it is written; pending for another (taken over after a partition, or
@@ -131,7 +142,7 @@ class Unlock:
     id: str
 
 
-Command = Ack | Bury | Redeliver | Touch | Claim | QueryLag | Unlock | ReadCommand
+Command = Ack | AckHeld | Bury | Redeliver | Touch | Claim | QueryLag | Unlock | ReadCommand
 
 
 # What became of an entry, for the source to carry out (and log).
@@ -416,7 +427,9 @@ class Ledger:
                 if entry.hold is not Hold.TO_SETTLE or self._held.get((entry.stream, entry.id)) is not entry:
                     continue  # listed twice, or let go meanwhile
                 entry.hold = Hold.SETTLING
-                if entry.settle is Settle.ACK:
+                if entry.settle is Settle.ACK and entry.guard:
+                    commands.append(AckHeld(entry))
+                elif entry.settle is Settle.ACK:
                     acks.setdefault(entry.stream, []).append(entry.id)
                 else:
                     commands.append(Bury(entry, entry.resent))

@@ -24,6 +24,7 @@ import redis
 from asyncphp.core.jobs import Counters, Job, Message, Result
 from asyncphp.core.ledger import (
     Ack,
+    AckHeld,
     Bury,
     Claim,
     Command,
@@ -102,6 +103,48 @@ end
 local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], '*', unpack(ARGV, 6))
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 return id
+"""
+
+
+# KEYS: the stream. ARGV: group, consumer, entry ids. Resets the idle time of the entries still pending
+# for this consumer, so that nobody claims them from a live one; not of those another consumer claimed
+# meanwhile (this daemon looked dead, stopped or cut off, for claim_idle): XCLAIM would take them back
+# while the other's copy runs, and the settle of the wrong copy would release a unique job's guard.
+# Returns the ids no longer this consumer's.
+TOUCH_SCRIPT = """
+local gone = {}
+for i = 3, #ARGV do
+    if #redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1, ARGV[2]) > 0 then
+        redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'JUSTID')
+    else
+        gone[#gone + 1] = ARGV[i]
+    end
+end
+return gone
+"""
+
+
+# KEYS: the stream. ARGV: group, consumer, entry id, its delivery count. Counts a retry's delivery
+# (XCLAIM … RETRYCOUNT) only if the entry is still this consumer's: one another consumer claimed
+# meanwhile is its to run (XCLAIM would take it back, and both copies would run). Returns the id in a
+# list when counted, an empty list when not (see Ledger.redelivered).
+REDELIVER_SCRIPT = """
+if #redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1, ARGV[2]) == 0 then
+    return {}
+end
+return redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[3], 'JUSTID', 'RETRYCOUNT', ARGV[4])
+"""
+
+
+# KEYS: the stream. ARGV: group, entry id, consumer. Acknowledges a unique job's entry unless another
+# consumer holds it (see ledger.AckHeld): 1 when acknowledged (or pending for nobody), 0 when not.
+ACK_HELD_SCRIPT = """
+if #redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1, ARGV[3]) == 0
+    and #redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1) > 0 then
+    return 0
+end
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+return 1
 """
 
 
@@ -290,19 +333,24 @@ class StreamSource:
                 "XACK", command.stream, self.group, *command.ids,
                 on_reply=functools.partial(self._acked, command),
             )  # fmt: skip
+        elif isinstance(command, AckHeld):
+            entry = command.entry
+            self.writer.send(
+                "EVAL", ACK_HELD_SCRIPT, 1, entry.stream, self.group, entry.id, self.consumer,
+                on_reply=functools.partial(self._acked_held, entry),
+            )  # fmt: skip
         elif isinstance(command, Bury):
             self._bury(command)
         elif isinstance(command, Redeliver):
             entry = command.entry
             self.writer.send(
-                "XCLAIM", entry.stream, self.group, self.consumer, 0, entry.id, "JUSTID",
-                "RETRYCOUNT", entry.deliveries + 1,
-                on_reply=functools.partial(self._redelivered, entry),
+                "EVAL", REDELIVER_SCRIPT, 1, entry.stream, self.group, self.consumer, entry.id,
+                entry.deliveries + 1, on_reply=functools.partial(self._redelivered, entry),
             )  # fmt: skip
         elif isinstance(command, Touch):
             self.writer.send(
-                "XCLAIM", command.stream, self.group, self.consumer, 0, *command.ids, "JUSTID",
-                on_reply=self._checked,
+                "EVAL", TOUCH_SCRIPT, 1, command.stream, self.group, self.consumer, *command.ids,
+                on_reply=functools.partial(self._touched, command.stream),
             )  # fmt: skip
         elif isinstance(command, Claim):
             self.writer.send(
@@ -496,6 +544,21 @@ class StreamSource:
         if isinstance(reply, ReplyError):
             self._refused_by_redis(reply, f"XACK of {len(command.ids)} entries (left pending)")
 
+    def _acked_held(self, entry: Entry, reply: Reply) -> None:
+        if isinstance(reply, ReplyError):
+            if reply.code in RECONNECT_ON:  # sent again once connected where it can be (Ledger.lost)
+                raise redis.ConnectionError(f"the acknowledgement of entry {entry.id} refused: {reply}")
+            self.ledger.refused(entry)  # it stays pending in Redis, claimed and settled later
+            self._refused_by_redis(reply, f"the acknowledgement of unique entry {entry.id} (left pending)")
+            return
+        self.ledger.confirmed(entry, release_guard=reply == 1)
+        if reply != 1:
+            self._log.warning(
+                "entry %s of %s was claimed by another consumer while its job ran here: that copy holds its "
+                "unique guard, and settles it", entry.id, entry.stream,
+                extra={"ASYNCPHP_CHANNEL": entry.stream, "ASYNCPHP_MESSAGE_ID": entry.id},
+            )  # fmt: skip
+
     def _bury(self, command: Bury) -> None:
         entry, result = command.entry, command.entry.result
         reason = result.reason or result.outcome.value
@@ -538,9 +601,18 @@ class StreamSource:
             preview(entry.payload), extra=fields,
         )  # fmt: skip
 
-    def _checked(self, reply: Reply) -> None:
+    def _touched(self, stream: str, reply: Reply) -> None:
         if isinstance(reply, ReplyError):
             self._refused_by_redis(reply, "XCLAIM to reset the idle time of held entries")
+            return
+        if isinstance(reply, list) and reply:
+            gone = [v.decode() if isinstance(v, bytes) else str(v) for v in reply]
+            self._log.warning(
+                "%d entr%s of %s held here %s claimed by another consumer (this daemon looked stopped for "
+                "claim_idle): each is settled by the copy that holds it: %s",
+                len(gone), "y" if len(gone) == 1 else "ies", stream, "was" if len(gone) == 1 else "were",
+                ", ".join(gone[:20]),
+            )  # fmt: skip
 
     def _on_groups(self, stream: str, reply: Reply) -> None:
         if isinstance(reply, ReplyError):
