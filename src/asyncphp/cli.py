@@ -141,7 +141,11 @@ def dead_parser() -> argparse.ArgumentParser:
     actions = parser.add_subparsers(dest="action", required=True)
     show = actions.add_parser("list", help="show the dead letters, oldest first")
     show.add_argument("--count", type=int)
-    for name, text in (("replay", "add them to the stream again"), ("purge", "delete them")):
+    replay_text = (
+        "add them to the stream again; a unique job's holding its key again, and not while another job "
+        "of the key holds it (exit 3: those stay dead letters)"
+    )
+    for name, text in (("replay", replay_text), ("purge", "delete them")):
         action = actions.add_parser(name, help=text)
         action.add_argument("ids", nargs="*", metavar="ID", help="dead letter ids (see list)")
         action.add_argument("--all", action="store_true", help="every dead letter of the stream")
@@ -156,6 +160,7 @@ def dead(argv: Sequence[str]) -> int:
     if args.action != "list" and not args.ids and not args.all:
         parser.error(f"{args.action}: give dead letter ids, or --all")
     ids = None if args.action != "list" and args.all else getattr(args, "ids", None)
+    held = 0  # letters of unique jobs not replayed: another job of the key holds its guard
     try:
         url, password_file, stream = _stream_of(args)
     except SettingsError as exc:
@@ -176,14 +181,22 @@ def dead(argv: Sequence[str]) -> int:
                 )
             print(f"{shown} dead letter(s) in {stream}:dead", file=sys.stderr)
         elif args.action == "replay":
-            for letter_id, new_id in deadletters.replay(client, stream, ids):
-                print(f"{letter_id} → {stream} {new_id}")
+            for done in deadletters.replay(client, stream, ids):
+                if isinstance(done, deadletters.Held):
+                    held += 1
+                    print(
+                        f"asyncphp dead: {done.letter_id} not replayed: job {done.holder} holds its unique "
+                        f"key ({done.guard}); it stays a dead letter",
+                        file=sys.stderr,
+                    )
+                else:
+                    print(f"{done.letter_id} → {stream} {done.new_id}")
         else:
             print(f"purged {deadletters.purge(client, stream, ids)} dead letter(s)", file=sys.stderr)
     except (*redisurl.FAILURES, ValueError, OSError) as exc:
         print(f"asyncphp dead: {redisurl.redact(url)}: {exc}", file=sys.stderr)
         return 69
-    return 0
+    return 3 if held else 0
 
 
 def _positive(text: str) -> int:

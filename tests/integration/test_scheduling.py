@@ -414,6 +414,35 @@ def test_a_unique_guard_is_released_by_the_copy_that_holds_it_after_a_claim(
     client.close()
 
 
+def test_a_replayed_dead_letter_of_a_unique_job_holds_its_key_again(
+    redis_server: RedisServer, pool: Pool, start_daemon: Callable[..., Daemon]
+) -> None:
+    # Old behaviour (issue 23, item 12): the dead letter forgot the job was unique, so its replay ran
+    # unguarded, and a second job of the key was accepted while the replayed one waited or ran.
+    url = redis_server.url
+    client = redis.Redis.from_url(url)
+    daemon = start_daemon(pool.listen, "--stream", "jobs", "--max-attempts", "1", worker=WORKER, wait=False)
+    daemon.wait_for("Subscribed to stream jobs")
+    enqueue({"n": 1, "fail": 1}, stream="jobs", client=client, unique_key="k")
+    wait_for(lambda: client.xlen("jobs:dead") == 1, what="the unique job dead-lettered")
+    wait_for(lambda: client.get("jobs:unique:k") is None, what="its guard released after the dead letter")
+    daemon.stop()
+    [(_, letter)] = client.xrange("jobs:dead")
+    assert letter[b"unique"] == b"jobs:unique:k"
+    replayed = asyncphp("dead", "--redis-url", url, "--stream", "jobs", "replay", "--all")
+    assert replayed.returncode == 0, replayed.stderr
+    new_id = replayed.stdout.split()[-1]
+    assert client.get("jobs:unique:k") == new_id.encode(), "the replayed job holds its key"
+    assert client.xrange("jobs", new_id, new_id)[0][1][b"unique"] == b"jobs:unique:k"
+    assert not enqueue({"n": 2}, stream="jobs", client=client, unique_key="k").added
+    # A letter whose key another job holds stays a dead letter: replayed, both would run.
+    client.xadd("jobs:dead", {"id": "1-1", "payload": '{"n": 3}', "attempts": 1, "unique": "jobs:unique:k"})
+    held = asyncphp("dead", "--redis-url", url, "--stream", "jobs", "replay", "--all")
+    assert held.returncode == 3 and f"job {new_id} holds its unique key" in held.stderr, held.stderr
+    assert client.xlen("jobs:dead") == 1
+    client.close()
+
+
 def test_a_stream_s_max_in_flight_holds_through_claims_of_a_dead_consumer_s_entries(
     redis_server: RedisServer, pool: Pool, start_daemon: Callable[..., Daemon]
 ) -> None:

@@ -567,6 +567,8 @@ class StreamSource:
             "status", result.status or "", "stderr", result.stderr[:STDERR_EXCERPT], "daemon", self.consumer,
             "time", f"{time.time():.3f}",
         ]  # fmt: skip
+        if entry.guard:
+            fields += ["unique", entry.guard]  # a replay holds the guard again (scripts.REPLAY)
         self.writer.send(
             "EVAL", BURY_SCRIPT, 2, entry.stream, entry.stream + DEAD_SUFFIX,
             self.group, entry.id, self.consumer, int(command.resent), DEAD_MAXLEN, *fields,

@@ -18,6 +18,22 @@ from asyncphp.redisurl import Client
 from asyncphp.wire.scripts import REPLAY, Keys
 
 PAGE = 100
+REPLAY_UNIQUE_FOR_MS = 3_600_000  # a replayed unique job holds its key until processed, an hour at most
+
+
+@dataclass(frozen=True)
+class Replayed:
+    letter_id: str
+    new_id: str
+
+
+@dataclass(frozen=True)
+class Held:
+    """Not replayed: another job of the letter's unique key holds its guard (the letter stays)."""
+
+    letter_id: str
+    guard: str
+    holder: str
 
 
 @dataclass(frozen=True)
@@ -75,17 +91,21 @@ def _chosen(client: Client, stream: str, ids: list[str] | None) -> Iterator[str]
         yield from (letter.id for letter in _letters(client, stream, last=newest))
 
 
-def replay(client: Client, stream: str, ids: list[str] | None) -> list[tuple[str, str]]:
+def replay(client: Client, stream: str, ids: list[str] | None) -> Iterator[Replayed | Held]:
     """Add the payload of each dead letter (all if ``ids`` is None) to ``stream`` again, taking it
-    out of the dead letters in the same step; returns (dead letter id, new entry id) pairs for
-    those this call moved (not those gone meanwhile)."""
+    out of the dead letters in the same step; yields what became of each this call moved (not those
+    gone meanwhile), as it goes. A unique job's letter is replayed holding its guard again, or not
+    while another job of its key holds it."""
     script = client.register_script(REPLAY)
-    done = []
     for letter_id in _chosen(client, stream, ids):
-        new_id: Any = script(keys=[stream + DEAD_SUFFIX, stream, Keys(stream).maxlen], args=[letter_id])
-        if new_id:
-            done.append((letter_id, new_id.decode() if isinstance(new_id, bytes) else str(new_id)))
-    return done
+        reply: Any = script(
+            keys=[stream + DEAD_SUFFIX, stream, Keys(stream).maxlen], args=[letter_id, REPLAY_UNIQUE_FOR_MS]
+        )
+        if isinstance(reply, list):
+            guard, holder = (v.decode(errors="replace") if isinstance(v, bytes) else str(v) for v in reply)
+            yield Held(letter_id, guard, holder)
+        elif reply:
+            yield Replayed(letter_id, reply.decode() if isinstance(reply, bytes) else str(reply))
 
 
 def purge(client: Client, stream: str, ids: list[str] | None) -> int:

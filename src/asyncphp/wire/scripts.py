@@ -221,25 +221,58 @@ end
 return removed
 """
 
-# KEYS: S:dead, S, S:maxlen. ARGV: the dead letter's id. The letter is taken out of the dead letters
-# and its payload added to the stream as one step, and only by the caller that removed it: two
-# operators replaying at once, or a replay killed and run again, run each job once. Returns the new
-# entry's id, or false when the letter is gone (replayed or purged meanwhile). The stream is trimmed
-# as MOVE trims it.
+# KEYS: S:dead, S, S:maxlen. ARGV: the dead letter's id, the guard's time to live in ms. The letter is
+# taken out of the dead letters and its payload added to the stream as one step, and only by the
+# caller that removed it: two operators replaying at once, or a replay killed and run again, run each
+# job once. A unique job's letter names its guard (``unique``): the job is added again holding it, as
+# a publish would (until processed, for at most the time to live), and not at all while another job
+# of its key holds it (the letter stays). Returns the new entry's id; false when the letter is gone
+# (replayed or purged meanwhile); {guard key, holder's id} when the key is held. The stream is
+# trimmed as MOVE trims it.
 REPLAY = """
 local found = redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1])
-if #found == 0 or redis.call('XDEL', KEYS[1], ARGV[1]) == 0 then
+if #found == 0 then
     return false
 end
-local fields, payload = found[1][2], ''
+local fields, payload, guard = found[1][2], '', nil
 for i = 1, #fields, 2 do
-    if fields[i] == 'payload' then payload = fields[i + 1] end
+    if fields[i] == 'payload' then
+        payload = fields[i + 1]
+    elseif fields[i] == 'unique' then
+        guard = fields[i + 1]
+    end
+end
+local add = {'XADD', KEYS[2]}
+if guard then
+    if string.sub(guard, 1, #KEYS[2] + 8) ~= KEYS[2] .. ':unique:' then
+        return redis.error_reply('ERR the dead letter names a guard of another stream: ' .. guard)
+    end
+    local held = redis.call('GET', guard)
+    if held then
+        return {guard, held}
+    end
+end
+if redis.call('XDEL', KEYS[1], ARGV[1]) == 0 then
+    return false
 end
 local maxlen = redis.call('GET', KEYS[3])
 if maxlen then
-    return redis.call('XADD', KEYS[2], 'MAXLEN', '~', maxlen, '*', 'payload', payload)
+    add[#add + 1] = 'MAXLEN'
+    add[#add + 1] = '~'
+    add[#add + 1] = maxlen
 end
-return redis.call('XADD', KEYS[2], '*', 'payload', payload)
+add[#add + 1] = '*'
+add[#add + 1] = 'payload'
+add[#add + 1] = payload
+if guard then
+    add[#add + 1] = 'unique'
+    add[#add + 1] = guard
+end
+local id = redis.call(unpack(add))
+if guard then
+    redis.call('SET', guard, id, 'PX', ARGV[2])
+end
+return id
 """
 
 # KEYS: the guard.  ARGV: the entry id.  Release the guard only if this entry still holds it:
