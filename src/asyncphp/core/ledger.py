@@ -44,6 +44,11 @@ LAG_INTERVAL = 1.0
 # elsewhere: at most SETTLE_BATCH more than the jobs in flight.
 SETTLE_BATCH = 32
 SETTLE_DELAY = 0.002
+# Consumers of the group that hold nothing and have not read for this long (at least claim_idle)
+# are removed, by whichever daemon looks first: those of daemons gone without a clean leave (killed,
+# or a host lost). A live one reads every BLOCK_MS (2 s) at most, and one removed by mistake holds
+# nothing and is made again by its next read.
+PRUNE_IDLE = 300.0
 
 
 class Hold(enum.Enum):
@@ -134,6 +139,14 @@ class QueryLag:
 
 
 @dataclass(frozen=True, slots=True)
+class Prune:
+    """Remove the group's consumers that hold nothing and were idle for ``idle`` seconds."""
+
+    stream: str
+    idle: float
+
+
+@dataclass(frozen=True, slots=True)
 class Unlock:
     """Release a unique job's guard, if this entry still holds it. Sent again after a lost
     connection until Redis answers, as the guard would otherwise block its key until unique_for."""
@@ -142,7 +155,7 @@ class Unlock:
     id: str
 
 
-Command = Ack | AckHeld | Bury | Redeliver | Touch | Claim | QueryLag | Unlock | ReadCommand
+Command = Ack | AckHeld | Bury | Redeliver | Touch | Claim | QueryLag | Prune | Unlock | ReadCommand
 
 
 # What became of an entry, for the source to carry out (and log).
@@ -223,6 +236,7 @@ class Ledger:
         self._next_touch = 0.0
         self._next_claim = 0.0
         self._next_lag = 0.0
+        self._next_prune = 0.0
 
     def __len__(self) -> int:
         return len(self._held)
@@ -465,6 +479,10 @@ class Ledger:
         if now >= self._next_lag:
             self._next_lag = now + LAG_INTERVAL
             commands += [QueryLag(stream) for stream in self.streams]
+        if now >= self._next_prune:
+            idle = max(PRUNE_IDLE, self.policy.claim_idle)
+            self._next_prune = now + idle / 2
+            commands += [Prune(stream, idle) for stream in self.streams]
         commands += self.reader.plan(now, free, busy)
         return commands
 

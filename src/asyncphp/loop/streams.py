@@ -33,6 +33,7 @@ from asyncphp.core.ledger import (
     Entry,
     Ledger,
     Policy,
+    Prune,
     QueryLag,
     Redeliver,
     Released,
@@ -145,6 +146,22 @@ if #redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1, ARGV[3]) == 0
 end
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 return 1
+"""
+
+
+# KEYS: the stream. ARGV: group, this consumer, idle ms. Removes the group's other consumers that hold
+# nothing and have not read for the idle time (see ledger.PRUNE_IDLE). Returns their names.
+PRUNE_SCRIPT = """
+local removed = {}
+for _, consumer in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do
+    local info = {}
+    for i = 1, #consumer, 2 do info[consumer[i]] = consumer[i + 1] end
+    if info['name'] ~= ARGV[2] and info['pending'] == 0 and info['idle'] >= tonumber(ARGV[3]) then
+        redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], info['name'])
+        removed[#removed + 1] = info['name']
+    end
+end
+return removed
 """
 
 
@@ -357,6 +374,11 @@ class StreamSource:
                 "XAUTOCLAIM", command.stream, self.group, self.consumer,
                 int(self.ledger.policy.claim_idle * 1000), command.cursor, "COUNT", command.count,
                 on_reply=functools.partial(self._claimed, command.stream),
+            )  # fmt: skip
+        elif isinstance(command, Prune):
+            self.writer.send(
+                "EVAL", PRUNE_SCRIPT, 1, command.stream, self.group, self.consumer,
+                round(command.idle * 1000), on_reply=functools.partial(self._pruned, command),
             )  # fmt: skip
         elif isinstance(command, QueryLag):
             self.writer.send(
@@ -602,6 +624,18 @@ class StreamSource:
             entry.id, entry.stream, entry.stream + DEAD_SUFFIX, entry.deliveries, reason,
             preview(entry.payload), extra=fields,
         )  # fmt: skip
+
+    def _pruned(self, command: Prune, reply: Reply) -> None:
+        if isinstance(reply, ReplyError):
+            if reply.code != "NOGROUP":  # no group yet: nothing to remove
+                self._refused_once(reply, f"the removal of idle consumers of {command.stream}")
+            return
+        if isinstance(reply, list) and reply:
+            names = [v.decode(errors="replace") if isinstance(v, bytes) else str(v) for v in reply]
+            self._log.info(
+                "removed %d consumer(s) of group %s on %s that held nothing and had not read for %g s: %s",
+                len(names), self.group, command.stream, command.idle, ", ".join(names[:20]),
+            )  # fmt: skip
 
     def _touched(self, stream: str, reply: Reply) -> None:
         if isinstance(reply, ReplyError):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from asyncphp.core.jobs import NOWHERE, Job, Outcome, Result
 from asyncphp.core.ledger import (
+    PRUNE_IDLE,
     SETTLE_BATCH,
     SETTLE_DELAY,
     Ack,
@@ -16,6 +17,7 @@ from asyncphp.core.ledger import (
     Hold,
     Ledger,
     Policy,
+    Prune,
     QueryLag,
     Read,
     Redeliver,
@@ -279,6 +281,15 @@ def test_entries_a_claim_brought_count_against_the_stream_s_limit_until_taken() 
     book.claim_taken(STREAM)
     assert book.busy() == {STREAM: 2}
     assert of(Read, book.plan(0.3, 5)) == [] and of(Claim, book.plan(0.3, 5)) == []
+
+
+def test_consumers_gone_quiet_are_pruned_every_half_prune_idle() -> None:
+    book = ledger(claim_idle=60.0)
+    assert of(Prune, book.plan(0.0, 0)) == [Prune(STREAM, PRUNE_IDLE)]
+    assert of(Prune, book.plan(PRUNE_IDLE / 2 - 0.1, 0)) == []
+    assert of(Prune, book.plan(PRUNE_IDLE / 2, 0)) == [Prune(STREAM, PRUNE_IDLE)]
+    slow = ledger(claim_idle=900.0)  # never before entries would be claimed
+    assert of(Prune, slow.plan(0.0, 0)) == [Prune(STREAM, 900.0)]
 
 
 def test_claims_every_half_claim_idle_and_follow_the_scan_until_it_wraps() -> None:

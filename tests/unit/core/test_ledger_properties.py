@@ -30,6 +30,7 @@ from asyncphp.core.ledger import (
     Deliver,
     Ledger,
     Policy,
+    Prune,
     QueryLag,
     Read,
     Redeliver,
@@ -200,7 +201,7 @@ class LedgerMachine(RuleBasedStateMachine):
                 r.pending[entry_id] = deliveries + 1
                 claimed.append((entry_id, deliveries + 1))
             return claimed
-        assert isinstance(command, (Touch, QueryLag))
+        assert isinstance(command, (Touch, QueryLag, Prune))
         return None
 
     def _reply(self, command: Command, reply: object) -> None:
