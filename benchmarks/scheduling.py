@@ -202,7 +202,7 @@ def add_delayed(url: str, stream: str, count: int, first: float, spread: float) 
         delay_ms = round((first + spread * i / max(1, count - 1)) * 1000)
         payload = json.dumps({"n": i, "ms": 0}, separators=(",", ":"))
         add(
-            keys=[*keys.moving(), keys.seq, keys.guard("")],
+            keys=list(keys.adding("")),
             args=[payload, scripts.DEFAULT_MAXLEN, delay_ms, -1, "", 0, "processed"],
             client=pipe,
         )
@@ -237,8 +237,9 @@ def delayed(sizes: Sizes) -> dict[str, float]:
     runs = Counter(s.n for s in starts)
     late = [(s.at - s.due) * 1000 for s in starts if s.due is not None]
     lateness = percentiles(late)
-    # MOVE is the only EVAL of the daemons with these four keys and the batch size after them.
-    marker = " ".join(["4", *scripts.Keys(stream).moving(), str(scripts.MOVE_BATCH)]).encode()
+    # MOVE is the only EVAL of the daemons with these keys and the batch size after them.
+    moving = scripts.Keys(stream).moving()
+    marker = " ".join([str(len(moving)), *moving, str(scripts.MOVE_BATCH)]).encode()
     moves = [
         e["duration"] for e in slowlog if e["command"].startswith(b"EVAL ") and marker in e["command"]
     ]  # fmt: skip
