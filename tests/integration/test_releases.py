@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -293,4 +294,58 @@ def test_a_pub_sub_job_whose_release_never_comes_is_dropped_with_a_line_not_kept
     summary = daemon.lines("stopped")[-1]
     assert "3 dropped" in summary and "0 spilled" in summary and "1 completed" in summary, summary
     assert not daemon.lines("spill file"), "nothing went round through the spill file"
+    client.close()
+
+
+def test_jobs_of_a_release_that_is_here_run_while_a_missing_one_s_fill_max_queued(
+    tmp_path: Path, redis_server: RedisServer, pool: Pool, start_daemon: Callable[..., Daemon]
+) -> None:
+    # A review's fault run: with the waiting jobs counted against max_queued, a job that could take a
+    # free slot at once was refused too ("the queue is full" with the queue empty).
+    root = tmp_path / "releases"
+    deploy(root, "r1")
+    url = redis_server.url
+    daemon = start_daemon(
+        pool.listen, *flags(root, "--channel", "commands", "--release-wait", "600", "--max-queued", "10"),
+        wait=False,
+    )  # fmt: skip
+    client = redis.Redis.from_url(url)
+    wait_for(lambda: client.pubsub_numsub("commands")[0][1] == 1, what="the daemon's subscription")
+    for n in range(10):
+        publish({"n": n}, channel="commands", redis_url=url, release="r9")
+    daemon.wait_for("release r9 is not on this host")
+    for n in range(100, 105):
+        publish({"n": n}, channel="commands", redis_url=url, release="r1")
+    wait_for(lambda: len(ran(pool)) == 5, what="r1's five jobs")
+    daemon.stop()
+    assert "0 dropped" in daemon.lines("stopped")[-1]
+    client.close()
+
+
+def test_a_spill_file_does_not_go_round_while_jobs_wait_for_their_release(
+    tmp_path: Path, redis_server: RedisServer, pool: Pool, start_daemon: Callable[..., Daemon]
+) -> None:
+    # A review's fault run: with more jobs of a missing release than max_queued, the spill file's
+    # replay took one, found no room for it to wait, spilled it again, and so on: 5 s of CPU in 5 s,
+    # 88,030 spilled. Now the replay rests while they wait, and every message is spilled once.
+    root = tmp_path / "releases"
+    deploy(root, "r1")
+    url = redis_server.url
+    daemon = start_daemon(
+        pool.listen,
+        *flags(root, "--channel", "commands", "--release-wait", "2", "--max-queued", "10",
+               "--state-dir", str(tmp_path / "state")),
+        wait=False,
+    )  # fmt: skip
+    client = redis.Redis.from_url(url)
+    wait_for(lambda: client.pubsub_numsub("commands")[0][1] == 1, what="the daemon's subscription")
+    for n in range(30):
+        publish({"n": n}, channel="commands", redis_url=url, release="r9")
+    publish({"n": 100}, channel="commands", redis_url=url, release="r1")  # behind them, in order
+    wait_for(lambda: ran(pool), timeout=60, what="the r1 job, once r9's have been given up")
+    daemon.stop()
+    summary = daemon.lines("stopped")[-1]
+    assert "30 dropped" in summary and "1 completed" in summary, summary
+    spilled = int(re.search(r"(\d+) spilled", summary)[1])  # type: ignore[index]
+    assert spilled <= 31, summary
     client.close()

@@ -53,6 +53,7 @@ TICK = 1.0  # seconds: the loop wakes at least this often, and updates STATUS= a
 SCRIPT_MISSING = (b"Unable to open primary script", b"Primary script unknown")
 MAX_BUILDERS = 64  # requests' constant parts kept per release script
 REPLAY_BATCH = 1000  # spilled messages put back in the queue per turn, so Redis keeps being read
+REPLAY_REST = 0.1  # seconds the replay rests after a message it took had to go back (no room to wait)
 
 
 class Daemon:
@@ -114,6 +115,7 @@ class Daemon:
         ]
         self._ready = False
         self._stop_reason = ""
+        self._replay_rest_until = 0.0
         self._stop_now = False
         self._status = ""
         self._next_status = 0.0
@@ -245,14 +247,18 @@ class Daemon:
         return max(0, readable - self.release_wait.entries) if self.release_wait else readable
 
     def _room(self, size: int) -> bool:
-        """Whether a pub/sub job of ``size`` bytes may be held: max_queued and max_queued_bytes
-        bound the queue and the pub/sub jobs waiting for their release together (held here alone,
-        each is memory nothing else would free)."""
-        if not self.dispatcher.has_room(size):
+        """Whether a pub/sub job of ``size`` bytes may be taken: a free request slot it would take
+        at once, or room to hold it (:meth:`_held_room`)."""
+        d = self.dispatcher
+        if not d.has_room(size):
             return False
+        return (d.free > 0 and not d.queued) or self._held_room(size)
+
+    def _held_room(self, size: int) -> bool:
+        """Whether a pub/sub job of ``size`` bytes may be held, queued or waiting for its release:
+        max_queued and max_queued_bytes bound the two together (held here alone, each is memory
+        nothing else would free)."""
         held, held_bytes = self.release_wait.held()
-        if not held:
-            return True
         d, s = self.dispatcher, self.settings
         return d.queued + held < s.max_queued and d.queued_bytes + held_bytes + size <= s.max_queued_bytes
 
@@ -313,7 +319,7 @@ class Daemon:
         for what in dropped:
             self.counters.traces_dropped += 1
             self.log.warning("job %d on %s: %s", job.id, job.channel, what, extra=job_fields(job))
-        if self.finder.templated and not self._place(job):
+        if self.finder.templated and not self._place(job, replayed):
             return
         self._queue(job, replayed)
 
@@ -330,9 +336,9 @@ class Daemon:
 
     # Release-aware jobs.
 
-    def _place(self, job: Job) -> bool:
+    def _place(self, job: Job, replayed: bool = False) -> bool:
         """Give ``job`` its release's script; False when it cannot run now (it waits for its
-        release, or was refused)."""
+        release, or was refused, or went back to the spill file: ``replayed`` from there)."""
         now = time.monotonic()
         release = job.release = job.release or self.settings.default_release
         if not release:
@@ -344,8 +350,12 @@ class Daemon:
             self._refuse(job, str(exc))
             return False
         if script is None:
-            if _published(job) and not self._room(len(job.body)):
-                self.overflow.keep(job.channel, job.payload, "the queue is full")
+            if _published(job) and not self._held_room(len(job.body)):
+                if replayed:  # back where it was, at the front; the replay rests, not to go round
+                    self._keep_older([job], "no room among the jobs waiting for their release")
+                    self._replay_rest_until = now + REPLAY_REST
+                else:
+                    self.overflow.keep(job.channel, job.payload, "the queue is full")
                 return False
             if not self.release_wait.waits_for(release):
                 self.log.warning(
@@ -428,8 +438,12 @@ class Daemon:
         half for what keeps arriving meanwhile (behind them, in order, as long as any are left)."""
         if self._stop_reason or not self.overflow.replayable or not self.dispatcher.reachable:
             return False
+        if self._replay_rest_until and time.monotonic() < self._replay_rest_until:
+            return False
         d, s = self.dispatcher, self.settings
         held, held_bytes = self.release_wait.held()  # pub/sub jobs waiting for their release
+        if held and (held >= s.max_queued // 2 or held_bytes >= s.max_queued_bytes // 2):
+            return False  # what comes back would only wait with them: the files keep it meanwhile
         if not d.queued and not held:
             return True  # whatever the limits (max_queued_bytes = 0, say): one at a time, then
         queued, queued_bytes = d.queued + held, d.queued_bytes + held_bytes
