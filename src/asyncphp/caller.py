@@ -510,10 +510,23 @@ class _Target:
 
 
 def _target(args: argparse.Namespace, env: Mapping[str, str]) -> _Target:
-    """Raises SettingsError when the daemon's settings are needed and invalid."""
-    from asyncphp.settings import load  # only the command line reads the daemon's settings
+    """Where to publish. The daemon's settings give what the command line does not say; when it
+    says where (Redis, and a channel or stream) and no --config is given, settings that cannot be
+    read (a file for root alone, a setting this command does not use) cost only their limits.
 
-    daemon = load(["--config", args.config] if args.config else [], env)
+    Raises:
+        SettingsError: the daemon's settings are needed and invalid.
+    """
+    from asyncphp.settings import SettingsError, load  # only the command line reads them
+
+    try:
+        daemon = load(["--config", args.config] if args.config else [], env)
+    except SettingsError:
+        if args.config or not args.redis_url or not (args.channel or args.stream):
+            raise
+        return _Target(args.redis_url, "", args.channel or DEFAULT_CHANNEL, DAEMON_LIMITS)
+    if args.stream is None and args.channel is None and not daemon.channels and daemon.streams:
+        args.stream = daemon.streams[0]  # a daemon of streams alone: where it reads
     return _Target(
         args.redis_url or daemon.redis_url,
         "" if args.redis_url else daemon.redis_password_file,
@@ -556,7 +569,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                             socket_timeout=CONNECT_TIMEOUT)
         ) as client:  # fmt: skip
             return _published(args, message, client, target)
-    except redisurl.FAILURES as exc:
+    except (*redisurl.FAILURES, OSError) as exc:  # OSError: the password file cannot be read
         print(f"asyncphp-publish: cannot publish to {redact(target.redis_url)}: {exc}", file=sys.stderr)
         return EXIT_UNREACHABLE
     except PayloadError as exc:

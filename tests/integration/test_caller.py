@@ -129,3 +129,30 @@ def test_cli_publishes_where_the_daemon_reads_by_its_settings(
     assert listener.get_message(timeout=0.5) is None
     listener.close()
     client.close()
+
+
+def test_cli_needs_only_what_it_uses_of_the_daemon_s_settings(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    # A review's fault runs: a daemon.toml with a setting publishing does not use made every publish
+    # exit 2 even with --redis-url and --channel given; an unreadable password file was a traceback;
+    # a daemon of streams alone was published to on the channel 'commands', which nobody reads.
+    client = redis.Redis.from_url(redis_server.url)
+    bad = tmp_path / "bad.toml"
+    bad.write_text('worker_script = "/srv/{release}/worker.php"\n')  # no releases_root: not valid
+    env = {"ASYNCPHP_CONFIG": str(bad), "PATH": ""}
+    done = subprocess.run(
+        [sys.executable, "-m", "asyncphp.caller", "--redis-url", redis_server.url, "--stream", "jobs", "a=1"],
+        capture_output=True, text=True, env=env,
+    )  # fmt: skip
+    assert done.returncode == 0 and client.xlen("jobs") == 1, done.stderr
+    unread = tmp_path / "secret.toml"
+    unread.write_text(f'redis_url = "{redis_server.url}"\nredis_password_file = "{tmp_path}/none"\n')
+    locked = cli("--config", str(unread), "a=1")
+    assert locked.returncode == EXIT_UNREACHABLE and locked.stderr.count("\n") == 1, locked.stderr
+    durable = tmp_path / "durable.toml"
+    durable.write_text(f'redis_url = "{redis_server.url}"\nstreams = ["mail"]\n')
+    added = cli("--config", str(durable), "to=ann")
+    assert added.returncode == 0, added.stderr
+    assert client.xrange("mail")[0][0].decode() == added.stdout.strip()
+    client.close()
