@@ -440,6 +440,14 @@ def test_a_replayed_dead_letter_of_a_unique_job_holds_its_key_again(
     held = asyncphp("dead", "--redis-url", url, "--stream", "jobs", "replay", "--all")
     assert held.returncode == 3 and f"job {new_id} holds its unique key" in held.stderr, held.stderr
     assert client.xlen("jobs:dead") == 1
+    # A guard the dead job itself still holds (its daemon died before releasing it) is no obstacle.
+    client.delete("jobs:dead")
+    client.set("jobs:unique:own", "5-5", px=60_000)
+    client.xadd("jobs:dead", {"id": "5-5", "payload": '{"n": 4}', "attempts": 1, "unique": "jobs:unique:own"})
+    own = asyncphp("dead", "--redis-url", url, "--stream", "jobs", "replay", "--all")
+    assert own.returncode == 0 and client.get("jobs:unique:own") == own.stdout.split()[-1].encode(), (
+        own.stderr
+    )
     client.close()
 
 

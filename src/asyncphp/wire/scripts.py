@@ -234,12 +234,14 @@ local found = redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1])
 if #found == 0 then
     return false
 end
-local fields, payload, guard = found[1][2], '', nil
+local fields, payload, guard, original = found[1][2], '', nil, nil
 for i = 1, #fields, 2 do
     if fields[i] == 'payload' then
         payload = fields[i + 1]
     elseif fields[i] == 'unique' then
         guard = fields[i + 1]
+    elseif fields[i] == 'id' then
+        original = fields[i + 1]
     end
 end
 local add = {'XADD', KEYS[2]}
@@ -248,7 +250,8 @@ if guard then
         return redis.error_reply('ERR the dead letter names a guard of another stream: ' .. guard)
     end
     local held = redis.call('GET', guard)
-    if held then
+    -- Held by the dead job itself (its daemon died between the dead letter and the release): free.
+    if held and held ~= original then
         return {guard, held}
     end
 end
