@@ -79,6 +79,7 @@ class Entry:
     job: Job | None = None  # the job again, for a retry: decoded and counted once
     due_at: str = ""  # a delayed job's due time, for the worker
     guard: str = ""  # a unique job's guard key, released once its settle is confirmed
+    away: bool = False  # claimed by another consumer while held here (this daemon looked stopped)
 
 
 # What to send. The stream source turns each into Redis commands and reports the replies.
@@ -92,7 +93,8 @@ class Ack:
 
 @dataclass(frozen=True, slots=True)
 class AckHeld:
-    """Acknowledge a unique job's entry, by a script that decides by what Redis holds, as
+    """Acknowledge a unique job's entry, or one a touch found claimed by another consumer, by a
+    script that decides by what Redis holds, as
     :class:`Bury` does: pending for another consumer (claimed from this one while its job ran), it
     is left to that consumer, whose copy holds the guard; else it is acknowledged, and this copy
     releases the guard once Redis confirms. So a guard is released by the settle of the copy that
@@ -346,6 +348,15 @@ class Ledger:
             if entry.guard and release_guard:
                 self._to_unlock.append(Unlock(entry.guard, entry.id))
 
+    def claimed_away(self, stream: str, ids: list[str]) -> None:
+        """A touch found these entries pending for another consumer: their jobs may still run here,
+        but the entries are that consumer's now. They are touched no more, and their settle is left
+        to whoever holds them (:class:`AckHeld`, :class:`Bury`)."""
+        for entry_id in ids:
+            entry = self._held.get((stream, entry_id))
+            if entry is not None:
+                entry.away = True
+
     def unlocked(self, unlock: Unlock) -> None:
         """Redis answered a guard's release (released, held by another job, or refused)."""
         self._unlocking.discard(unlock)
@@ -441,7 +452,7 @@ class Ledger:
                 if entry.hold is not Hold.TO_SETTLE or self._held.get((entry.stream, entry.id)) is not entry:
                     continue  # listed twice, or let go meanwhile
                 entry.hold = Hold.SETTLING
-                if entry.settle is Settle.ACK and entry.guard:
+                if entry.settle is Settle.ACK and (entry.guard or entry.away):
                     commands.append(AckHeld(entry))
                 elif entry.settle is Settle.ACK:
                     acks.setdefault(entry.stream, []).append(entry.id)
@@ -505,7 +516,7 @@ class Ledger:
         """Reset the idle time of entries held here for a while, so nobody claims them from us."""
         by_stream: dict[str, list[str]] = {}
         for entry in self._held.values():
-            if now - entry.touched > self.policy.claim_idle / 4:
+            if not entry.away and now - entry.touched > self.policy.claim_idle / 4:
                 entry.touched = now
                 by_stream.setdefault(entry.stream, []).append(entry.id)
         return [Touch(stream, tuple(ids)) for stream, ids in by_stream.items()]

@@ -643,6 +643,7 @@ class StreamSource:
             return
         if isinstance(reply, list) and reply:
             gone = [v.decode() if isinstance(v, bytes) else str(v) for v in reply]
+            self.ledger.claimed_away(stream, gone)
             self._log.warning(
                 "%d entr%s of %s held here %s claimed by another consumer (this daemon looked stopped for "
                 "claim_idle): each is settled by the copy that holds it: %s",

@@ -292,6 +292,21 @@ def test_consumers_gone_quiet_are_pruned_every_half_prune_idle() -> None:
     assert of(Prune, slow.plan(0.0, 0)) == [Prune(STREAM, 900.0)]
 
 
+def test_an_entry_claimed_away_is_touched_no_more_and_left_to_its_holder_to_ack() -> None:
+    # A review's fault run: an entry a touch found claimed by another consumer was touched (and
+    # warned about) again every claim_idle/4, then plainly acknowledged here, under the other copy.
+    book = ledger(claim_idle=4.0)
+    book.plan(0.0, 0)
+    job = job_for(book.take(STREAM, entry("1-0"), 1, 0.0))
+    (touch,) = of(Touch, book.plan(1.5, 0))
+    assert touch.ids == ("1-0",)
+    book.claimed_away(STREAM, ["1-0"])
+    assert of(Touch, book.plan(3.0, 0)) == [], "not touched again"
+    book.ended(job, Result(Outcome.COMPLETED), 3.0)
+    commands = book.plan(3.1, 0)
+    assert of(Ack, commands) == [] and len(of(AckHeld, commands)) == 1, "by the script that asks who holds it"
+
+
 def test_claims_every_half_claim_idle_and_follow_the_scan_until_it_wraps() -> None:
     book = ledger(claim_idle=10.0)
     assert of(Claim, book.plan(0.0, 2)) == [Claim(STREAM, "0-0", 2)]
