@@ -44,10 +44,11 @@ LAG_INTERVAL = 1.0
 # elsewhere: at most SETTLE_BATCH more than the jobs in flight.
 SETTLE_BATCH = 32
 SETTLE_DELAY = 0.002
-# Consumers of the group that hold nothing and have not read for this long (at least claim_idle)
-# are removed, by whichever daemon looks first: those of daemons gone without a clean leave (killed,
-# or a host lost). A live one reads every BLOCK_MS (2 s) at most, and one removed by mistake holds
-# nothing and is made again by its next read.
+# Consumers of the group that hold nothing and have been idle this long (at least claim_idle) are
+# removed, by whichever daemon looks first: those of daemons gone without a clean leave (killed, or a
+# host lost). Before Redis 7.2 a read that finds nothing leaves a consumer's idle time running, so a
+# live daemon on a quiet stream may be removed too: it holds nothing, and Redis makes it again with
+# the next entry delivered to it.
 PRUNE_IDLE = 300.0
 
 
