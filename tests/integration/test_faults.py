@@ -430,6 +430,41 @@ def test_a_silent_redis_is_found_by_ping(
     daemon.wait_for("job 1 on commands: status 200")
 
 
+def _connections_to(port: int) -> int:
+    """Established TCP connections from here to 127.0.0.1:``port`` (/proc/net/tcp)."""
+    rows = Path("/proc/net/tcp").read_text().splitlines()[1:]
+    return sum(1 for row in rows if row.split()[2] == f"0100007F:{port:04X}" and row.split()[3] == "01")
+
+
+def test_the_loop_goes_on_while_a_connection_to_a_hung_redis_is_opened(
+    tmp_path: Path, redis_server: RedisServer, pool: Pool, start_daemon: Callable[..., Daemon]
+) -> None:
+    # Old behaviour (issue 23, item 7): opening a connection ran in the loop, each step with a 2 s
+    # timeout against a Redis that accepts and never answers: a job that ended meanwhile was seen
+    # only once the open gave up, and nothing else was answered. Now the job's end is logged before
+    # the open in progress fails.
+    daemon = start_daemon(
+        pool.listen, "--redis-health-interval", "0.5", "--log-level", "INFO", worker=PHP_DIR / "behave.php"
+    )
+    release = tmp_path / "release"
+    publish({"do": "until_file", "path": str(release)}, redis_url=redis_server.url)
+    wait_for(lambda: "until_file waiting" in lines(pool.worker_log), what="the job to start")
+    redis_server.process.send_signal(signal.SIGSTOP)  # the kernel still accepts its connections
+    try:
+        daemon.wait_for("lost the connection to redis", timeout=15)
+        wait_for(lambda: _connections_to(redis_server.port) > 0, what="a connection being opened")
+        release.touch()  # the job ends while the open waits for Redis's first answer
+        daemon.wait_for("job 1 on commands: status 200")
+        daemon.wait_for("cannot connect to redis")
+    finally:
+        redis_server.process.send_signal(signal.SIGCONT)
+    log = daemon.lines()
+    ended = next(i for i, line in enumerate(log) if "job 1 on commands: status 200" in line)
+    failed = next(i for i, line in enumerate(log) if "cannot connect to redis" in line)
+    assert ended < failed, "\n".join(log[-8:])
+    daemon.wait_for("Resubscribed to commands after", timeout=30)
+
+
 def test_sigterm_while_redis_is_down_exits_promptly(
     redis_server: RedisServer, pool: Pool, start_daemon: Callable[..., Daemon]
 ) -> None:

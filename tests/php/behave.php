@@ -26,6 +26,14 @@ switch ($_POST['do'] ?? 'note') {
         $note('slow attempt ' . $_SERVER['ASYNCPHP_ATTEMPT']);
         sleep((int) ($_POST['seconds'] ?? 2));
         break;
+    case 'until_file':
+        // Until the test says (the file exists), 20 s at most: an end the test times, not a sleep.
+        $note('until_file waiting');
+        for ($i = 0; $i < 400 && !file_exists($_POST['path']); $i++) {
+            usleep(50000);
+        }
+        $note('until_file done');
+        break;
     case 'answer_then_slow':
         echo str_repeat('y', 100000);  // past the output buffer: the daemon sees the answer begin
         flush();

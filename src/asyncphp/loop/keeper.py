@@ -1,13 +1,20 @@
 """Keeps one source connected: opens it, watches its sockets, pings it when it falls silent,
 reconnects with jittered backoff, and says in the log when it was lost and when it is back.
-When to do each is decided in ``asyncphp.core.link``."""
+When to do each is decided in ``asyncphp.core.link``.
+
+Opening a source is blocking work (connect, AUTH, INFO, CLIENT ID, a stream's HGET and XGROUP
+CREATE, a cluster's CLUSTER SLOTS: a 2 s timeout each against a Redis that accepts and never
+answers), so it runs on a thread of its own while the loop goes on answering the pool and the
+other sources. The loop touches the source again only once the open is over."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import logging
 import math
 import random
+import threading
 import time
 from collections.abc import Callable
 from typing import Protocol
@@ -20,6 +27,7 @@ from asyncphp.loop.redislink import WHERE_INTERVAL
 from asyncphp.redisurl import is_cluster, redact
 
 REPEAT_AFTER = 5.0  # seconds: on a cluster, the same failure to connect said at most this often
+OPEN_POLL = 0.01  # seconds between looks at an open running on its thread (only while one runs)
 
 
 class Source(Protocol):
@@ -91,11 +99,17 @@ class Keeper:
         self._log = log
         self._fds: list[int] = []
         self._stopping = False
+        self._opening: concurrent.futures.Future[tuple[str, str]] | None = None
 
     def turn(self, now: float, health_interval: float, free: int) -> None:
         """One pass of the loop: connect when due, check the connection's health, run the source."""
-        if self.state.due(now) and self._may_connect:
-            self._connect(now)
+        if self._opening is not None:
+            if not self._opening.done():
+                return  # the source is the opener's until it is done
+            self._opened(now, self._opening)
+        elif self.state.due(now) and self._may_connect:
+            self._opening = _in_thread(self.source.open)
+            return
         if not self._fds:
             return
         health = self.state.check(now, self.source.last_read, health_interval)
@@ -115,6 +129,8 @@ class Keeper:
             self.lost(str(exc) or type(exc).__name__)
 
     def wake_at(self, free: int) -> float:
+        if self._opening is not None:
+            return time.monotonic() + OPEN_POLL
         if not self._fds:
             return self.state.wake_at() if self._may_connect else math.inf
         return self.source.wake_at(-(-free // self._shares))
@@ -124,9 +140,10 @@ class Keeper:
         # While stopping, only to confirm what is still owed to Redis (a stream's settles).
         return not self._stopping or not self.source.settled
 
-    def _connect(self, now: float) -> None:
+    def _opened(self, now: float, opening: concurrent.futures.Future[tuple[str, str]]) -> None:
+        self._opening = None
         try:
-            where, version = self.source.open()
+            where, version = opening.result()
             watched = self.source.watch()
         except (redis.RedisError, OSError) as exc:
             self.source.close()
@@ -197,6 +214,8 @@ class Keeper:
         return self.source.settled
 
     def leave(self) -> None:
+        if self._opening is not None:
+            return  # not connected: nothing to remove
         # Stopping anyway: what it would remove also expires on its own.
         with contextlib.suppress(redis.RedisError, OSError):
             self.source.leave()
@@ -205,7 +224,27 @@ class Keeper:
         for fd in self._fds:
             self._poller.forget(fd)
         self._fds.clear()
-        self.source.close()
+        if self._opening is not None:
+            # The opener still has the source: it closes it when done, and the loop never sees it.
+            self._opening.add_done_callback(lambda _: self.source.close())
+            self._opening = None
+        else:
+            self.source.close()
+
+
+def _in_thread(open_source: Callable[[], tuple[str, str]]) -> concurrent.futures.Future[tuple[str, str]]:
+    """Run ``open_source`` on a thread of its own. A daemon thread: one stuck in a timeout when the
+    daemon exits must not hold the exit up (an executor's threads are joined at exit)."""
+    future: concurrent.futures.Future[tuple[str, str]] = concurrent.futures.Future()
+
+    def run() -> None:
+        try:
+            future.set_result(open_source())
+        except BaseException as exc:  # handed to the loop, which decides what it means
+            future.set_exception(exc)
+
+    threading.Thread(target=run, name="asyncphp-open", daemon=True).start()
+    return future
 
 
 def _text(exc: BaseException) -> str:
