@@ -21,6 +21,7 @@ node). Every other query option is redis-py's, applied to each node.
 from __future__ import annotations
 
 import math
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -228,8 +229,15 @@ class SlotMap:
         self._last: tuple[str, int] | None = None  # the node that answered last
         self._failure: redis.ConnectionError | None = None
         self._quiet_until = -math.inf  # after a failed ask
+        # The daemon's connections are opened on threads of their own (asyncphp.loop.keeper), and
+        # share one map: one asks at a time, the others use what it found.
+        self._lock = threading.Lock()
 
     def url_for(self, key: str, max_age: float) -> str:
+        with self._lock:
+            return self._url_for(key, max_age)
+
+    def _url_for(self, key: str, max_age: float) -> str:
         now = time.monotonic()
         if now - self._asked_at > max_age:
             if now < self._quiet_until and self._failure is not None:
