@@ -6,6 +6,7 @@ cap, and the replies by which a node says the key is served elsewhere."""
 from __future__ import annotations
 
 import binascii
+import concurrent.futures
 import contextlib
 import logging
 import math
@@ -585,7 +586,12 @@ def test_the_same_failure_to_connect_is_said_at_most_every_five_seconds_on_a_clu
         keeper = Keeper(cast(Source, _Refused()), url, poller, logging.getLogger("refused"))
         with caplog.at_level(logging.ERROR, "refused"):
             for second in range(20):
-                keeper._connect(float(second))
+                opening: concurrent.futures.Future[tuple[str, str]] = concurrent.futures.Future()
+                try:
+                    _Refused().open()
+                except redis.ConnectionError as exc:
+                    opening.set_exception(exc)
+                keeper._opened(float(second), opening)  # as the opener's thread hands it over
     assert len(caplog.records) == said
     if url == SEED:
         assert "4 more times since it was said" in caplog.records[1].getMessage()
