@@ -5,7 +5,8 @@ When to do each is decided in ``asyncphp.core.link``.
 Opening a source is blocking work (connect, AUTH, INFO, CLIENT ID, a stream's HGET and XGROUP
 CREATE, a cluster's CLUSTER SLOTS: a 2 s timeout each against a Redis that accepts and never
 answers), so it runs on a thread of its own while the loop goes on answering the pool and the
-other sources. The loop touches the source again only once the open is over."""
+other sources. The loop touches the source again only once the open is over. So does a cluster's
+check that a slot is still served where it is connected (CLUSTER SLOTS, 0.5 s a node)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import random
 import threading
 import time
 from collections.abc import Callable
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import redis
 
@@ -28,6 +29,7 @@ from asyncphp.redisurl import is_cluster, redact
 
 REPEAT_AFTER = 5.0  # seconds: on a cluster, the same failure to connect said at most this often
 OPEN_POLL = 0.01  # seconds between looks at an open running on its thread (only while one runs)
+T = TypeVar("T")
 
 
 class Source(Protocol):
@@ -100,6 +102,7 @@ class Keeper:
         self._fds: list[int] = []
         self._stopping = False
         self._opening: concurrent.futures.Future[tuple[str, str]] | None = None
+        self._where: concurrent.futures.Future[bool] | None = None  # a cluster's slot check out
 
     def turn(self, now: float, health_interval: float, free: int) -> None:
         """One pass of the loop: connect when due, check the connection's health, run the source."""
@@ -119,11 +122,14 @@ class Keeper:
             elif health is Health.LOST:
                 self.lost(f"no answer to PING within {health_interval:g} s")
                 return
-            if self._cluster and now >= self._next_where:
-                self._next_where = now + WHERE_INTERVAL
-                if self.source.misplaced():
+            if self._where is not None and self._where.done():
+                misplaced, self._where = self._where.result(), None
+                if misplaced:
                     self.lost("the cluster serves its slot from another primary now")
                     return
+            if self._cluster and now >= self._next_where and self._where is None:
+                self._next_where = now + WHERE_INTERVAL
+                self._where = _in_thread(self.source.misplaced)
             self.source.tick(now, -(-free // self._shares))
         except (redis.RedisError, OSError) as exc:
             self.lost(str(exc) or type(exc).__name__)
@@ -224,6 +230,7 @@ class Keeper:
         for fd in self._fds:
             self._poller.forget(fd)
         self._fds.clear()
+        self._where = None  # about the connection gone: its answer no longer matters
         if self._opening is not None:
             # The opener still has the source: it closes it when done, and the loop never sees it.
             self._opening.add_done_callback(lambda _: self.source.close())
@@ -232,14 +239,14 @@ class Keeper:
             self.source.close()
 
 
-def _in_thread(open_source: Callable[[], tuple[str, str]]) -> concurrent.futures.Future[tuple[str, str]]:
-    """Run ``open_source`` on a thread of its own. A daemon thread: one stuck in a timeout when the
-    daemon exits must not hold the exit up (an executor's threads are joined at exit)."""
-    future: concurrent.futures.Future[tuple[str, str]] = concurrent.futures.Future()
+def _in_thread(work: Callable[[], T]) -> concurrent.futures.Future[T]:
+    """Run ``work`` on a thread of its own. A daemon thread: one stuck in a timeout when the daemon
+    exits must not hold the exit up (an executor's threads are joined at exit)."""
+    future: concurrent.futures.Future[T] = concurrent.futures.Future()
 
     def run() -> None:
         try:
-            future.set_result(open_source())
+            future.set_result(work())
         except BaseException as exc:  # handed to the loop, which decides what it means
             future.set_exception(exc)
 
