@@ -29,7 +29,10 @@ def source(
 
 
 # The source takes its time from the clock (time.monotonic()): plans are asked for well after it.
-LATER = time.monotonic() + 1000.0
+def later() -> float:
+    """Past any retry delay the test sets: from now, not from when the module was imported (the
+    suite runs for longer than 1,000 s, and a constant taken at import came before the retry)."""
+    return time.monotonic() + 1000.0
 
 
 def running(streams: StreamSource, delivered: list[Message]) -> Job:
@@ -50,20 +53,20 @@ def test_a_settle_refused_by_a_node_that_no_longer_serves_the_stream_is_sent_aga
     streams = source(delivered=delivered)
     job = running(streams, delivered)
     streams.ended(job, Result(Outcome.COMPLETED))
-    (ack,) = [c for c in streams.ledger.plan(LATER, 0) if isinstance(c, Ack)]
+    (ack,) = [c for c in streams.ledger.plan(later(), 0) if isinstance(c, Ack)]
     with pytest.raises(redis.ConnectionError):
         streams._acked(ack, ReplyError(code))
     streams.ledger.lost()  # what the keeper's reconnect does (StreamSource.close)
-    (again,) = [c for c in streams.ledger.plan(LATER + 1, 0) if isinstance(c, Ack)]
+    (again,) = [c for c in streams.ledger.plan(later() + 1, 0) if isinstance(c, Ack)]
     assert again.ids == ("1-0",)
     failed = Result(Outcome.REJECTED, "status 422", 422)
     streams = source(delivered=(delivered := []))
     streams.ended(running(streams, delivered), failed)
-    (bury,) = [c for c in streams.ledger.plan(LATER, 0) if isinstance(c, Bury)]
+    (bury,) = [c for c in streams.ledger.plan(later(), 0) if isinstance(c, Bury)]
     with pytest.raises(redis.ConnectionError):
         streams._buried(bury.entry, "status 422", ReplyError(code))
     streams.ledger.lost()
-    (again_bury,) = [c for c in streams.ledger.plan(LATER + 1, 0) if isinstance(c, Bury)]
+    (again_bury,) = [c for c in streams.ledger.plan(later() + 1, 0) if isinstance(c, Bury)]
     assert again_bury.entry is bury.entry and again_bury.resent
 
 
@@ -74,14 +77,14 @@ def test_a_retry_refused_by_a_node_that_no_longer_serves_the_stream_is_retried_n
     streams = source(delivered=delivered, max_attempts=20, retry_delay=0.1)
     job = running(streams, delivered)
     streams.ended(job, Result(Outcome.FAILED, "status 500", 500))
-    (redeliver,) = [c for c in streams.ledger.plan(LATER, 1) if isinstance(c, Redeliver)]
+    (redeliver,) = [c for c in streams.ledger.plan(later(), 1) if isinstance(c, Redeliver)]
     with pytest.raises(redis.ConnectionError):
         streams._redelivered(redeliver.entry, ReplyError("MOVED 9842 127.0.0.1:7001"))
     assert redeliver.entry.hold is Hold.REDELIVERING
     streams.ledger.lost()
-    (again,) = [c for c in streams.ledger.plan(LATER, 1) if isinstance(c, Redeliver)]
+    (again,) = [c for c in streams.ledger.plan(later(), 1) if isinstance(c, Redeliver)]
     assert again.entry is redeliver.entry
-    assert not [c for c in streams.ledger.plan(LATER, 1) if isinstance(c, Bury)]
+    assert not [c for c in streams.ledger.plan(later(), 1) if isinstance(c, Bury)]
 
 
 def test_a_stopped_source_does_not_wake_for_moves_it_will_not_send() -> None:
