@@ -561,8 +561,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.partitions is not None:
             args.stream = partition(args.stream or args.channel, args.partitions, args.partition_key)
-        durable = args.stream or args.delay is not None or args.at is not None or args.unique is not None
-        if durable:
+        if args.stream or _scheduled(args):
             _check_stream(target.redis_url, args.stream or args.channel)
         with contextlib.closing(
             redisurl.client(target.redis_url, target.password_file, socket_connect_timeout=CONNECT_TIMEOUT,
@@ -580,13 +579,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
 
 
+def _scheduled(args: argparse.Namespace) -> bool:
+    """Delayed, scheduled or unique: through the add script, in the durable mode."""
+    return args.delay is not None or args.at is not None or args.unique is not None
+
+
 def _published(args: argparse.Namespace, message: Mapping[str, Any], client: Client, target: _Target) -> int:
     """Publish as the command line asks; the exit status."""
     common: dict[str, Any] = {
         "client": client, "redis_url": target.redis_url, "limits": target.limits, "release": args.release,
         "traceparent": args.traceparent, "tracestate": args.tracestate,
     }  # fmt: skip
-    if args.delay is not None or args.at is not None or args.unique is not None:
+    if _scheduled(args):
         done = enqueue(
             message, stream=args.stream or args.channel, maxlen=args.maxlen, delay=args.delay, at=args.at,
             unique_key=args.unique, unique_for=args.unique_for, unique_until=args.unique_until, **common,

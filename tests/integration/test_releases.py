@@ -48,6 +48,25 @@ def flags(root: Path, *extra: str) -> tuple[str, ...]:
     )  # fmt: skip
 
 
+def with_r1(
+    tmp_path: Path, pool: Pool, start_daemon: Callable[..., Daemon], url: str, *extra: str
+) -> tuple[Daemon, redis.Redis]:
+    """A daemon on the channel 'commands' (and ``extra``) whose releases root holds r1, as current;
+    returned once subscribed, with a client."""
+    root = tmp_path / "releases"
+    deploy(root, "r1")
+    switch(root, "r1")
+    daemon = start_daemon(pool.listen, *flags(root, "--channel", "commands", *extra), wait=False)
+    client = redis.Redis.from_url(url)
+    wait_for(lambda: client.pubsub_numsub("commands")[0][1] == 1, what="the daemon's subscription")
+    return daemon, client
+
+
+def publish_many(url: str, release: str, numbers: range) -> None:
+    for n in numbers:
+        publish({"n": n}, channel="commands", redis_url=url, release=release)
+
+
 def test_jobs_run_the_code_of_the_release_that_published_them(
     tmp_path: Path, redis_server: RedisServer, pool: Pool, start_daemon: Callable[..., Daemon]
 ) -> None:
@@ -243,21 +262,13 @@ def test_pub_sub_jobs_waiting_for_a_release_are_bounded_and_leave_the_streams_re
 ) -> None:
     # Old behaviour (issue 23, item 2): every pub/sub job of a missing release waited, whatever
     # max_queued, and each took a stream entry's read room: with 30 waiting, the stream was not read.
-    root = tmp_path / "releases"
-    deploy(root, "r1")
-    switch(root, "r1")
     url = redis_server.url
-    daemon = start_daemon(
-        pool.listen,
-        *flags(root, "--channel", "commands", "--stream", "jobs", "--release-wait", "600",
-               "--max-queued", "10", "--heartbeat-interval", "0.2"),
-        wait=False,
+    daemon, client = with_r1(
+        tmp_path, pool, start_daemon, url, "--stream", "jobs", "--release-wait", "600", "--max-queued", "10",
+        "--heartbeat-interval", "0.2",
     )  # fmt: skip
-    wait_for(lambda: daemon.lines("Subscribed to stream jobs"), what="the daemon")
-    client = redis.Redis.from_url(url)
-    wait_for(lambda: client.pubsub_numsub("commands")[0][1] == 1, what="the daemon's subscription")
-    for n in range(30):
-        publish({"n": n}, channel="commands", redis_url=url, release="r9")  # never deployed
+    daemon.wait_for("Subscribed to stream jobs")
+    publish_many(url, "r9", range(30))  # never deployed
     heartbeat = client.keys(KEY_PREFIX + "*")[0]
     wait_for(lambda: client.hget(heartbeat, "releases_waiting") == b"r9=10", what="ten jobs waiting for r9")
     for n in range(100, 120):
@@ -275,18 +286,11 @@ def test_a_pub_sub_job_whose_release_never_comes_is_dropped_with_a_line_not_kept
 ) -> None:
     # Old behaviour (issue 23, item 2): after release_wait it went to the spill file, came back from
     # it to wait again, and so on without end, a WARNING each time.
-    root = tmp_path / "releases"
-    deploy(root, "r1")
     url = redis_server.url
-    daemon = start_daemon(
-        pool.listen,
-        *flags(root, "--channel", "commands", "--release-wait", "1", "--state-dir", str(tmp_path)),
-        wait=False,
-    )  # fmt: skip
-    client = redis.Redis.from_url(url)
-    wait_for(lambda: client.pubsub_numsub("commands")[0][1] == 1, what="the daemon's subscription")
-    for n in range(3):
-        publish({"n": n}, channel="commands", redis_url=url, release="r9")
+    daemon, client = with_r1(
+        tmp_path, pool, start_daemon, url, "--release-wait", "1", "--state-dir", str(tmp_path)
+    )
+    publish_many(url, "r9", range(3))
     wait_for(lambda: len(daemon.lines("not run: release r9 did not reach")) == 3, what="three jobs given up")
     publish({"n": 3}, channel="commands", redis_url=url, release="r1")
     wait_for(lambda: ran(pool), what="a job of r1, after those given up")
@@ -302,20 +306,11 @@ def test_jobs_of_a_release_that_is_here_run_while_a_missing_one_s_fill_max_queue
 ) -> None:
     # A review's fault run: with the waiting jobs counted against max_queued, a job that could take a
     # free slot at once was refused too ("the queue is full" with the queue empty).
-    root = tmp_path / "releases"
-    deploy(root, "r1")
     url = redis_server.url
-    daemon = start_daemon(
-        pool.listen, *flags(root, "--channel", "commands", "--release-wait", "600", "--max-queued", "10"),
-        wait=False,
-    )  # fmt: skip
-    client = redis.Redis.from_url(url)
-    wait_for(lambda: client.pubsub_numsub("commands")[0][1] == 1, what="the daemon's subscription")
-    for n in range(10):
-        publish({"n": n}, channel="commands", redis_url=url, release="r9")
+    daemon, client = with_r1(tmp_path, pool, start_daemon, url, "--release-wait", "600", "--max-queued", "10")
+    publish_many(url, "r9", range(10))
     daemon.wait_for("release r9 is not on this host")
-    for n in range(100, 105):
-        publish({"n": n}, channel="commands", redis_url=url, release="r1")
+    publish_many(url, "r1", range(100, 105))
     wait_for(lambda: len(ran(pool)) == 5, what="r1's five jobs")
     daemon.stop()
     assert "0 dropped" in daemon.lines("stopped")[-1]
@@ -328,19 +323,12 @@ def test_a_spill_file_does_not_go_round_while_jobs_wait_for_their_release(
     # A review's fault run: with more jobs of a missing release than max_queued, the spill file's
     # replay took one, found no room for it to wait, spilled it again, and so on: 5 s of CPU in 5 s,
     # 88,030 spilled. Now the replay rests while they wait, and every message is spilled once.
-    root = tmp_path / "releases"
-    deploy(root, "r1")
     url = redis_server.url
-    daemon = start_daemon(
-        pool.listen,
-        *flags(root, "--channel", "commands", "--release-wait", "2", "--max-queued", "10",
-               "--state-dir", str(tmp_path / "state")),
-        wait=False,
+    daemon, client = with_r1(
+        tmp_path, pool, start_daemon, url, "--release-wait", "2", "--max-queued", "10",
+        "--state-dir", str(tmp_path / "state"),
     )  # fmt: skip
-    client = redis.Redis.from_url(url)
-    wait_for(lambda: client.pubsub_numsub("commands")[0][1] == 1, what="the daemon's subscription")
-    for n in range(30):
-        publish({"n": n}, channel="commands", redis_url=url, release="r9")
+    publish_many(url, "r9", range(30))
     publish({"n": 100}, channel="commands", redis_url=url, release="r1")  # behind them, in order
     wait_for(lambda: ran(pool), timeout=60, what="the r1 job, once r9's have been given up")
     daemon.stop()

@@ -95,11 +95,11 @@ class Ack:
 @dataclass(frozen=True, slots=True)
 class AckHeld:
     """Acknowledge a unique job's entry, or one a touch found claimed by another consumer, by a
-    script that decides by what Redis holds, as
-    :class:`Bury` does: pending for another consumer (claimed from this one while its job ran), it
-    is left to that consumer, whose copy holds the guard; else it is acknowledged, and this copy
-    releases the guard once Redis confirms. So a guard is released by the settle of the copy that
-    holds it, and no second job of its key is accepted while a claimed copy still runs."""
+    script that decides by what Redis holds, as :class:`Bury` does: pending for another consumer
+    (claimed from this one while its job ran), it is left to that consumer, whose copy holds the
+    guard; else it is acknowledged, and this copy releases the guard once Redis confirms. So a guard
+    is released by the settle of the copy that holds it, and no second job of its key is accepted
+    while a claimed copy still runs."""
 
     entry: Entry
 

@@ -252,7 +252,8 @@ class Daemon:
         d = self.dispatcher
         if not d.has_room(size):
             return False
-        return (d.free > 0 and not d.queued) or self._held_room(size)
+        # Nothing waits for its release (the common case, every message): the queue's room is all.
+        return not self.release_wait or (d.free > 0 and not d.queued) or self._held_room(size)
 
     def _held_room(self, size: int) -> bool:
         """Whether a pub/sub job of ``size`` bytes may be held, queued or waiting for its release:
@@ -325,11 +326,11 @@ class Daemon:
 
     def _queue(self, job: Job, replayed: bool = False) -> None:
         if replayed or (
-            self._room(len(job.body)) if _published(job) else self.dispatcher.has_room(len(job.body))
+            self._room(len(job.body)) if job.published else self.dispatcher.has_room(len(job.body))
         ):
             self.tracing.begin(job)  # from here on it is the daemon's to run: its span opens
             self.dispatcher.submit(job)
-        elif _published(job):
+        elif job.published:
             self.overflow.keep(job.channel, job.payload, "the queue is full")
         else:
             self._no_room(job)
@@ -350,7 +351,7 @@ class Daemon:
             self._refuse(job, str(exc))
             return False
         if script is None:
-            if _published(job) and not self._held_room(len(job.body)):
+            if job.published and not self._held_room(len(job.body)):
                 if replayed:  # back where it was, at the front; the replay rests, not to go round
                     self._keep_older([job], "no room among the jobs waiting for their release")
                     self._replay_rest_until = now + REPLAY_REST
@@ -398,7 +399,7 @@ class Daemon:
             "job %d on %s not run: %s; message %s", job.id, job.channel, reason, preview(job.payload),
             extra=job_fields(job),
         )  # fmt: skip
-        self._ended(job, Result(Outcome.REJECTED if not _published(job) else Outcome.DROPPED, reason))
+        self._ended(job, Result(Outcome.REJECTED if not job.published else Outcome.DROPPED, reason))
 
     def _resubmit(self, job: Job) -> None:
         """A stream entry's job again, after a failure: the same job, already decoded and counted."""
@@ -473,9 +474,10 @@ class Daemon:
         entry stays in Redis anyway."""
         if not self.overflow.keeps:
             return jobs
-        queued = self.dispatcher.take_queued(_published)  # a stream entry's job keeps its place
-        self._keep_older([job for job in jobs if _published(job)] + queued, "the pool stayed unreachable")
-        return [job for job in jobs if not _published(job)]
+        # A stream entry's job keeps its place.
+        queued = self.dispatcher.take_queued(lambda queued: queued.published)
+        self._keep_older([job for job in jobs if job.published] + queued, "the pool stayed unreachable")
+        return [job for job in jobs if not job.published]
 
     def _keep_older(self, jobs: list[Job], why: str) -> None:
         for job in jobs:  # out of the daemon's hands until replayed, a new job then
@@ -584,10 +586,10 @@ class Daemon:
             )  # fmt: skip
             self._ended(job, Result(Outcome.ABANDONED, reason))
         if self.overflow.keeps:
-            self._keep_older([job for job in unsent if _published(job)], "the drain ended")
-            unsent = [job for job in unsent if not _published(job)]
+            self._keep_older([job for job in unsent if job.published], "the drain ended")
+            unsent = [job for job in unsent if not job.published]
         for job in unsent:
-            if _published(job):
+            if job.published:
                 what = f"message {preview(job.payload)}"
             else:
                 what = f"entry {job.message_id} stays pending, for another consumer"
@@ -648,10 +650,6 @@ class Daemon:
         if status != self._status:
             self._status = status
             self.notifier.status(status)
-
-
-def _published(job: Job) -> bool:
-    return job.published
 
 
 def _by_slot(names: tuple[str, ...]) -> list[tuple[str, ...]]:

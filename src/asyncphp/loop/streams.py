@@ -77,6 +77,18 @@ BLOCK_MS = 2000  # XREADGROUP waits this long for entries, then is sent again
 UNBLOCKLESS_BLOCK_MS = 100  # the same, by priority or limits, where CLIENT UNBLOCK is refused
 STDERR_EXCERPT = 2000  # bytes of the worker's stderr kept in a dead letter
 
+# Who holds an entry, as the settle scripts below ask it (KEYS[1]: the stream, ARGV[1]: the group):
+# pending for ``consumer``, or for anyone. One definition, so that every script that must not act on
+# an entry another consumer claimed decides it the same way.
+_HOLDER = """
+local function holds(consumer, id)
+    return #redis.call('XPENDING', KEYS[1], ARGV[1], id, id, 1, consumer) > 0
+end
+local function pending(id)
+    return #redis.call('XPENDING', KEYS[1], ARGV[1], id, id, 1) > 0
+end
+"""
+
 # The dead letter and the acknowledgement in one step, so they cannot come apart: if the XADD is
 # refused (WRONGTYPE, OOM, an ACL), the script stops before the XACK and the entry stays pending.
 # A resend (its first try was lost with a connection, and may have run) writes only if the entry
@@ -84,9 +96,11 @@ STDERR_EXCERPT = 2000  # bytes of the worker's stderr kept in a dead letter
 # KEYS: the stream, its dead letters. ARGV: group, entry id, consumer, resent (1/0), the dead letters'
 # MAXLEN, the dead letter's fields. Returns the dead letter's id, or false when another consumer holds
 # the entry (it is theirs to settle). See ledger.Bury for why each case is decided so.
-BURY_SCRIPT = """
-if #redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1, ARGV[3]) == 0 then
-    if #redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1) > 0 then
+BURY_SCRIPT = (
+    _HOLDER
+    + """
+if not holds(ARGV[3], ARGV[2]) then
+    if pending(ARGV[2]) then
         return false
     end
     if ARGV[4] == '1' then
@@ -105,6 +119,7 @@ local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], '*', unpack(ARGV,
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 return id
 """
+)
 
 
 # KEYS: the stream. ARGV: group, consumer, entry ids. Resets the idle time of the entries still pending
@@ -112,10 +127,12 @@ return id
 # meanwhile (this daemon looked dead, stopped or cut off, for claim_idle): XCLAIM would take them back
 # while the other's copy runs, and the settle of the wrong copy would release a unique job's guard.
 # Returns the ids no longer this consumer's.
-TOUCH_SCRIPT = """
+TOUCH_SCRIPT = (
+    _HOLDER
+    + """
 local gone = {}
 for i = 3, #ARGV do
-    if #redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1, ARGV[2]) > 0 then
+    if holds(ARGV[2], ARGV[i]) then
         redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'JUSTID')
     else
         gone[#gone + 1] = ARGV[i]
@@ -123,30 +140,36 @@ for i = 3, #ARGV do
 end
 return gone
 """
+)
 
 
 # KEYS: the stream. ARGV: group, consumer, entry id, its delivery count. Counts a retry's delivery
 # (XCLAIM … RETRYCOUNT) only if the entry is still this consumer's: one another consumer claimed
 # meanwhile is its to run (XCLAIM would take it back, and both copies would run). Returns the id in a
 # list when counted, an empty list when not (see Ledger.redelivered).
-REDELIVER_SCRIPT = """
-if #redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1, ARGV[2]) == 0 then
+REDELIVER_SCRIPT = (
+    _HOLDER
+    + """
+if not holds(ARGV[2], ARGV[3]) then
     return {}
 end
 return redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[3], 'JUSTID', 'RETRYCOUNT', ARGV[4])
 """
+)
 
 
 # KEYS: the stream. ARGV: group, entry id, consumer. Acknowledges a unique job's entry unless another
 # consumer holds it (see ledger.AckHeld): 1 when acknowledged (or pending for nobody), 0 when not.
-ACK_HELD_SCRIPT = """
-if #redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1, ARGV[3]) == 0
-    and #redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1) > 0 then
+ACK_HELD_SCRIPT = (
+    _HOLDER
+    + """
+if not holds(ARGV[3], ARGV[2]) and pending(ARGV[2]) then
     return 0
 end
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 return 1
 """
+)
 
 
 # KEYS: the stream. ARGV: group, this consumer, idle ms. Removes the group's other consumers that hold
@@ -630,8 +653,8 @@ class StreamSource:
             if reply.code != "NOGROUP":  # no group yet: nothing to remove
                 self._refused_once(reply, f"the removal of idle consumers of {command.stream}")
             return
-        if isinstance(reply, list) and reply:
-            names = [v.decode(errors="replace") if isinstance(v, bytes) else str(v) for v in reply]
+        names = replies.texts(reply)
+        if names:
             self._log.info(
                 "removed %d consumer(s) of group %s on %s that held nothing and had not read for %g s: %s",
                 len(names), self.group, command.stream, command.idle, ", ".join(names[:20]),
@@ -641,8 +664,8 @@ class StreamSource:
         if isinstance(reply, ReplyError):
             self._refused_by_redis(reply, "XCLAIM to reset the idle time of held entries")
             return
-        if isinstance(reply, list) and reply:
-            gone = [v.decode() if isinstance(v, bytes) else str(v) for v in reply]
+        gone = replies.texts(reply)
+        if gone:
             self.ledger.claimed_away(stream, gone)
             self._log.warning(
                 "%d entr%s of %s held here %s claimed by another consumer (this daemon looked stopped for "

@@ -15,6 +15,7 @@ from typing import Any
 
 from asyncphp.loop.streams import DEAD_SUFFIX
 from asyncphp.redisurl import Client
+from asyncphp.wire import replies
 from asyncphp.wire.scripts import REPLAY, Keys
 
 PAGE = 100
@@ -102,7 +103,7 @@ def replay(client: Client, stream: str, ids: list[str] | None) -> Iterator[Repla
             keys=[stream + DEAD_SUFFIX, stream, Keys(stream).maxlen], args=[letter_id, REPLAY_UNIQUE_FOR_MS]
         )
         if isinstance(reply, list):
-            guard, holder = (v.decode(errors="replace") if isinstance(v, bytes) else str(v) for v in reply)
+            guard, holder = replies.texts(reply)
             yield Held(letter_id, guard, holder)
         elif reply:
             yield Replayed(letter_id, reply.decode() if isinstance(reply, bytes) else str(reply))

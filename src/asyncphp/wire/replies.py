@@ -76,6 +76,11 @@ def xclaim_ids(reply: Any) -> list[str]:
     return [_text(row if isinstance(row, bytes) else row[0]) for row in reply or [] if row is not None]
 
 
+def texts(reply: Any) -> list[str]:
+    """A list of bulk strings (names, ids) as text, bad bytes replaced: for a log line."""
+    return [v.decode(errors="replace") if isinstance(v, bytes) else str(v) for v in reply or []]
+
+
 def xinfo_groups(reply: Any) -> dict[str, GroupInfo]:
     """``XINFO GROUPS key``: group name → what ``status`` shows."""
     groups = {}
