@@ -66,6 +66,7 @@ class Overflow:
                 )  # fmt: skip
             self._segments.append((number, spill))
         if self.waiting:
+            self._filling = True  # so that the end of their replay is said too
             log.warning(
                 "spill files in %s hold %d messages from before: they run first", state_dir, self.waiting
             )
