@@ -254,6 +254,22 @@ def _cluster_table(results: dict[str, Figures]) -> list[str]:
             f"run twice {_span(r['ran_twice'])}, jobs added twice {_span(r['added_twice'])}, pending at "
             f"the end {_span(r['pending'])}"
         )
+    if "cluster_hung" in results:
+        h = results["cluster_hung"]
+        out.append(
+            f"   a hung primary: one daemon reads a stream on each primary (PING every 1 s); "
+            f"{h['rate']['median']:g} jobs/s added to the two healthy ones; the third primary SIGSTOPped"
+        )
+        for phase, label in (("healthy", "before the stop"), ("stopped", "while it hangs")):
+            out.append(
+                f"     ms from add to start, {label:<16} p50 {_span(h[f'{phase}_p50'], '{:.1f}')}, "
+                f"p99 {_span(h[f'{phase}_p99'], '{:.1f}')}, max {_span(h[f'{phase}_max'], '{:.0f}')} "
+                f"({_span(h[f'{phase}_n'])} jobs)"
+            )
+        out.append(
+            f"     {_span(h['accepted'])} adds accepted ({_span(h['refusals'])} refused by the cluster "
+            f"meanwhile, each retried), {_span(h['ran'])} ran"
+        )
     return out
 
 
@@ -289,6 +305,15 @@ def _cluster_goals(results: dict[str, Figures]) -> list[tuple[str, str, bool]]:
             "a primary killed: every job the cluster accepted runs at least once (worst run)",
             f"{lost:.0f} lost of {accepted:,.0f}; {r['ran_twice']['max']:.0f} entries run twice",
             lost == 0,
+        ))  # fmt: skip
+    if "cluster_hung" in results:
+        h = results["cluster_hung"]
+        p99 = h["stopped_p99"]["median"]
+        found.append((
+            "a primary hung: the healthy shards' jobs start within 1 s of their add (p99)",
+            f"p99 {p99:.0f} ms while it hangs, {h['healthy_p99']['median']:.1f} ms before; "
+            f"{h['ran']['min']:,.0f} of {h['accepted']['min']:,.0f} ran (worst run)",
+            p99 <= 1_000 and h["ran"]["min"] == h["accepted"]["min"],
         ))  # fmt: skip
     return found
 
@@ -502,6 +527,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "scheduling_unique": lambda: scheduling.unique(sizes),
         "cluster_throughput": lambda: cluster.throughput(cluster_sizes),
         "cluster_resume": lambda: cluster.resume(cluster_sizes),
+        "cluster_hung": lambda: cluster.hung(cluster_sizes),
     }
     for name, run in plan.items():
         if name.split("_")[0] in wanted:

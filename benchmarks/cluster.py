@@ -1,13 +1,15 @@
 """The cluster scenarios, on a six-node loopback Redis Cluster (three primaries and a replica each,
 made by sandbox.start_cluster): durable throughput from one slot beside four partitions over the
-three primaries, and a daemon resuming after the primary of its stream is killed under a steady
-publish. Each run starts its own cluster and pools in a temp dir and returns figures; counts are
-exact, times come from the worker's log (and the daemon's, for its reconnect)."""
+three primaries, a daemon resuming after the primary of its stream is killed under a steady
+publish, and the healthy shards' jobs while another primary hangs (SIGSTOP). Each run starts its
+own cluster and pools in a temp dir and returns figures; counts are exact, times come from the
+worker's log (and the daemon's, for its reconnect)."""
 
 from __future__ import annotations
 
 import json
 import math
+import signal
 import tempfile
 import threading
 import time
@@ -24,7 +26,7 @@ from asyncphp.caller import partition
 from asyncphp.dev import sandbox
 from asyncphp.dev.sandbox import Cluster, Pool, Server
 from benchmarks import drivers
-from benchmarks.scenarios import LOG_LEVELS, POOL_CONF
+from benchmarks.scenarios import LOG_LEVELS, POOL_CONF, percentiles
 from benchmarks.scheduling import WORKER as SCHED_WORKER
 
 NODE_TIMEOUT_MS = 2000  # cluster-node-timeout: a primary is failed over this long after it stops answering
@@ -243,6 +245,7 @@ class Began:
     entry_ms: int  # the entry's id's time: when Redis added it, by Redis's clock (this machine's)
     entry: str
     at: float
+    stream: str
 
 
 def began(path: Path) -> list[Began]:
@@ -255,7 +258,8 @@ def began(path: Path) -> list[Began]:
     for line in text.splitlines(keepends=True):
         fields = line.split()
         if line.endswith("\n") and len(fields) == 7 and fields[0] == "start":
-            found.append(Began(int(fields[2]), int(fields[3].partition("-")[0]), fields[3], float(fields[5])))
+            entry_ms = int(fields[3].partition("-")[0])
+            found.append(Began(int(fields[2]), entry_ms, fields[3], float(fields[5]), fields[1]))
     return found
 
 
@@ -370,3 +374,87 @@ def resume(sizes: Sizes) -> dict[str, float]:
         "added_twice": sum(1 for times in kept.values() if times > 1),
         "pending": pending,
     }
+
+
+def _on_distinct_primaries(cluster: Cluster, count: int) -> list[str]:
+    """``count`` stream names, {h0}, {h1} …, each owned by a different primary."""
+    names: dict[int, str] = {}
+    for i in range(1_000):
+        names.setdefault(cluster.owner(f"{{h{i}}}"), f"{{h{i}}}")
+        if len(names) == count:
+            return list(names.values())
+    raise RuntimeError(f"no {count} hash tags on distinct primaries")
+
+
+def hung(sizes: Sizes) -> dict[str, float]:
+    """One daemon reads a stream on each of the three primaries (PINGs every second); jobs are
+    added at ``rate``/s to the two whose primaries stay healthy. Once some ran, the third primary
+    is SIGSTOPped: its connections stay open and silent, and every open the daemon tries against
+    it waits for its timeouts. Milliseconds from an entry's add (its id's time) to the start of its
+    job, for the healthy streams, before the stop and while the primary stays stopped (until the
+    publishers end, past its failover). Issue 23, item 7: the opens ran on the loop, and the healthy
+    shards' jobs waited behind them."""
+    with private_cluster() as (workdir, cluster), ExitStack() as stack:
+        hung_stream, *healthy = _on_distinct_primaries(cluster, 3)
+        pool = sandbox.start_pool(workdir / "pool", POOL_CONF)
+        stack.callback(pool.stop)
+        flags = [flag for stream in (hung_stream, *healthy) for flag in ("--stream", stream)]
+        (daemon,) = stack.enter_context(
+            daemons(cluster, [pool], SCHED_WORKER, *flags, "--redis-health-interval", "1")
+        )
+
+        def reading() -> bool:
+            _alive([daemon])
+            return bool(daemon.log.read_text().count("Subscribed to stream") >= 3)
+
+        sandbox.wait_until(reading, sandbox.STARTUP_TIMEOUT, "the daemon on its three streams", daemon.log)
+        node = cluster.node(cluster.owner(hung_stream)).process
+        count = round(sizes.rate / 2 * sizes.publish_s)
+        give_up = time.monotonic() + sizes.publish_s + SLACK_S
+        publishers = [Publisher(cluster.url, stream, sizes.rate / 2, count, give_up) for stream in healthy]
+        threads = [threading.Thread(target=p.run, name=f"publisher {p.stream}") for p in publishers]
+        for thread in threads:
+            thread.start()
+        stopped_ms = float("inf")
+        try:
+            deadline = time.monotonic() + SLACK_S
+            while len(began(pool.worker_log)) < sizes.ran_before_kill:
+                _alive([daemon])
+                if any(p.failure for p in publishers) or time.monotonic() > deadline:
+                    raise RuntimeError(f"{len(began(pool.worker_log))} jobs ran before the stop")
+                time.sleep(0.01)
+            stopped_ms = time.time() * 1000
+            node.send_signal(signal.SIGSTOP)
+            for thread in threads:
+                thread.join(sizes.publish_s + SLACK_S)
+        finally:
+            for p in publishers:
+                p.stop.set()
+            node.send_signal(signal.SIGCONT)
+            for thread in threads:
+                thread.join(SLACK_S)
+        failures = [p.failure for p in publishers if p.failure]
+        if failures or any(t.is_alive() for t in threads):
+            raise RuntimeError(f"a publisher failed: {failures or 'still adding'}")
+        accepted = {(p.stream, n) for p in publishers for n, _, _ in p.accepted}
+        deadline = time.monotonic() + SLACK_S
+        while time.monotonic() < deadline:
+            _alive([daemon])
+            starts = [b for b in began(pool.worker_log) if (b.stream, b.n) in accepted]
+            if len({(b.stream, b.n) for b in starts}) == len(accepted):
+                break
+            time.sleep(0.05)
+    waits = {
+        phase: [(b.at * 1000 - b.entry_ms) for b in starts if (b.entry_ms >= stopped_ms) == during]
+        for phase, during in (("healthy", False), ("stopped", True))
+    }
+    figures: dict[str, float] = {
+        "rate": sizes.rate,
+        "accepted": len(accepted),
+        "ran": len({(b.stream, b.n) for b in starts}),
+        "refusals": sum(p.refusals for p in publishers),
+    }
+    for phase, samples in waits.items():
+        for key, value in percentiles(samples).items():
+            figures[f"{phase}_{key}"] = value
+    return figures

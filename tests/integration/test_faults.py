@@ -544,8 +544,6 @@ def test_status_says_when_redis_is_unreachable(
             return
 
 
-
-
 def test_pool_killed_hard_then_restarted(
     redis_server: RedisServer, start_pool: Callable[..., Pool], start_daemon: Callable[..., Daemon]
 ) -> None:
