@@ -15,12 +15,11 @@ from setuptools import setup
 # rarely (cli, settings, ops/, dev/, caller, spill and overflow, service, heartbeat, logsink,
 # whose classes subclass logging's);
 # asyncphp.loop.daemon, run as `python -m`, which runpy cannot do with an extension module (the
-# Daemon itself is in engine.py); and ops/metrics, whose Metrics ops/prometheus subclasses (an
+# Daemon itself is in engine.py); and loop/metrics, whose Metrics loop/prometheus subclasses (an
 # interpreted class cannot inherit from a compiled one).
 COMPILED = [
     "wire/body.py",
     "wire/fastcgi.py",
-    "wire/outcome.py",
     "wire/replies.py",
     "wire/request.py",
     "wire/resp.py",
@@ -30,6 +29,7 @@ COMPILED = [
     "core/jobs.py",
     "core/ledger.py",
     "core/link.py",
+    "core/outcome.py",
     "core/reading.py",
     "core/schedule.py",
     "loop/engine.py",

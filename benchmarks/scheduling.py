@@ -24,6 +24,7 @@ from asyncphp.dev.sandbox import Pool, RedisServer, Server
 from asyncphp.ops import probe
 from asyncphp.settings import PoolAddress
 from asyncphp.wire import scripts
+from asyncphp.wire.keys import Keys
 from benchmarks import drivers
 from benchmarks.scenarios import POOL_CONF, percentiles, servers
 
@@ -196,7 +197,7 @@ def add_delayed(url: str, stream: str, count: int, first: float, spread: float) 
     longer than the spread)."""
     client = redis.Redis.from_url(url)
     add = client.register_script(scripts.ADD)
-    keys = scripts.Keys(stream)
+    keys = Keys(stream)
     pipe = client.pipeline(transaction=False)
     for i in range(count):
         delay_ms = round((first + spread * i / max(1, count - 1)) * 1000)
@@ -238,7 +239,7 @@ def delayed(sizes: Sizes) -> dict[str, float]:
     late = [(s.at - s.due) * 1000 for s in starts if s.due is not None]
     lateness = percentiles(late)
     # MOVE is the only EVAL of the daemons with these keys and the batch size after them.
-    moving = scripts.Keys(stream).moving()
+    moving = Keys(stream).moving()
     marker = " ".join([str(len(moving)), *moving, str(scripts.MOVE_BATCH)]).encode()
     moves = [
         e["duration"] for e in slowlog if e["command"].startswith(b"EVAL ") and marker in e["command"]

@@ -29,6 +29,7 @@ from asyncphp import redisurl
 from asyncphp.redisurl import Client, redact
 from asyncphp.wire import meta, scripts
 from asyncphp.wire.body import BadMessage, Limits, form_body, reject_json_constant
+from asyncphp.wire.keys import Keys
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_CHANNEL = "commands"
@@ -130,7 +131,7 @@ def enqueue(
         raise ValueError(f"unique_until must be 'processed' or 'expiry', not {unique_until!r}")
     if client is None:
         _check_stream(redis_url, stream)
-    keys = scripts.Keys(stream)
+    keys = Keys(stream)
     with _connected(redis_url, client) as redis_client:
         if delay is None and at is None and unique_key is None:
             return Enqueued(_xadd(redis_client, stream, payload, maxlen), True, None)

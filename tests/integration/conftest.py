@@ -15,9 +15,9 @@ import redis
 
 from asyncphp.dev import sandbox
 from asyncphp.dev.sandbox import Pool, RedisServer, Server
-from asyncphp.loop.heartbeat import KEY_PREFIX
 from asyncphp.ops import probe
 from asyncphp.settings import PoolAddress
+from asyncphp.wire.keys import DAEMON_PREFIX
 from tests.conftest import POOL_CONF, WORKER
 
 pytestmark = pytest.mark.integration
@@ -49,7 +49,7 @@ def pool_status(pool: Pool) -> dict[str, Any]:
 def heartbeat_counter(client: redis.Redis, name: str) -> int:
     """A counter (``received``, ``completed`` …) of the daemon's last heartbeat in Redis; 0 before
     the first. The heartbeat is written in a turn of the loop after the one that counted."""
-    keys = client.keys(KEY_PREFIX + "*")
+    keys = client.keys(DAEMON_PREFIX + "*")
     return max((int(client.hget(key, name) or 0) for key in keys), default=0)
 
 

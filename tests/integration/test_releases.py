@@ -16,7 +16,7 @@ import redis
 
 from asyncphp.caller import enqueue, publish
 from asyncphp.dev.sandbox import Pool, RedisServer
-from asyncphp.loop.heartbeat import KEY_PREFIX
+from asyncphp.wire.keys import DAEMON_PREFIX
 from tests.conftest import PHP_DIR
 from tests.integration.conftest import Daemon, lines, wait_for
 
@@ -115,7 +115,7 @@ def test_a_job_waits_for_its_release_then_runs_and_one_that_never_comes_is_dead_
 
     def waiting() -> str:
         # asyncphp status reads it from here: the daemon's heartbeat.
-        keys = client.keys(KEY_PREFIX + "*")
+        keys = client.keys(DAEMON_PREFIX + "*")
         return (client.hget(keys[0], "releases_waiting") or b"").decode() if keys else ""
 
     wait_for(lambda: "r3=1" in waiting().split(","), what="the heartbeat to show the job waiting")
@@ -269,7 +269,7 @@ def test_pub_sub_jobs_waiting_for_a_release_are_bounded_and_leave_the_streams_re
     )  # fmt: skip
     daemon.wait_for("Subscribed to stream jobs")
     publish_many(url, "r9", range(30))  # never deployed
-    heartbeat = client.keys(KEY_PREFIX + "*")[0]
+    heartbeat = client.keys(DAEMON_PREFIX + "*")[0]
     wait_for(lambda: client.hget(heartbeat, "releases_waiting") == b"r9=10", what="ten jobs waiting for r9")
     for n in range(100, 120):
         publish({"n": n}, channel="jobs", redis_url=url, durable=True, release="r1")

@@ -20,6 +20,7 @@ from asyncphp.caller import enqueue
 from asyncphp.core.ledger import SETTLE_BATCH
 from asyncphp.dev.sandbox import Pool, RedisServer
 from asyncphp.wire import scripts
+from asyncphp.wire.keys import Keys
 from tests.conftest import PHP_DIR
 from tests.integration.conftest import Daemon, lines, wait_for
 
@@ -64,9 +65,7 @@ def add(url: str, stream: str, count: int, **fields: object) -> None:
 
 def move(client: redis.Redis, stream: str) -> scripts.Moved:
     """One run of the move, as a daemon runs it."""
-    reply = client.register_script(scripts.MOVE)(
-        keys=list(scripts.Keys(stream).moving()), args=[scripts.MOVE_BATCH]
-    )
+    reply = client.register_script(scripts.MOVE)(keys=list(Keys(stream).moving()), args=[scripts.MOVE_BATCH])
     return scripts.moved(reply)
 
 

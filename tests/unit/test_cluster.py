@@ -27,15 +27,14 @@ from asyncphp import settings as settings_mod
 from asyncphp.caller import partition
 from asyncphp.core.link import BACKOFF_CAP, BACKOFF_FIRST, CLUSTER_BACKOFF_CAP, LinkState
 from asyncphp.core.reading import Lane, Lanes, Priority, Rate
-from asyncphp.loop.engine import _by_slot
+from asyncphp.loop.factory import _by_slot
 from asyncphp.loop.keeper import Keeper, Source
 from asyncphp.loop.poller import Poller
 from asyncphp.loop.redislink import ignore
-from asyncphp.loop.streams import DEAD_SUFFIX, POSITION_SUFFIX
 from asyncphp.redisurl import ClusterURL, cluster, hash_tag, is_cluster, redact, slot, validate
 from asyncphp.settings import Settings, SettingsError
+from asyncphp.wire.keys import Keys
 from asyncphp.wire.replies import ReplyError, SlotRange, cluster_slots
-from asyncphp.wire.scripts import Keys
 
 SEED = "redis+cluster://127.0.0.1:7000/"
 SLOTS = 16384
@@ -266,17 +265,17 @@ def test_every_key_of_a_tagged_stream_shares_its_slot(stream: str, unique_key: s
         keys.seq,
         keys.rate,
         keys.guard(unique_key),
-        stream + DEAD_SUFFIX,
-        stream + POSITION_SUFFIX,
+        keys.dead,
+        keys.groups,
     ]
     assert {slot(key) for key in derived} == {slot(stream)}
 
 
 def test_an_untagged_stream_does_not_share_its_slot_with_its_keys() -> None:
     """Why the settings refuse one on a cluster."""
-    assert slot("orders") != slot("orders" + DEAD_SUFFIX)
+    assert slot("orders") != slot(Keys("orders").dead)
     assert slot("orders") != slot(Keys("orders").delayed)
-    assert slot("{orders}") == slot("{orders}" + DEAD_SUFFIX)
+    assert slot("{orders}") == slot(Keys("{orders}").dead)
 
 
 # The caller's partitions.

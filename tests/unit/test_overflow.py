@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from asyncphp.core.jobs import Counters
+from asyncphp.loop.metrics import Metrics
 from asyncphp.loop.overflow import Overflow
-from asyncphp.ops.metrics import Metrics
 
 
 def overflow(state: Path | str, max_bytes: int = 1 << 20) -> tuple[Overflow, Counters]:
@@ -71,7 +71,7 @@ import json, logging, resource, signal, sys, time
 from pathlib import Path
 from asyncphp.core.jobs import Counters
 from asyncphp.loop.overflow import Overflow
-from asyncphp.ops.metrics import Metrics
+from asyncphp.loop.metrics import Metrics
 
 class Lines(logging.Handler):
     def __init__(self):

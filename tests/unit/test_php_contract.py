@@ -9,6 +9,7 @@ import subprocess
 from asyncphp.caller import _json
 from asyncphp.wire import scripts
 from asyncphp.wire.body import Limits
+from asyncphp.wire.keys import Keys
 from tests.conftest import ROOT
 
 
@@ -38,3 +39,10 @@ def test_php_and_python_encode_a_payload_to_the_same_bytes() -> None:
             json.dumps(payload),
         )
         assert encoded == _json(payload, Limits()), payload
+
+
+def test_the_php_client_names_a_stream_s_keys_as_the_daemon_does() -> None:
+    """The keys ADD takes, as StreamPublisher.php spells them for stream $s and unique key $key."""
+    s, key = "$s", "$key"
+    spelled = ", ".join([s, *(f'"{name}"' for name in Keys(s).adding(key)[1:])])
+    assert f"[{spelled}]" in (ROOT / "php" / "src" / "StreamPublisher.php").read_text()

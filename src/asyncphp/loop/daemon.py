@@ -10,12 +10,13 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 
-from asyncphp.loop.engine import EXIT_FLUSH_SECONDS, Daemon
+from asyncphp.loop import factory
+from asyncphp.loop.engine import EXIT_FLUSH_SECONDS
 from asyncphp.loop.logsink import configure_logging
+from asyncphp.loop.metrics import MetricsUnavailable
 from asyncphp.loop.service import Notifier, ServiceError
 from asyncphp.loop.spill import SpillError
 from asyncphp.loop.tracing import TracingUnavailable
-from asyncphp.ops.metrics import MetricsUnavailable
 from asyncphp.settings import SettingsError, load
 
 EXIT_BAD_SETTINGS = 2
@@ -32,7 +33,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     log, sink = configure_logging(settings.log_level, settings.journal_fields, env)
     try:
         notifier = Notifier(env)
-        daemon = Daemon(settings, log, sink, notifier, reload=lambda: load(args, env))
+        daemon = factory.daemon(settings, log, sink, notifier, reload=lambda: load(args, env))
     except (ServiceError, SpillError, TracingUnavailable, MetricsUnavailable) as exc:
         # Like bad settings, a restart cannot fix a missing binding, an unusable state_dir or a
         # metrics address another service holds (RestartPreventExitStatus=2).

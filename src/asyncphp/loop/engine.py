@@ -1,4 +1,4 @@
-"""The daemon: Redis messages in, FastCGI requests out, one event loop, never waiting on a worker.
+"""The daemon's loop: Redis messages in, FastCGI requests out, one event loop, never waiting on a worker.
 
     source (Redis) ─▶ JSON ─▶ form body ─▶ FastCGI request ─▶ dispatcher ─▶ pool ─▶ log line
                                                                    └─ no room: spill file (pub/sub)
@@ -7,6 +7,10 @@ One thread, one poller: the Redis sockets, the pool connections and a signal wak
 all watched together, and the loop's bounded wait also gives periodic work its rhythm (backoff
 ends, Redis health pings, the STATUS line, watchdog pings). Signal handlers only record; the loop
 acts.
+
+What it runs is built from the settings by ``asyncphp.loop.factory``; which script a job runs is
+``asyncphp.loop.releases``'s to say. This module is the loop, admission, the spill replay, the
+drain and the status, with its parts given (so tests give their own) and its clock too.
 """
 
 from __future__ import annotations
@@ -20,40 +24,113 @@ import signal
 import socket
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
 
 from asyncphp import __version__
 from asyncphp.core.admission import Limits as PoolLimits
 from asyncphp.core.jobs import Counters, Job, Message, Outcome, Result
-from asyncphp.core.ledger import Policy
-from asyncphp.core.releases import ReleaseWait
 from asyncphp.logfmt import preview
-from asyncphp.loop.heartbeat import Heartbeat, LastError
-from asyncphp.loop.keeper import Keeper, Source
+from asyncphp.loop.heartbeat import LastError
 from asyncphp.loop.logsink import Sink, job_fields
+from asyncphp.loop.metrics import Gauges, Metrics
 from asyncphp.loop.overflow import Overflow
 from asyncphp.loop.poller import READ, Poller
-from asyncphp.loop.pool import Dispatcher
-from asyncphp.loop.pubsub import DueNotices, PubSubSource
-from asyncphp.loop.releases import PLACEHOLDER, OutsideRoot, ReleaseFinder
+from asyncphp.loop.releases import Placed, Routes
 from asyncphp.loop.service import Notifier, SignalWakeup
-from asyncphp.loop.streams import StreamSource
-from asyncphp.loop.tracing import OtelTracing, Tracing
-from asyncphp.ops.metrics import serve
-from asyncphp.redisurl import Target, cluster, slot
+from asyncphp.loop.tracing import Tracing
 from asyncphp.settings import RELOADABLE, Settings, SettingsError
-from asyncphp.wire import scripts
 from asyncphp.wire.body import BadMessage, Limits, message_body
-from asyncphp.wire.request import RequestBuilder
 
 EXIT_OK = 0
 EXIT_FLUSH_SECONDS = 1.0  # the longest a full stderr may hold the exit
 
 TICK = 1.0  # seconds: the loop wakes at least this often, and updates STATUS= at most this often
-# What php-fpm says on stderr, with its 404, for a SCRIPT_FILENAME it cannot open (PHP 8.2; before).
-SCRIPT_MISSING = (b"Unable to open primary script", b"Primary script unknown")
-MAX_BUILDERS = 64  # requests' constant parts kept per release script
 REPLAY_BATCH = 1000  # spilled messages put back in the queue per turn, so Redis keeps being read
 REPLAY_REST = 0.1  # seconds the replay rests after a message it took had to go back (no room to wait)
+
+
+class Pool(Protocol):
+    """What the loop uses of the dispatcher (``asyncphp.loop.pool``)."""
+
+    @property
+    def in_flight(self) -> int: ...
+    @property
+    def queued(self) -> int: ...
+    @property
+    def queued_bytes(self) -> int: ...
+    @property
+    def free(self) -> int: ...
+    @property
+    def readable(self) -> int: ...
+    @property
+    def reachable(self) -> bool: ...
+    @property
+    def idle(self) -> bool: ...
+    def configure(self, limits: PoolLimits, request_timeout: float) -> None: ...
+    def has_room(self, size: int) -> bool: ...
+    def submit(self, job: Job) -> None: ...
+    def pump(self) -> None: ...
+    def probe(self) -> None: ...
+    def take_queued(self, which: Callable[[Job], bool]) -> list[Job]: ...
+    def wake_at(self) -> float: ...
+    def expire(self) -> None: ...
+    def close(self) -> tuple[list[Job], list[Job]]: ...
+
+
+class LinkView(Protocol):
+    announced: bool
+    down_since: float
+
+
+class SourceView(Protocol):
+    what: str
+
+    def status(self) -> str: ...
+
+
+class Connection(Protocol):
+    """What the loop uses of a keeper (``asyncphp.loop.keeper``): one source kept connected."""
+
+    @property
+    def state(self) -> LinkView: ...
+    @property
+    def source(self) -> SourceView: ...
+    @property
+    def settled(self) -> bool: ...
+    def turn(self, now: float, health_interval: float, free: int) -> None: ...
+    def wake_at(self, free: int) -> float: ...
+    def stop(self) -> None: ...
+    def leave(self) -> None: ...
+    def disconnect(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Hands:
+    """The daemon's own methods, for the parts it is built of to call back."""
+
+    request: Callable[[Job], bytes]  # a job's FastCGI request, at dispatch
+    ended: Callable[[Job, Result], None]  # every job ends here, once
+    keep: Callable[[list[Job]], list[Job]]  # jobs the pool stayed unreachable for
+    published: Callable[[Message], None]  # a pub/sub message
+    entry: Callable[[Message], None]  # a stream entry
+    resubmit: Callable[[Job], None]  # a stream entry's job again, after a failure
+    snapshot: Callable[[], dict[str, str | int | float]]  # for the heartbeat
+
+
+@dataclass(frozen=True, slots=True)
+class Parts:
+    """What the daemon runs (``asyncphp.loop.factory`` builds them from the settings). The pool and
+    the connections call the daemon back, so they are made from its :class:`Hands`."""
+
+    poller: Poller
+    counters: Counters
+    metrics: Metrics
+    tracing: Tracing
+    overflow: Overflow
+    routes: Routes
+    pool: Callable[[Hands], Pool]
+    connections: Callable[[Hands], list[Connection]]
 
 
 class Daemon:
@@ -63,56 +140,36 @@ class Daemon:
         log: logging.Logger,
         sink: Sink,
         notifier: Notifier,
+        parts: Parts,
         reload: Callable[[], Settings] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
         self.log = log
         self.sink = sink
         self.notifier = notifier
         self._reload = reload
-        self.counters = Counters()
-        self.poller = Poller()
-        self.metrics = serve(
-            settings.metrics_listen, lambda: self.dispatcher.in_flight, lambda: self.dispatcher.queued,
-            lambda: self.settings.max_in_flight, self._redis_up,
-        )  # fmt: skip
+        self._clock = clock
+        self._wall = wall
+        self.poller = parts.poller
+        self.counters = parts.counters
+        self.metrics = parts.metrics
         self.metrics.known(settings.channels + settings.streams)
-        self.tracing = OtelTracing(log) if settings.traces else Tracing()
-        self.requests = RequestBuilder(settings.worker_script)
-        self._builders: dict[str, RequestBuilder] = {}  # per release's script
-        self.finder = ReleaseFinder(settings.worker_script, settings.releases_root)
-        self.release_wait = ReleaseWait(settings.release_wait)
-        self.dispatcher = Dispatcher(
-            self.poller,
-            settings.fpm_socket,
-            self._request,
-            self._ended,
-            self._keep,
-            self.counters,
-            self.metrics,
-            log,
-            self.sink,
-        )
-        self.overflow = Overflow(
-            settings.state_dir, settings.max_spill_bytes, self.counters, self.metrics, log
-        )
+        self.tracing = parts.tracing
+        self.overflow = parts.overflow
+        self.routes = parts.routes
+        hands = Hands(
+            self._request, self._ended, self._keep, self._on_published, self._on_entry, self._resubmit,
+            self._snapshot,
+        )  # fmt: skip
+        self.dispatcher = parts.pool(hands)
         self._configure(settings)
         self._last_job_id = 0
-        self.started = time.time()
+        self.started = wall()
         self.last_error = LastError()
         log.addHandler(self.last_error)
-        sources = self._sources(settings)
-        readers = sum(isinstance(source, StreamSource) for source in sources)
-        self.keepers = [
-            Keeper(
-                source,
-                settings.redis_url,
-                self.poller,
-                log,
-                readers if isinstance(source, StreamSource) else 1,
-            )
-            for source in sources
-        ]
+        self.keepers = parts.connections(hands)
         self._ready = False
         self._stop_reason = ""
         self._replay_rest_until = 0.0
@@ -120,62 +177,13 @@ class Daemon:
         self._status = ""
         self._next_status = 0.0
         self._next_watchdog = 0.0
-        self.metrics.start()  # last: a scrape reads the dispatcher and the keepers
-
-    def _sources(self, settings: Settings) -> list[Source]:
-        sources: list[Source] = []
-        url = settings.redis_url
-        target = Target(url, settings.redis_password_file)  # one slot map for all, on a cluster
-        on_cluster = target.cluster
-        if settings.channels:
-            if on_cluster:
-                # SSUBSCRIBE takes channels of one slot: a connection per slot, to its primary. And
-                # SUBSCRIBE there too: a PUBLISH counts the receiving node's subscribers only, and
-                # the caller publishes to the channel's primary (see asyncphp.caller.publish).
-                sharded = cluster(url).pubsub == "sharded"
-                sources += [
-                    PubSubSource(target, channels, self._on_published, sharded=sharded)
-                    for channels in _by_slot(settings.channels)
-                ]
-            else:
-                sources.append(PubSubSource(target, settings.channels, self._on_published))
-        if settings.streams:
-            policy = Policy(
-                settings.claim_idle, settings.max_attempts, settings.retry_delay, settings.max_queued
+        # Last: a scrape reads the dispatcher and the keepers.
+        self.metrics.start(
+            Gauges(
+                lambda: self.dispatcher.in_flight, lambda: self.dispatcher.queued,
+                lambda: self.settings.max_in_flight, self._redis_up,
             )
-            lanes = settings.lanes
-            # On a cluster, one source per slot, read from the slot's primary: a read, a script, a
-            # MULTI takes keys of one slot (a stream and its own keys share one; see settings).
-            groups = _by_slot(lanes.streams) if on_cluster else [lanes.streams]
-            streams = [
-                StreamSource(
-                    target, group, group=settings.group, consumer=settings.consumer,
-                    policy=policy, deliver=self._on_entry, resubmit=self._resubmit, counters=self.counters,
-                    metrics=self.metrics, log=self.log, lanes=lanes.only(group),
-                    move_delayed=settings.move_delayed,
-                )
-                for group in groups
-            ]  # fmt: skip
-            sources += streams
-            if settings.move_delayed:
-                # Told when a job is added due before all others: the daemon sleeps until then.
-                by_stream = {stream: source for source in streams for stream in source.streams}
-
-                def heard(message: Message) -> None:
-                    source = by_stream.get(message.channel.removesuffix(scripts.DELAYED_SUFFIX))
-                    if source is not None:
-                        source.heard(message)
-
-                def notices_back() -> None:
-                    for source in streams:
-                        source.notices_back()
-
-                channels = [scripts.Keys(stream).delayed for stream in settings.streams]
-                sources.append(DueNotices(target, channels, heard, notices_back, self.log))
-        if settings.heartbeat_interval:
-            interval = settings.heartbeat_interval
-            sources.append(Heartbeat(target, settings.consumer, interval, self._snapshot))
-        return sources
+        )  # fmt: skip
 
     def _configure(self, settings: Settings) -> None:
         """Apply the settings that may change on SIGHUP."""
@@ -187,7 +195,7 @@ class Daemon:
             settings.request_timeout,
         )
         self.overflow.configure(settings.max_spill_bytes)
-        self.release_wait.wait = settings.release_wait
+        self.routes.configure(settings.release_wait)
 
     # The loop.
 
@@ -217,9 +225,9 @@ class Daemon:
     def _turn(self, timeout: float) -> None:
         """One pass of the loop: socket events, then whatever periodic work is due."""
         self.poller.poll(timeout)
-        now = time.monotonic()
+        now = self._clock()
         self.dispatcher.pump()
-        if self.release_wait:
+        if self.routes.waiting:
             self._releases_turn(now)
         self._replay()
         for keeper in self.keepers:
@@ -244,7 +252,7 @@ class Daemon:
         it: it holds no more of them than the pool could run). Pub/sub jobs waiting take none of it:
         they count against the queue's limits instead (:meth:`_room`)."""
         readable = self.dispatcher.readable
-        return max(0, readable - self.release_wait.entries) if self.release_wait else readable
+        return max(0, readable - self.routes.entries) if self.routes.waiting else readable
 
     def _room(self, size: int) -> bool:
         """Whether a pub/sub job of ``size`` bytes may be taken: a free request slot it would take
@@ -253,20 +261,20 @@ class Daemon:
         if not d.has_room(size):
             return False
         # Nothing waits for its release (the common case, every message): the queue's room is all.
-        return not self.release_wait or (d.free > 0 and not d.queued) or self._held_room(size)
+        return not self.routes.waiting or (d.free > 0 and not d.queued) or self._held_room(size)
 
     def _held_room(self, size: int) -> bool:
         """Whether a pub/sub job of ``size`` bytes may be held, queued or waiting for its release:
         max_queued and max_queued_bytes bound the two together (held here alone, each is memory
         nothing else would free)."""
-        held, held_bytes = self.release_wait.held()
+        held, held_bytes = self.routes.held()
         d, s = self.dispatcher, self.settings
         return d.queued + held < s.max_queued and d.queued_bytes + held_bytes + size <= s.max_queued_bytes
 
     def _timeout(self) -> float:
-        now = time.monotonic()
+        now = self._clock()
         readable = self._readable()
-        wakes = [now + TICK, self._next_status, self.dispatcher.wake_at(), self.release_wait.wake_at()]
+        wakes = [now + TICK, self._next_status, self.dispatcher.wake_at(), self.routes.wake_at()]
         wakes += [keeper.wake_at(readable) for keeper in self.keepers]
         if self._ready and self.notifier.watchdog_interval:
             wakes.append(self._next_watchdog)
@@ -312,7 +320,7 @@ class Daemon:
             return
         self._last_job_id += 1
         job = Job(
-            self._last_job_id, message.channel, body, time.monotonic(), attempt=message.attempt,
+            self._last_job_id, message.channel, body, self._clock(), attempt=message.attempt,
             max_attempt=self.settings.max_attempts if message.retry_here else 0, origin=message.origin,
             message_id=message.message_id, payload=message.payload, due_at=message.due_at,
             release=meta.release, traceparent=meta.traceparent, tracestate=meta.tracestate,
@@ -320,9 +328,20 @@ class Daemon:
         for what in dropped:
             self.counters.traces_dropped += 1
             self.log.warning("job %d on %s: %s", job.id, job.channel, what, extra=job_fields(job))
-        if self.finder.templated and not self._place(job, replayed):
-            return
-        self._queue(job, replayed)
+        placed, reason = self.routes.place(job, job.received, self._holdable)
+        if placed is Placed.RUN:
+            self._queue(job, replayed)
+        elif placed is Placed.REFUSED:
+            self._refuse(job, reason)
+        elif placed is Placed.NO_ROOM:
+            if replayed:  # back where it was, at the front; the replay rests, not to go round
+                self._keep_older([job], "no room among the jobs waiting for their release")
+                self._replay_rest_until = job.received + REPLAY_REST
+            else:
+                self.overflow.keep(job.channel, job.payload, "the queue is full")
+
+    def _holdable(self, job: Job) -> bool:
+        return self._held_room(len(job.body))
 
     def _queue(self, job: Job, replayed: bool = False) -> None:
         if replayed or (
@@ -335,62 +354,13 @@ class Daemon:
         else:
             self._no_room(job)
 
-    # Release-aware jobs.
-
-    def _place(self, job: Job, replayed: bool = False) -> bool:
-        """Give ``job`` its release's script; False when it cannot run now (it waits for its
-        release, or was refused, or went back to the spill file: ``replayed`` from there)."""
-        now = time.monotonic()
-        release = job.release = job.release or self.settings.default_release
-        if not release:
-            self._refuse(job, "it names no release, and default_release is not set")
-            return False
-        try:
-            script = self.finder.locate(release, now)
-        except OutsideRoot as exc:
-            self._refuse(job, str(exc))
-            return False
-        if script is None:
-            if job.published and not self._held_room(len(job.body)):
-                if replayed:  # back where it was, at the front; the replay rests, not to go round
-                    self._keep_older([job], "no room among the jobs waiting for their release")
-                    self._replay_rest_until = now + REPLAY_REST
-                else:
-                    self.overflow.keep(job.channel, job.payload, "the queue is full")
-                return False
-            if not self.release_wait.waits_for(release):
-                self.log.warning(
-                    "release %s is not on this host (%s): its jobs wait for it, up to release_wait (%g s)",
-                    release, self.finder.template.replace(PLACEHOLDER, release), self.release_wait.wait,
-                )  # fmt: skip
-            self.release_wait.add(job, release, now)
-            return False
-        job.script = script
-        return True
-
     def _releases_turn(self, now: float) -> None:
-        """Look again for the releases jobs wait for; run the jobs of those found; give up those
-        that waited release_wait."""
-        for release in self.release_wait.due(now):
-            try:
-                script = self.finder.locate(release, now)
-            except OutsideRoot as exc:
-                for job in self.release_wait.found(release):
-                    self._refuse(job, str(exc))
-                continue
-            if script is None:
-                self.release_wait.missing(release, now)
-                continue
-            jobs = self.release_wait.found(release)
-            self.log.warning("release %s is here: its %d waiting job(s) run", release, len(jobs))
-            for job in jobs:
-                job.script = script
-                self._queue(job)
-        for job in self.release_wait.expired(now):
-            wait = self.release_wait.wait
-            self._refuse(
-                job, f"release {job.release} did not reach this host within release_wait ({wait:g} s)"
-            )
+        """The jobs whose release came run; those that waited release_wait are refused."""
+        run, refused = self.routes.turn(now)
+        for job, reason in refused:
+            self._refuse(job, reason)
+        for job in run:
+            self._queue(job)
 
     def _refuse(self, job: Job, reason: str) -> None:
         """A job that cannot run here: a stream entry is dead-lettered with the reason; a pub/sub
@@ -439,10 +409,10 @@ class Daemon:
         half for what keeps arriving meanwhile (behind them, in order, as long as any are left)."""
         if self._stop_reason or not self.overflow.replayable or not self.dispatcher.reachable:
             return False
-        if self._replay_rest_until and time.monotonic() < self._replay_rest_until:
+        if self._replay_rest_until and self._clock() < self._replay_rest_until:
             return False
         d, s = self.dispatcher, self.settings
-        held, held_bytes = self.release_wait.held()  # pub/sub jobs waiting for their release
+        held, held_bytes = self.routes.held()  # pub/sub jobs waiting for their release
         if held and (held >= s.max_queued // 2 or held_bytes >= s.max_queued_bytes // 2):
             return False  # what comes back would only wait with them: the files keep it meanwhile
         if not d.queued and not held:
@@ -451,20 +421,8 @@ class Daemon:
         return (d.free > 0 or queued < s.max_queued // 2) and queued_bytes < s.max_queued_bytes // 2
 
     def _request(self, job: Job) -> bytes:
-        builder = self._builder(job.script) if job.script else self.requests
         traceparent, tracestate = self.tracing.dispatch(job)
-        return builder.build(
-            job.id, job.channel, job.body, job.attempt, job.message_id, job.due_at, job.release,
-            traceparent, tracestate,
-        )  # fmt: skip
-
-    def _builder(self, script: str) -> RequestBuilder:
-        builder = self._builders.get(script)
-        if builder is None:
-            if len(self._builders) >= MAX_BUILDERS:
-                self._builders.clear()  # releases come and go: keep the recent ones
-            builder = self._builders[script] = RequestBuilder(script)
-        return builder
+        return self.routes.request(job, traceparent, tracestate)
 
     def _keep(self, jobs: list[Job]) -> list[Job]:
         """Jobs the pool could not be reached for in retry_for, oldest first: the pub/sub ones
@@ -482,27 +440,18 @@ class Daemon:
     def _keep_older(self, jobs: list[Job], why: str) -> None:
         for job in jobs:  # out of the daemon's hands until replayed, a new job then
             self.tracing.end(job, Result(Outcome.ABANDONED, f"{why}: kept in the spill file"))
-        now, wall = time.monotonic(), time.time()
+        now, wall = self._clock(), self._wall()
         self.overflow.keep_older(
             ((j.channel, j.payload, wall - (now - j.received), j.attempt) for j in jobs), why
         )
 
     def _ended(self, job: Job, result: Result) -> None:
-        """Every job ends here, once: counted, measured, and its origin told. A job whose release's
-        script the pool did not find (removed since it was looked for) waits for it again instead."""
-        if job.script and result.status == 404 and any(said in result.stderr for said in SCRIPT_MISSING):
-            self.finder.forget(job.release)
-            if job.received + self.release_wait.wait > time.monotonic():
-                self.log.warning(
-                    "job %d on %s: release %s is gone from this host (the pool found no %s): it waits for it",
-                    job.id, job.channel, job.release, job.script, extra=job_fields(job),
-                )  # fmt: skip
-                job.script = ""
-                self.tracing.end(
-                    job, Result(Outcome.ABANDONED, f"release {job.release} gone: waiting for it")
-                )
-                self.release_wait.add(job, job.release, time.monotonic())
-                return
+        """Every job ends here, once: counted, measured, and its origin told; unless its routes
+        take it back (its release's script gone from under the pool: it waits for it again)."""
+        waits = self.routes.taken_back(job, result, self._clock())
+        if waits:
+            self.tracing.end(job, Result(Outcome.ABANDONED, waits))
+            return
         self._end(job, result)
 
     def _end(self, job: Job, result: Result) -> None:
@@ -551,13 +500,13 @@ class Daemon:
         d = self.dispatcher
         self.notifier.stopping(f"stopping: {self._stop_reason} · {d.in_flight} in flight · {d.queued} queued")
         self.log.info("stopping (%s): %d in flight, %d queued", self._stop_reason, d.in_flight, d.queued)
-        deadline = time.monotonic() + self.settings.drain_timeout
+        deadline = self._clock() + self.settings.drain_timeout
         for keeper in self.keepers:
             keeper.stop()
         # One turn whatever the drain_timeout (0 included): settles gathered so far go out now.
         self._turn(0.0)
         while not self._stop_now:
-            now = time.monotonic()
+            now = self._clock()
             if (d.idle and all(k.settled for k in self.keepers)) or now >= deadline:
                 break
             self._turn(min(self._timeout(), max(0.0, deadline - now)))
@@ -577,7 +526,7 @@ class Daemon:
     def _leave(self, reason: str) -> None:
         """The end of a drain: every job not finished is accounted for, each on one line."""
         running, unsent = self.dispatcher.close()
-        unsent += self.release_wait.clear()
+        unsent += self.routes.clear()
         for job in running:
             # The pool has it; with ignore_user_abort on (commands.conf) it runs to its end.
             self.log.warning(
@@ -601,7 +550,7 @@ class Daemon:
     # Status.
 
     def _status_line(self) -> str:
-        now = time.monotonic()
+        now = self._clock()
         down = [k.state.down_since for k in self.keepers if k.state.down_since != math.inf]
         if self._stop_reason:
             state = f"stopping ({self._stop_reason})"
@@ -616,9 +565,7 @@ class Daemon:
                  f"{c.not_ok} failed"]  # fmt: skip
         if self.overflow.waiting:
             parts.append(f"{self.overflow.waiting} in the spill file")
-        for release, count in self.release_wait.counts().items():
-            gone = " (removed)" if release in self.finder.seen else ""
-            parts.append(f"{count} waiting for release {release}{gone}")
+        parts += self.routes.status()
         parts += [text for text in (k.source.status() for k in self.keepers) if text]
         return " · ".join(parts)
 
@@ -636,12 +583,10 @@ class Daemon:
         d, s = self.dispatcher, self.settings
         return {
             "host": socket.gethostname(), "pid": os.getpid(), "version": __version__, "started": self.started,
-            "updated": time.time(), "channels": ",".join(s.channels), "streams": ",".join(s.streams),
+            "updated": self._wall(), "channels": ",".join(s.channels), "streams": ",".join(s.streams),
             "group": s.group if s.streams else "", "pool": str(s.fpm_socket), "state": self._status_line(),
             **dataclasses.asdict(self.counters), "in_flight": d.in_flight, "queued": d.queued,
-            "spill_waiting": self.overflow.waiting,
-            "releases_waiting": ",".join(f"{r}={n}" for r, n in self.release_wait.counts().items()),
-            "releases_removed": ",".join(r for r in self.release_wait.counts() if r in self.finder.seen),
+            "spill_waiting": self.overflow.waiting, **self.routes.snapshot(),
             "last_error": self.last_error.text, "last_error_at": self.last_error.at,
         }  # fmt: skip
 
@@ -650,11 +595,3 @@ class Daemon:
         if status != self._status:
             self._status = status
             self.notifier.status(status)
-
-
-def _by_slot(names: tuple[str, ...]) -> list[tuple[str, ...]]:
-    """``names`` grouped by cluster slot, in their order."""
-    groups: dict[int, list[str]] = {}
-    for name in names:
-        groups.setdefault(slot(name), []).append(name)
-    return [tuple(group) for group in groups.values()]

@@ -12,8 +12,7 @@ from collections.abc import Callable, Mapping
 
 from asyncphp.loop.redislink import Link, ignore  # an error only costs a row in asyncphp status
 from asyncphp.redisurl import Target
-
-KEY_PREFIX = "asyncphp:daemon:"
+from asyncphp.wire import keys
 
 
 class Heartbeat:
@@ -30,7 +29,7 @@ class Heartbeat:
         interval: float,
         snapshot: Callable[[], Mapping[str, str | int | float]],
     ) -> None:
-        self.key = KEY_PREFIX + name
+        self.key = keys.daemon(name)
         self.interval = interval
         self._snapshot = snapshot
         self.link = Link(target, route=self.key)

@@ -21,8 +21,8 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from asyncphp.core.jobs import Counters, Outcome
+from asyncphp.loop.metrics import Metrics
 from asyncphp.loop.spill import FILE_NAME, DropReport, Spill, SpillDamaged, SpilledMessage, SpillError
-from asyncphp.ops.metrics import Metrics
 
 SEGMENT = re.compile(rf"^{re.escape(FILE_NAME)}\.(-?\d+)$")
 REST = 1.0  # seconds between tries of a spill file that could not be written or read

@@ -18,13 +18,13 @@ from collections.abc import Callable
 
 from asyncphp.core.admission import Admission, End, Limits, Retry, Verdict
 from asyncphp.core.jobs import Counters, Failure, Job, Outcome, Result
+from asyncphp.core.outcome import Refused, result_of
 from asyncphp.logfmt import preview
 from asyncphp.loop.logsink import Sink, job_fields
+from asyncphp.loop.metrics import Metrics
 from asyncphp.loop.poller import READ, WRITE, Poller
-from asyncphp.ops.metrics import Metrics
 from asyncphp.settings import PoolAddress
 from asyncphp.wire.fastcgi import FastCGIError, ResponseParser
-from asyncphp.wire.outcome import Refused, result_of
 
 READ_SIZE = 65536
 PROBE_TIMEOUT = 2.0  # seconds for a probe's connect (a TCP pool behind a black hole)

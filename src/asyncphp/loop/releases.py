@@ -1,4 +1,4 @@
-"""Where a release's worker script is on this host: the filesystem side of release-aware jobs.
+"""Release-aware routing: which worker script each job runs, and where a release's script is on this host.
 
 ``worker_script`` names ``{release}``; a job's release fills it in. The path must resolve
 (symlinks followed, as php-fpm will) to a file inside ``releases_root``: a release id cannot
@@ -10,10 +10,22 @@ runs what the link named when it was looked at).
 
 from __future__ import annotations
 
+import math
 import os
+from collections.abc import Callable
+from enum import Enum
+from logging import Logger
+
+from asyncphp.core.jobs import Job, Result
+from asyncphp.core.releases import ReleaseWait
+from asyncphp.loop.logsink import job_fields
+from asyncphp.wire.request import RequestBuilder
 
 PLACEHOLDER = "{release}"
 FOUND_FOR = 1.0  # seconds a release found is trusted before it is looked at again
+MAX_BUILDERS = 64  # requests' constant parts kept per release script
+# What php-fpm says on stderr, with its 404, for a SCRIPT_FILENAME it cannot open (PHP 8.2; before).
+SCRIPT_MISSING = (b"Unable to open primary script", b"Primary script unknown")
 
 
 class OutsideRoot(ValueError):
@@ -52,3 +64,201 @@ class ReleaseFinder:
     def forget(self, release: str) -> None:
         """What was found for ``release`` is stale (the pool did not find its script): look again."""
         self._found.pop(release, None)
+
+
+# Routing: which worker script each job runs. The engine asks, and carries out what it is told.
+
+
+class Placed(Enum):
+    RUN = "run"  # the job has its script: queue it
+    WAIT = "wait"  # its release is not here yet: it waits here for it
+    REFUSED = "refused"  # it cannot run on this host (the reason says why)
+    NO_ROOM = "no room"  # it would wait, but the queue's limits have no room to hold it
+
+
+class Routes:
+    """Every job runs ``worker_script``: release-aware routing is off, and costs one call a job."""
+
+    def __init__(self, worker_script: str) -> None:
+        self._requests = RequestBuilder(worker_script)
+
+    @property
+    def waiting(self) -> int:
+        """Jobs waiting here for their release."""
+        return 0
+
+    @property
+    def entries(self) -> int:
+        """Stream entries among them."""
+        return 0
+
+    def held(self) -> tuple[int, int]:
+        """The pub/sub jobs waiting, and their bodies' bytes."""
+        return 0, 0
+
+    def configure(self, wait: float) -> None:
+        pass
+
+    def place(self, job: Job, now: float, holdable: Callable[[Job], bool]) -> tuple[Placed, str]:
+        """Give ``job`` its script, or say why not (``holdable``: whether the queue's limits
+        have room to hold it while it waits)."""
+        return Placed.RUN, ""
+
+    def request(self, job: Job, traceparent: str, tracestate: str) -> bytes:
+        return self._requests.build(
+            job.id, job.channel, job.body, job.attempt, job.message_id, job.due_at, job.release,
+            traceparent, tracestate,
+        )  # fmt: skip
+
+    def turn(self, now: float) -> tuple[list[Job], list[tuple[Job, str]]]:
+        """The jobs whose release came (to queue), and those given up with the reason."""
+        return [], []
+
+    def taken_back(self, job: Job, result: Result, now: float) -> str:
+        """Why ``job``, which ended with ``result``, waits again instead of ending ("": it ends)."""
+        return ""
+
+    def wake_at(self) -> float:
+        return math.inf
+
+    def clear(self) -> list[Job]:
+        """Every waiting job (at the end of a drain)."""
+        return []
+
+    def status(self) -> list[str]:
+        """Parts of the STATUS= line."""
+        return []
+
+    def snapshot(self) -> dict[str, str]:
+        """What the heartbeat tells ``asyncphp status``."""
+        return {"releases_waiting": "", "releases_removed": ""}
+
+
+class ReleaseRoutes(Routes):
+    """Each job runs its release's worker script (``worker_script`` names ``{release}``); a job whose
+    release is not on this host waits for it, up to ``release_wait`` (``asyncphp.core.releases``)."""
+
+    def __init__(self, worker_script: str, root: str, default_release: str, wait: float, log: Logger) -> None:
+        super().__init__(worker_script)
+        self.finder = ReleaseFinder(worker_script, root)
+        self.wait = ReleaseWait(wait)
+        self._default = default_release
+        self._log = log
+        self._builders: dict[str, RequestBuilder] = {}  # per release's script
+
+    @property
+    def waiting(self) -> int:
+        return len(self.wait)
+
+    @property
+    def entries(self) -> int:
+        return self.wait.entries
+
+    def held(self) -> tuple[int, int]:
+        return self.wait.held()
+
+    def configure(self, wait: float) -> None:
+        self.wait.wait = wait
+
+    def place(self, job: Job, now: float, holdable: Callable[[Job], bool]) -> tuple[Placed, str]:
+        release = job.release = job.release or self._default
+        if not release:
+            return Placed.REFUSED, "it names no release, and default_release is not set"
+        try:
+            script = self.finder.locate(release, now)
+        except OutsideRoot as exc:
+            return Placed.REFUSED, str(exc)
+        if script is not None:
+            job.script = script
+            return Placed.RUN, ""
+        if job.published and not holdable(job):
+            return Placed.NO_ROOM, ""
+        if not self.wait.waits_for(release):
+            self._log.warning(
+                "release %s is not on this host (%s): its jobs wait for it, up to release_wait (%g s)",
+                release, self.finder.template.replace(PLACEHOLDER, release), self.wait.wait,
+            )  # fmt: skip
+        self.wait.add(job, release, now)
+        return Placed.WAIT, ""
+
+    def request(self, job: Job, traceparent: str, tracestate: str) -> bytes:
+        builder = self._builder(job.script) if job.script else self._requests
+        return builder.build(
+            job.id, job.channel, job.body, job.attempt, job.message_id, job.due_at, job.release,
+            traceparent, tracestate,
+        )  # fmt: skip
+
+    def _builder(self, script: str) -> RequestBuilder:
+        builder = self._builders.get(script)
+        if builder is None:
+            if len(self._builders) >= MAX_BUILDERS:
+                self._builders.clear()  # releases come and go: keep the recent ones
+            builder = self._builders[script] = RequestBuilder(script)
+        return builder
+
+    def turn(self, now: float) -> tuple[list[Job], list[tuple[Job, str]]]:
+        """Look again for the releases jobs wait for; those found run; those that waited
+        release_wait are given up."""
+        run: list[Job] = []
+        refused: list[tuple[Job, str]] = []
+        if not self.wait:
+            return run, refused
+        for release in self.wait.due(now):
+            try:
+                script = self.finder.locate(release, now)
+            except OutsideRoot as exc:
+                refused += [(job, str(exc)) for job in self.wait.found(release)]
+                continue
+            if script is None:
+                self.wait.missing(release, now)
+                continue
+            jobs = self.wait.found(release)
+            self._log.warning("release %s is here: its %d waiting job(s) run", release, len(jobs))
+            for job in jobs:
+                job.script = script
+            run += jobs
+        wait = self.wait.wait
+        refused += [
+            (job, f"release {job.release} did not reach this host within release_wait ({wait:g} s)")
+            for job in self.wait.expired(now)
+        ]
+        return run, refused
+
+    def taken_back(self, job: Job, result: Result, now: float) -> str:
+        """A job whose release's script the pool did not find (removed since it was looked for)
+        waits for it again, while its release_wait lasts."""
+        if (
+            not job.script
+            or result.status != 404
+            or not any(said in result.stderr for said in SCRIPT_MISSING)
+        ):
+            return ""
+        self.finder.forget(job.release)
+        if job.received + self.wait.wait <= now:
+            return ""
+        self._log.warning(
+            "job %d on %s: release %s is gone from this host (the pool found no %s): it waits for it",
+            job.id, job.channel, job.release, job.script, extra=job_fields(job),
+        )  # fmt: skip
+        job.script = ""
+        self.wait.add(job, job.release, now)
+        return f"release {job.release} gone: waiting for it"
+
+    def wake_at(self) -> float:
+        return self.wait.wake_at()
+
+    def clear(self) -> list[Job]:
+        return self.wait.clear()
+
+    def status(self) -> list[str]:
+        return [
+            f"{count} waiting for release {release}{' (removed)' if release in self.finder.seen else ''}"
+            for release, count in self.wait.counts().items()
+        ]
+
+    def snapshot(self) -> dict[str, str]:
+        counts = self.wait.counts()
+        return {
+            "releases_waiting": ",".join(f"{r}={n}" for r, n in counts.items()),
+            "releases_removed": ",".join(r for r in counts if r in self.finder.seen),
+        }

@@ -45,30 +45,13 @@ from asyncphp.core.ledger import (
 from asyncphp.core.reading import Give, Lanes, Rate, Read, Take, Unblock
 from asyncphp.core.schedule import Move, Schedule
 from asyncphp.logfmt import preview
+from asyncphp.loop.metrics import Metrics
 from asyncphp.loop.redislink import ELSEWHERE, Link, Reply
-from asyncphp.ops.metrics import Metrics
 from asyncphp.redisurl import Target
 from asyncphp.wire import replies, scripts
+from asyncphp.wire.keys import Keys, stream_of_notices
 from asyncphp.wire.replies import ReplyError
 
-DEAD_SUFFIX = ":dead"
-# <stream>:groups, a hash: each group's last delivered id, as last seen. It outlives the group,
-# so that one deleted (XGROUP DESTROY) is made again there rather than from the start. Beside
-# the stream under the same name, as <stream>:dead, so that the same ACL key pattern covers it.
-POSITION_SUFFIX = ":groups"
-# Record an id only if it is newer than the one there: several daemons write it.
-POSITION_SCRIPT = """
-local old = redis.call('HGET', KEYS[1], ARGV[1])
-if old then
-    local oms, oseq = string.match(old, '^(%d+)-(%d+)$')
-    local nms, nseq = string.match(ARGV[2], '^(%d+)-(%d+)$')
-    if oms and (tonumber(oms) > tonumber(nms) or (oms == nms and tonumber(oseq) >= tonumber(nseq))) then
-        return 0
-    end
-end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-return 1
-"""
 # Error codes after which the connection is made again: the server cannot take writes now, or
 # (a cluster) serves the stream's slot no more.
 RECONNECT_ON = frozenset({"READONLY", "LOADING", "MASTERDOWN", "BUSY"}) | ELSEWHERE
@@ -76,127 +59,6 @@ DEAD_MAXLEN = 100_000  # dead letters kept per stream (approximately)
 BLOCK_MS = 2000  # XREADGROUP waits this long for entries, then is sent again
 UNBLOCKLESS_BLOCK_MS = 100  # the same, by priority or limits, where CLIENT UNBLOCK is refused
 STDERR_EXCERPT = 2000  # bytes of the worker's stderr kept in a dead letter
-
-# Who holds an entry, as the settle scripts below ask it (KEYS[1]: the stream, ARGV[1]: the group):
-# pending for ``consumer``, or for anyone. One definition, so that every script that must not act on
-# an entry another consumer claimed decides it the same way.
-_HOLDER = """
-local function holds(consumer, id)
-    return #redis.call('XPENDING', KEYS[1], ARGV[1], id, id, 1, consumer) > 0
-end
-local function pending(id)
-    return #redis.call('XPENDING', KEYS[1], ARGV[1], id, id, 1) > 0
-end
-"""
-
-# The dead letter and the acknowledgement in one step, so they cannot come apart: if the XADD is
-# refused (WRONGTYPE, OOM, an ACL), the script stops before the XACK and the entry stays pending.
-# A resend (its first try was lost with a connection, and may have run) writes only if the entry
-# is still pending for this consumer.
-# KEYS: the stream, its dead letters. ARGV: group, entry id, consumer, resent (1/0), the dead letters'
-# MAXLEN, the dead letter's fields. Returns the dead letter's id, or false when another consumer holds
-# the entry (it is theirs to settle). See ledger.Bury for why each case is decided so.
-BURY_SCRIPT = (
-    _HOLDER
-    + """
-if not holds(ARGV[3], ARGV[2]) then
-    if pending(ARGV[2]) then
-        return false
-    end
-    if ARGV[4] == '1' then
-        for _, letter in ipairs(redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 64)) do
-            local f, id, daemon = letter[2], nil, nil
-            for i = 1, #f, 2 do
-                if f[i] == 'id' then id = f[i + 1] elseif f[i] == 'daemon' then daemon = f[i + 1] end
-            end
-            if id == ARGV[2] and daemon == ARGV[3] then
-                return letter[1]
-            end
-        end
-    end
-end
-local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], '*', unpack(ARGV, 6))
-redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
-return id
-"""
-)
-
-
-# KEYS: the stream. ARGV: group, consumer, entry ids. Resets the idle time of the entries still pending
-# for this consumer, so that nobody claims them from a live one; not of those another consumer claimed
-# meanwhile (this daemon looked dead, stopped or cut off, for claim_idle): XCLAIM would take them back
-# while the other's copy runs, and the settle of the wrong copy would release a unique job's guard.
-# Returns the ids no longer this consumer's.
-TOUCH_SCRIPT = (
-    _HOLDER
-    + """
-local gone = {}
-for i = 3, #ARGV do
-    if holds(ARGV[2], ARGV[i]) then
-        redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'JUSTID')
-    else
-        gone[#gone + 1] = ARGV[i]
-    end
-end
-return gone
-"""
-)
-
-
-# KEYS: the stream. ARGV: group, consumer, entry id, its delivery count. Counts a retry's delivery
-# (XCLAIM … RETRYCOUNT) only if the entry is still this consumer's: one another consumer claimed
-# meanwhile is its to run (XCLAIM would take it back, and both copies would run). Returns the id in a
-# list when counted, an empty list when not (see Ledger.redelivered).
-REDELIVER_SCRIPT = (
-    _HOLDER
-    + """
-if not holds(ARGV[2], ARGV[3]) then
-    return {}
-end
-return redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[3], 'JUSTID', 'RETRYCOUNT', ARGV[4])
-"""
-)
-
-
-# KEYS: the stream. ARGV: group, entry id, consumer. Acknowledges a unique job's entry unless another
-# consumer holds it (see ledger.AckHeld): 1 when acknowledged (or pending for nobody), 0 when not.
-ACK_HELD_SCRIPT = (
-    _HOLDER
-    + """
-if not holds(ARGV[3], ARGV[2]) and pending(ARGV[2]) then
-    return 0
-end
-redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
-return 1
-"""
-)
-
-
-# KEYS: the stream. ARGV: group, this consumer, idle ms. Removes the group's other consumers that hold
-# nothing and have not read for the idle time (see ledger.PRUNE_IDLE). Returns their names.
-PRUNE_SCRIPT = """
-local removed = {}
-for _, consumer in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do
-    local info = {}
-    for i = 1, #consumer, 2 do info[consumer[i]] = consumer[i + 1] end
-    if info['name'] ~= ARGV[2] and info['pending'] == 0 and info['idle'] >= tonumber(ARGV[3]) then
-        redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], info['name'])
-        removed[#removed + 1] = info['name']
-    end
-end
-return removed
-"""
-
-
-# KEYS: the stream. ARGV: group, consumer. A consumer that leaves holding nothing is removed from
-# the group, so that restarts (each a new <hostname>-<pid>) do not pile consumers up; one that holds
-# entries stays, for them to be claimed.
-LEAVE_SCRIPT = """
-if #redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2]) == 0 then
-    return redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
-end
-return false
-"""
 
 
 class StreamSource:
@@ -264,7 +126,7 @@ class StreamSource:
             self._no_unblock(exc)
         for stream in self.streams:
             try:
-                recorded = self.writer.call("HGET", stream + POSITION_SUFFIX, self.group)
+                recorded = self.writer.call("HGET", Keys(stream).groups, self.group)
             except redis.ResponseError:
                 recorded = None  # an ACL without the key: the position is what this daemon knows
             if recorded:
@@ -376,7 +238,7 @@ class StreamSource:
         elif isinstance(command, AckHeld):
             entry = command.entry
             self.writer.send(
-                "EVAL", ACK_HELD_SCRIPT, 1, entry.stream, self.group, entry.id, self.consumer,
+                "EVAL", scripts.ACK_HELD, 1, entry.stream, self.group, entry.id, self.consumer,
                 on_reply=functools.partial(self._acked_held, entry),
             )  # fmt: skip
         elif isinstance(command, Bury):
@@ -384,12 +246,12 @@ class StreamSource:
         elif isinstance(command, Redeliver):
             entry = command.entry
             self.writer.send(
-                "EVAL", REDELIVER_SCRIPT, 1, entry.stream, self.group, self.consumer, entry.id,
+                "EVAL", scripts.REDELIVER, 1, entry.stream, self.group, self.consumer, entry.id,
                 entry.deliveries + 1, on_reply=functools.partial(self._redelivered, entry),
             )  # fmt: skip
         elif isinstance(command, Touch):
             self.writer.send(
-                "EVAL", TOUCH_SCRIPT, 1, command.stream, self.group, self.consumer, *command.ids,
+                "EVAL", scripts.TOUCH, 1, command.stream, self.group, self.consumer, *command.ids,
                 on_reply=functools.partial(self._touched, command.stream),
             )  # fmt: skip
         elif isinstance(command, Claim):
@@ -400,7 +262,7 @@ class StreamSource:
             )  # fmt: skip
         elif isinstance(command, Prune):
             self.writer.send(
-                "EVAL", PRUNE_SCRIPT, 1, command.stream, self.group, self.consumer,
+                "EVAL", scripts.PRUNE, 1, command.stream, self.group, self.consumer,
                 round(command.idle * 1000), on_reply=functools.partial(self._pruned, command),
             )  # fmt: skip
         elif isinstance(command, QueryLag):
@@ -421,7 +283,7 @@ class StreamSource:
             rate = self._rate(command.stream)
             count = command.count if isinstance(command, Take) else -command.count
             self.writer.send(
-                "EVAL", scripts.TAKE, 1, scripts.Keys(command.stream).rate, repr(rate.per_second / 1000),
+                "EVAL", scripts.TAKE, 1, Keys(command.stream).rate, repr(rate.per_second / 1000),
                 rate.burst, count, on_reply=functools.partial(self._taken, command),
             )  # fmt: skip
         elif isinstance(command, Unlock):
@@ -439,7 +301,7 @@ class StreamSource:
         raise KeyError(stream)
 
     def _move(self, move: Move) -> None:
-        keys = scripts.Keys(move.stream)
+        keys = Keys(move.stream)
         self.writer.send(
             "EVAL", scripts.MOVE, len(keys.moving()), *keys.moving(), scripts.MOVE_BATCH,
             on_reply=functools.partial(self._moved, move.stream),
@@ -480,7 +342,7 @@ class StreamSource:
 
     def _moved(self, stream: str, reply: Reply) -> None:
         now = time.monotonic()
-        what = f"the move of delayed jobs into {stream} (they wait in {scripts.Keys(stream).delayed})"
+        what = f"the move of delayed jobs into {stream} (they wait in {Keys(stream).delayed})"
         if isinstance(reply, ReplyError):
             self.schedule.failed(stream, now)
             self._refused_once(reply, what)
@@ -514,7 +376,7 @@ class StreamSource:
 
     def heard(self, message: Message) -> None:
         """A notice on ``<stream>:delayed``: a job due in so many ms, before any other."""
-        stream = message.channel.removesuffix(scripts.DELAYED_SUFFIX)
+        stream = stream_of_notices(message.channel)
         try:
             due_in = float(message.payload) / 1000
         except ValueError:
@@ -615,7 +477,7 @@ class StreamSource:
         if entry.guard:
             fields += ["unique", entry.guard]  # a replay holds the guard again (scripts.REPLAY)
         self.writer.send(
-            "EVAL", BURY_SCRIPT, 2, entry.stream, entry.stream + DEAD_SUFFIX,
+            "EVAL", scripts.BURY, 2, entry.stream, Keys(entry.stream).dead,
             self.group, entry.id, self.consumer, int(command.resent), DEAD_MAXLEN, *fields,
             on_reply=functools.partial(self._buried, entry, reason),
         )  # fmt: skip
@@ -644,7 +506,7 @@ class StreamSource:
         self._metrics.dead_lettered(entry.stream)
         self._log.error(
             "entry %s of %s dead-lettered to %s after %d attempt(s): %s; message %s",
-            entry.id, entry.stream, entry.stream + DEAD_SUFFIX, entry.deliveries, reason,
+            entry.id, entry.stream, Keys(entry.stream).dead, entry.deliveries, reason,
             preview(entry.payload), extra=fields,
         )  # fmt: skip
 
@@ -695,11 +557,11 @@ class StreamSource:
                 self._unrecordable = True
                 self._log.error(
                     "redis refused to record the group's position in %s: %s; a group that vanishes "
-                    "is then made again where this daemon knows it was", stream + POSITION_SUFFIX, reply,
+                    "is then made again where this daemon knows it was", Keys(stream).groups, reply,
                 )  # fmt: skip
 
         self.writer.send(
-            "EVAL", POSITION_SCRIPT, 1, stream + POSITION_SUFFIX, self.group, position, on_reply=recorded
+            "EVAL", scripts.POSITION, 1, Keys(stream).groups, self.group, position, on_reply=recorded
         )
 
     def _refused_once(self, error: ReplyError, command: str) -> None:
@@ -780,7 +642,7 @@ class StreamSource:
         for stream, position in self.ledger.last_read.items():
             self._record(stream, position)  # the newest this daemon read, for a group that vanishes
         for stream in self.streams:
-            self.writer.send("EVAL", LEAVE_SCRIPT, 1, stream, self.group, self.consumer, on_reply=_ignore)
+            self.writer.send("EVAL", scripts.LEAVE, 1, stream, self.group, self.consumer, on_reply=_ignore)
 
     def status(self) -> str:
         lags = [lag for lag in self.lag.values() if lag >= 0]

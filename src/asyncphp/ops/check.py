@@ -19,8 +19,8 @@ from asyncphp.loop.redislink import Link
 from asyncphp.ops import probe
 from asyncphp.redisurl import Target, redact
 from asyncphp.settings import Settings, SettingsError, load
-from asyncphp.wire import scripts
 from asyncphp.wire.fastcgi import FastCGIError
+from asyncphp.wire.keys import Keys
 
 OK, FAILED = "✓", "✗"
 
@@ -155,7 +155,7 @@ def _check_cluster(settings: Settings, link: Link, report: Report) -> None:
 
 
 def _check_stream(settings: Settings, stream: str, link: Link, report: Report) -> None:
-    waiting = int(link.call("ZCARD", scripts.Keys(stream).delayed))
+    waiting = int(link.call("ZCARD", Keys(stream).delayed))
     if waiting:
         report.passed(f"stream {stream}: {waiting} delayed job(s) waiting (asyncphp delayed list)")
     try:
@@ -196,7 +196,7 @@ def _check_stream_rights(settings: Settings, link: Link, report: Report) -> None
         )
     if not settings.move_delayed:
         return
-    channels = [scripts.Keys(stream).delayed for stream in settings.streams]
+    channels = [Keys(stream).delayed for stream in settings.streams]
     client = redisurl.client(settings.redis_url, settings.redis_password_file, socket_timeout=5.0)
     listener = client.pubsub()
     try:

@@ -13,10 +13,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from asyncphp.loop.streams import DEAD_SUFFIX
 from asyncphp.redisurl import Client
 from asyncphp.wire import replies
-from asyncphp.wire.scripts import REPLAY, Keys
+from asyncphp.wire.keys import Keys
+from asyncphp.wire.scripts import REPLAY
 
 PAGE = 100
 REPLAY_UNIQUE_FOR_MS = 3_600_000  # a replayed unique job holds its key until processed, an hour at most
@@ -60,7 +60,7 @@ def _letters(client: Client, stream: str, first: str = "-", last: str = "+") -> 
     """The dead letters from ``first`` to ``last``, oldest first, a page at a time."""
     start = first
     while True:
-        rows: Any = client.xrange(stream + DEAD_SUFFIX, start, last, count=PAGE)  # loose types
+        rows: Any = client.xrange(Keys(stream).dead, start, last, count=PAGE)  # loose types
         for entry_id, fields in rows:
             yield DeadLetter(entry_id.decode(), {k.decode(errors="replace"): v for k, v in fields.items()})
         if len(rows) < PAGE:
@@ -77,7 +77,7 @@ def listing(client: Client, stream: str, count: int | None = None) -> Iterator[D
 
 
 def _newest(client: Client, stream: str) -> str | None:
-    rows: Any = client.xrevrange(stream + DEAD_SUFFIX, count=1)
+    rows: Any = client.xrevrange(Keys(stream).dead, count=1)
     return rows[0][0].decode() if rows else None
 
 
@@ -100,7 +100,7 @@ def replay(client: Client, stream: str, ids: list[str] | None) -> Iterator[Repla
     script = client.register_script(REPLAY)
     for letter_id in _chosen(client, stream, ids):
         reply: Any = script(
-            keys=[stream + DEAD_SUFFIX, stream, Keys(stream).maxlen], args=[letter_id, REPLAY_UNIQUE_FOR_MS]
+            keys=[Keys(stream).dead, stream, Keys(stream).maxlen], args=[letter_id, REPLAY_UNIQUE_FOR_MS]
         )
         if isinstance(reply, list):
             guard, holder = replies.texts(reply)
@@ -116,7 +116,7 @@ def purge(client: Client, stream: str, ids: list[str] | None) -> int:
     page: list[str] = []
 
     def flush() -> int:
-        removed: Any = client.xdel(stream + DEAD_SUFFIX, *page) if page else 0
+        removed: Any = client.xdel(Keys(stream).dead, *page) if page else 0
         page.clear()
         return int(removed)
 

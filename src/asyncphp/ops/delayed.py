@@ -8,6 +8,7 @@ from typing import Any
 
 from asyncphp.redisurl import Client
 from asyncphp.wire import scripts
+from asyncphp.wire.keys import Keys
 
 
 @dataclass(frozen=True)
@@ -20,7 +21,7 @@ class Delayed:
 
 def waiting(client: Client, stream: str) -> tuple[int, datetime | None]:
     """How many delayed jobs wait, and when the first is due."""
-    keys = scripts.Keys(stream)
+    keys = Keys(stream)
     count: Any = client.zcard(keys.delayed)
     first: Any = client.zrange(keys.delayed, 0, 0, withscores=True)
     return int(count), (_time(first[0][1]) if first else None)
@@ -28,7 +29,7 @@ def waiting(client: Client, stream: str) -> tuple[int, datetime | None]:
 
 def listing(client: Client, stream: str, count: int | None = None) -> list[Delayed]:
     """The delayed jobs of ``stream``, the first due first."""
-    keys = scripts.Keys(stream)
+    keys = Keys(stream)
     rows: Any = client.zrange(keys.delayed, 0, -1 if count is None else count - 1, withscores=True)
     if not rows:
         return []
@@ -43,14 +44,14 @@ def listing(client: Client, stream: str, count: int | None = None) -> list[Delay
 
 def cancel(client: Client, stream: str, ids: list[str]) -> list[str]:
     """Remove the given delayed jobs (and the guard a unique one holds); returns those removed."""
-    reply: Any = client.register_script(scripts.CANCEL)(keys=list(scripts.Keys(stream).moving()), args=ids)
+    reply: Any = client.register_script(scripts.CANCEL)(keys=list(Keys(stream).moving()), args=ids)
     return [v.decode() if isinstance(v, bytes) else str(v) for v in reply]
 
 
 def run_now(client: Client, stream: str, ids: list[str]) -> list[tuple[str, str]]:
     """Move the given delayed jobs into the stream now; returns (delayed id, entry id) pairs."""
     reply = client.register_script(scripts.MOVE)(
-        keys=list(scripts.Keys(stream).moving()), args=[scripts.MOVE_BATCH, *ids]
+        keys=list(Keys(stream).moving()), args=[scripts.MOVE_BATCH, *ids]
     )
     return scripts.moved(reply).ids
 

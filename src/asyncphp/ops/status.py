@@ -15,12 +15,11 @@ from typing import Any
 import redis
 
 from asyncphp import redisurl
-from asyncphp.loop.heartbeat import KEY_PREFIX
-from asyncphp.loop.streams import DEAD_SUFFIX
 from asyncphp.ops import delayed, probe
 from asyncphp.redisurl import Client
 from asyncphp.settings import Settings, SettingsError, load
 from asyncphp.wire.fastcgi import FastCGIError
+from asyncphp.wire.keys import DAEMON_PREFIX, Keys
 
 COUNTERS = ("received", "dispatched", "completed", "failed", "retried", "given_up", "dropped", "rejected",
             "spilled", "abandoned", "dead_lettered")  # fmt: skip
@@ -33,12 +32,12 @@ def collect(settings: Settings) -> dict[str, Any]:
     )
     try:
         daemons = []
-        keys: Any = client.scan_iter(match=KEY_PREFIX + "*", count=100)  # redis-py's types are loose here
+        keys: Any = client.scan_iter(match=DAEMON_PREFIX + "*", count=100)  # redis-py's types are loose here
         for key in sorted(keys):
             hash_: Any = client.hgetall(key)
             fields = {k.decode(): v.decode() for k, v in hash_.items()}
             if fields:
-                daemons.append({"name": key.decode()[len(KEY_PREFIX) :], **_typed(fields)})
+                daemons.append({"name": key.decode()[len(DAEMON_PREFIX) :], **_typed(fields)})
         streams = {}
         for stream in sorted(
             {s for d in daemons for s in d.get("streams", "").split(",") if s} | set(settings.streams)
@@ -62,7 +61,7 @@ def _typed(fields: dict[str, str]) -> dict[str, Any]:
 
 
 def _stream(client: Client, stream: str, group: str) -> dict[str, Any]:
-    dead: Any = client.xlen(stream + DEAD_SUFFIX)
+    dead: Any = client.xlen(Keys(stream).dead)
     count, first = delayed.waiting(client, stream)
     found: dict[str, Any] = {
         "dead_letters": int(dead), "delayed": count, "next_due": first.timestamp() if first else None,

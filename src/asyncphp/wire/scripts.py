@@ -1,21 +1,10 @@
-"""The Lua scripts of the scheduling features, and the keys they use beside a stream (pure).
+"""Every Lua script the daemon, the caller and the operator tools run in Redis (pure).
 
 Each runs atomically in Redis, so that a publisher, any number of daemons and an operator's
 command can act on the same keys at once without a lock. Times are Redis's own (``TIME``):
 publishers and daemons on other hosts never need their clocks to agree.
 
-Beside the stream ``S``, under its name (so that one ACL key pattern, ``S*``, covers them all):
-
-    S:delayed          sorted set: delayed job id → due time (ms since the epoch); also the pub/sub
-                       channel on which a job due before all others is announced (ms from now)
-    S:delayed:jobs     hash: delayed job id → payload
-    S:delayed:unique   hash: delayed job id → "<guard key>\\n<processed|expiry>"
-    S:delayed:seq      counter for delayed job ids (d1, d2, …)
-    S:unique:<key>     a unique job's guard: the id of the job that holds it, with a TTL
-    S:rate             a rate limit's token bucket (tokens, at)
-    S:maxlen           the length the publisher keeps the stream at (XADD MAXLEN ~), recorded by ADD:
-                       the daemon's moves and an operator's replays trim to it, so that one delayed job
-                       never trims a stream to some other writer's idea of its length
+The keys they use are named in ``asyncphp.wire.keys``.
 
 A delayed job becomes a stream entry with the fields ``payload``, ``due_at`` (seconds since the
 epoch, to the ms) and ``delayed_id``; a unique one held until processed also has ``unique`` (its
@@ -28,48 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 DEFAULT_MAXLEN = 1_000_000  # entries a stream keeps, approximately (XADD MAXLEN ~)
-DELAYED_SUFFIX = ":delayed"  # <stream>:delayed, the sorted set and the channel of its notices
 MOVE_BATCH = 500  # delayed jobs moved by one run of MOVE: a few ms of Redis at most
-
-
-@dataclass(frozen=True, slots=True)
-class Keys:
-    stream: str
-
-    @property
-    def delayed(self) -> str:
-        return self.stream + DELAYED_SUFFIX
-
-    @property
-    def jobs(self) -> str:
-        return self.stream + ":delayed:jobs"
-
-    @property
-    def unique_of(self) -> str:
-        return self.stream + ":delayed:unique"
-
-    @property
-    def seq(self) -> str:
-        return self.stream + ":delayed:seq"
-
-    @property
-    def rate(self) -> str:
-        return self.stream + ":rate"
-
-    @property
-    def maxlen(self) -> str:
-        return self.stream + ":maxlen"
-
-    def guard(self, unique_key: str) -> str:
-        return f"{self.stream}:unique:{unique_key}"
-
-    def moving(self) -> tuple[str, str, str, str, str]:
-        """The KEYS of MOVE and CANCEL."""
-        return self.stream, self.delayed, self.jobs, self.unique_of, self.maxlen
-
-    def adding(self, unique_key: str) -> tuple[str, ...]:
-        """The KEYS of ADD."""
-        return *self.moving(), self.seq, self.guard(unique_key)
 
 
 _NOW = """
@@ -317,6 +265,144 @@ end
 return {granted, wait}
 """
 )
+
+
+# The settles of stream entries, and the group's recorded position.
+
+# KEYS: <stream>:groups. ARGV: group, id. Records an id only if it is newer than the one there:
+# several daemons write it.
+POSITION = """
+local old = redis.call('HGET', KEYS[1], ARGV[1])
+if old then
+    local oms, oseq = string.match(old, '^(%d+)-(%d+)$')
+    local nms, nseq = string.match(ARGV[2], '^(%d+)-(%d+)$')
+    if oms and (tonumber(oms) > tonumber(nms) or (oms == nms and tonumber(oseq) >= tonumber(nseq))) then
+        return 0
+    end
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return 1
+"""
+# Who holds an entry, as the settle scripts below ask it (KEYS[1]: the stream, ARGV[1]: the group):
+# pending for ``consumer``, or for anyone. One definition, so that every script that must not act on
+# an entry another consumer claimed decides it the same way.
+_HOLDER = """
+local function holds(consumer, id)
+    return #redis.call('XPENDING', KEYS[1], ARGV[1], id, id, 1, consumer) > 0
+end
+local function pending(id)
+    return #redis.call('XPENDING', KEYS[1], ARGV[1], id, id, 1) > 0
+end
+"""
+
+# The dead letter and the acknowledgement in one step, so they cannot come apart: if the XADD is
+# refused (WRONGTYPE, OOM, an ACL), the script stops before the XACK and the entry stays pending.
+# A resend (its first try was lost with a connection, and may have run) writes only if the entry
+# is still pending for this consumer.
+# KEYS: the stream, its dead letters. ARGV: group, entry id, consumer, resent (1/0), the dead letters'
+# MAXLEN, the dead letter's fields. Returns the dead letter's id, or false when another consumer holds
+# the entry (it is theirs to settle). See ledger.Bury for why each case is decided so.
+BURY = (
+    _HOLDER
+    + """
+if not holds(ARGV[3], ARGV[2]) then
+    if pending(ARGV[2]) then
+        return false
+    end
+    if ARGV[4] == '1' then
+        for _, letter in ipairs(redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 64)) do
+            local f, id, daemon = letter[2], nil, nil
+            for i = 1, #f, 2 do
+                if f[i] == 'id' then id = f[i + 1] elseif f[i] == 'daemon' then daemon = f[i + 1] end
+            end
+            if id == ARGV[2] and daemon == ARGV[3] then
+                return letter[1]
+            end
+        end
+    end
+end
+local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], '*', unpack(ARGV, 6))
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+return id
+"""
+)
+
+
+# KEYS: the stream. ARGV: group, consumer, entry ids. Resets the idle time of the entries still pending
+# for this consumer, so that nobody claims them from a live one; not of those another consumer claimed
+# meanwhile (this daemon looked dead, stopped or cut off, for claim_idle): XCLAIM would take them back
+# while the other's copy runs, and the settle of the wrong copy would release a unique job's guard.
+# Returns the ids no longer this consumer's.
+TOUCH = (
+    _HOLDER
+    + """
+local gone = {}
+for i = 3, #ARGV do
+    if holds(ARGV[2], ARGV[i]) then
+        redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'JUSTID')
+    else
+        gone[#gone + 1] = ARGV[i]
+    end
+end
+return gone
+"""
+)
+
+
+# KEYS: the stream. ARGV: group, consumer, entry id, its delivery count. Counts a retry's delivery
+# (XCLAIM … RETRYCOUNT) only if the entry is still this consumer's: one another consumer claimed
+# meanwhile is its to run (XCLAIM would take it back, and both copies would run). Returns the id in a
+# list when counted, an empty list when not (see Ledger.redelivered).
+REDELIVER = (
+    _HOLDER
+    + """
+if not holds(ARGV[2], ARGV[3]) then
+    return {}
+end
+return redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[3], 'JUSTID', 'RETRYCOUNT', ARGV[4])
+"""
+)
+
+
+# KEYS: the stream. ARGV: group, entry id, consumer. Acknowledges a unique job's entry unless another
+# consumer holds it (see ledger.AckHeld): 1 when acknowledged (or pending for nobody), 0 when not.
+ACK_HELD = (
+    _HOLDER
+    + """
+if not holds(ARGV[3], ARGV[2]) and pending(ARGV[2]) then
+    return 0
+end
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+return 1
+"""
+)
+
+
+# KEYS: the stream. ARGV: group, this consumer, idle ms. Removes the group's other consumers that hold
+# nothing and have not read for the idle time (see ledger.PRUNE_IDLE). Returns their names.
+PRUNE = """
+local removed = {}
+for _, consumer in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do
+    local info = {}
+    for i = 1, #consumer, 2 do info[consumer[i]] = consumer[i + 1] end
+    if info['name'] ~= ARGV[2] and info['pending'] == 0 and info['idle'] >= tonumber(ARGV[3]) then
+        redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], info['name'])
+        removed[#removed + 1] = info['name']
+    end
+end
+return removed
+"""
+
+
+# KEYS: the stream. ARGV: group, consumer. A consumer that leaves holding nothing is removed from
+# the group, so that restarts (each a new <hostname>-<pid>) do not pile consumers up; one that holds
+# entries stays, for them to be claimed.
+LEAVE = """
+if #redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2]) == 0 then
+    return redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
+end
+return false
+"""
 
 
 @dataclass(frozen=True, slots=True)

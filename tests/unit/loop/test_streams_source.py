@@ -11,8 +11,8 @@ import redis
 
 from asyncphp.core.jobs import Counters, Job, Message, Outcome, Result
 from asyncphp.core.ledger import Ack, Bury, Hold, Policy, Redeliver
+from asyncphp.loop.metrics import Metrics
 from asyncphp.loop.streams import StreamSource
-from asyncphp.ops.metrics import Metrics
 from asyncphp.redisurl import Target
 from asyncphp.wire.replies import ReplyError, StreamEntry
 

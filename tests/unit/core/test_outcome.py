@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from asyncphp.core.jobs import Outcome
+from asyncphp.core.outcome import Refused, result_of
 from asyncphp.wire.fastcgi import FCGI_OVERLOADED, FCGI_REQUEST_COMPLETE, Response
-from asyncphp.wire.outcome import Refused, result_of
 
 
 def response(status: int = 200, app_status: int = 0, protocol: int = FCGI_REQUEST_COMPLETE) -> Response:

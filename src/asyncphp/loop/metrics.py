@@ -1,10 +1,12 @@
-"""The daemon's metrics, chosen once from the settings: :class:`Metrics` does nothing (the
-default: no call site asks whether metrics are on), ``serve()`` returns one that Prometheus
-scrapes. prometheus_client is imported only then."""
+"""What the loop reports, and the metrics that are off: :class:`Metrics` does nothing (the default:
+no call site asks whether metrics are on). The assembly (``asyncphp.loop.factory``) puts the one
+Prometheus scrapes in its place when ``metrics_listen`` is set, and imports prometheus_client
+only then."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from asyncphp.core.jobs import Outcome
 
@@ -13,10 +15,20 @@ class MetricsUnavailable(Exception):
     """The metrics cannot be served where the settings say (the address is in use, say)."""
 
 
+@dataclass(frozen=True, slots=True)
+class Gauges:
+    """What a scrape reads from the loop, from the metrics' own thread: reads, nothing more."""
+
+    in_flight: Callable[[], float]
+    queued: Callable[[], float]
+    width: Callable[[], float]  # max_in_flight, which a SIGHUP may change
+    redis_up: Callable[[], float]  # 1 while every connection to Redis is up
+
+
 class Metrics:
     """Metrics that are off: every method does nothing."""
 
-    def start(self) -> None:
+    def start(self, gauges: Gauges) -> None:
         """Serve them, once everything they read exists.
 
         Raises:
@@ -54,19 +66,3 @@ class Metrics:
 
     def close(self) -> None:
         pass
-
-
-def serve(
-    listen: str,
-    in_flight: Callable[[], float],
-    queued: Callable[[], float],
-    width: Callable[[], float],
-    redis_up: Callable[[], float],
-) -> Metrics:
-    """Metrics served on ``listen`` (host:port); "" means off. ``width``: max_in_flight, which a
-    SIGHUP may change; ``redis_up``: 1 while every connection to Redis is up."""
-    if not listen:
-        return Metrics()
-    from asyncphp.ops.prometheus import PrometheusMetrics
-
-    return PrometheusMetrics(listen, in_flight, queued, width, redis_up)

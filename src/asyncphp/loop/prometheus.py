@@ -4,7 +4,7 @@ of its own (``metrics_listen``, off by default). The event loop only increments 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import (
@@ -19,21 +19,14 @@ from prometheus_client import (
 
 from asyncphp import __version__
 from asyncphp.core.jobs import Outcome
-from asyncphp.ops.metrics import Metrics, MetricsUnavailable
+from asyncphp.loop.metrics import Gauges, Metrics, MetricsUnavailable
 
 # Dispatch to complete answer: from a fast job (milliseconds) to the pool's request_terminate_timeout.
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 
 
 class PrometheusMetrics(Metrics):
-    def __init__(
-        self,
-        listen: str,
-        in_flight: Callable[[], float],
-        queued: Callable[[], float],
-        width: Callable[[], float],
-        redis_up: Callable[[], float],
-    ) -> None:
+    def __init__(self, listen: str) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
         label = ["source"]  # the channel or stream
@@ -62,13 +55,6 @@ class PrometheusMetrics(Metrics):
             "asyncphp_job_duration_seconds", "From dispatch to the pool's complete answer", label,
             buckets=BUCKETS, registry=r,
         )  # fmt: skip
-        Gauge("asyncphp_jobs_in_flight", "Requests open to the pool", registry=r).set_function(in_flight)
-        Gauge("asyncphp_jobs_queued", "Jobs waiting for a free request slot", registry=r).set_function(queued)
-        Gauge("asyncphp_max_in_flight", "Requests it may open at once", registry=r).set_function(width)
-        Gauge(
-            "asyncphp_redis_up", "1 while every connection to Redis is up, 0 while one is being made again",
-            registry=r,
-        ).set_function(redis_up)  # fmt: skip
         Info("asyncphp_build", "The daemon's version", registry=r).info({"version": __version__})
         ProcessCollector(registry=r)  # start time, CPU, memory: restarts show
         self._lag = Gauge(
@@ -81,7 +67,20 @@ class PrometheusMetrics(Metrics):
         self._listen = listen
         self.server: WSGIServer | None = None
 
-    def start(self) -> None:
+    def start(self, gauges: Gauges) -> None:
+        Gauge("asyncphp_jobs_in_flight", "Requests open to the pool", registry=self.registry).set_function(
+            gauges.in_flight
+        )
+        Gauge(
+            "asyncphp_jobs_queued", "Jobs waiting for a free request slot", registry=self.registry
+        ).set_function(gauges.queued)
+        Gauge("asyncphp_max_in_flight", "Requests it may open at once", registry=self.registry).set_function(
+            gauges.width
+        )
+        Gauge(
+            "asyncphp_redis_up", "1 while every connection to Redis is up, 0 while one is being made again",
+            registry=self.registry,
+        ).set_function(gauges.redis_up)  # fmt: skip
         host, _, port = self._listen.rpartition(":")
         try:
             self.server, _ = start_http_server(int(port), addr=host.strip("[]"), registry=self.registry)
