@@ -7,6 +7,8 @@ import enum
 from dataclasses import dataclass
 from typing import Protocol
 
+from asyncphp.wire.meta import NONE, Meta
+
 
 class Origin(Protocol):
     """Where a message came from, told once how it ended: a stream entry is then acknowledged,
@@ -57,12 +59,15 @@ class Job:
     message_id: str = ""
     payload: bytes = b""  # the message as received, for a spill file (pub/sub) or a log line
     due_at: str = ""  # a delayed job's due time, as ASYNCPHP_DUE_AT
-    release: str = ""  # the release that published it (or default_release), as ASYNCPHP_RELEASE
+    meta: Meta = NONE  # what the publisher said besides the payload: its release, its trace
     script: str = ""  # its release's worker script; "" for worker_script itself
-    traceparent: str = ""  # W3C trace context, as HTTP_TRACEPARENT and HTTP_TRACESTATE
-    tracestate: str = ""
     last_error: str = ""  # why the pool could not take it last time
     counted: bool = False  # counted as dispatched (once per delivery, whatever the retries)
+
+    @property
+    def release(self) -> str:
+        """The release that published it (or default_release), as ASYNCPHP_RELEASE."""
+        return self.meta.release
 
     @property
     def published(self) -> bool:

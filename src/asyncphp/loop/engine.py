@@ -322,8 +322,7 @@ class Daemon:
         job = Job(
             self._last_job_id, message.channel, body, self._clock(), attempt=message.attempt,
             max_attempt=self.settings.max_attempts if message.retry_here else 0, origin=message.origin,
-            message_id=message.message_id, payload=message.payload, due_at=message.due_at,
-            release=meta.release, traceparent=meta.traceparent, tracestate=meta.tracestate,
+            message_id=message.message_id, payload=message.payload, due_at=message.due_at, meta=meta,
         )  # fmt: skip
         for what in dropped:
             self.counters.traces_dropped += 1
@@ -421,8 +420,7 @@ class Daemon:
         return (d.free > 0 or queued < s.max_queued // 2) and queued_bytes < s.max_queued_bytes // 2
 
     def _request(self, job: Job) -> bytes:
-        traceparent, tracestate = self.tracing.dispatch(job)
-        return self.routes.request(job, traceparent, tracestate)
+        return self.routes.request(job, self.tracing.dispatch(job))
 
     def _keep(self, jobs: list[Job]) -> list[Job]:
         """Jobs the pool could not be reached for in retry_for, oldest first: the pub/sub ones

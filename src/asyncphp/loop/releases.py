@@ -19,6 +19,7 @@ from logging import Logger
 from asyncphp.core.jobs import Job, Result
 from asyncphp.core.releases import ReleaseWait
 from asyncphp.loop.logsink import job_fields
+from asyncphp.wire.meta import Meta
 from asyncphp.wire.request import RequestBuilder
 
 PLACEHOLDER = "{release}"
@@ -104,11 +105,11 @@ class Routes:
         have room to hold it while it waits)."""
         return Placed.RUN, ""
 
-    def request(self, job: Job, traceparent: str, tracestate: str) -> bytes:
+    def request(self, job: Job, meta: Meta) -> bytes:
+        """The job's request, with ``meta`` (the job's, its trace context the daemon's own)."""
         return self._requests.build(
-            job.id, job.channel, job.body, job.attempt, job.message_id, job.due_at, job.release,
-            traceparent, tracestate,
-        )  # fmt: skip
+            job.id, job.channel, job.body, job.attempt, job.message_id, job.due_at, meta
+        )
 
     def turn(self, now: float) -> tuple[list[Job], list[tuple[Job, str]]]:
         """The jobs whose release came (to queue), and those given up with the reason."""
@@ -161,7 +162,9 @@ class ReleaseRoutes(Routes):
         self.wait.wait = wait
 
     def place(self, job: Job, now: float, holdable: Callable[[Job], bool]) -> tuple[Placed, str]:
-        release = job.release = job.release or self._default
+        release = job.release or self._default
+        if release != job.release:
+            job.meta = job.meta.released(release)
         if not release:
             return Placed.REFUSED, "it names no release, and default_release is not set"
         try:
@@ -181,12 +184,9 @@ class ReleaseRoutes(Routes):
         self.wait.add(job, release, now)
         return Placed.WAIT, ""
 
-    def request(self, job: Job, traceparent: str, tracestate: str) -> bytes:
+    def request(self, job: Job, meta: Meta) -> bytes:
         builder = self._builder(job.script) if job.script else self._requests
-        return builder.build(
-            job.id, job.channel, job.body, job.attempt, job.message_id, job.due_at, job.release,
-            traceparent, tracestate,
-        )  # fmt: skip
+        return builder.build(job.id, job.channel, job.body, job.attempt, job.message_id, job.due_at, meta)
 
     def _builder(self, script: str) -> RequestBuilder:
         builder = self._builders.get(script)

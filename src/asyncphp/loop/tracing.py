@@ -17,6 +17,7 @@ from typing import Any
 
 from asyncphp import __version__
 from asyncphp.core.jobs import Job, Outcome, Result
+from asyncphp.wire.meta import Meta
 
 
 class TracingUnavailable(RuntimeError):
@@ -29,9 +30,9 @@ class Tracing:
     def begin(self, job: Job) -> None:
         pass
 
-    def dispatch(self, job: Job) -> tuple[str, str]:
-        """The job is handed to the pool: the traceparent and tracestate the worker gets."""
-        return job.traceparent, job.tracestate
+    def dispatch(self, job: Job) -> Meta:
+        """The job is handed to the pool: what the worker gets, its trace context included."""
+        return job.meta
 
     def end(self, job: Job, result: Result) -> None:
         pass
@@ -60,7 +61,8 @@ class OtelTracing(Tracing):
         self._spans: dict[int, tuple[Any, str, str]] = {}  # job id → span, the worker's context
 
     def begin(self, job: Job) -> None:
-        carrier = {"traceparent": job.traceparent, "tracestate": job.tracestate} if job.traceparent else {}
+        meta = job.meta
+        carrier = {"traceparent": meta.traceparent, "tracestate": meta.tracestate} if meta.traceparent else {}
         attributes: dict[str, str | int] = {
             "messaging.system": "redis", "messaging.destination.name": job.channel,
             "asyncphp.request_id": job.id, "asyncphp.attempt": job.attempt,
@@ -77,12 +79,12 @@ class OtelTracing(Tracing):
         self._propagator.inject(worker, context=self._trace.set_span_in_context(span))
         self._spans[job.id] = (span, worker.get("traceparent", ""), worker.get("tracestate", ""))
 
-    def dispatch(self, job: Job) -> tuple[str, str]:
+    def dispatch(self, job: Job) -> Meta:
         held = self._spans.get(job.id)
         if held is None:
-            return job.traceparent, job.tracestate
+            return job.meta
         held[0].add_event("dispatched", {"asyncphp.attempt": job.attempt})
-        return held[1], held[2]
+        return job.meta.traced(held[1], held[2])
 
     def end(self, job: Job, result: Result) -> None:
         held = self._spans.pop(job.id, None)

@@ -45,9 +45,28 @@ def _valid_tracestate(value: str) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class Meta:
+    """Carried whole from the message to the request: a field added here reaches the worker
+    through :meth:`params`, with no other record to widen."""
+
     release: str = ""
     traceparent: str = ""
     tracestate: str = ""
+
+    def params(self) -> list[tuple[bytes, bytes]]:
+        """What the worker gets in ``$_SERVER``, for the fields set."""
+        params = [(b"ASYNCPHP_RELEASE", self.release.encode())] if self.release else []
+        if self.traceparent:
+            params.append((b"HTTP_TRACEPARENT", self.traceparent.encode()))
+            if self.tracestate:
+                params.append((b"HTTP_TRACESTATE", self.tracestate.encode()))
+        return params
+
+    def traced(self, traceparent: str, tracestate: str) -> Meta:
+        """The same, continuing another trace context (the daemon's own span, with traces on)."""
+        return Meta(self.release, traceparent, tracestate if traceparent else "")
+
+    def released(self, release: str) -> Meta:
+        return Meta(release, self.traceparent, self.tracestate)
 
 
 NONE = Meta()

@@ -11,6 +11,7 @@ import posixpath
 
 from asyncphp import __version__
 from asyncphp.wire.fastcgi import encode_params, encode_request
+from asyncphp.wire.meta import NONE, Meta
 
 
 class RequestBuilder:
@@ -46,18 +47,14 @@ class RequestBuilder:
         attempt: int = 1,
         message_id: str = "",
         due_at: str = "",
-        release: str = "",
-        traceparent: str = "",
-        tracestate: str = "",
+        meta: Meta = NONE,
     ) -> bytes:
         """The whole request for one job; ``request_id``, ``channel`` and ``attempt`` reach the
         worker as ``$_SERVER['ASYNCPHP_REQUEST_ID']``, ``['ASYNCPHP_CHANNEL']`` and
         ``['ASYNCPHP_ATTEMPT']`` (above 1 when the pool dropped an earlier attempt, or a stream entry is
         delivered again), a stream entry's id as ``['ASYNCPHP_MESSAGE_ID']``, and a delayed job's
-        due time (seconds since the epoch, to the ms) as ``['ASYNCPHP_DUE_AT']``; the release that
-        published it as ``['ASYNCPHP_RELEASE']``, and the trace it continues as
-        ``['HTTP_TRACEPARENT']`` and ``['HTTP_TRACESTATE']`` (the W3C headers, as a web request
-        would carry them)."""
+        due time (seconds since the epoch, to the ms) as ``['ASYNCPHP_DUE_AT']``; and what the
+        publisher said besides the payload (:meth:`Meta.params`)."""
         varying = encode_params(
             (
                 (b"CONTENT_LENGTH", b"%d" % len(body)),
@@ -66,9 +63,7 @@ class RequestBuilder:
                 (b"ASYNCPHP_ATTEMPT", b"%d" % attempt),
                 *([(b"ASYNCPHP_MESSAGE_ID", message_id.encode())] if message_id else []),
                 *([(b"ASYNCPHP_DUE_AT", due_at.encode())] if due_at else []),
-                *([(b"ASYNCPHP_RELEASE", release.encode())] if release else []),
-                *([(b"HTTP_TRACEPARENT", traceparent.encode())] if traceparent else []),
-                *([(b"HTTP_TRACESTATE", tracestate.encode())] if tracestate else []),
+                *meta.params(),
             )
         )
         return encode_request(self._constant + varying, body)

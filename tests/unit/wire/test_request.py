@@ -4,6 +4,7 @@ from flup.server.fcgi_base import FCGI_PARAMS, FCGI_STDIN
 
 from asyncphp import __version__
 from asyncphp.wire.fastcgi import parse_pairs
+from asyncphp.wire.meta import Meta
 from asyncphp.wire.request import RequestBuilder
 from tests.unit.wire.test_fastcgi import flup_records
 
@@ -38,3 +39,20 @@ def test_a_delayed_job_s_due_time_reaches_the_worker() -> None:
     delayed = params(builder.build(1, "mail", b"", 1, "1-0", "1795984306.916"))
     assert delayed[b"ASYNCPHP_DUE_AT"] == b"1795984306.916"
     assert b"ASYNCPHP_DUE_AT" not in params(builder.build(1, "mail", b"", 1, "1-0")), "only when delayed"
+
+
+def test_what_the_publisher_said_reaches_the_worker_whole() -> None:
+    def params(request: bytes) -> dict[bytes, bytes]:
+        found: dict[bytes, bytes] = {}
+        for rec in flup_records(request):
+            if rec.type == FCGI_PARAMS:
+                found.update(parse_pairs(rec.contentData))
+        return found
+
+    traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    builder = RequestBuilder("/srv/app/worker.php")
+    sent = params(builder.build(1, "mail", b"", meta=Meta("2026-12-07.1", traceparent, "vendor=1")))
+    assert sent[b"ASYNCPHP_RELEASE"] == b"2026-12-07.1"
+    assert (sent[b"HTTP_TRACEPARENT"], sent[b"HTTP_TRACESTATE"]) == (traceparent.encode(), b"vendor=1")
+    bare = params(builder.build(1, "mail", b""))
+    assert not {b"ASYNCPHP_RELEASE", b"HTTP_TRACEPARENT", b"HTTP_TRACESTATE"} & bare.keys()
