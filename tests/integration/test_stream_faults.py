@@ -389,9 +389,9 @@ def test_consumers_that_hold_nothing_and_no_longer_read_are_removed_by_the_other
     redis_server: RedisServer,
 ) -> None:
     # Old behaviour (issue 23, item 6): a daemon killed (no clean leave) stayed in the group for good,
-    # and `status` counted it. PRUNE_SCRIPT, as a daemon runs it every PRUNE_IDLE / 2, here with an
+    # and `status` counted it. PRUNE, as a daemon runs it every PRUNE_IDLE / 2, here with an
     # idle time of 50 ms instead of PRUNE_IDLE's 300 s.
-    from asyncphp.loop.streams import PRUNE_SCRIPT
+    from asyncphp.wire.scripts import PRUNE
 
     client = redis.Redis.from_url(redis_server.url)
     client.xadd("jobs", {"payload": "{}"})
@@ -404,9 +404,9 @@ def test_consumers_that_hold_nothing_and_no_longer_read_are_removed_by_the_other
         return all(c["idle"] >= 50 for c in client.xinfo_consumers("jobs", GROUP))
 
     wait_for(idle, what="every consumer idle for 50 ms")
-    removed = client.eval(PRUNE_SCRIPT, 1, "jobs", GROUP, "me", 50)
+    removed = client.eval(PRUNE, 1, "jobs", GROUP, "me", 50)
     assert removed == [b"killed-1"]
     assert sorted(c["name"] for c in client.xinfo_consumers("jobs", GROUP)) == [b"killed-2", b"me"]
     client.xreadgroup(GROUP, "fresh", {"jobs": ">"}, count=1)  # one that just read stays
-    assert client.eval(PRUNE_SCRIPT, 1, "jobs", GROUP, "me", 50) == []
+    assert client.eval(PRUNE, 1, "jobs", GROUP, "me", 50) == []
     client.close()
