@@ -35,7 +35,7 @@ from asyncphp.loop.heartbeat import LastError
 from asyncphp.loop.logsink import Sink, job_fields
 from asyncphp.loop.metrics import Gauges, Metrics
 from asyncphp.loop.overflow import Overflow
-from asyncphp.loop.poller import READ, Poller
+from asyncphp.loop.poller import READ, Callback
 from asyncphp.loop.releases import Placed, Routes
 from asyncphp.loop.service import Notifier, SignalWakeup
 from asyncphp.loop.tracing import Tracing
@@ -48,6 +48,14 @@ EXIT_FLUSH_SECONDS = 1.0  # the longest a full stderr may hold the exit
 TICK = 1.0  # seconds: the loop wakes at least this often, and updates STATUS= at most this often
 REPLAY_BATCH = 1000  # spilled messages put back in the queue per turn, so Redis keeps being read
 REPLAY_REST = 0.1  # seconds the replay rests after a message it took had to go back (no room to wait)
+
+
+class Waits(Protocol):
+    """What the loop uses of the poller (``asyncphp.loop.poller``): where its time passes."""
+
+    def watch(self, fd: int, events: int, callback: Callback) -> None: ...
+    def poll(self, timeout: float) -> None: ...
+    def close(self) -> None: ...
 
 
 class Pool(Protocol):
@@ -123,7 +131,7 @@ class Parts:
     """What the daemon runs (``asyncphp.loop.factory`` builds them from the settings). The pool and
     the connections call the daemon back, so they are made from its :class:`Hands`."""
 
-    poller: Poller
+    poller: Waits  # the one the pool and the connections watch their sockets on
     counters: Counters
     metrics: Metrics
     tracing: Tracing
