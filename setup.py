@@ -12,7 +12,7 @@ import os
 from setuptools import setup
 
 # The modules a message goes through, and the loop around them. Left out: what runs once or
-# rarely (cli, settings, ops/, dev/, caller, spill and overflow, service, heartbeat, logsink,
+# rarely (cli, settings, ops/, dev/, caller, overflow (the spill files), service, heartbeat, logsink,
 # whose classes subclass logging's);
 # asyncphp.loop.daemon, run as `python -m`, which runpy cannot do with an extension module (the
 # Daemon itself is in engine.py); and loop/metrics, whose Metrics loop/prometheus subclasses (an

@@ -16,7 +16,7 @@ import redis
 from asyncphp.caller import publish
 from asyncphp.dev import sandbox
 from asyncphp.dev.sandbox import Pool, RedisServer
-from asyncphp.loop.spill import HEADER_SIZE, RECORD_OVERHEAD
+from asyncphp.loop.overflow import HEADER_SIZE, RECORD_OVERHEAD
 from benchmarks.drivers import cpu_seconds
 from tests.conftest import PHP_DIR, WORKER
 from tests.integration.conftest import Daemon, heartbeat_counter, lines, notifications, pool_status, wait_for

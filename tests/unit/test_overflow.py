@@ -13,7 +13,7 @@ import pytest
 
 from asyncphp.core.jobs import Counters
 from asyncphp.loop.metrics import Metrics
-from asyncphp.loop.overflow import Overflow
+from asyncphp.loop.overflow import RECORD_OVERHEAD, Overflow
 
 
 def overflow(state: Path | str, max_bytes: int = 1 << 20) -> tuple[Overflow, Counters]:
@@ -53,6 +53,29 @@ def test_one_bound_for_all_files_and_drops_past_it(tmp_path: Path, caplog: pytes
     kept.keep_older([("c", b"y" * 60, 0.0, 1)], "the pool stayed unreachable")
     assert (counters.spilled, counters.dropped) == (1, 1)
     assert "the spill files hold max_spill_bytes (100)" in caplog.text
+
+
+def test_the_bound_holds_across_a_restart_and_a_message_larger_than_it_is_dropped(tmp_path: Path) -> None:
+    one = RECORD_OVERHEAD + len("c") + 10
+    kept, counters = overflow(tmp_path, max_bytes=3 * one)
+    for _ in range(4):
+        kept.keep("c", b"x" * 10, "the queue is full")
+    kept.keep_older([("c", b"x" * 10, 0.0, 1)], "the drain ended")
+    assert (counters.spilled, counters.dropped) == (3, 2)
+    kept.turn(0.0)
+    kept.take(1)
+    kept.keep("c", b"x" * 10, "the queue is full")
+    kept.keep("c", b"", "the queue is full")  # smaller, still past the bound
+    assert (counters.spilled, counters.dropped) == (4, 3)
+    kept.close()
+    again, counters = overflow(tmp_path, max_bytes=3 * one)
+    again.keep("c", b"x" * 10, "the queue is full")
+    assert (counters.spilled, counters.dropped, again.waiting) == (0, 1, 3), (
+        "the bound holds across a restart"
+    )
+    roomy, counters = overflow(tmp_path / "roomy", max_bytes=100)
+    roomy.keep("c", b"x" * 100, "the queue is full")
+    assert (counters.spilled, counters.dropped, roomy.waiting) == (0, 1, 0)
 
 
 def test_without_a_state_dir_everything_is_dropped_with_a_line(caplog: pytest.LogCaptureFixture) -> None:

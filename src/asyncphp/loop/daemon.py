@@ -14,8 +14,8 @@ from asyncphp.loop import factory
 from asyncphp.loop.engine import EXIT_FLUSH_SECONDS
 from asyncphp.loop.logsink import configure_logging
 from asyncphp.loop.metrics import MetricsUnavailable
+from asyncphp.loop.overflow import SpillError
 from asyncphp.loop.service import Notifier, ServiceError
-from asyncphp.loop.spill import SpillError
 from asyncphp.loop.tracing import TracingUnavailable
 from asyncphp.settings import SettingsError, load
 
