@@ -38,6 +38,7 @@ COMPILED = [
     "loop/pool.py",
     "loop/pubsub.py",
     "loop/redislink.py",
+    "loop/story.py",
     "loop/streams.py",
 ]
 

@@ -32,12 +32,13 @@ from asyncphp.core.admission import Limits as PoolLimits
 from asyncphp.core.jobs import Counters, Job, Message, Outcome, Result
 from asyncphp.logfmt import preview
 from asyncphp.loop.heartbeat import LastError
-from asyncphp.loop.logsink import Sink, job_fields
+from asyncphp.loop.logsink import Sink
 from asyncphp.loop.metrics import Gauges, Metrics
 from asyncphp.loop.overflow import Overflow
 from asyncphp.loop.poller import READ, Callback
 from asyncphp.loop.releases import Placed, Routes
 from asyncphp.loop.service import Notifier, SignalWakeup
+from asyncphp.loop.story import Story
 from asyncphp.loop.tracing import Tracing
 from asyncphp.settings import RELOADABLE, Settings, SettingsError
 from asyncphp.wire.body import BadMessage, Limits, message_body
@@ -137,6 +138,7 @@ class Parts:
     tracing: Tracing
     overflow: Overflow
     routes: Routes
+    story: Story
     pool: Callable[[Hands], Pool]
     connections: Callable[[Hands], list[Connection]]
 
@@ -167,6 +169,7 @@ class Daemon:
         self.tracing = parts.tracing
         self.overflow = parts.overflow
         self.routes = parts.routes
+        self.story = parts.story
         hands = Hands(
             self._request, self._ended, self._keep, self._on_published, self._on_entry, self._resubmit,
             self._snapshot,
@@ -334,7 +337,7 @@ class Daemon:
         )  # fmt: skip
         for what in dropped:
             self.counters.traces_dropped += 1
-            self.log.warning("job %d on %s: %s", job.id, job.channel, what, extra=job_fields(job))
+            self.story.dropped_trace(job, what)
         placed, reason = self.routes.place(job, job.received, self._holdable)
         if placed is Placed.RUN:
             self._queue(job, replayed)
@@ -372,10 +375,7 @@ class Daemon:
     def _refuse(self, job: Job, reason: str) -> None:
         """A job that cannot run here: a stream entry is dead-lettered with the reason; a pub/sub
         message is dropped, said."""
-        self.log.error(
-            "job %d on %s not run: %s; message %s", job.id, job.channel, reason, preview(job.payload),
-            extra=job_fields(job),
-        )  # fmt: skip
+        self.story.refused(job, reason)
         self._ended(job, Result(Outcome.REJECTED if not job.published else Outcome.DROPPED, reason))
 
     def _resubmit(self, job: Job) -> None:
@@ -389,10 +389,7 @@ class Daemon:
     def _no_room(self, job: Job) -> None:
         """A stream entry's job with no room in the queue (a claim or a retry beyond what the
         reads asked for): it stays pending in Redis, for a claim later, here or elsewhere."""
-        self.log.warning(
-            "job %d on %s: no room in the queue (%d queued): entry %s left pending, claimed after claim_idle",
-            job.id, job.channel, self.dispatcher.queued, job.message_id, extra=job_fields(job),
-        )  # fmt: skip
+        self.story.no_room(job, self.dispatcher.queued)
         self._ended(job, Result(Outcome.DROPPED, "the queue was full"))
 
     def _replay(self) -> None:
@@ -534,23 +531,13 @@ class Daemon:
         running, unsent = self.dispatcher.close()
         unsent += self.routes.clear()
         for job in running:
-            # The pool has it; with ignore_user_abort on (commands.conf) it runs to its end.
-            self.log.warning(
-                "job %d on %s still running in the pool (%s): its outcome will not be logged",
-                job.id, job.channel, reason, extra=job_fields(job),
-            )  # fmt: skip
+            self.story.running_on(job, reason)
             self._ended(job, Result(Outcome.ABANDONED, reason))
         if self.overflow.keeps:
             self._keep_older([job for job in unsent if job.published], "the drain ended")
             unsent = [job for job in unsent if not job.published]
         for job in unsent:
-            if job.published:
-                what = f"message {preview(job.payload)}"
-            else:
-                what = f"entry {job.message_id} stays pending, for another consumer"
-            self.log.error(
-                "job %d on %s left undone (%s); %s", job.id, job.channel, reason, what, extra=job_fields(job)
-            )
+            self.story.undone(job, reason)
             self._ended(job, Result(Outcome.ABANDONED, reason))
 
     # Status.

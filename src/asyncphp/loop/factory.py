@@ -23,6 +23,7 @@ from asyncphp.loop.pool import Dispatcher
 from asyncphp.loop.pubsub import DueNotices, PubSubSource
 from asyncphp.loop.releases import PLACEHOLDER, ReleaseRoutes, Routes
 from asyncphp.loop.service import Notifier
+from asyncphp.loop.story import Story
 from asyncphp.loop.streams import StreamSource
 from asyncphp.loop.tracing import OtelTracing, Tracing
 from asyncphp.redisurl import Target, cluster, slot
@@ -43,7 +44,7 @@ def daemon(
         SpillError: state_dir cannot hold the spill file.
         TracingUnavailable: traces are on, without OpenTelemetry.
     """
-    poller, counters = Poller(), Counters()
+    poller, counters, story = Poller(), Counters(), Story(log, sink)
     metrics = metrics_for(settings.metrics_listen)
     routes: Routes = Routes(settings.worker_script)
     if PLACEHOLDER in settings.worker_script:
@@ -53,11 +54,12 @@ def daemon(
             settings.default_release,
             settings.release_wait,
             log,
+            story,
         )
 
     def pool(hands: Hands) -> Pool:
         return Dispatcher(
-            poller, settings.fpm_socket, hands.request, hands.ended, hands.keep, counters, metrics, log, sink
+            poller, settings.fpm_socket, hands.request, hands.ended, hands.keep, counters, metrics, log, story
         )
 
     def connections(hands: Hands) -> list[Connection]:
@@ -72,7 +74,7 @@ def daemon(
 
     tracing = OtelTracing(log) if settings.traces else Tracing()
     overflow = Overflow(settings.state_dir, settings.max_spill_bytes, counters, metrics, log)
-    parts = Parts(poller, counters, metrics, tracing, overflow, routes, pool, connections)
+    parts = Parts(poller, counters, metrics, tracing, overflow, routes, story, pool, connections)
     return Daemon(settings, log, sink, notifier, parts, reload=reload)
 
 

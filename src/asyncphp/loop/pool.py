@@ -19,16 +19,14 @@ from collections.abc import Callable
 from asyncphp.core.admission import Admission, End, Limits, Retry, Verdict
 from asyncphp.core.jobs import Counters, Failure, Job, Outcome, Result
 from asyncphp.core.outcome import Refused, result_of
-from asyncphp.logfmt import preview
-from asyncphp.loop.logsink import Sink, job_fields
 from asyncphp.loop.metrics import Metrics
 from asyncphp.loop.poller import READ, WRITE, Poller
+from asyncphp.loop.story import Story
 from asyncphp.settings import PoolAddress
 from asyncphp.wire.fastcgi import FastCGIError, ResponseParser
 
 READ_SIZE = 65536
 PROBE_TIMEOUT = 2.0  # seconds for a probe's connect (a TCP pool behind a black hole)
-STDERR_PREVIEW = 600  # characters: enough for a PHP fatal error with its file and line
 
 
 IN_PROGRESS = "in progress"
@@ -228,7 +226,7 @@ class Dispatcher:
         counters: Counters,
         metrics: Metrics,
         log: logging.Logger,
-        sink: Sink,
+        story: Story,
     ) -> None:
         self.poller = poller
         self.address = address
@@ -240,7 +238,7 @@ class Dispatcher:
         self._counters = counters
         self._metrics = metrics
         self._log = log
-        self._sink = sink
+        self._story = story
         self._open: set[Exchange] = set()
         self._probes: list[Probe] = []  # at most one
         self._pumping = False
@@ -370,30 +368,13 @@ class Dispatcher:
             job.counted = True
             self._counters.dispatched += 1
             self._metrics.dispatched(job.channel)
-        # DEBUG: at INFO a job gets one line, when it ends (see on_answered).
-        if job.attempt == 1:
-            self._log_job(logging.DEBUG, job, "Spawned process with ID: %d", job.id)
-        else:
-            self._log_job(logging.DEBUG, job, "Spawned process with ID: %d (attempt %d)", job.id, job.attempt)
+        self._story.dispatched(job)
 
     def on_answered(self, exchange: Exchange, result: Result) -> None:
         self._open.discard(exchange)
         self.admission.answered(result.seconds)
         job = exchange.job
-        elapsed_ms = result.seconds * 1000
-        stderr = f"; stderr {preview(result.stderr, STDERR_PREVIEW)}" if result.stderr else ""
-        if result.reason:
-            self._log_job(
-                logging.ERROR, job, "job %d on %s: status %d in %.1f ms, %s%s",
-                job.id, job.channel, result.status, elapsed_ms, result.reason, stderr,
-                status=result.status, elapsed_ms=elapsed_ms,
-            )  # fmt: skip
-        elif self._log.isEnabledFor(logging.INFO):
-            # The line nearly every job gets: past the logging machinery (see logsink).
-            self._sink.job(
-                f"job {job.id} on {job.channel}: status {result.status} in {elapsed_ms:.1f} ms{stderr}",
-                job, result.status, elapsed_ms,
-            )  # fmt: skip
+        self._story.answered(job, result)
         self._ended(job, result)
         self.pump()
 
@@ -410,10 +391,7 @@ class Dispatcher:
             job = verdict.job
             self._counters.retried += 1
             self._metrics.retried(job.channel)
-            self._log_job(
-                logging.WARNING, job, "job %d on %s: %s; attempt %d, retrying in %.2f s",
-                job.id, job.channel, reason, verdict.attempt, verdict.delay,
-            )  # fmt: skip
+            self._story.retrying(job, reason, verdict.attempt, verdict.delay)
             if not verdict.delay:  # else dispatching is paused: the loop wakes at the backoff's end
                 self.pump()
             return
@@ -421,10 +399,7 @@ class Dispatcher:
             self._give_up([verdict], now)
         else:
             job = verdict.job
-            self._log_job(
-                logging.ERROR, job, "job %d on %s failed: %s; message %s",
-                job.id, job.channel, verdict.result.reason, preview(job.payload or job.body),
-            )  # fmt: skip
+            self._story.failed(job, verdict.result.reason)
             self._ended(job, verdict.result)
         self.pump()
 
@@ -436,18 +411,6 @@ class Dispatcher:
             job = end.job
             if id(job) not in left:
                 continue  # kept elsewhere (a spill file) until the pool can be reached again
-            self._log_job(
-                logging.ERROR, job, "job %d on %s given up: the pool could not take it for %.1f s since it "
-                "arrived (retry_for %g s): %s; message %s",
-                job.id, job.channel, now - max(job.received, self.admission.out_since),
-                self.admission.limits.retry_for, end.result.reason, preview(job.payload or job.body),
-            )  # fmt: skip
+            seconds = now - max(job.received, self.admission.out_since)
+            self._story.given_up(job, seconds, self.admission.limits.retry_for, end.result.reason)
             self._ended(job, end.result)
-
-    def _log_job(
-        self, level: int, job: Job, msg: str, *args: object, status: int = 0, elapsed_ms: float = -1.0
-    ) -> None:
-        # Checked first: the journal fields are work that a suppressed line (INFO under
-        # log_level = WARNING, on the hot path) should not cost.
-        if self._log.isEnabledFor(level):
-            self._log.log(level, msg, *args, extra=job_fields(job, status, elapsed_ms))

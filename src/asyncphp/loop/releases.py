@@ -18,7 +18,7 @@ from logging import Logger
 
 from asyncphp.core.jobs import Job, Result
 from asyncphp.core.releases import ReleaseWait
-from asyncphp.loop.logsink import job_fields
+from asyncphp.loop.story import Story
 from asyncphp.wire.meta import Meta
 from asyncphp.wire.request import RequestBuilder
 
@@ -139,12 +139,15 @@ class ReleaseRoutes(Routes):
     """Each job runs its release's worker script (``worker_script`` names ``{release}``); a job whose
     release is not on this host waits for it, up to ``release_wait`` (``asyncphp.core.releases``)."""
 
-    def __init__(self, worker_script: str, root: str, default_release: str, wait: float, log: Logger) -> None:
+    def __init__(
+        self, worker_script: str, root: str, default_release: str, wait: float, log: Logger, story: Story
+    ) -> None:
         super().__init__(worker_script)
         self.finder = ReleaseFinder(worker_script, root)
         self.wait = ReleaseWait(wait)
         self._default = default_release
         self._log = log
+        self._story = story
         self._builders: dict[str, RequestBuilder] = {}  # per release's script
 
     @property
@@ -236,10 +239,7 @@ class ReleaseRoutes(Routes):
         self.finder.forget(job.release)
         if job.received + self.wait.wait <= now:
             return ""
-        self._log.warning(
-            "job %d on %s: release %s is gone from this host (the pool found no %s): it waits for it",
-            job.id, job.channel, job.release, job.script, extra=job_fields(job),
-        )  # fmt: skip
+        self._story.release_gone(job)
         job.script = ""
         self.wait.add(job, job.release, now)
         return f"release {job.release} gone: waiting for it"

@@ -24,6 +24,7 @@ from asyncphp.loop.metrics import Metrics
 from asyncphp.loop.overflow import Overflow
 from asyncphp.loop.releases import ReleaseRoutes, Routes
 from asyncphp.loop.service import Notifier
+from asyncphp.loop.story import Story
 from asyncphp.loop.tracing import Tracing
 from asyncphp.settings import Settings, load
 
@@ -237,6 +238,7 @@ def build(
     clock = Clock()
     waits = Waits(clock)
     counters = Counters()
+    sink = Lines()
     overflow = Overflow(given.state_dir, given.max_spill_bytes, counters, Metrics(), log)
     made: dict[str, object] = {}
 
@@ -255,15 +257,18 @@ def build(
         Tracing(),
         overflow,
         routes or Routes(given.worker_script),
+        Story(log, sink),
         pool,
         connections,
     )
-    daemon = Daemon(given, log, Lines(), Told(), parts, reload=reload, clock=clock, wall=lambda: 1.7e9)
+    daemon = Daemon(given, log, sink, Told(), parts, reload=reload, clock=clock, wall=lambda: 1.7e9)
     return Built(daemon, made["pool"], made["connection"], clock, overflow, waits)  # type: ignore[arg-type]
 
 
 def routes(given: Settings, log: logging.Logger) -> ReleaseRoutes:
-    return ReleaseRoutes(given.worker_script, given.releases_root, "", given.release_wait, log)
+    return ReleaseRoutes(
+        given.worker_script, given.releases_root, "", given.release_wait, log, Story(log, Lines())
+    )
 
 
 def published(payload: object) -> Message:
