@@ -180,7 +180,7 @@ def second_pool(workdir: Path, overrides: dict[str, str | None]) -> Iterator[Poo
 
 
 def add_backlog(url: str, stream: str, count: int, message: dict[str, Any], chunk: int = 1_000) -> None:
-    """``count`` entries numbered n = 0… in ``stream``, as publish(durable=True) adds them."""
+    """``count`` entries numbered n = 0… in ``stream``, as enqueue() adds them."""
     client = redis.Redis.from_url(url)
     pipe = client.pipeline(transaction=False)
     for i in range(count):

@@ -19,7 +19,7 @@ import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal, overload
+from typing import Any, Literal
 
 import redis
 from redis.cluster import RedisCluster
@@ -152,64 +152,28 @@ def enqueue(
     return Enqueued(done.id, done.added, due)
 
 
-@overload
-def publish(
-    message: Mapping[str, Any],
-    *,
-    channel: str = ...,
-    redis_url: str = ...,
-    durable: Literal[False] = ...,
-    limits: Limits = ...,
-    client: Client | None = ...,
-    release: str | None = ...,
-    traceparent: str | None = ...,
-    tracestate: str | None = ...,
-) -> int: ...
-
-
-@overload
-def publish(
-    message: Mapping[str, Any],
-    *,
-    channel: str = ...,
-    redis_url: str = ...,
-    durable: Literal[True],
-    maxlen: int = ...,
-    limits: Limits = ...,
-    client: Client | None = ...,
-    release: str | None = ...,
-    traceparent: str | None = ...,
-    tracestate: str | None = ...,
-) -> str: ...
-
-
 def publish(
     message: Mapping[str, Any],
     *,
     channel: str = DEFAULT_CHANNEL,
     redis_url: str = DEFAULT_REDIS_URL,
-    durable: bool = False,
-    maxlen: int = DEFAULT_MAXLEN,
     limits: Limits = DAEMON_LIMITS,
     client: Client | None = None,
     release: str | None = None,
     traceparent: str | None = None,
     tracestate: str | None = None,
-) -> int | str:
-    """Publish ``message`` as JSON for the daemon to hand to the pool.
+) -> int:
+    """Publish ``message`` as JSON on a Redis channel, for the daemons subscribed to hand to the pool.
 
     Pub/sub does not store messages: when this returns 0, nobody was subscribed and the job is
-    gone. With ``durable``, the message is added to the Redis stream named ``channel`` instead,
-    where it waits for a daemon reading that stream (``--stream``), and is run once. For delayed,
-    scheduled and unique jobs, see :func:`enqueue`.
+    gone. For a job that waits in Redis until a daemon runs it (durable, delayed, scheduled,
+    unique), see :func:`enqueue`.
 
     Args:
         message: a JSON-serialisable mapping; the worker receives it as ``$_POST``.
-        channel: the Redis channel (or, with ``durable``, the stream) the daemon reads.
+        channel: the Redis channel the daemon subscribes to.
         redis_url: ``redis://``, ``rediss://``, ``unix://``, ``redis+sentinel://`` or
             ``redis+cluster://`` URL.
-        durable: add to a stream (XADD) rather than publish.
-        maxlen: with ``durable``, the stream is trimmed to about this many entries.
         limits: the daemon's max_message_bytes, max_nesting and max_fields, if not the defaults.
         client: a redis-py client (``asyncphp.redisurl.client(url)``) to use instead of connecting
             to ``redis_url`` for this one message: kept, it saves a connection per message, and
@@ -220,9 +184,9 @@ def publish(
             OpenTelemetry context, when opentelemetry-api is installed).
 
     Returns:
-        The number of subscribers that received the message; with ``durable``, the entry id. On
-        a cluster with ``pubsub=classic``, those at the channel's primary: 0 for a moment after
-        a failover, although the message is broadcast to the daemons.
+        The number of subscribers that received the message. On a cluster with ``pubsub=classic``,
+        those at the channel's primary: 0 for a moment after a failover, although the message is
+        broadcast to the daemons.
 
     Raises:
         TypeError, ValueError: ``message`` cannot be serialised to a JSON object, or the daemon
@@ -230,11 +194,7 @@ def publish(
         redis.RedisError: Redis is unreachable or refused the command.
     """
     payload = _json(_with_meta(message, release, traceparent, tracestate), limits)
-    if durable and client is None:
-        _check_stream(redis_url, channel)
     with _connected(redis_url, client) as redis_client:
-        if durable:
-            return _xadd(redis_client, channel, payload, maxlen)
         if isinstance(redis_client, RedisCluster):
             # The URL says which pub/sub the daemons read, also beside a client of one's own.
             if redisurl.is_cluster(redis_url) and redisurl.cluster(redis_url).pubsub == "classic":
@@ -605,7 +565,7 @@ def _published(args: argparse.Namespace, message: Mapping[str, Any], client: Cli
             return EXIT_NOT_ADDED
         return EXIT_DELIVERED
     if args.stream:
-        print(publish(message, channel=args.stream, durable=True, maxlen=args.maxlen, **common))
+        print(enqueue(message, stream=args.stream, maxlen=args.maxlen, **common).id)
         return EXIT_DELIVERED
     receivers = publish(message, channel=target.channel, **common)
     if receivers == 0:

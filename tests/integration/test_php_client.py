@@ -39,7 +39,7 @@ SAME_CALLS: list[tuple[Callable[[str], object], dict[str, Any]]] = [
         {"op": "publish", "channel": "commands"},
     ),
     (
-        lambda url: publish(PAYLOAD, channel="mail", redis_url=url, durable=True),
+        lambda url: enqueue(PAYLOAD, stream="mail", redis_url=url),
         {"op": "stream", "stream": "mail"},
     ),
     (
@@ -175,7 +175,7 @@ def test_jobs_from_the_php_client_run_like_jobs_from_python(
     assert results[2]["result"]["id"].startswith("d")
     python = {**PAYLOAD, "from": "python"}
     publish(python, redis_url=url)
-    publish(python, channel="mail", redis_url=url, durable=True)
+    enqueue(python, stream="mail", redis_url=url)
     enqueue(python, stream="mail", redis_url=url, delay=0.2)
     for _ in range(2):
         enqueue(

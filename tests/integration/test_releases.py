@@ -77,12 +77,12 @@ def test_jobs_run_the_code_of_the_release_that_published_them(
     url = redis_server.url
     daemon = start_daemon(pool.listen, *flags(root, "--stream", "jobs", "--channel", "commands"), wait=False)
     wait_for(lambda: daemon.lines("Subscribed to stream jobs"), what="the daemon")
-    publish({"n": 1}, channel="jobs", redis_url=url, durable=True, release="r1")
-    publish({"n": 2}, channel="jobs", redis_url=url, durable=True)  # no release: current, r1 now
+    enqueue({"n": 1}, stream="jobs", redis_url=url, release="r1")
+    enqueue({"n": 2}, stream="jobs", redis_url=url)  # no release: current, r1 now
     wait_for(lambda: len(ran(pool)) == 2, what="two runs")
     switch(root, "r2")  # the deploy: r1's jobs still run r1's code
     enqueue({"n": 3}, stream="jobs", redis_url=url, release="r1", traceparent=TRACE)
-    publish({"n": 4}, channel="jobs", redis_url=url, durable=True, release="r2")
+    enqueue({"n": 4}, stream="jobs", redis_url=url, release="r2")
     wait_for(lambda: len(ran(pool)) == 4, what="four runs")
     runs = {n: (directory, release, trace) for directory, release, n, trace in ran(pool)}
     assert runs[1] == ("r1", "r1", "-") and runs[3] == ("r1", "r1", TRACE) and runs[4] == ("r2", "r2", "-")
@@ -108,8 +108,8 @@ def test_a_job_waits_for_its_release_then_runs_and_one_that_never_comes_is_dead_
         wait=False,
     )
     wait_for(lambda: daemon.lines("Subscribed to stream jobs"), what="the daemon")
-    publish({"n": 1}, channel="jobs", redis_url=url, durable=True, release="r3")
-    publish({"n": 2}, channel="jobs", redis_url=url, durable=True, release="r9")  # never deployed
+    enqueue({"n": 1}, stream="jobs", redis_url=url, release="r3")
+    enqueue({"n": 2}, stream="jobs", redis_url=url, release="r9")  # never deployed
     daemon.wait_for("release r3 is not on this host")
     client = redis.Redis.from_url(url)
 
@@ -147,7 +147,7 @@ def test_a_release_id_that_could_leave_the_releases_root_never_runs(
     client = redis.Redis.from_url(url)
     # Hand-built, as a publisher that skips the client's own check would send it.
     client.xadd("jobs", {"payload": json.dumps({"n": 1, "_asyncphp": {"release": "../outside/evil"}})})
-    publish({"n": 2}, channel="jobs", redis_url=url, durable=True, release="evil")
+    enqueue({"n": 2}, stream="jobs", redis_url=url, release="evil")
     wait_for(lambda: client.xlen("jobs:dead") == 2, what="both dead-lettered")
     reasons = [letter[b"reason"].decode() for _, letter in client.xrange("jobs:dead")]
     assert "is not a release id" in reasons[0] and "outside releases_root" in reasons[1], reasons
@@ -246,10 +246,10 @@ def test_a_release_removed_after_it_was_found_makes_its_jobs_wait_not_fail(
     url = redis_server.url
     daemon = start_daemon(pool.listen, *flags(root, "--stream", "jobs", "--release-wait", "30"), wait=False)
     wait_for(lambda: daemon.lines("Subscribed to stream jobs"), what="the daemon")
-    publish({"n": 1}, channel="jobs", redis_url=url, durable=True, release="r2")
+    enqueue({"n": 1}, stream="jobs", redis_url=url, release="r2")
     wait_for(lambda: ran(pool), what="the first job")
     shutil.rmtree(root / "r2")  # pruned by a deploy, while the daemon still has it as found
-    publish({"n": 2}, channel="jobs", redis_url=url, durable=True, release="r2")
+    enqueue({"n": 2}, stream="jobs", redis_url=url, release="r2")
     daemon.wait_for("release r2 is gone from this host")
     deploy(root, "r2")
     wait_for(lambda: len(ran(pool)) == 2, what="the second job, once r2 is back")
@@ -272,7 +272,7 @@ def test_pub_sub_jobs_waiting_for_a_release_are_bounded_and_leave_the_streams_re
     heartbeat = client.keys(DAEMON_PREFIX + "*")[0]
     wait_for(lambda: client.hget(heartbeat, "releases_waiting") == b"r9=10", what="ten jobs waiting for r9")
     for n in range(100, 120):
-        publish({"n": n}, channel="jobs", redis_url=url, durable=True, release="r1")
+        enqueue({"n": n}, stream="jobs", redis_url=url, release="r1")
     wait_for(lambda: len(ran(pool)) == 20, what="the stream's 20 jobs, read while r9's wait")
     assert sorted(n for _, _, n, _ in ran(pool)) == list(range(100, 120))
     assert client.hget(heartbeat, "releases_waiting") == b"r9=10"

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from asyncphp.caller import publish
+from asyncphp.caller import enqueue
 from asyncphp.dev import sandbox
 from asyncphp.dev.sandbox import Pool, RedisServer, Server, free_port
 from tests.conftest import PHP_DIR
@@ -96,7 +96,7 @@ def add(url: str, start: int, count: int) -> None:
         deadline = time.monotonic() + 20
         while True:
             try:
-                publish({"n": i}, channel="jobs", redis_url=url, durable=True)
+                enqueue({"n": i}, stream="jobs", redis_url=url)
                 break
             except redis.RedisError:
                 if time.monotonic() > deadline:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import redis
 
-from asyncphp.caller import publish
+from asyncphp.caller import enqueue
 from asyncphp.core.ledger import SETTLE_BATCH
 from asyncphp.dev.sandbox import Pool, RedisServer
 from tests.conftest import PHP_DIR
@@ -72,8 +72,8 @@ def redis_connections(pid: int, port: int) -> set[str]:
     return found
 
 
-def test_durable_publish_returns_the_entry_id(redis_server: RedisServer) -> None:
-    entry_id = publish({"n": 1}, channel="jobs", redis_url=redis_server.url, durable=True, maxlen=10)
+def test_a_durable_add_returns_the_entry_id(redis_server: RedisServer) -> None:
+    entry_id = enqueue({"n": 1}, stream="jobs", redis_url=redis_server.url, maxlen=10).id
     assert entry_id.count("-") == 1
     done = subprocess.run(
         [sys.executable, "-m", "asyncphp.caller", "--redis-url", redis_server.url, "--stream", "jobs", "n=2"],
