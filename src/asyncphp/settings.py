@@ -249,6 +249,7 @@ class _Spec:
     live: bool
     flag: str | None
     doc: str
+    example: str
 
 
 def setting(
@@ -259,6 +260,7 @@ def setting(
     live: bool = False,
     flag: str | None = None,
     doc: str = "",
+    example: str = "",
 ) -> T:
     """A `Settings` field: its default, the parser that validates TOML, env and flag values, the
     ``--help`` text, whether a SIGHUP applies it, and a flag if the one derived from the name reads
@@ -266,8 +268,9 @@ def setting(
 
     ``doc`` is the longer text of the settings tables in README.md and docs/ and of the manual
     (markdown: backticks, and links relative to the repository's root); without it, ``help``. It
-    is kept apart from ``help`` because ``--help`` lists every setting in one screen."""
-    spec = _Spec(parse, help, live, flag, doc or help)
+    is kept apart from ``help`` because ``--help`` lists every setting in one screen. ``example``
+    is a TOML value the shipped example file shows besides the default (or, with none, instead)."""
+    spec = _Spec(parse, help, live, flag, doc or help, example)
     return field(default=default, metadata={_SPEC: spec})
 
 
@@ -281,7 +284,9 @@ class Settings:
         doc=(
             "the Redis to read: `redis://`, `rediss://` for TLS (`?ssl_ca_certs=/path` for a private CA), "
             "`unix://`, `redis://user:password@…` for an ACL user, `redis+sentinel://`, `redis+cluster://` "
-            "(see [Redis Cluster](docs/cluster.md)); the password is never logged"
+            "(see [Redis Cluster](docs/cluster.md)); the password is never logged. A Sentinel-monitored "
+            "master: `redis+sentinel://sentinel1:26379,sentinel2:26379/mymaster`; on a cluster, the streams "
+            "need a hash tag, such as `{commands}` or `commands{0}`"
         ),
     )
     # Used for a URL without a password; systemd's LoadCredential= puts it at
@@ -290,6 +295,7 @@ class Settings:
         "",
         _optional_absolute_path,
         "file holding the Redis password",
+        example='"/etc/asyncphp/redis-password"',
         doc=(
             "file holding the Redis password, used when the URL has none; unset, "
             "`$CREDENTIALS_DIRECTORY/redis-password` if present (systemd `LoadCredential=`)"
@@ -312,7 +318,9 @@ class Settings:
         flag="--channel",
         doc=(
             "channels to subscribe to; none when `streams` are given and no channel is. `ASYNCPHP_CHANNEL` "
-            "is comma-separated, and the caller's variable too"
+            "is comma-separated, and the caller's variable too. Each message's channel reaches the worker "
+            "as `$_SERVER['ASYNCPHP_CHANNEL']`. Set in the TOML file, a channel adds pub/sub back to what "
+            "`--stream` alone means"
         ),
     )
     streams: tuple[str, ...] = setting(
@@ -320,22 +328,24 @@ class Settings:
         _channels,
         "stream to read through the consumer group (the durable mode); repeatable",
         flag="--stream",
+        example='["commands"]',
         doc=(
-            "streams to read through the consumer group: the durable mode (see "
-            "[Durable mode](README.md#durable-mode-redis-streams)); `ASYNCPHP_STREAM` is comma-separated"
+            "streams to read through the consumer group: the durable mode (see [Durable "
+            "mode](README.md#durable-mode-redis-streams)); `ASYNCPHP_STREAM` is comma-separated"
         ),
     )
     group: str = setting(
         "asyncphp",
         _string,
         "the streams' consumer group",
-        doc=("the streams' consumer group, shared by the daemons that split the work"),
+        doc="the streams' consumer group, shared by the daemons that split the work",
     )
     # "" until load() fills in <hostname>-<pid>, which is unique per daemon and says where it runs.
     consumer: str = setting(
         "",
         _string,
         "this daemon's consumer name, unique in the group",
+        example='"web1"',
         doc=(
             "this daemon's consumer name, unique in the group; unset, `<hostname>-<pid>`, unique per daemon "
             "and saying where it runs"
@@ -354,7 +364,8 @@ class Settings:
         5, _count(1), "attempts of a job that may have run: deliveries of a stream entry before it is "
         "dead-lettered; requests of a pub/sub job lost before any answer before it fails",
         doc="attempts of a job that may have run: deliveries of a stream entry before it is dead-lettered; "
-        "requests of a pub/sub job lost before any answer (a child killed mid-request) before it fails",
+        "requests of a pub/sub job lost before any answer (a child killed mid-request) before it fails, "
+        "so that a poison message cannot keep the pool busy forever",
     )  # fmt: skip
 
     retry_delay: float = setting(
@@ -366,9 +377,10 @@ class Settings:
         _priority,
         "how several streams share the pool: none (read alike), strict (each stream only when every "
         "one before it is empty), weighted (shares by --weights)",
+        example='"strict"',
         doc=(
             "how several streams share the pool: `none` (read alike), `strict` (each stream only when every "
-            "one before it is empty), `weighted` (shares by `weights`); see "
+            "one before it is empty), `weighted` (shares by `weights`, so that no stream starves); see "
             "[Scheduling](docs/scheduling.md)"
         ),
     )
@@ -376,15 +388,17 @@ class Settings:
         (),
         _weights,
         "with priority weighted: one whole weight per stream, in order, e.g. 6:3:1",
-        doc=("with priority `weighted`: one whole weight per stream, in order, e.g. `6:3:1`"),
+        example="[6, 3, 1]",
+        doc="with priority `weighted`: one whole weight per stream, in order, e.g. `6:3:1`",
     )
     stream_max_in_flight: tuple[tuple[str, int], ...] = setting(
         (),
         _per_stream(_count(1)),
         "jobs of a stream running (or queued, or waiting for a retry) at once, e.g. reports=2,mail=3",
+        example="{ reports = 2 }",
         doc=(
-            "jobs of a stream running (or queued, or waiting for a retry) at once, e.g. `reports=2,mail=3`; "
-            "per daemon, like `max_in_flight`"
+            "jobs of a stream running (or queued, or waiting for a retry) at once, e.g. `reports=2,mail=3`, "
+            "so that a slow class of jobs cannot take every child; per daemon, like `max_in_flight`"
         ),
     )
     stream_rate: tuple[tuple[str, Rate], ...] = setting(
@@ -392,6 +406,7 @@ class Settings:
         _per_stream(_rate),
         "jobs of a stream started per second (or minute, hour) by all daemons on this Redis together, "
         "e.g. mail=100/s,sms=20/min; the others wait in the stream",
+        example='{ mail = "100/s", sms = "20/min" }',
         doc=(
             "jobs of a stream started per second (or minute, hour) by all daemons on this Redis together, "
             "e.g. `mail=100/s,sms=20/min`; the others wait in the stream"
@@ -403,8 +418,8 @@ class Settings:
         "move the streams' delayed jobs into them when due (off: other daemons do; the worker sees "
         "ASYNCPHP_DUE_AT)",
         doc=(
-            "move the streams' delayed jobs into them when due (`false`: other daemons do; the worker sees "
-            "`ASYNCPHP_DUE_AT`)"
+            "move the streams' delayed jobs into them when due; of all the daemons that do, one moves each, "
+            "atomically (`false`: other daemons do; the worker sees `ASYNCPHP_DUE_AT`)"
         ),
     )
     # setting() returns a dataclasses.field, and PoolAddress is frozen, so the default is shared safely.
@@ -412,19 +427,18 @@ class Settings:
         PoolAddress(socket.AF_UNIX, "/run/php/asyncphp-commands.sock"),
         _fpm_socket,
         "the pool: a unix socket path, or host:port",
-        doc=(
-            "the pool: the `listen` of `fpm-pool/commands.conf`, a unix socket path, or `host:port` for TCP"
-        ),
+        doc="the pool: the `listen` of `fpm-pool/commands.conf`, a unix socket path, or `host:port` for TCP",
     )
     worker_script: str = setting(
         "/usr/local/lib/asyncphp/worker.php",
         _worker_script,
         "absolute path of the PHP script, as SCRIPT_FILENAME; {release} in it is the release that "
         "published the job, e.g. /srv/app/releases/{release}/bin/worker.php",
+        example='"/srv/app/releases/{release}/bin/worker.php"',
         doc=(
-            "absolute path of the PHP script, as `SCRIPT_FILENAME`, without `..`; `{release}` in it is the "
-            "release that published the job, e.g. `/srv/app/releases/{release}/bin/worker.php` (see "
-            "[Release-aware jobs](docs/releases.md))"
+            "absolute path of the PHP script, as the pool sees it (`SCRIPT_FILENAME`), without `..`; "
+            "`{release}` in it is the release that published the job, e.g. "
+            "`/srv/app/releases/{release}/bin/worker.php` (see [Release-aware jobs](docs/releases.md))"
         ),
     )
     releases_root: str = setting(
@@ -432,6 +446,7 @@ class Settings:
         _optional_absolute_path,
         "with {release} in worker_script: the directory every release's script must resolve into "
         "(symlinks included), e.g. /srv/app/releases",
+        example='"/srv/app/releases"',
         doc=(
             "with `{release}` in `worker_script`: the directory every release's script must resolve into "
             "(symlinks included), e.g. `/srv/app/releases`"
@@ -441,7 +456,8 @@ class Settings:
         "",
         _release,
         "with {release}: the release for jobs published without one, e.g. current (a link)",
-        doc=("with `{release}`: the release of jobs published without one, e.g. `current` (a link)"),
+        example='"current"',
+        doc="with `{release}`: the release of jobs published without one, e.g. `current` (a link)",
     )
     release_wait: float = setting(
         60.0,
@@ -459,13 +475,13 @@ class Settings:
         "/asyncphp-ping",
         _optional_path,
         "the pool's ping.path, for asyncphp check (empty: none)",
-        doc=("the pool's `ping.path`, as `commands.conf` sets it, for `asyncphp check`; empty: none"),
+        doc="the pool's `ping.path`, as `commands.conf` sets it, for `asyncphp check`; empty: none",
     )
     fpm_status_path: str = setting(
         "/asyncphp-status",
         _optional_path,
         "the pool's pm.status_path, for asyncphp status (empty: none)",
-        doc=("the pool's `pm.status_path`, as `commands.conf` sets it, for `asyncphp status`; empty: none"),
+        doc="the pool's `pm.status_path`, as `commands.conf` sets it, for `asyncphp status`; empty: none",
     )
     # More than the pool's children only fill php-fpm's listen backlog.
     max_in_flight: int = setting(
@@ -473,14 +489,14 @@ class Settings:
         _count(1),
         "requests open at once; the pool's pm.max_children",
         live=True,
-        doc=("requests open at once: the pool's `pm.max_children`; more only fill php-fpm's listen backlog"),
+        doc="requests open at once: the pool's `pm.max_children`; more only fill php-fpm's listen backlog",
     )
     max_queued: int = setting(
         100_000,
         _count(0),
         "messages waiting for a free request slot before new ones are dropped",
         live=True,
-        doc=("messages waiting for a free request slot before new ones are spilled or dropped"),
+        doc="messages waiting for a free request slot before new ones are spilled or dropped",
     )
     # Counted in bytes too, so that large messages cannot exhaust memory.
     max_queued_bytes: int = setting(
@@ -498,7 +514,7 @@ class Settings:
         _seconds,
         "seconds to retry a job the pool cannot take",
         live=True,
-        doc=("seconds of pool faults (refused, or unreachable) before a job is given up"),
+        doc="seconds of pool faults (refused, or unreachable) before a job is given up",
     )
     # Above the pool's request_terminate_timeout: php-fpm's own limit ends a hung job; this is the backstop.
     request_timeout: float = setting(
@@ -508,7 +524,8 @@ class Settings:
         live=True,
         doc=(
             "seconds to wait for a complete answer, above the pool's `request_terminate_timeout` so that "
-            "php-fpm's own limit ends a hung job first; `0` waits forever"
+            "php-fpm's own limit ends a hung job first and this one only catches a peer that never answers; "
+            "`0` waits forever"
         ),
     )
     # Below the unit's TimeoutStopSec, so that systemd does not kill the daemon mid-drain.
@@ -527,7 +544,7 @@ class Settings:
         _count(1),
         "larger messages are skipped",
         live=True,
-        doc=("larger messages are skipped with a `WARNING`"),
+        doc="larger messages are skipped with a `WARNING`",
     )
     # PHP's own limits: past them the worker would get a truncated $_POST.
     max_nesting: int = setting(
@@ -554,16 +571,17 @@ class Settings:
         "",
         _listen,
         "host:port to serve Prometheus metrics on, e.g. 127.0.0.1:9464 (empty: off)",
+        example='"127.0.0.1:9464"',
         doc=(
-            "`host:port` to serve Prometheus metrics on, e.g. `127.0.0.1:9464`; empty: off (see [Operating "
-            "it](docs/operating.md))"
+            "`host:port` to serve Prometheus metrics on, e.g. `127.0.0.1:9464`; empty: off, as an open port "
+            "should be a choice (see [Operating it](docs/operating.md))"
         ),
     )
     heartbeat_interval: float = setting(
         5.0,
         _seconds,
         "seconds between counters written to Redis for asyncphp status (0: off)",
-        doc=("seconds between this daemon's counters written to Redis for `asyncphp status`; `0`: off"),
+        doc="seconds between this daemon's counters written to Redis for `asyncphp status`; `0`: off",
     )
     # systemd's StateDirectory= sets $STATE_DIRECTORY, which load() falls back to.
     state_dir: str = setting(
@@ -571,9 +589,11 @@ class Settings:
         _optional_absolute_path,
         "directory for the pub/sub spill file (messages that could not be queued, or were still "
         "queued at a stop); empty: none",
+        example='"/var/lib/asyncphp"',
         doc=(
             "the directory of the pub/sub spill file, for messages that could not be queued or were still "
-            "queued at a stop; unset, `$STATE_DIRECTORY` if set (systemd `StateDirectory=`), else none"
+            "queued at a stop; unset, `$STATE_DIRECTORY` if set (systemd `StateDirectory=`; "
+            "`ProtectSystem=strict` leaves no other directory writable), else none"
         ),
     )
     max_spill_bytes: int = setting(
@@ -617,7 +637,8 @@ class Settings:
             "`false`: under systemd, job lines go to stderr, which journald reads (warnings and errors are "
             "journal entries with fields either way); `true` sends each job line as a journal entry with "
             "`ASYNCPHP_CHANNEL`, `_REQUEST_ID`, `_MESSAGE_ID`, `_STATUS`, `_DURATION_MS` fields "
-            "(python-systemd), at a cost: see [Performance](docs/performance.md)"
+            "(python-systemd), for `journalctl ASYNCPHP_STATUS=500` (the text is the same), at a cost: see "
+            "[Performance](docs/performance.md)"
         ),
     )
 
@@ -647,6 +668,7 @@ class Setting:
     live: bool
     help: str
     doc: str = ""
+    example: str = ""
 
     @property
     def repeatable(self) -> bool:
@@ -670,7 +692,7 @@ def _setting(f: Field[Any]) -> Setting:
     flag = spec.flag or "--" + f.name.replace("_", "-")
     # Named after the flag, so ASYNCPHP_CHANNEL means the same to the daemon and to the caller.
     env = "ASYNCPHP_" + flag[2:].replace("-", "_").upper()
-    return Setting(f.name, flag, env, f.default, spec.parse, spec.live, spec.help, spec.doc)
+    return Setting(f.name, flag, env, f.default, spec.parse, spec.live, spec.help, spec.doc, spec.example)
 
 
 SETTINGS: tuple[Setting, ...] = tuple(_setting(f) for f in fields(Settings))

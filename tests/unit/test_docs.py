@@ -5,6 +5,7 @@ one the settings' declaration makes."""
 from __future__ import annotations
 
 import re
+import tomllib
 import unicodedata
 from pathlib import Path, PurePosixPath
 
@@ -160,3 +161,19 @@ def test_every_setting_has_a_doc_without_a_pipe_or_a_dangling_link(setting: docs
     for target in docs.LINK.findall(setting.doc):
         path = target[1].partition("#")[0]
         assert (ROOT / path).exists(), f"{setting.name}: {target[1]}"
+
+
+def test_the_example_settings_file_is_the_one_the_declaration_makes() -> None:
+    committed = ROOT / "systemd" / "daemon.toml"
+    assert committed.resolve() == docs.EXAMPLE
+    assert committed.read_text() == docs.example_file(), (
+        f"systemd/daemon.toml is out of date: run {docs.COMMAND}"
+    )
+
+
+@pytest.mark.parametrize("setting", SETTINGS, ids=lambda s: s.name)
+def test_every_value_the_example_file_shows_is_one_the_setting_takes(setting: docs.Setting) -> None:
+    shown = re.findall(rf"^(?:# )?(?:e\.g\. )?({setting.name} = .*)$", docs.example_file(), re.MULTILINE)
+    assert shown, f"systemd/daemon.toml shows no value of {setting.name}"
+    for line in shown:
+        setting.parse(tomllib.loads(line)[setting.name])
