@@ -5,8 +5,9 @@ where it came from, so an operator can fix it without reading code.
 
 Each setting is declared once, as a field of `Settings` (type, default, parser, liveness, help);
 its flag, environment variable, TOML key, ``--help`` line and SIGHUP behaviour are derived from
-that, so adding one cannot leave the others behind. The unit tests hold the README's table and
-the shipped ``systemd/daemon.toml`` to the same list.
+that, so adding one cannot leave the others behind. The settings tables of README.md and docs/
+and the manual pages are made from it too (``python -m asyncphp.dev.docs``), and the unit tests
+hold them, and the shipped ``systemd/daemon.toml``, to it.
 """
 
 from __future__ import annotations
@@ -247,15 +248,29 @@ class _Spec:
     help: str
     live: bool
     flag: str | None
+    doc: str
+    example: str
 
 
 def setting(
-    default: T, parse: Callable[[Any], T], help: str, *, live: bool = False, flag: str | None = None
+    default: T,
+    parse: Callable[[Any], T],
+    help: str,
+    *,
+    live: bool = False,
+    flag: str | None = None,
+    doc: str = "",
+    example: str = "",
 ) -> T:
     """A `Settings` field: its default, the parser that validates TOML, env and flag values, the
     ``--help`` text, whether a SIGHUP applies it, and a flag if the one derived from the name reads
-    badly. Typed as the value so that mypy checks the default against the annotation."""
-    spec = _Spec(parse, help, live, flag)
+    badly. Typed as the value so that mypy checks the default against the annotation.
+
+    ``doc`` is the longer text of the settings tables in README.md and docs/ and of the manual
+    (markdown: backticks, and links relative to the repository's root); without it, ``help``. It
+    is kept apart from ``help`` because ``--help`` lists every setting in one screen. ``example``
+    is a TOML value the shipped example file shows besides the default (or, with none, instead)."""
+    spec = _Spec(parse, help, live, flag, doc or help, example)
     return field(default=default, metadata={_SPEC: spec})
 
 
@@ -266,34 +281,91 @@ class Settings:
         _redis_url,
         "redis://, rediss:// (TLS), unix://, redis+sentinel:// or redis+cluster:// URL, with user and "
         "password if any",
+        doc=(
+            "the Redis to read: `redis://`, `rediss://` for TLS (`?ssl_ca_certs=/path` for a private CA), "
+            "`unix://`, `redis://user:password@…` for an ACL user, `redis+sentinel://`, `redis+cluster://` "
+            "(see [Redis Cluster](docs/cluster.md)); the password is never logged. A Sentinel-monitored "
+            "master: `redis+sentinel://sentinel1:26379,sentinel2:26379/mymaster`; on a cluster, the streams "
+            "need a hash tag, such as `{commands}` or `commands{0}`"
+        ),
     )
     # Used for a URL without a password; systemd's LoadCredential= puts it at
     # $CREDENTIALS_DIRECTORY/redis-password, which load() falls back to.
-    redis_password_file: str = setting("", _optional_absolute_path, "file holding the Redis password")
+    redis_password_file: str = setting(
+        "",
+        _optional_absolute_path,
+        "file holding the Redis password",
+        example='"/etc/asyncphp/redis-password"',
+        doc=(
+            "file holding the Redis password, used when the URL has none; unset, "
+            "`$CREDENTIALS_DIRECTORY/redis-password` if present (systemd `LoadCredential=`)"
+        ),
+    )
     redis_health_interval: float = setting(
-        15.0, _positive_seconds, "seconds of silence before Redis is PINGed, and for its answer", live=True
+        15.0,
+        _positive_seconds,
+        "seconds of silence before Redis is PINGed, and for its answer",
+        live=True,
+        doc=(
+            "seconds of silence before Redis is PINGed, and then for its answer: a dead connection that no "
+            "error reports (a firewall dropping it) is noticed within twice this"
+        ),
     )
     channels: tuple[str, ...] = setting(
         ("commands",),
         _channels,
         "channel to subscribe to; repeatable (none when streams are given)",
         flag="--channel",
+        doc=(
+            "channels to subscribe to; none when `streams` are given and no channel is. `ASYNCPHP_CHANNEL` "
+            "is comma-separated, and the caller's variable too. Each message's channel reaches the worker "
+            "as `$_SERVER['ASYNCPHP_CHANNEL']`. Set in the TOML file, a channel adds pub/sub back to what "
+            "`--stream` alone means"
+        ),
     )
     streams: tuple[str, ...] = setting(
         (),
         _channels,
         "stream to read through the consumer group (the durable mode); repeatable",
         flag="--stream",
+        example='["commands"]',
+        doc=(
+            "streams to read through the consumer group: the durable mode (see [Durable "
+            "mode](README.md#durable-mode-redis-streams)); `ASYNCPHP_STREAM` is comma-separated"
+        ),
     )
-    group: str = setting("asyncphp", _string, "the streams' consumer group")
+    group: str = setting(
+        "asyncphp",
+        _string,
+        "the streams' consumer group",
+        doc="the streams' consumer group, shared by the daemons that split the work",
+    )
     # "" until load() fills in <hostname>-<pid>, which is unique per daemon and says where it runs.
-    consumer: str = setting("", _string, "this daemon's consumer name, unique in the group")
+    consumer: str = setting(
+        "",
+        _string,
+        "this daemon's consumer name, unique in the group",
+        example='"web1"',
+        doc=(
+            "this daemon's consumer name, unique in the group; unset, `<hostname>-<pid>`, unique per daemon "
+            "and saying where it runs"
+        ),
+    )
     claim_idle: float = setting(
-        60.0, _positive_seconds, "seconds before entries of a stopped consumer are taken over"
+        60.0,
+        _positive_seconds,
+        "seconds before entries of a stopped consumer are taken over",
+        doc=(
+            "seconds before another consumer's unacknowledged entries are taken over; a live consumer keeps "
+            "its long jobs, so this bounds only how late a stopped daemon's work resumes"
+        ),
     )
     max_attempts: int = setting(
         5, _count(1), "attempts of a job that may have run: deliveries of a stream entry before it is "
         "dead-lettered; requests of a pub/sub job lost before any answer before it fails",
+        doc="attempts of a job that may have run: deliveries of a stream entry before it is dead-lettered; "
+        "requests of a pub/sub job lost before any answer (a child killed mid-request) before it fails, "
+        "so that a poison message cannot keep the pool busy forever",
     )  # fmt: skip
 
     retry_delay: float = setting(
@@ -305,47 +377,87 @@ class Settings:
         _priority,
         "how several streams share the pool: none (read alike), strict (each stream only when every "
         "one before it is empty), weighted (shares by --weights)",
+        example='"strict"',
+        doc=(
+            "how several streams share the pool: `none` (read alike), `strict` (each stream only when every "
+            "one before it is empty), `weighted` (shares by `weights`, so that no stream starves); see "
+            "[Scheduling](docs/scheduling.md)"
+        ),
     )
     weights: tuple[int, ...] = setting(
-        (), _weights, "with priority weighted: one whole weight per stream, in order, e.g. 6:3:1"
+        (),
+        _weights,
+        "with priority weighted: one whole weight per stream, in order, e.g. 6:3:1",
+        example="[6, 3, 1]",
+        doc="with priority `weighted`: one whole weight per stream, in order, e.g. `6:3:1`",
     )
     stream_max_in_flight: tuple[tuple[str, int], ...] = setting(
         (),
         _per_stream(_count(1)),
         "jobs of a stream running (or queued, or waiting for a retry) at once, e.g. reports=2,mail=3",
+        example="{ reports = 2 }",
+        doc=(
+            "jobs of a stream running (or queued, or waiting for a retry) at once, e.g. `reports=2,mail=3`, "
+            "so that a slow class of jobs cannot take every child; per daemon, like `max_in_flight`"
+        ),
     )
     stream_rate: tuple[tuple[str, Rate], ...] = setting(
         (),
         _per_stream(_rate),
         "jobs of a stream started per second (or minute, hour) by all daemons on this Redis together, "
         "e.g. mail=100/s,sms=20/min; the others wait in the stream",
+        example='{ mail = "100/s", sms = "20/min" }',
+        doc=(
+            "jobs of a stream started per second (or minute, hour) by all daemons on this Redis together, "
+            "e.g. `mail=100/s,sms=20/min`; the others wait in the stream"
+        ),
     )
     move_delayed: bool = setting(
         True,
         _switch,
         "move the streams' delayed jobs into them when due (off: other daemons do; the worker sees "
         "ASYNCPHP_DUE_AT)",
+        doc=(
+            "move the streams' delayed jobs into them when due; of all the daemons that do, one moves each, "
+            "atomically (`false`: other daemons do; the worker sees `ASYNCPHP_DUE_AT`)"
+        ),
     )
     # setting() returns a dataclasses.field, and PoolAddress is frozen, so the default is shared safely.
     fpm_socket: PoolAddress = setting(  # noqa: RUF009
         PoolAddress(socket.AF_UNIX, "/run/php/asyncphp-commands.sock"),
         _fpm_socket,
         "the pool: a unix socket path, or host:port",
+        doc="the pool: the `listen` of `fpm-pool/commands.conf`, a unix socket path, or `host:port` for TCP",
     )
     worker_script: str = setting(
         "/usr/local/lib/asyncphp/worker.php",
         _worker_script,
         "absolute path of the PHP script, as SCRIPT_FILENAME; {release} in it is the release that "
         "published the job, e.g. /srv/app/releases/{release}/bin/worker.php",
+        example='"/srv/app/releases/{release}/bin/worker.php"',
+        doc=(
+            "absolute path of the PHP script, as the pool sees it (`SCRIPT_FILENAME`), without `..`; "
+            "`{release}` in it is the release that published the job, e.g. "
+            "`/srv/app/releases/{release}/bin/worker.php` (see [Release-aware jobs](docs/releases.md))"
+        ),
     )
     releases_root: str = setting(
         "",
         _optional_absolute_path,
         "with {release} in worker_script: the directory every release's script must resolve into "
         "(symlinks included), e.g. /srv/app/releases",
+        example='"/srv/app/releases"',
+        doc=(
+            "with `{release}` in `worker_script`: the directory every release's script must resolve into "
+            "(symlinks included), e.g. `/srv/app/releases`"
+        ),
     )
     default_release: str = setting(
-        "", _release, "with {release}: the release for jobs published without one, e.g. current (a link)"
+        "",
+        _release,
+        "with {release}: the release for jobs published without one, e.g. current (a link)",
+        example='"current"',
+        doc="with `{release}`: the release of jobs published without one, e.g. `current` (a link)",
     )
     release_wait: float = setting(
         60.0,
@@ -353,43 +465,123 @@ class Settings:
         "with {release}: seconds a job waits for its release to reach this host before it is given up "
         "(dead-lettered, or spilled)",
         live=True,
+        doc=(
+            "with `{release}`: seconds a job waits for its release to reach this host before it is given up "
+            "(dead-lettered, or spilled)"
+        ),
     )
     # php-fpm's own pages in the pool (commands.conf sets both).
     fpm_ping_path: str = setting(
-        "/asyncphp-ping", _optional_path, "the pool's ping.path, for asyncphp check (empty: none)"
+        "/asyncphp-ping",
+        _optional_path,
+        "the pool's ping.path, for asyncphp check (empty: none)",
+        doc="the pool's `ping.path`, as `commands.conf` sets it, for `asyncphp check`; empty: none",
     )
     fpm_status_path: str = setting(
-        "/asyncphp-status", _optional_path, "the pool's pm.status_path, for asyncphp status (empty: none)"
+        "/asyncphp-status",
+        _optional_path,
+        "the pool's pm.status_path, for asyncphp status (empty: none)",
+        doc="the pool's `pm.status_path`, as `commands.conf` sets it, for `asyncphp status`; empty: none",
     )
     # More than the pool's children only fill php-fpm's listen backlog.
-    max_in_flight: int = setting(5, _count(1), "requests open at once; the pool's pm.max_children", live=True)
+    max_in_flight: int = setting(
+        5,
+        _count(1),
+        "requests open at once; the pool's pm.max_children",
+        live=True,
+        doc="requests open at once: the pool's `pm.max_children`; more only fill php-fpm's listen backlog",
+    )
     max_queued: int = setting(
-        100_000, _count(0), "messages waiting for a free request slot before new ones are dropped", live=True
+        100_000,
+        _count(0),
+        "messages waiting for a free request slot before new ones are dropped",
+        live=True,
+        doc="messages waiting for a free request slot before new ones are spilled or dropped",
     )
     # Counted in bytes too, so that large messages cannot exhaust memory.
     max_queued_bytes: int = setting(
-        256 << 20, _count(0), "bytes of form bodies waiting before new ones are dropped", live=True
+        256 << 20,
+        _count(0),
+        "bytes of form bodies waiting before new ones are dropped",
+        live=True,
+        doc=(
+            "bytes of form bodies waiting before new messages are spilled or dropped, so that large "
+            "messages cannot exhaust memory"
+        ),
     )
-    retry_for: float = setting(60.0, _seconds, "seconds to retry a job the pool cannot take", live=True)
+    retry_for: float = setting(
+        60.0,
+        _seconds,
+        "seconds to retry a job the pool cannot take",
+        live=True,
+        doc="seconds of pool faults (refused, or unreachable) before a job is given up",
+    )
     # Above the pool's request_terminate_timeout: php-fpm's own limit ends a hung job; this is the backstop.
     request_timeout: float = setting(
-        600.0, _seconds, "seconds to wait for a complete answer (0: forever)", live=True
+        600.0,
+        _seconds,
+        "seconds to wait for a complete answer (0: forever)",
+        live=True,
+        doc=(
+            "seconds to wait for a complete answer, above the pool's `request_terminate_timeout` so that "
+            "php-fpm's own limit ends a hung job first and this one only catches a peer that never answers; "
+            "`0` waits forever"
+        ),
     )
     # Below the unit's TimeoutStopSec, so that systemd does not kill the daemon mid-drain.
-    drain_timeout: float = setting(10.0, _seconds, "seconds to finish jobs on SIGTERM", live=True)
-    max_message_bytes: int = setting(1 << 20, _count(1), "larger messages are skipped", live=True)
+    drain_timeout: float = setting(
+        10.0,
+        _seconds,
+        "seconds to finish jobs on SIGTERM",
+        live=True,
+        doc=(
+            "seconds to finish jobs on SIGTERM; below the unit's `TimeoutStopSec` (20 s), so that systemd "
+            "does not kill the daemon mid-drain"
+        ),
+    )
+    max_message_bytes: int = setting(
+        1 << 20,
+        _count(1),
+        "larger messages are skipped",
+        live=True,
+        doc="larger messages are skipped with a `WARNING`",
+    )
     # PHP's own limits: past them the worker would get a truncated $_POST.
     max_nesting: int = setting(
-        64, _count(1), "deeper messages are skipped; php.ini max_input_nesting_level", live=True
+        64,
+        _count(1),
+        "deeper messages are skipped; php.ini max_input_nesting_level",
+        live=True,
+        doc=(
+            "messages nested deeper are skipped: PHP's `max_input_nesting_level`, past which the worker "
+            "would get a truncated `$_POST`"
+        ),
     )
     max_fields: int = setting(
-        1000, _count(1), "messages with more form fields are skipped; php.ini max_input_vars", live=True
+        1000,
+        _count(1),
+        "messages with more form fields are skipped; php.ini max_input_vars",
+        live=True,
+        doc=(
+            "messages with more form fields are skipped: PHP's `max_input_vars`, past which the worker "
+            "would get a truncated `$_POST`"
+        ),
     )
     metrics_listen: str = setting(
-        "", _listen, "host:port to serve Prometheus metrics on, e.g. 127.0.0.1:9464 (empty: off)"
+        "",
+        _listen,
+        "host:port to serve Prometheus metrics on, e.g. 127.0.0.1:9464 (empty: off)",
+        example='"127.0.0.1:9464"',
+        doc=(
+            "`host:port` to serve Prometheus metrics on, e.g. `127.0.0.1:9464`; empty: off, as an open port "
+            "should be a choice (see [Operating it](docs/operating.md))"
+        ),
     )
     heartbeat_interval: float = setting(
-        5.0, _seconds, "seconds between counters written to Redis for asyncphp status (0: off)"
+        5.0,
+        _seconds,
+        "seconds between counters written to Redis for asyncphp status (0: off)",
+        doc="seconds between this daemon's counters written to Redis for `asyncphp status`; `0`: off",
     )
     # systemd's StateDirectory= sets $STATE_DIRECTORY, which load() falls back to.
     state_dir: str = setting(
@@ -397,21 +589,42 @@ class Settings:
         _optional_absolute_path,
         "directory for the pub/sub spill file (messages that could not be queued, or were still "
         "queued at a stop); empty: none",
+        example='"/var/lib/asyncphp"',
+        doc=(
+            "the directory of the pub/sub spill file, for messages that could not be queued or were still "
+            "queued at a stop; unset, `$STATE_DIRECTORY` if set (systemd `StateDirectory=`; "
+            "`ProtectSystem=strict` leaves no other directory writable), else none"
+        ),
     )
     max_spill_bytes: int = setting(
         1 << 30,
         _count(0),
         "bytes the spill file may hold; past it, messages are dropped with an aggregated ERROR line",
         live=True,
+        doc=(
+            "bytes the spill file may hold, so that a long outage cannot fill the disk; past it, messages "
+            "are dropped with an aggregated `ERROR` line"
+        ),
     )
     log_level: str = setting(
-        "INFO", _log_level, "DEBUG, INFO (one line per job, when it ends), WARNING or ERROR", live=True
+        "INFO",
+        _log_level,
+        "DEBUG, INFO (one line per job, when it ends), WARNING or ERROR",
+        live=True,
+        doc=(
+            "`INFO`: one line per job, when it ends (`DEBUG` adds one when it is sent); `WARNING` for only "
+            "what went wrong; or `ERROR`"
+        ),
     )
     traces: bool = setting(
         False,
         _switch,
         "emit an OpenTelemetry span per job, a child of the publisher's (the otel extra; exported where "
         "the standard OTEL_* variables say)",
+        doc=(
+            "`true`: an OpenTelemetry span per job, a child of the publisher's (the `otel` extra; exported "
+            "where the standard `OTEL_*` variables say; see [Traces across the queue](docs/traces.md))"
+        ),
     )
     # Under systemd, job lines go to stderr, which journald reads: one write per turn of the loop.
     # As journal entries of their own they carry fields, at a cost the README measures.
@@ -420,6 +633,13 @@ class Settings:
         _switch,
         "under systemd, log each job as a journal entry with ASYNCPHP_* fields (python-systemd) "
         "instead of a line on stderr",
+        doc=(
+            "`false`: under systemd, job lines go to stderr, which journald reads (warnings and errors are "
+            "journal entries with fields either way); `true` sends each job line as a journal entry with "
+            "`ASYNCPHP_CHANNEL`, `_REQUEST_ID`, `_MESSAGE_ID`, `_STATUS`, `_DURATION_MS` fields "
+            "(python-systemd), for `journalctl ASYNCPHP_STATUS=500` (the text is the same), at a cost: see "
+            "[Performance](docs/performance.md)"
+        ),
     )
 
     @property
@@ -447,6 +667,8 @@ class Setting:
     parse: Callable[[Any], Any]
     live: bool
     help: str
+    doc: str = ""
+    example: str = ""
 
     @property
     def repeatable(self) -> bool:
@@ -470,7 +692,7 @@ def _setting(f: Field[Any]) -> Setting:
     flag = spec.flag or "--" + f.name.replace("_", "-")
     # Named after the flag, so ASYNCPHP_CHANNEL means the same to the daemon and to the caller.
     env = "ASYNCPHP_" + flag[2:].replace("-", "_").upper()
-    return Setting(f.name, flag, env, f.default, spec.parse, spec.live, spec.help)
+    return Setting(f.name, flag, env, f.default, spec.parse, spec.live, spec.help, spec.doc, spec.example)
 
 
 SETTINGS: tuple[Setting, ...] = tuple(_setting(f) for f in fields(Settings))

@@ -304,7 +304,7 @@ def test_tls_and_an_acl_user_on_every_node(
 ) -> None:
     certs = tmp_path / "tls"
     key, cert = self_signed(certs)
-    # What the README asks of a daemon's user on a cluster: its streams' keys, the heartbeats, the
+    # What docs/cluster.md asks of a daemon's user on a cluster: its streams' keys, the heartbeats, the
     # delayed-job channel, CLIENT ID/UNBLOCK, and no dangerous command but those.
     user = (
         "--user", "app", "on", ">app-pw", "~{secure}*", "~asyncphp:*", "&{secure}:delayed", "+@all",

@@ -409,7 +409,7 @@ def test_every_panel_and_alert_answers_from_a_real_daemon(
     wait_for(lambda: prometheus.alerts().get("AsyncphpDaemonDown"), what="the down alert pending")
     assert all(rule["health"] == "ok" and not rule.get("lastError") for rule in prometheus.rules().values())
 
-    # The renderer's range queries over the whole run: the picture in the README comes from here.
+    # The renderer's range queries over the whole run: the picture in docs/operating.md comes from here.
     end = time.time()
     captured = render.capture(prometheus.url, started, end, 1.0, variables(__rate_interval="5s"))
     captured["phases"] = phases

@@ -553,7 +553,7 @@ def test_status_shows_the_delayed_jobs_waiting(redis_server: RedisServer) -> Non
     assert "1 delayed, the next due" in text.stdout
 
 
-# Under an ACL: what the README asks for, and what a narrower one costs.
+# Under an ACL: what docs/scheduling.md asks for, and what a narrower one costs.
 
 
 def acl_user(client: redis.Redis, name: str, *rules: str) -> str:

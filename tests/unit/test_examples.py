@@ -1,4 +1,5 @@
-"""The shipped example settings file and the README's settings table match the settings' one definition."""
+"""The shipped example settings file and the settings tables (docs/settings.md, every one; the README, some)
+match the settings' one definition."""
 
 from __future__ import annotations
 
@@ -18,9 +19,9 @@ def _load(argv: list[str]) -> settings.Settings:
 
 
 def _settings_table() -> list[str]:
-    """The rows of the table in the README's "The daemon" section, header and rule excluded."""
-    readme = (ROOT / "README.md").read_text()
-    section = readme.split("\n## The daemon\n", 1)[1].split("\n### ", 1)[0]
+    """The rows of the table of every setting in docs/settings.md, header and rule excluded."""
+    page = (ROOT / "docs" / "settings.md").read_text()
+    section = page.split("<!-- settings: all -->\n", 1)[1].split("<!-- settings: end -->", 1)[0]
     return [line for line in section.splitlines() if line.startswith("| `")]
 
 
@@ -43,25 +44,27 @@ def test_example_daemon_toml_mentions_every_setting(setting: settings.Setting) -
 
 
 @pytest.mark.parametrize("setting", settings.SETTINGS, ids=lambda s: s.name)
-def test_readme_table_has_every_setting(setting: settings.Setting) -> None:
+def test_the_settings_table_has_every_setting(setting: settings.Setting) -> None:
     rows = [row for row in _settings_table() if row.startswith(f"| `{setting.name}` |")]
-    assert len(rows) == 1, f"README's settings table needs one row for {setting.name}"
+    assert len(rows) == 1, f"docs/settings.md's table needs one row for {setting.name}"
     cells = [cell.strip() for cell in rows[0].strip("|").split("|")]
     assert f"`{setting.flag}`" in cells[1]
     assert f"`{setting.env}`" in cells[1]
     assert cells[-1] == ("yes" if setting.live else "no"), f"{setting.name}: live on SIGHUP"
 
 
-def test_readme_table_has_no_setting_that_does_not_exist() -> None:
+def test_the_settings_table_has_no_setting_that_does_not_exist() -> None:
     names = {s.name for s in settings.SETTINGS}
     listed = [row.split("`")[1] for row in _settings_table()]
     assert [name for name in listed if name not in names] == []
 
 
-def test_no_table_in_the_readme_is_cut_by_a_blank_line() -> None:
-    # A blank line between two rows ends the table: on GitHub the rest of it rendered as raw pipes
-    # (the settings table lost 29 of its rows after max_attempts).
-    lines = (ROOT / "README.md").read_text().splitlines()
-    cuts = [n + 1 for n in range(1, len(lines) - 1) if not lines[n].strip() and lines[n - 1].startswith("|")
-            and lines[n + 1].startswith("| `")]  # fmt: skip
-    assert cuts == [], f"README.md: a blank line inside a table at line(s) {cuts}"
+def test_the_readme_shows_only_settings_that_exist_and_links_every_one() -> None:
+    # The README's tables are a newcomer's few; the rest are a link away. That no table of the README or
+    # docs/ is cut by a blank line is tests/unit/test_docs.py's.
+    readme = (ROOT / "README.md").read_text()
+    names = {s.name for s in settings.SETTINGS}
+    tables = [part.split("<!-- settings: end -->", 1)[0] for part in readme.split("<!-- settings: ")[1:]]
+    shown = [row.split("`")[1] for table in tables for row in table.splitlines() if row.startswith("| `")]
+    assert set(shown) & names and [name for name in shown if name not in names] == []
+    assert "(docs/settings.md)" in readme

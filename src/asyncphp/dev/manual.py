@@ -2,7 +2,8 @@
 
 ``python -m asyncphp.dev.manual`` writes them into ``man/``; a unit test holds the committed pages
 to what this module makes, so a setting, a flag or a subcommand cannot be added without its page
-(the way gunicorn's settings page is made from its ``config.py``). The pages are roff (``man 7
+(the way gunicorn's settings page is made from its ``config.py``); ``python -m asyncphp.dev.docs``
+writes them too, with the settings tables of README.md and docs/. The pages are roff (``man 7
 man``), checked with ``man --warnings`` and shipped in the ``.deb``.
 """
 
@@ -15,6 +16,7 @@ from pathlib import Path
 
 from asyncphp import __version__
 from asyncphp.cli import COMMANDS, Command
+from asyncphp.dev.markdown import plain
 from asyncphp.settings import DEFAULT_CONFIG, RELOADABLE, SETTINGS, Setting
 from asyncphp.settings import parser as settings_parser
 
@@ -78,7 +80,7 @@ def _setting(s: Setting) -> list[str]:
     return [
         ".TP",
         f"\\fB{roff(s.name)}\\fR (\\fB{roff(s.flag)}\\fR, \\fB{roff(s.env)}\\fR)",
-        roff(s.help) + ".",
+        roff(plain(s.doc)) + ".",
         roff(f"Default: {s.shown}." + (" Applied by SIGHUP." if s.live else " A restart applies it.")),
     ]
 

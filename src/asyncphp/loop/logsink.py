@@ -6,7 +6,7 @@ So that line skips it: on stderr, lines (the job lines and every other one, in o
 gathered and written once per turn of the event loop, just before it waits again. Under systemd
 stderr is a journal stream, which journald reads line by line; warnings and errors go to the
 journal as entries with their fields; with ``journal_fields``, so does every job line, at several
-times the cost (README, "Performance"). Anything rarer than a finished job takes the ordinary
+times the cost (docs/performance.md). Anything rarer than a finished job takes the ordinary
 logging path, which ends in the same place.
 """
 
