@@ -24,7 +24,6 @@ below all of them.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import itertools
 import logging
 import os
@@ -36,7 +35,7 @@ from pathlib import Path
 
 from asyncphp.core.jobs import Counters, Outcome
 from asyncphp.loop.metrics import Metrics
-from asyncphp.loop.overflow import DropReport
+from asyncphp.loop.overflow import DropReport, SpillDamaged, SpilledMessage, SpillError
 
 FILE_NAME = "spill.db"
 APPLICATION_ID = 0x41505350  # "APSP" in PRAGMA application_id: another SQLite file is not taken for ours
@@ -57,26 +56,6 @@ _WAL_HEADER = struct.Struct(">IIII8s8s")
 _WAL_FRAME_HEADER = 24  # page number, size after commit, salt-1, salt-2, two checksums
 
 Row = tuple[int, float, int, bytes, bytes]  # seq, received, attempt, channel (UTF-8), payload
-
-
-class SpillError(Exception):
-    """The spill store cannot be used: not a spill store, or the file system refused."""
-
-
-class SpillDamaged(SpillError):
-    """The file is not a spill store this asyncphp reads: which messages already ran is unknown."""
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class SpilledMessage:
-    """One message as it was kept; ``received`` is the caller's time.time() at arrival, and
-    ``attempt`` the ASYNCPHP_ATTEMPT its next request carries (above 1 when an earlier request may
-    have run), so that a job's attempts do not start over through the spill store."""
-
-    channel: str
-    payload: bytes
-    received: float
-    attempt: int = 1
 
 
 def size_of(row: Row) -> int:
