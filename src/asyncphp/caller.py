@@ -375,14 +375,17 @@ def moment(text: str) -> datetime:
     return when
 
 
-def parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParser:
-    """The command line of `asyncphp publish`, its defaults from ``env`` (the process's own)."""
-    env = os.environ if env is None else env
-    parser = argparse.ArgumentParser(
-        prog="asyncphp-publish",
-        description="Publish one job for the asyncphp daemon. With no payload, publishes "
-        '{"timestamp": "<now, ISO 8601>"} like the original caller.',
-        epilog=f"""With --stream the message is added to that Redis stream (durable mode) and its entry
+def define(parser: argparse.ArgumentParser) -> None:
+    """The command line of `asyncphp publish` (and asyncphp-publish), declared on ``parser``."""
+    from asyncphp import settings  # only the command line reads them
+
+    parser.description = (
+        "Publish one job for the asyncphp daemon. With no payload, publishes "
+        '{"timestamp": "<now, ISO 8601>"} like the original caller. Where to publish comes from the '
+        "daemon's settings (--config: its redis_url, redis_password_file, first channel and message "
+        "limits), so that publish and the daemon talk to one Redis, unless given here."
+    )
+    parser.epilog = f"""With --stream the message is added to that Redis stream (durable mode) and its entry
 id is printed; it waits there for a daemon started with --stream. --delay, --at and --unique
 imply the durable mode (the stream is --stream, else --channel's name):
 
@@ -399,24 +402,15 @@ exit status:
   {EXIT_USAGE}   bad command line
   {EXIT_NOT_ADDED}   not added: a job with the same unique key holds its guard
   {EXIT_BAD_PAYLOAD}  the payload is not a JSON object, or one the daemon would skip (too large, deep or wide)
-  {EXIT_UNREACHABLE}  Redis is unreachable or refused the command""",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+  {EXIT_UNREACHABLE}  Redis is unreachable or refused the command"""
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument("pairs", nargs="*", metavar="key=value", help="a string field of the message")
     parser.add_argument("--data", metavar="JSON", help="the message as a JSON object; '-' reads stdin")
-    parser.add_argument(
-        "--config", metavar="FILE",
-        help="the daemon's TOML file, for where to publish: its redis_url, redis_password_file, first "
-        "channel and message limits (default: $ASYNCPHP_CONFIG, else /etc/asyncphp/daemon.toml if it "
-        "exists), so that publish and the daemon talk to one Redis",
-    )  # fmt: skip
-    parser.add_argument(
-        "--redis-url",
-        help=f"default: $ASYNCPHP_REDIS_URL, else the daemon's (--config), else {DEFAULT_REDIS_URL}",
-    )
+    # The daemon's own flags, so that --redis-url is read as the daemon reads it; --channel and
+    # --stream are not its settings here but where this one job goes.
+    settings.add_arguments(parser, ("redis_url",))
     parser.add_argument(
         "--channel",
-        default=env.get("ASYNCPHP_CHANNEL"),
         help=f"default: $ASYNCPHP_CHANNEL, else the daemon's first channel, else {DEFAULT_CHANNEL}",
     )
     parser.add_argument("--stream", metavar="NAME", help="add to this stream (durable) instead of publishing")
@@ -457,7 +451,6 @@ exit status:
     )
     parser.add_argument("--traceparent", help="the W3C trace context the job continues (00-…)")
     parser.add_argument("--tracestate", help="its W3C tracestate")
-    return parser
 
 
 @dataclass(frozen=True, slots=True)
@@ -478,10 +471,12 @@ def _target(args: argparse.Namespace, env: Mapping[str, str]) -> _Target:
     Raises:
         SettingsError: the daemon's settings are needed and invalid.
     """
-    from asyncphp.settings import SettingsError, load  # only the command line reads them
+    from asyncphp.settings import SettingsError, from_arguments  # only the command line reads them
 
     try:
-        daemon = load(["--config", args.config] if args.config else [], env)
+        # The file and env alone: the command line's Redis and channel win after, with their
+        # fallback below when the file cannot be read.
+        daemon = from_arguments(argparse.Namespace(config=args.config), env)
     except SettingsError:
         if args.config or not args.redis_url or not (args.channel or args.stream):
             raise
@@ -497,19 +492,38 @@ def _target(args: argparse.Namespace, env: Mapping[str, str]) -> _Target:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """``asyncphp-publish``: `asyncphp publish`'s command line, as a command of its own."""
+    cli = argparse.ArgumentParser(prog="asyncphp-publish")
+    define(cli)
+    try:
+        return run(cli.parse_args(argv))
+    except argparse.ArgumentError as exc:
+        cli.error(str(exc))
+
+
+def run(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> int:
+    """Publish as `define`'s command line asks; the exit status.
+
+    Raises:
+        argparse.ArgumentError: a bad command line that argparse alone cannot tell (the caller's
+            parser says so and exits 2).
+    """
     from asyncphp.settings import SettingsError
 
-    cli = parser()
-    args = cli.parse_args(argv)
+    env = os.environ if env is None else env
+    if args.channel is None:
+        # Read here rather than as the parser's default, so that the command tree, and the manual
+        # made from it, are the same whatever the environment.
+        args.channel = env.get("ASYNCPHP_CHANNEL")
     if args.partition_key is not None and args.partitions is None:
-        cli.error("--partition-key chooses one of --partitions N: give both")
+        raise argparse.ArgumentError(None, "--partition-key chooses one of --partitions N: give both")
     if args.redis_url is not None:
         try:
             redisurl.validate(args.redis_url)
         except ValueError as exc:
-            cli.error(f"--redis-url {redact(args.redis_url)}: {exc}")
+            raise argparse.ArgumentError(None, f"--redis-url {redact(args.redis_url)}: {exc}") from None
     try:
-        target = _target(args, os.environ)
+        target = _target(args, env)
     except SettingsError as exc:
         print(f"asyncphp-publish: the daemon's settings: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -8,89 +8,122 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from asyncphp import redisurl
+from asyncphp import __version__, redisurl, settings
 from asyncphp.logfmt import preview
-from asyncphp.settings import SettingsError, load
-from asyncphp.settings import parser as settings_parser
+from asyncphp.settings import SettingsError, from_arguments
 
 
 @dataclass(frozen=True)
 class Command:
     """A subcommand of `asyncphp`: what it is for, its command line, and what runs it.
 
-    ``parser`` makes the command's own parser (for the manual; `run` parses with it). A command
-    that ``takes_settings`` also takes every daemon setting as a flag (asyncphp-daemon(8)).
+    ``define`` declares the command's own arguments (and its description) on its parser in the
+    tree (`parser`); a command that ``takes_settings`` also takes every daemon setting as a flag
+    (asyncphp-daemon(8)), added from the settings' one declaration. ``run`` gets what the tree
+    parsed, and may raise argparse.ArgumentError for a command line argparse alone cannot refuse.
     """
 
     name: str
     summary: str
-    parser: Callable[[], argparse.ArgumentParser]
-    run: Callable[[Sequence[str]], int]
+    define: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
     takes_settings: bool = False
 
 
-def _daemon(argv: Sequence[str]) -> int:
+def _define_daemon(parser: argparse.ArgumentParser) -> None:
+    parser.description, parser.epilog = settings.DAEMON_DESCRIPTION, settings.DAEMON_EPILOG
+
+
+def _daemon(args: argparse.Namespace) -> int:
     from asyncphp.loop.daemon import main as daemon_main
 
-    return daemon_main(argv)
+    # The daemon parses its flags again at each SIGHUP, so it is given them, not the settings.
+    return daemon_main(settings.command_line(args))
 
 
-def _publish(argv: Sequence[str]) -> int:
-    from asyncphp.caller import main as publish_main
+def _define_publish(parser: argparse.ArgumentParser) -> None:
+    from asyncphp.caller import define
 
-    return publish_main(argv)
-
-
-def _publish_parser() -> argparse.ArgumentParser:
-    from asyncphp.caller import parser
-
-    return parser({})  # the documented defaults, not this process's environment
+    define(parser)
 
 
-def _check(argv: Sequence[str]) -> int:
+def _publish(args: argparse.Namespace) -> int:
+    from asyncphp.caller import run
+
+    return run(args)
+
+
+def _define_check(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "Verify the settings, Redis (its version, the rights the daemon needs), the pool and the worker, "
+        "one line each, like nginx -t. Exit status 0 when every check passed, 1 otherwise."
+    )
+
+
+def _check(args: argparse.Namespace) -> int:
     from asyncphp.ops.check import run as check
 
-    return check(argv)
+    return check(args)
 
 
-def _install(argv: Sequence[str]) -> int:
+def _define_install(parser: argparse.ArgumentParser) -> None:
+    from asyncphp.ops.install import define
+
+    define(parser)
+
+
+def _install(args: argparse.Namespace) -> int:
     from asyncphp.ops.install import run as install
 
-    return install(argv)
+    return install(args)
 
 
-def _install_parser() -> argparse.ArgumentParser:
-    from asyncphp.ops.install import parser
+def _define_dev(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "A private Redis and php-fpm pool in a temp dir, the daemon in the foreground with the flags "
+        "given; Ctrl-C stops all three."
+    )
 
-    return parser()
 
-
-def _dev(argv: Sequence[str]) -> int:
+def _dev(args: argparse.Namespace) -> int:
     from asyncphp.dev.sandbox import dev
     from asyncphp.files import POOL, WORKER, shipped
 
-    return dev(shipped(POOL), shipped(WORKER), argv)
+    return dev(shipped(POOL), shipped(WORKER), settings.command_line(args))
 
 
-def _status(argv: Sequence[str]) -> int:
+def _define_status(parser: argparse.ArgumentParser) -> None:
+    from asyncphp.ops.status import define
+
+    define(parser)
+
+
+def _status(args: argparse.Namespace) -> int:
     from asyncphp.ops.status import run as status
 
-    return status(argv)
+    return status(args)
 
 
-def _status_parser() -> argparse.ArgumentParser:
-    from asyncphp.ops.status import parser
+def parser() -> argparse.ArgumentParser:
+    """The one command tree: `asyncphp`, and under it each command of `COMMANDS`, declared once."""
+    root = argparse.ArgumentParser(
+        prog="asyncphp", description="One command for the daemon, publishing and the operator's tools."
+    )
+    commands = root.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for command in COMMANDS:
+        sub = commands.add_parser(command.name, help=command.summary)
+        command.define(sub)
+        if command.takes_settings:
+            # The daemon's whole command line, --version included, as asyncphp-daemon takes it.
+            sub.add_argument("--version", action="version", version=f"asyncphp {__version__}")
+            settings.add_arguments(sub)
+    return root
 
-    return parser()
 
-
-def _settings_parser(prog: str, description: str) -> Callable[[], argparse.ArgumentParser]:
-    def make() -> argparse.ArgumentParser:
-        made = settings_parser()
-        made.prog, made.description, made.epilog = prog, description, None
-        return made
-
-    return make
+def subcommands(tree: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    """The parser of each command in ``tree``, by name."""
+    [commands] = [a for a in tree._actions if isinstance(a, argparse._SubParsersAction)]
+    return dict(commands.choices)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -98,12 +131,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args or args[0] in ("-h", "--help"):
         print(usage(), end="")
         return 0 if args else 2
-    command, rest = args[0], args[1:]
-    for known in COMMANDS:
-        if known.name == command:
-            return known.run(rest)
-    print(f"asyncphp: unknown command {command!r}\n\n{usage()}", file=sys.stderr, end="")
-    return 2
+    by_name = {c.name: c for c in COMMANDS}
+    if args[0] not in by_name:
+        print(f"asyncphp: unknown command {args[0]!r}\n\n{usage()}", file=sys.stderr, end="")
+        return 2
+    tree = parser()
+    parsed, extra = tree.parse_known_args(args)
+    command, own = by_name[parsed.command], subcommands(tree)[parsed.command]
+    # Refused by the command's parser rather than the root's, so the usage shown is the command's.
+    if extra:
+        own.error(f"unrecognized arguments: {' '.join(extra)}")
+    try:
+        return command.run(parsed)
+    except argparse.ArgumentError as exc:
+        own.error(str(exc))
 
 
 def usage() -> str:
@@ -112,17 +153,16 @@ def usage() -> str:
     return "asyncphp COMMAND [ARGS]\n\ncommands:\n" + "\n".join(lines) + "\n"
 
 
-def _stream_tool(prog: str, what: str) -> argparse.ArgumentParser:
-    """The parser of a tool that works on one stream, with where to find it."""
-    parser = argparse.ArgumentParser(
-        prog=prog,
-        description=f"{what} Redis and the stream come from the daemon's settings (--config, then "
-        "ASYNCPHP_* variables) unless given here.",
+def _stream_tool(parser: argparse.ArgumentParser, what: str) -> None:
+    """Declare a tool that works on one stream, with where to find it."""
+    parser.description = (
+        f"{what} Redis and the stream come from the daemon's settings (--config, then "
+        "ASYNCPHP_* variables) unless given here."
     )
-    parser.add_argument("--config", help="the daemon's TOML file")
-    parser.add_argument("--redis-url")
+    settings.add_arguments(parser, ("redis_url",))
+    # Not the daemon's --stream (the streams it reads, validated with its other settings): the one
+    # stream this tool works on.
     parser.add_argument("--stream", help="default: the daemon's first stream")
-    return parser
 
 
 def _stream_of(args: argparse.Namespace) -> tuple[str, str, str]:
@@ -131,13 +171,13 @@ def _stream_of(args: argparse.Namespace) -> tuple[str, str, str]:
     Raises:
         SettingsError: the daemon's settings are invalid.
     """
-    settings = load(["--config", args.config] if args.config else [], os.environ)
-    stream = args.stream or (settings.streams or ("commands",))[0]
-    return args.redis_url or settings.redis_url, settings.redis_password_file, stream
+    daemon = from_arguments(args, os.environ)
+    stream = args.stream or (daemon.streams or ("commands",))[0]
+    return daemon.redis_url, daemon.redis_password_file, stream
 
 
-def dead_parser() -> argparse.ArgumentParser:
-    parser = _stream_tool("asyncphp dead", "The dead letters of a stream.")
+def define_dead(parser: argparse.ArgumentParser) -> None:
+    _stream_tool(parser, "The dead letters of a stream.")
     actions = parser.add_subparsers(dest="action", required=True)
     show = actions.add_parser("list", help="show the dead letters, oldest first")
     show.add_argument("--count", type=int)
@@ -149,16 +189,13 @@ def dead_parser() -> argparse.ArgumentParser:
         action = actions.add_parser(name, help=text)
         action.add_argument("ids", nargs="*", metavar="ID", help="dead letter ids (see list)")
         action.add_argument("--all", action="store_true", help="every dead letter of the stream")
-    return parser
 
 
-def dead(argv: Sequence[str]) -> int:
+def dead(args: argparse.Namespace) -> int:
     from asyncphp.ops import deadletters
 
-    parser = dead_parser()
-    args = parser.parse_args(argv)
     if args.action != "list" and not args.ids and not args.all:
-        parser.error(f"{args.action}: give dead letter ids, or --all")
+        raise argparse.ArgumentError(None, f"{args.action}: give dead letter ids, or --all")
     ids = None if args.action != "list" and args.all else getattr(args, "ids", None)
     held = 0  # letters of unique jobs not replayed: another job of the key holds its guard
     try:
@@ -205,9 +242,9 @@ def _positive(text: str) -> int:
     return int(text)
 
 
-def delayed_parser() -> argparse.ArgumentParser:
-    parser = _stream_tool(
-        "asyncphp delayed",
+def define_delayed(parser: argparse.ArgumentParser) -> None:
+    _stream_tool(
+        parser,
         "The delayed jobs of a stream (publish --delay/--at), waiting in <stream>:delayed until due.",
     )
     actions = parser.add_subparsers(dest="action", required=True)
@@ -219,13 +256,11 @@ def delayed_parser() -> argparse.ArgumentParser:
     ):
         action = actions.add_parser(name, help=text)
         action.add_argument("ids", nargs="+", metavar="ID", help="delayed job ids, d<n> (see list)")
-    return parser
 
 
-def delayed(argv: Sequence[str]) -> int:
+def delayed(args: argparse.Namespace) -> int:
     from asyncphp.ops import delayed as jobs
 
-    args = delayed_parser().parse_args(argv)
     try:
         url, password_file, stream = _stream_of(args)
     except SettingsError as exc:
@@ -267,46 +302,38 @@ def delayed(argv: Sequence[str]) -> int:
 
 COMMANDS: tuple[Command, ...] = (
     Command(
-        "daemon", "run the daemon (asyncphp-daemon; --help for its settings)", settings_parser, _daemon, True
+        "daemon", "run the daemon (asyncphp-daemon; --help for its settings)", _define_daemon, _daemon, True
     ),
-    Command("publish", "publish a job (asyncphp-publish)", _publish_parser, _publish),
+    Command("publish", "publish a job (asyncphp-publish)", _define_publish, _publish),
     Command(
         "check",
         "verify settings, Redis, the pool and the worker, like nginx -t (takes the daemon's flags)",
-        _settings_parser(
-            "asyncphp check",
-            "Verify the settings, Redis (its version, the rights the daemon needs), the pool and the worker, "
-            "one line each, like nginx -t. Exit status 0 when every check passed, 1 otherwise.",
-        ),
+        _define_check,
         _check,
         True,
     ),
     Command(
         "install",
         "render the unit, settings and pool for this host; show the diff; write with --yes",
-        _install_parser,
+        _define_install,
         _install,
     ),
     Command(
         "dev",
         "a private Redis and pool in a temp dir, the daemon in the foreground; Ctrl-C stops all",
-        _settings_parser(
-            "asyncphp dev",
-            "A private Redis and php-fpm pool in a temp dir, the daemon in the foreground with the flags "
-            "given; Ctrl-C stops all three.",
-        ),
+        _define_dev,
         _dev,
         True,
     ),
     Command(
         "status",
         "every live daemon on every host, stream lag, dead letters, the pool's children",
-        _status_parser,
+        _define_status,
         _status,
         True,
     ),
-    Command("dead", "list, replay or purge the dead letters of a stream", dead_parser, dead),
-    Command("delayed", "list, cancel or run now the delayed jobs of a stream", delayed_parser, delayed),
+    Command("dead", "list, replay or purge the dead letters of a stream", define_dead, dead),
+    Command("delayed", "list, cancel or run now the delayed jobs of a stream", define_delayed, delayed),
 )
 
 

@@ -16,7 +16,7 @@ import argparse
 import os
 import socket
 import tomllib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import Field, dataclass, field, fields
 from pathlib import Path, PurePosixPath
 from typing import Any, TypeVar
@@ -702,24 +702,55 @@ _BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
 RELOADABLE: frozenset[str] = frozenset(s.name for s in SETTINGS if s.live)
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="asyncphp-daemon",
-        description="Subscribe to Redis channels and hand each JSON message to a php-fpm pool.",
-        epilog="Each setting can also come from the TOML file (the name with underscores) or from "
-        "ASYNCPHP_<FLAG NAME> in the environment (ASYNCPHP_CHANNEL comma-separated); flags win over env, "
-        "env over file. Those marked live are applied by SIGHUP. Exit status 2: invalid settings.",
+DAEMON_DESCRIPTION = "Subscribe to Redis channels and hand each JSON message to a php-fpm pool."
+DAEMON_EPILOG = (
+    "Each setting can also come from the TOML file (the name with underscores) or from "
+    "ASYNCPHP_<FLAG NAME> in the environment (ASYNCPHP_CHANNEL comma-separated); flags win over env, "
+    "env over file. Those marked live are applied by SIGHUP. Exit status 2: invalid settings."
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser, names: Collection[str] | None = None) -> None:
+    """Add ``--config`` and the flags of the settings ``names`` (default: every one) to ``parser``.
+
+    Every command that reads the daemon's settings takes its flags from here, so that a flag means
+    one thing wherever it is given; `from_arguments` reads them back.
+    """
+    unknown = set(names or ()) - _BY_NAME.keys()
+    if unknown:
+        raise ValueError(f"no such setting: {', '.join(sorted(unknown))}")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        help=f"the daemon's TOML file (default: $ASYNCPHP_CONFIG, else {DEFAULT_CONFIG} if it exists)",
     )
-    p.add_argument("--version", action="version", version=f"asyncphp {__version__}")
-    p.add_argument("--config", type=Path, help=f"TOML file (default: {DEFAULT_CONFIG} if it exists)")
     for s in SETTINGS:
-        p.add_argument(
-            s.flag,
-            dest=s.name,
-            action="append" if s.repeatable else "store",
-            help=f"{s.help} (default: {s.shown}; env {s.env}{'; live' if s.live else ''})",
-        )
+        if names is None or s.name in names:
+            parser.add_argument(
+                s.flag,
+                dest=s.name,
+                action="append" if s.repeatable else "store",
+                help=f"{s.help} (default: {s.shown}; env {s.env}{'; live' if s.live else ''})",
+            )
+
+
+def parser() -> argparse.ArgumentParser:
+    """The command line of ``asyncphp-daemon``: every setting as a flag."""
+    p = argparse.ArgumentParser(prog="asyncphp-daemon", description=DAEMON_DESCRIPTION, epilog=DAEMON_EPILOG)
+    p.add_argument("--version", action="version", version=f"asyncphp {__version__}")
+    add_arguments(p)
     return p
+
+
+def command_line(args: argparse.Namespace) -> list[str]:
+    """The flags that `add_arguments` parses back into ``args``'s settings, for a daemon started
+    with what another command was given; as ``--flag=value``, so that a value may start with '-'."""
+    flags = [f"--config={args.config}"] if args.config is not None else []
+    for s in SETTINGS:
+        value = getattr(args, s.name, None)
+        if value is not None:
+            flags += [f"{s.flag}={item}" for item in (value if s.repeatable else [value])]
+    return flags
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -742,8 +773,21 @@ def load(
     Raises:
         SettingsError: one line naming the bad setting and its source.
     """
+    return from_arguments(parser().parse_args(argv), env, default_config)
+
+
+def from_arguments(
+    args: argparse.Namespace,
+    env: Mapping[str, str] | None = None,
+    default_config: Path = DEFAULT_CONFIG,
+) -> Settings:
+    """Settings from file, env and the flags `add_arguments` parsed into ``args``; a setting whose
+    flag the command does not take comes from env or file alone.
+
+    Raises:
+        SettingsError: one line naming the bad setting and its source.
+    """
     env = os.environ if env is None else env
-    args = parser().parse_args(argv)
     raw: dict[str, tuple[Any, str]] = {}
 
     config = args.config or (Path(env["ASYNCPHP_CONFIG"]) if env.get("ASYNCPHP_CONFIG") else None)
@@ -757,7 +801,7 @@ def load(
     for s in SETTINGS:
         if env.get(s.env):
             raw[s.name] = (env[s.env], f"${s.env}")
-        value = getattr(args, s.name)
+        value = getattr(args, s.name, None)
         if value is not None:
             raw[s.name] = (value, s.flag)
     state = env.get("STATE_DIRECTORY")

@@ -10,7 +10,8 @@ import subprocess
 
 import pytest
 
-from asyncphp.cli import COMMANDS
+from asyncphp.cli import COMMANDS, subcommands
+from asyncphp.cli import parser as command_tree
 from asyncphp.dev import manual
 from asyncphp.settings import SETTINGS
 from tests.conftest import ROOT
@@ -53,7 +54,8 @@ def test_every_subcommand_and_its_own_flags_are_in_the_commands_page(command: ma
     page = _plain(PAGES["asyncphp.1"])
     assert f'.SH "asyncphp {command.name.upper()}"' in page
     settings_flags = {s.flag for s in SETTINGS} | {"--config", "--version"}
-    own = _flags(command.parser()) - (settings_flags if command.takes_settings else set())
+    parser = subcommands(command_tree())[command.name]
+    own = _flags(parser) - (settings_flags if command.takes_settings else set())
     assert [flag for flag in sorted(own) if f"\\fB{flag}" not in page] == []
 
 

@@ -1,4 +1,4 @@
-"""The manual pages, made from the settings' one declaration and the commands' own parsers.
+"""The manual pages, made from the settings' one declaration and the command tree's parsers.
 
 ``python -m asyncphp.dev.manual`` writes them into ``man/``; a unit test holds the committed pages
 to what this module makes, so a setting, a flag or a subcommand cannot be added without its page
@@ -15,7 +15,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from asyncphp import __version__
-from asyncphp.cli import COMMANDS, Command
+from asyncphp.cli import COMMANDS, Command, subcommands
+from asyncphp.cli import parser as command_tree
 from asyncphp.dev.markdown import plain
 from asyncphp.settings import DEFAULT_CONFIG, RELOADABLE, SETTINGS, Setting
 from asyncphp.settings import parser as settings_parser
@@ -194,8 +195,9 @@ def commands_page() -> str:
     ]
     for command in COMMANDS:
         lines += [".TP", f"\\fB{roff(command.name)}\\fR", roff(command.summary)]
+    parsers = subcommands(command_tree())
     for command in COMMANDS:
-        parser = command.parser()
+        parser = parsers[command.name]
         lines += [f'.SH "asyncphp {roff(command.name).upper()}"']
         if parser.description:
             lines.append(roff(parser.description))

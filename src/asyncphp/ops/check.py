@@ -3,10 +3,11 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -18,7 +19,7 @@ from asyncphp.core.reading import Priority
 from asyncphp.loop.redislink import Link
 from asyncphp.ops import probe
 from asyncphp.redisurl import Target, redact
-from asyncphp.settings import Settings, SettingsError, load
+from asyncphp.settings import Settings, SettingsError, from_arguments
 from asyncphp.wire.fastcgi import FastCGIError
 from asyncphp.wire.keys import Keys
 
@@ -38,11 +39,12 @@ class Report:
         self.lines.append(f"{FAILED} {what}\n    hint: {hint}")
 
 
-def run(argv: Sequence[str], env: Mapping[str, str] | None = None) -> int:
+def run(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> int:
+    """The checks of the daemon's settings in ``args`` (`asyncphp.settings.add_arguments`)."""
     env = os.environ if env is None else env
     report = Report()
     try:
-        settings = load(argv, env)
+        settings = from_arguments(args, env)
     except SettingsError as exc:
         report.failed(f"settings: {exc}", "fix that setting; `asyncphp daemon --help` lists them all")
     else:

@@ -66,12 +66,11 @@ def _setting(ini: str, name: str) -> str:
     return match.group(1) if match else ""
 
 
-def parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="asyncphp install",
-        description="Render the unit, /etc/asyncphp/daemon.toml and the php-fpm pool for this host; show "
-        "what "
-        "would change; write only with --yes; then say which systemctl commands to run.",
+def define(parser: argparse.ArgumentParser) -> None:
+    """The command line of `asyncphp install`, declared on ``parser``."""
+    parser.description = (
+        "Render the unit, /etc/asyncphp/daemon.toml and the php-fpm pool for this host; show what "
+        "would change; write only with --yes; then say which systemctl commands to run."
     )
     parser.add_argument("--yes", action="store_true", help="write the files")
     parser.add_argument(
@@ -83,12 +82,9 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--from", dest="source", type=Path, help="a checkout to take the files from (default: the package's)"
     )
-    return parser
 
 
-def run(argv: Sequence[str]) -> int:
-    args = parser().parse_args(argv)
-
+def run(args: argparse.Namespace) -> int:
     php = args.php or detect_php()
     if php is None:
         print(

@@ -8,7 +8,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -17,7 +17,7 @@ import redis
 from asyncphp import redisurl
 from asyncphp.ops import delayed, probe
 from asyncphp.redisurl import Client
-from asyncphp.settings import Settings, SettingsError, load
+from asyncphp.settings import Settings, SettingsError, from_arguments
 from asyncphp.wire.fastcgi import FastCGIError
 from asyncphp.wire.keys import DAEMON_PREFIX, Keys
 
@@ -166,25 +166,23 @@ def _duration(seconds: float) -> str:
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
-def parser() -> argparse.ArgumentParser:
-    """`asyncphp status`'s own options; the daemon's settings follow them."""
-    parser = argparse.ArgumentParser(
-        prog="asyncphp status",
-        description="Every live daemon, from its heartbeat in Redis. Takes the daemon's settings "
-        "(--config, --redis-url, --fpm-socket …) to know where to look.",
+def define(parser: argparse.ArgumentParser) -> None:
+    """`asyncphp status`'s own options, declared on ``parser``; the daemon's settings follow them."""
+    parser.description = (
+        "Every live daemon, from its heartbeat in Redis. Takes the daemon's settings "
+        "(--config, --redis-url, --fpm-socket …) to know where to look."
     )
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     parser.add_argument(
         "--watch", type=float, nargs="?", const=2.0, metavar="SECONDS", help="redraw every 2 s"
     )
-    return parser
 
 
-def run(argv: Sequence[str], env: Mapping[str, str] | None = None) -> int:
+def run(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> int:
+    """`define`'s options and the daemon's settings (`asyncphp.settings.add_arguments`) in ``args``."""
     env = os.environ if env is None else env
-    args, rest = parser().parse_known_args(argv)
     try:
-        settings = load(rest, env)
+        settings = from_arguments(args, env)
     except SettingsError as exc:
         print(f"asyncphp status: {exc}", file=sys.stderr)
         return 2
