@@ -321,7 +321,7 @@ def machine() -> dict[str, str]:
     import hiredis
     import redis
 
-    from asyncphp import __version__
+    from asyncphp.version import __version__
 
     model = next(
         (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()

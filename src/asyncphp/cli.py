@@ -8,9 +8,10 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from asyncphp import __version__, redisurl, settings
+from asyncphp import redisurl, settings
 from asyncphp.logfmt import preview
 from asyncphp.settings import SettingsError, from_arguments
+from asyncphp.version import __version__
 
 
 @dataclass(frozen=True)

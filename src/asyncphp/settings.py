@@ -6,7 +6,7 @@ where it came from, so an operator can fix it without reading code.
 Each setting is declared once, as a field of `Settings` (type, default, parser, liveness, help);
 its flag, environment variable, TOML key, ``--help`` line and SIGHUP behaviour are derived from
 that, so adding one cannot leave the others behind. The settings tables of README.md and docs/
-and the manual pages are made from it too (``python -m asyncphp.dev.docs``), and the unit tests
+and the manual pages are made from it too (``python -m asyncphp.pages.docs``), and the unit tests
 hold them, and the shipped ``systemd/daemon.toml``, to it.
 """
 
@@ -21,10 +21,10 @@ from dataclasses import Field, dataclass, field, fields
 from pathlib import Path, PurePosixPath
 from typing import Any, TypeVar
 
-from asyncphp import __version__
 from asyncphp.core.reading import Lane, Lanes, Priority, Rate
 from asyncphp.redisurl import is_cluster, redact, require_tag, slot
 from asyncphp.redisurl import validate as validate_redis_url
+from asyncphp.version import __version__
 from asyncphp.wire.meta import RELEASE
 
 DEFAULT_CONFIG = Path("/etc/asyncphp/daemon.toml")

@@ -27,7 +27,7 @@ from tests.integration.conftest import wait_for
 
 MIRROR = "http://deb.debian.org/debian"
 ARCH = subprocess.run(["dpkg", "--print-architecture"], capture_output=True, text=True).stdout.strip()
-VERSION = re.search(r'__version__ = "(.+?)"', (ROOT / "src/asyncphp/__init__.py").read_text())
+VERSION = re.search(r'__version__ = "(.+?)"', (ROOT / "src/asyncphp/version.py").read_text())
 UNIT = "asyncphp-daemon.service"
 
 

@@ -11,7 +11,7 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
-from asyncphp.dev import docs
+from asyncphp.pages import docs
 from asyncphp.settings import SETTINGS
 from tests.conftest import ROOT
 

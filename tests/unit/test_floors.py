@@ -10,19 +10,20 @@ from pathlib import Path
 from tests.conftest import ROOT
 
 PACKAGE = ROOT / "src" / "asyncphp"
-# Lowest first. A module imports only from its own floor and those below; cli and dev/ are the top.
+# Lowest first. A module imports only from its own floor and those below; cli and pages/ are the top.
 FLOORS: tuple[tuple[str, ...], ...] = (
     ("wire",),
     ("core",),
     ("redisurl", "settings", "caller"),
     ("loop",),
     ("ops",),
-    ("cli", "dev"),
+    ("dev",),
+    ("cli", "pages"),
 )
 # Beside the floors: the package's own facade (it re-exports the caller, lazily) and `python -m
 # asyncphp`; and under them all, what imports nothing of asyncphp: any floor may use it.
 BESIDE = ("__init__", "__main__")
-UNDER = ("logfmt", "files")
+UNDER = ("logfmt", "files", "version")
 PURE = ("core", "wire")  # their code takes the time and bytes as values, and does no I/O
 
 

@@ -12,7 +12,7 @@ import pytest
 
 from asyncphp.cli import COMMANDS, subcommands
 from asyncphp.cli import parser as command_tree
-from asyncphp.dev import manual
+from asyncphp.pages import manual
 from asyncphp.settings import SETTINGS
 from tests.conftest import ROOT
 
@@ -23,7 +23,7 @@ PAGES = manual.pages()
 def test_the_committed_page_is_the_one_made_from_the_code(name: str) -> None:
     committed = ROOT / "man" / name
     assert committed.exists() and committed.read_text() == PAGES[name], (
-        f"man/{name} is out of date: run python -m asyncphp.dev.manual"
+        f"man/{name} is out of date: run python -m asyncphp.pages.manual"
     )
 
 

@@ -27,7 +27,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from asyncphp import __version__
 from asyncphp.core.admission import Limits as PoolLimits
 from asyncphp.core.jobs import Counters, Job, Message, Outcome, Result
 from asyncphp.logfmt import preview
@@ -41,6 +40,7 @@ from asyncphp.loop.service import Notifier, SignalWakeup
 from asyncphp.loop.story import Story
 from asyncphp.loop.tracing import Tracing
 from asyncphp.settings import RELOADABLE, Settings, SettingsError
+from asyncphp.version import __version__
 from asyncphp.wire.body import BadMessage, Limits, message_body
 
 EXIT_OK = 0

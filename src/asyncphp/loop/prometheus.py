@@ -17,9 +17,9 @@ from prometheus_client import (
     start_http_server,
 )
 
-from asyncphp import __version__
 from asyncphp.core.jobs import Outcome
 from asyncphp.loop.metrics import Gauges, Metrics, MetricsUnavailable
+from asyncphp.version import __version__
 
 # Dispatch to complete answer: from a fast job (milliseconds) to the pool's request_terminate_timeout.
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)

@@ -15,8 +15,8 @@ import os
 from importlib.metadata import entry_points
 from typing import Any
 
-from asyncphp import __version__
 from asyncphp.core.jobs import Job, Outcome, Result
+from asyncphp.version import __version__
 from asyncphp.wire.meta import Meta
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import posixpath
 
-from asyncphp import __version__
+from asyncphp.version import __version__
 from asyncphp.wire.fastcgi import encode_params, encode_request
 from asyncphp.wire.meta import NONE, Meta
 

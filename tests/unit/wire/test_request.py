@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from flup.server.fcgi_base import FCGI_PARAMS, FCGI_STDIN
 
-from asyncphp import __version__
+from asyncphp.version import __version__
 from asyncphp.wire.fastcgi import parse_pairs
 from asyncphp.wire.meta import Meta
 from asyncphp.wire.request import RequestBuilder

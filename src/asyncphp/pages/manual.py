@@ -1,8 +1,8 @@
 """The manual pages, made from the settings' one declaration and the command tree's parsers.
 
-``python -m asyncphp.dev.manual`` writes them into ``man/``; a unit test holds the committed pages
+``python -m asyncphp.pages.manual`` writes them into ``man/``; a unit test holds the committed pages
 to what this module makes, so a setting, a flag or a subcommand cannot be added without its page
-(the way gunicorn's settings page is made from its ``config.py``); ``python -m asyncphp.dev.docs``
+(the way gunicorn's settings page is made from its ``config.py``); ``python -m asyncphp.pages.docs``
 writes them too, with the settings tables of README.md and docs/. The pages are roff (``man 7
 man``), checked with ``man --warnings`` and shipped in the ``.deb``.
 """
@@ -14,12 +14,12 @@ import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from asyncphp import __version__
 from asyncphp.cli import COMMANDS, Command, subcommands
 from asyncphp.cli import parser as command_tree
-from asyncphp.dev.markdown import plain
+from asyncphp.pages.markdown import plain
 from asyncphp.settings import DEFAULT_CONFIG, RELOADABLE, SETTINGS, Setting
 from asyncphp.settings import parser as settings_parser
+from asyncphp.version import __version__
 
 __all__ = ["Command", "Setting", "main", "pages"]
 
@@ -36,7 +36,7 @@ def roff(text: str) -> str:
 def _header(name: str, section: int, title: str, summary: str) -> list[str]:
     manual = {1: "User Commands", 5: "File Formats", 8: "System Administration"}[section]
     return [
-        '.\\" Made by python -m asyncphp.dev.manual from the settings and the parsers: edit those.',
+        '.\\" Made by python -m asyncphp.pages.manual from the settings and the parsers: edit those.',
         f'.TH {name.upper()} {section} "" "{SOURCE}" "{manual}"',
         ".SH NAME",
         f"{roff(name)} \\- {roff(summary)}",

@@ -5,8 +5,8 @@ A table stands between two marker comments, ``<!-- settings: NAME NAME … -->``
 ``<!-- settings: end -->``: the page picks the rows, the declaration writes them, so a page can show
 the few settings its section is about without copying their text. The shipped ``systemd/daemon.toml``
 holds every setting: its doc as a comment, its default, and an example where the declaration gives
-one. ``python -m asyncphp.dev.docs`` rewrites the tables, that file and the manual pages
-(`asyncphp.dev.manual`); a unit test fails when a committed one is not what this module makes (the
+one. ``python -m asyncphp.pages.docs`` rewrites the tables, that file and the manual pages
+(`asyncphp.pages.manual`); a unit test fails when a committed one is not what this module makes (the
 way gunicorn makes its settings page from its ``config.py``). Before, the table was written by hand,
 and a blank line after one row cut the rest of it on GitHub.
 """
@@ -22,11 +22,11 @@ from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 
 from asyncphp.core.reading import Priority
-from asyncphp.dev.markdown import LINK, plain
+from asyncphp.pages.markdown import LINK, plain
 from asyncphp.settings import DEFAULT_CONFIG, SETTINGS, PoolAddress, Setting
 
 ROOT = Path(__file__).resolve().parents[3]
-COMMAND = "python -m asyncphp.dev.docs"
+COMMAND = "python -m asyncphp.pages.docs"
 BEGIN = re.compile(r"^<!-- settings: (?P<names>[a-z_ ]+) -->$", re.MULTILINE)
 END = "<!-- settings: end -->"
 _BY_NAME = {s.name: s for s in SETTINGS}
@@ -183,7 +183,7 @@ def made(root: Path = ROOT) -> dict[Path, str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from asyncphp.dev import manual  # the manual imports the commands; only regenerating needs them
+    from asyncphp.pages import manual  # the manual imports the commands; only regenerating needs them
 
     for path, text in made().items():
         if path.read_text() != text:

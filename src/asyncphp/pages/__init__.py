@@ -1,0 +1,1 @@
+"""The pages made from the declarations: the manual pages, every settings table, the example settings."""
