@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from asyncphp import redisurl, settings
 from asyncphp.logfmt import preview
@@ -31,6 +33,15 @@ class Command:
     takes_settings: bool = False
 
 
+def _lazy(module: str, name: str) -> Callable[[Any], Any]:
+    """``module.name``, imported when first called: each command loads only what it runs."""
+
+    def call(arg: Any) -> Any:
+        return getattr(importlib.import_module(module), name)(arg)
+
+    return call
+
+
 def _define_daemon(parser: argparse.ArgumentParser) -> None:
     parser.description, parser.epilog = settings.DAEMON_DESCRIPTION, settings.DAEMON_EPILOG
 
@@ -42,41 +53,11 @@ def _daemon(args: argparse.Namespace) -> int:
     return daemon_main(settings.command_line(args))
 
 
-def _define_publish(parser: argparse.ArgumentParser) -> None:
-    from asyncphp.caller import define
-
-    define(parser)
-
-
-def _publish(args: argparse.Namespace) -> int:
-    from asyncphp.caller import run
-
-    return run(args)
-
-
 def _define_check(parser: argparse.ArgumentParser) -> None:
     parser.description = (
         "Verify the settings, Redis (its version, the rights the daemon needs), the pool and the worker, "
         "one line each, like nginx -t. Exit status 0 when every check passed, 1 otherwise."
     )
-
-
-def _check(args: argparse.Namespace) -> int:
-    from asyncphp.ops.check import run as check
-
-    return check(args)
-
-
-def _define_install(parser: argparse.ArgumentParser) -> None:
-    from asyncphp.ops.install import define
-
-    define(parser)
-
-
-def _install(args: argparse.Namespace) -> int:
-    from asyncphp.ops.install import run as install
-
-    return install(args)
 
 
 def _define_dev(parser: argparse.ArgumentParser) -> None:
@@ -91,18 +72,6 @@ def _dev(args: argparse.Namespace) -> int:
     from asyncphp.files import POOL, WORKER, shipped
 
     return dev(shipped(POOL), shipped(WORKER), settings.command_line(args))
-
-
-def _define_status(parser: argparse.ArgumentParser) -> None:
-    from asyncphp.ops.status import define
-
-    define(parser)
-
-
-def _status(args: argparse.Namespace) -> int:
-    from asyncphp.ops.status import run as status
-
-    return status(args)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -305,19 +274,24 @@ COMMANDS: tuple[Command, ...] = (
     Command(
         "daemon", "run the daemon (asyncphp-daemon; --help for its settings)", _define_daemon, _daemon, True
     ),
-    Command("publish", "publish a job (asyncphp-publish)", _define_publish, _publish),
+    Command(
+        "publish",
+        "publish a job (asyncphp-publish)",
+        _lazy("asyncphp.caller", "define"),
+        _lazy("asyncphp.caller", "run"),
+    ),
     Command(
         "check",
         "verify settings, Redis, the pool and the worker, like nginx -t (takes the daemon's flags)",
         _define_check,
-        _check,
+        _lazy("asyncphp.ops.check", "run"),
         True,
     ),
     Command(
         "install",
         "render the unit, settings and pool for this host; show the diff; write with --yes",
-        _define_install,
-        _install,
+        _lazy("asyncphp.ops.install", "define"),
+        _lazy("asyncphp.ops.install", "run"),
     ),
     Command(
         "dev",
@@ -329,8 +303,8 @@ COMMANDS: tuple[Command, ...] = (
     Command(
         "status",
         "every live daemon on every host, stream lag, dead letters, the pool's children",
-        _define_status,
-        _status,
+        _lazy("asyncphp.ops.status", "define"),
+        _lazy("asyncphp.ops.status", "run"),
         True,
     ),
     Command("dead", "list, replay or purge the dead letters of a stream", define_dead, dead),

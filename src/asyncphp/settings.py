@@ -710,6 +710,12 @@ DAEMON_EPILOG = (
 )
 
 
+def _config_path(text: str) -> Path | None:
+    # Empty, as `--config "$CFG"` with CFG unset gives: not named, as it was for publish and the
+    # stream tools before they took the daemon's flag (Path("") would be ".").
+    return Path(text) if text else None
+
+
 def add_arguments(parser: argparse.ArgumentParser, names: Collection[str] | None = None) -> None:
     """Add ``--config`` and the flags of the settings ``names`` (default: every one) to ``parser``.
 
@@ -721,7 +727,7 @@ def add_arguments(parser: argparse.ArgumentParser, names: Collection[str] | None
         raise ValueError(f"no such setting: {', '.join(sorted(unknown))}")
     parser.add_argument(
         "--config",
-        type=Path,
+        type=_config_path,
         help=f"the daemon's TOML file (default: $ASYNCPHP_CONFIG, else {DEFAULT_CONFIG} if it exists)",
     )
     for s in SETTINGS:

@@ -128,3 +128,14 @@ def test_a_bad_command_line_is_refused_by_the_command_s_own_parser(
     assert exited.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith(f"usage: asyncphp {argv[0]} ") and said in err
+
+
+def test_an_empty_config_flag_names_no_file(tmp_path: Path) -> None:
+    """`--config "$CFG"` with CFG unset: the environment's file, as if no flag were given."""
+    config = tmp_path / "daemon.toml"
+    config.write_text('streams = ["from-env"]\n')
+    env = {"ASYNCPHP_CONFIG": str(config)}
+    for argv in (["status", "--config", ""], ["dead", "--config", "", "--stream", "jobs", "list"]):
+        args = TREE.parse_args(argv)
+        assert args.config is None
+        assert from_arguments(args, env, tmp_path / "absent.toml").streams == ("from-env",)

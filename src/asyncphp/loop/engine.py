@@ -338,20 +338,18 @@ class Daemon:
         for what in dropped:
             self.counters.traces_dropped += 1
             self.story.dropped_trace(job, what)
-        placed, reason = self.routes.place(job, job.received, self._holdable)
+        placed, reason = self.routes.place(job, job.received)
         if placed is Placed.RUN:
             self._queue(job, replayed)
         elif placed is Placed.REFUSED:
             self._refuse(job, reason)
-        elif placed is Placed.NO_ROOM:
-            if replayed:  # back where it was, at the front; the replay rests, not to go round
-                self._keep_older([job], "no room among the jobs waiting for their release")
-                self._replay_rest_until = job.received + REPLAY_REST
-            else:
-                self.overflow.keep(job.channel, job.payload, "the queue is full")
-
-    def _holdable(self, job: Job) -> bool:
-        return self._held_room(len(job.body))
+        elif not job.published or self._held_room(len(job.body)):
+            self.routes.wait_for(job, job.received)  # its release is missing
+        elif replayed:  # back where it was, at the front; the replay rests, not to go round
+            self._keep_older([job], "no room among the jobs waiting for their release")
+            self._replay_rest_until = job.received + REPLAY_REST
+        else:
+            self.overflow.keep(job.channel, job.payload, "the queue is full")
 
     def _queue(self, job: Job, replayed: bool = False) -> None:
         if replayed or (
@@ -365,12 +363,12 @@ class Daemon:
             self._no_room(job)
 
     def _releases_turn(self, now: float) -> None:
-        """The jobs whose release came run; those that waited release_wait are refused."""
-        run, refused = self.routes.turn(now)
-        for job, reason in refused:
-            self._refuse(job, reason)
-        for job in run:
-            self._queue(job)
+        """In the order the routes give them: the jobs whose release came run, the others are refused."""
+        for job, refused in self.routes.turn(now):
+            if refused:
+                self._refuse(job, refused)
+            else:
+                self._queue(job)
 
     def _refuse(self, job: Job, reason: str) -> None:
         """A job that cannot run here: a stream entry is dead-lettered with the reason; a pub/sub

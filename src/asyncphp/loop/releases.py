@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable
 from enum import Enum
 from logging import Logger
 
@@ -72,9 +71,8 @@ class ReleaseFinder:
 
 class Placed(Enum):
     RUN = "run"  # the job has its script: queue it
-    WAIT = "wait"  # its release is not here yet: it waits here for it
+    MISSING = "missing"  # its release is not here yet: it may wait for it (:meth:`Routes.wait`)
     REFUSED = "refused"  # it cannot run on this host (the reason says why)
-    NO_ROOM = "no room"  # it would wait, but the queue's limits have no room to hold it
 
 
 class Routes:
@@ -100,20 +98,27 @@ class Routes:
     def configure(self, wait: float) -> None:
         pass
 
-    def place(self, job: Job, now: float, holdable: Callable[[Job], bool]) -> tuple[Placed, str]:
-        """Give ``job`` its script, or say why not (``holdable``: whether the queue's limits
-        have room to hold it while it waits)."""
+    def place(self, job: Job, now: float) -> tuple[Placed, str]:
+        """Give ``job`` its script, or say why not."""
         return Placed.RUN, ""
+
+    def wait_for(self, job: Job, now: float) -> None:
+        """``job``'s release is missing (:meth:`place`), and the queue's limits can hold it: it waits."""
+        raise AssertionError("without release routing no release is missing")
 
     def request(self, job: Job, meta: Meta) -> bytes:
         """The job's request, with ``meta`` (the job's, its trace context the daemon's own)."""
-        return self._requests.build(
+        return self._builder_of(job).build(
             job.id, job.channel, job.body, job.attempt, job.message_id, job.due_at, meta
         )
 
-    def turn(self, now: float) -> tuple[list[Job], list[tuple[Job, str]]]:
-        """The jobs whose release came (to queue), and those given up with the reason."""
-        return [], []
+    def _builder_of(self, job: Job) -> RequestBuilder:
+        return self._requests
+
+    def turn(self, now: float) -> list[tuple[Job, str]]:
+        """The jobs due an answer, in order: "" to queue one (its release came), else why it is
+        given up."""
+        return []
 
     def taken_back(self, job: Job, result: Result, now: float) -> str:
         """Why ``job``, which ended with ``result``, waits again instead of ending ("": it ends)."""
@@ -164,7 +169,7 @@ class ReleaseRoutes(Routes):
     def configure(self, wait: float) -> None:
         self.wait.wait = wait
 
-    def place(self, job: Job, now: float, holdable: Callable[[Job], bool]) -> tuple[Placed, str]:
+    def place(self, job: Job, now: float) -> tuple[Placed, str]:
         release = job.release or self._default
         if release != job.release:
             job.meta = job.meta.released(release)
@@ -177,21 +182,21 @@ class ReleaseRoutes(Routes):
         if script is not None:
             job.script = script
             return Placed.RUN, ""
-        if job.published and not holdable(job):
-            return Placed.NO_ROOM, ""
+        return Placed.MISSING, ""
+
+    def wait_for(self, job: Job, now: float) -> None:
+        release = job.release
         if not self.wait.waits_for(release):
             self._log.warning(
                 "release %s is not on this host (%s): its jobs wait for it, up to release_wait (%g s)",
                 release, self.finder.template.replace(PLACEHOLDER, release), self.wait.wait,
             )  # fmt: skip
         self.wait.add(job, release, now)
-        return Placed.WAIT, ""
 
-    def request(self, job: Job, meta: Meta) -> bytes:
-        builder = self._builder(job.script) if job.script else self._requests
-        return builder.build(job.id, job.channel, job.body, job.attempt, job.message_id, job.due_at, meta)
-
-    def _builder(self, script: str) -> RequestBuilder:
+    def _builder_of(self, job: Job) -> RequestBuilder:
+        if not job.script:
+            return self._requests
+        script = job.script
         builder = self._builders.get(script)
         if builder is None:
             if len(self._builders) >= MAX_BUILDERS:
@@ -199,18 +204,17 @@ class ReleaseRoutes(Routes):
             builder = self._builders[script] = RequestBuilder(script)
         return builder
 
-    def turn(self, now: float) -> tuple[list[Job], list[tuple[Job, str]]]:
-        """Look again for the releases jobs wait for; those found run; those that waited
-        release_wait are given up."""
-        run: list[Job] = []
-        refused: list[tuple[Job, str]] = []
+    def turn(self, now: float) -> list[tuple[Job, str]]:
+        """Look again for the releases jobs wait for, in turn: those found run; then those that
+        waited release_wait are given up."""
+        due: list[tuple[Job, str]] = []
         if not self.wait:
-            return run, refused
+            return due
         for release in self.wait.due(now):
             try:
                 script = self.finder.locate(release, now)
             except OutsideRoot as exc:
-                refused += [(job, str(exc)) for job in self.wait.found(release)]
+                due += [(job, str(exc)) for job in self.wait.found(release)]
                 continue
             if script is None:
                 self.wait.missing(release, now)
@@ -219,13 +223,13 @@ class ReleaseRoutes(Routes):
             self._log.warning("release %s is here: its %d waiting job(s) run", release, len(jobs))
             for job in jobs:
                 job.script = script
-            run += jobs
+                due.append((job, ""))
         wait = self.wait.wait
-        refused += [
+        due += [
             (job, f"release {job.release} did not reach this host within release_wait ({wait:g} s)")
             for job in self.wait.expired(now)
         ]
-        return run, refused
+        return due
 
     def taken_back(self, job: Job, result: Result, now: float) -> str:
         """A job whose release's script the pool did not find (removed since it was looked for)

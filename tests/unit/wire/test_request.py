@@ -9,6 +9,14 @@ from asyncphp.wire.request import RequestBuilder
 from tests.unit.wire.test_fastcgi import flup_records
 
 
+def params(request: bytes) -> dict[bytes, bytes]:
+    found: dict[bytes, bytes] = {}
+    for rec in flup_records(request):
+        if rec.type == FCGI_PARAMS:
+            found.update(parse_pairs(rec.contentData))
+    return found
+
+
 def test_cgi_params_a_php_worker_expects() -> None:
     records = flup_records(RequestBuilder("/srv/app/worker.php").build(7, "commands", b"a=1&b=2"))
     params: dict[bytes, bytes] = {}
@@ -29,26 +37,12 @@ def test_cgi_params_a_php_worker_expects() -> None:
 def test_a_delayed_job_s_due_time_reaches_the_worker() -> None:
     builder = RequestBuilder("/srv/app/worker.php")
 
-    def params(request: bytes) -> dict[bytes, bytes]:
-        found: dict[bytes, bytes] = {}
-        for rec in flup_records(request):
-            if rec.type == FCGI_PARAMS:
-                found.update(parse_pairs(rec.contentData))
-        return found
-
     delayed = params(builder.build(1, "mail", b"", 1, "1-0", "1795984306.916"))
     assert delayed[b"ASYNCPHP_DUE_AT"] == b"1795984306.916"
     assert b"ASYNCPHP_DUE_AT" not in params(builder.build(1, "mail", b"", 1, "1-0")), "only when delayed"
 
 
 def test_what_the_publisher_said_reaches_the_worker_whole() -> None:
-    def params(request: bytes) -> dict[bytes, bytes]:
-        found: dict[bytes, bytes] = {}
-        for rec in flup_records(request):
-            if rec.type == FCGI_PARAMS:
-                found.update(parse_pairs(rec.contentData))
-        return found
-
     traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
     builder = RequestBuilder("/srv/app/worker.php")
     sent = params(builder.build(1, "mail", b"", meta=Meta("2026-12-07.1", traceparent, "vendor=1")))
