@@ -40,6 +40,20 @@ switch ($_POST['do'] ?? 'note') {
         $note('answered attempt ' . $_SERVER['ASYNCPHP_ATTEMPT']);
         sleep(3);
         break;
+    case 'ask':
+        // The worker's asks (docs/contract.md): run again in "in" s until attempt "until", then
+        // answer "then" (a header line, or nothing: done).
+        $attempt = (int) $_SERVER['ASYNCPHP_ATTEMPT'];
+        $note(json_encode(['id' => $_POST['id'], 'attempt' => $attempt, 'at' => microtime(true),
+            'entry' => $_SERVER['ASYNCPHP_MESSAGE_ID'], 'first' => $_SERVER['ASYNCPHP_FIRST_ID'] ?? '',
+            'due' => $_SERVER['ASYNCPHP_DUE_AT'] ?? '']));
+        if ($attempt < (int) $_POST['until']) {
+            header('Asyncphp-Retry-In: ' . $_POST['in']);
+        } elseif (($_POST['then'] ?? '') !== '') {
+            header($_POST['then']);
+            http_response_code(500);
+        }
+        break;
     case 'dump':
         $keys = ['REQUEST_METHOD', 'SCRIPT_FILENAME', 'SCRIPT_NAME', 'REQUEST_URI', 'CONTENT_TYPE',
                  'CONTENT_LENGTH', 'SERVER_SOFTWARE', 'GATEWAY_INTERFACE', 'QUERY_STRING',

@@ -45,6 +45,7 @@ class Message:
     # keeps the message); a stream entry's is not: its ledger retries it, counted by Redis.
     retry_here: bool = True
     due_at: str = ""  # a delayed job's due time (seconds since the epoch), for the worker
+    first_id: str = ""  # the entry its lineage began with, when it was run again through the delayed set
 
 
 @dataclass(slots=True)
@@ -59,6 +60,7 @@ class Job:
     message_id: str = ""
     payload: bytes = b""  # the message as received, for a spill file (pub/sub) or a log line
     due_at: str = ""  # a delayed job's due time, as ASYNCPHP_DUE_AT
+    first_id: str = ""  # as ASYNCPHP_FIRST_ID: the entry its lineage began with, if not this one
     meta: Meta = NONE  # what the publisher said besides the payload: its release, its trace
     script: str = ""  # its release's worker script; "" for worker_script itself
     last_error: str = ""  # why the pool could not take it last time
@@ -88,6 +90,7 @@ class Outcome(enum.Enum):
     COMPLETED = "completed"  # the worker answered 2xx or 3xx
     REJECTED = "rejected"  # the worker answered 4xx, or the message could not become a request
     FAILED = "failed"  # the worker ran and failed, or may have: 5xx, fatal error, lost mid-answer
+    DEFERRED = "deferred"  # the worker asked to be run again later (Asyncphp-Retry-In)
     UNDELIVERED = "undelivered"  # the pool could not be reached for retry_for seconds
     DROPPED = "dropped"  # no room for it, in the queue or the spill file
     ABANDONED = "abandoned"  # still queued or running when the daemon stopped
@@ -100,6 +103,10 @@ class Result:
     status: int = 0  # the worker's HTTP status; 0 when it did not answer
     stderr: bytes = b""
     seconds: float = -1.0  # from dispatch to the pool's complete answer; -1 when there was none
+    again: float = 0.0  # DEFERRED: run again this many seconds from now
+    # FAILED for good, and the worker has kept it itself (a framework's failed-jobs table): it is
+    # acknowledged, not retried nor dead-lettered, so that each failure is kept in one place.
+    recorded: bool = False
 
 
 @dataclass
@@ -112,6 +119,7 @@ class Counters:
     completed: int = 0
     failed: int = 0  # the worker ran and failed (4xx included), or may have
     retried: int = 0  # attempts tried again by the dispatcher
+    deferred: int = 0  # jobs the worker asked to run again later
     given_up: int = 0  # jobs the pool could not take for retry_for seconds
     dropped: int = 0  # messages with no room in the queue nor the spill file
     spilled: int = 0  # messages written to the spill file
@@ -129,6 +137,8 @@ class Counters:
             self.completed += 1
         elif outcome in (Outcome.FAILED, Outcome.REJECTED):
             self.failed += 1
+        elif outcome is Outcome.DEFERRED:
+            self.deferred += 1
         elif outcome is Outcome.UNDELIVERED:
             self.given_up += 1
         elif outcome is Outcome.DROPPED:

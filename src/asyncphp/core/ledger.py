@@ -3,6 +3,8 @@
     delivered ─▶ RUNNING ─▶ ended ─┬▶ COMPLETED ─────────────────────▶ ack ──┬▶ SETTLING ─▶ confirmed: gone
                                    ├▶ REJECTED, or out of attempts ─▶ bury ─┘
                                    ├▶ FAILED/UNDELIVERED ─▶ WAITING ─▶ due: XCLAIM counts it ─▶ RUNNING
+                                   ├▶ DEFERRED (the worker asked) ─▶ later: delayed set + ack ─▶ SETTLING
+                                   ├▶ FAILED and recorded by the worker ─▶ ack
                                    └▶ DROPPED/ABANDONED ─▶ released: stays pending, for XAUTOCLAIM
 
 A settle (ack, or dead letter and ack as one script) leaves the ledger only when Redis confirms
@@ -63,6 +65,7 @@ class Hold(enum.Enum):
 class Settle(enum.Enum):
     ACK = "ack"
     BURY = "bury"  # dead letter and ack, as one script
+    LATER = "later"  # back through the delayed set and ack, as one script
 
 
 @dataclass(slots=True)
@@ -72,6 +75,8 @@ class Entry:
     payload: bytes
     deliveries: int  # as Redis counts them, this delivery included
     touched: float
+    before: int = 0  # attempts of its lineage before this entry (the worker asked for them: Later)
+    first_id: str = ""  # the entry its lineage began with, when not this one
     hold: Hold = Hold.RUNNING
     due: float = 0.0  # when WAITING
     settle: Settle = Settle.ACK  # when TO_SETTLE or SETTLING
@@ -81,6 +86,11 @@ class Entry:
     due_at: str = ""  # a delayed job's due time, for the worker
     guard: str = ""  # a unique job's guard key, released once its settle is confirmed
     away: bool = False  # claimed by another consumer while held here (this daemon looked stopped)
+
+    @property
+    def attempts(self) -> int:
+        """Runs of its lineage so far, this one included: ASYNCPHP_ATTEMPT."""
+        return self.before + self.deliveries
 
 
 # What to send. The stream source turns each into Redis commands and reports the replies.
@@ -113,6 +123,19 @@ class Bury:
     its payload is kept where an operator can replay it. A ``resent`` one (its first send was lost
     with a connection, and may have run) is not written again if the newest dead letters already
     hold it from this consumer."""
+
+    entry: Entry
+    resent: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Later:
+    """Put the entry back through the delayed set, due ``entry.result.again`` seconds from Redis's
+    now, and acknowledge it, as one script: the worker asked to be run again then. The delayed job
+    carries the lineage's attempts and its first entry's id, and a unique job's guard; the stream
+    entry it becomes later is a new one. Decided by what Redis holds, as :class:`Bury`: pending for
+    another consumer, it is theirs and nothing is added; a ``resent`` one no longer pending was
+    applied by its first send (the add and the ack are one step)."""
 
     entry: Entry
     resent: bool = False
@@ -158,7 +181,7 @@ class Unlock:
     id: str
 
 
-Command = Ack | AckHeld | Bury | Redeliver | Touch | Claim | QueryLag | Prune | Unlock | ReadCommand
+Command = Ack | AckHeld | Bury | Later | Redeliver | Touch | Claim | QueryLag | Prune | Unlock | ReadCommand
 
 
 # What became of an entry, for the source to carry out (and log).
@@ -287,6 +310,10 @@ class Ledger:
             entry.due_at = fields[b"due_at"].decode(errors="replace")
         if b"unique" in fields:
             entry.guard = fields[b"unique"].decode(errors="replace")
+        if b"attempts" in fields:  # run again at its worker's ask (Later): its lineage goes on
+            before = fields[b"attempts"]
+            entry.before = int(before) if before.isdigit() else 0
+            entry.first_id = fields.get(b"first_id", b"").decode(errors="replace")
         self._held[key] = entry
         if payload is None:
             reason = "the entry has no payload field"
@@ -313,14 +340,19 @@ class Ledger:
         if entry is None or entry.hold is not Hold.RUNNING:
             return Ignored()
         outcome = result.outcome
-        if outcome is Outcome.COMPLETED:
+        if outcome is Outcome.COMPLETED or result.recorded:
             return self._settle(entry, Settle.ACK, result, now)
         if outcome is Outcome.REJECTED:
             return self._settle(entry, Settle.BURY, result, now)
+        if outcome is Outcome.DEFERRED:
+            # The worker's ask, honoured whatever max_attempts (which bounds the daemon's own
+            # retries): the worker counts its own, by ASYNCPHP_ATTEMPT. While stopping too: it is
+            # a settle, and leaves nothing for another consumer to claim.
+            return self._settle(entry, Settle.LATER, result, now)
         if outcome in (Outcome.FAILED, Outcome.UNDELIVERED) and not self.stopped:
-            if entry.deliveries >= self.policy.max_attempts:
+            if entry.attempts >= self.policy.max_attempts:
                 return self._settle(entry, Settle.BURY, result, now)
-            delay = min(RETRY_DELAY_CAP, self.policy.retry_delay * 2 ** (entry.deliveries - 1))
+            delay = min(RETRY_DELAY_CAP, self.policy.retry_delay * 2 ** (entry.attempts - 1))
             entry.hold, entry.due, entry.job, entry.result = Hold.WAITING, now + delay, job, result
             self._wait(entry)
             return Retrying(entry, delay)
@@ -388,7 +420,7 @@ class Ledger:
             return self._settle(entry, Settle.BURY, buried, now)
         entry.deliveries += 1
         entry.hold, entry.touched, entry.job = Hold.RUNNING, now, None
-        job.attempt = entry.deliveries
+        job.attempt = entry.attempts
         job.received, job.last_error, job.counted = now, "", False
         return Deliver(self._message(entry), job)
 
@@ -457,6 +489,8 @@ class Ledger:
                     commands.append(AckHeld(entry))
                 elif entry.settle is Settle.ACK:
                     acks.setdefault(entry.stream, []).append(entry.id)
+                elif entry.settle is Settle.LATER:
+                    commands.append(Later(entry, entry.resent))
                 else:
                     commands.append(Bury(entry, entry.resent))
             self._to_settle.clear()
@@ -526,8 +560,8 @@ class Ledger:
         # No retries by the dispatcher itself: a failed delivery comes back here, to wait and be
         # counted by Redis.
         return Message(
-            entry.stream, entry.payload, self._origin, entry.id, entry.deliveries, retry_here=False,
-            due_at=entry.due_at,
+            entry.stream, entry.payload, self._origin, entry.id, entry.attempts, retry_here=False,
+            due_at=entry.due_at, first_id=entry.first_id,
         )  # fmt: skip
 
 

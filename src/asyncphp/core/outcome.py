@@ -11,6 +11,15 @@ POST_TOO_LARGE = b"POST Content-Length of "
 POST_TOO_LARGE_REASON = "the body is over the pool's post_max_size: PHP ran the worker with an empty $_POST"
 
 
+# What a worker may ask of the daemon besides its status, by response headers (docs/contract.md).
+# One of them decides the outcome whatever the status: the first found in this order.
+DEAD_LETTER = b"asyncphp-dead-letter"  # failed for good: keep it as a dead letter now, with this reason
+FAILED = b"asyncphp-failed"  # failed for good, and the worker has recorded it: acknowledge it
+RETRY_IN = b"asyncphp-retry-in"  # run it again in this many seconds (a decimal), through the delayed set
+RETRY_IN_MAX = 30 * 86_400.0  # a month: a longer delay is a bug in the worker, not a plan
+REASON_LIMIT = 500  # characters of a header's reason kept
+
+
 class Refused(Exception):
     """The pool answered the request with a refusal (OVERLOADED, CANT_MPX_CONN, UNKNOWN_ROLE):
     it never ran."""
@@ -26,6 +35,9 @@ def result_of(response: Response, seconds: float) -> Result:
     if response.protocol_status != FCGI_REQUEST_COMPLETE:
         raise Refused(f"the pool refused it (FastCGI protocol status {response.protocol_status})")
     status = response.http_status
+    asked = _asked(response, status, seconds)
+    if asked is not None:
+        return asked
     if POST_TOO_LARGE in response.stderr and b" exceeds the limit of " in response.stderr:
         # PHP threw the body away and ran the worker on an empty $_POST, answering 200: the job did
         # not run as sent, and the same body would fare no better again.
@@ -37,3 +49,35 @@ def result_of(response: Response, seconds: float) -> Result:
         reason = f"the worker exited with status {response.app_status}"
         return Result(Outcome.FAILED, reason, status, response.stderr, seconds)
     return Result(Outcome.COMPLETED, "", status, response.stderr, seconds)
+
+
+def _asked(response: Response, status: int, seconds: float) -> Result | None:
+    """The result a worker asked for by header, if it asked."""
+    stderr = response.stderr
+    dead = response.header(DEAD_LETTER)
+    if dead:
+        reason = f"the worker asked for a dead letter: {_text(dead)}"
+        return Result(Outcome.REJECTED, reason, status, stderr, seconds)
+    failed = response.header(FAILED)
+    if failed:
+        reason = f"failed for good, recorded by the worker: {_text(failed)}"
+        return Result(Outcome.FAILED, reason, status, stderr, seconds, recorded=True)
+    again = response.header(RETRY_IN)
+    if not again:
+        return None
+    try:
+        delay = float(again)
+    except ValueError:
+        delay = -1.0
+    if not 0.0 <= delay <= RETRY_IN_MAX:  # NaN too
+        reason = (
+            f"the worker's Asyncphp-Retry-In is not a number of seconds from 0 to {RETRY_IN_MAX:.0f}: "
+            f"{_text(again)!r}"
+        )
+        return Result(Outcome.FAILED, reason, status, stderr, seconds)
+    reason = f"the worker asked to run it again in {delay:g} s"
+    return Result(Outcome.DEFERRED, reason, status, stderr, seconds, again=delay)
+
+
+def _text(value: bytes) -> str:
+    return value.decode(errors="replace")[:REASON_LIMIT]

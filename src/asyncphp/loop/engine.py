@@ -334,6 +334,7 @@ class Daemon:
             self._last_job_id, message.channel, body, self._clock(), attempt=message.attempt,
             max_attempt=self.settings.max_attempts if message.retry_here else 0, origin=message.origin,
             message_id=message.message_id, payload=message.payload, due_at=message.due_at, meta=meta,
+            first_id=message.first_id,
         )  # fmt: skip
         for what in dropped:
             self.counters.traces_dropped += 1

@@ -109,7 +109,7 @@ class Routes:
     def request(self, job: Job, meta: Meta) -> bytes:
         """The job's request, with ``meta`` (the job's, its trace context the daemon's own)."""
         return self._builder_of(job).build(
-            job.id, job.channel, job.body, job.attempt, job.message_id, job.due_at, meta
+            job.id, job.channel, job.body, job.attempt, job.message_id, job.due_at, meta, job.first_id
         )
 
     def _builder_of(self, job: Job) -> RequestBuilder:

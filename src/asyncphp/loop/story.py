@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 
-from asyncphp.core.jobs import Job, Result
+from asyncphp.core.jobs import Job, Outcome, Result
 from asyncphp.logfmt import preview
 from asyncphp.loop.logsink import Sink, job_fields
 
@@ -40,7 +40,20 @@ class Story:
     def answered(self, job: Job, result: Result) -> None:
         elapsed_ms = result.seconds * 1000
         stderr = f"; stderr {preview(result.stderr, STDERR_PREVIEW)}" if result.stderr else ""
-        if result.reason:
+        if result.outcome is Outcome.DEFERRED and job.published:
+            self._say(
+                logging.ERROR, job, "job %d on %s: status %d in %.1f ms, %s, but a pub/sub message has "
+                "nowhere to wait (a stream entry has): not run again; message %s%s",
+                job.id, job.channel, result.status, elapsed_ms, result.reason,
+                preview(job.payload or job.body), stderr, status=result.status, elapsed_ms=elapsed_ms,
+            )  # fmt: skip
+        elif result.outcome is Outcome.DEFERRED:
+            self._say(
+                logging.INFO, job, "job %d on %s: status %d in %.1f ms, %s (attempt %d)%s",
+                job.id, job.channel, result.status, elapsed_ms, result.reason, job.attempt, stderr,
+                status=result.status, elapsed_ms=elapsed_ms,
+            )  # fmt: skip
+        elif result.reason:
             self._say(
                 logging.ERROR, job, "job %d on %s: status %d in %.1f ms, %s%s",
                 job.id, job.channel, result.status, elapsed_ms, result.reason, stderr,

@@ -4,6 +4,8 @@
         2xx/3xx → XACK · 4xx or a bad message → dead letter + XACK, as one script
         5xx, fatal error, pool unreachable → again after a growing delay, up to max_attempts, then
         dead letter · still running at shutdown → left pending for another consumer
+        the worker's ask (docs/contract.md): run again in N s → delayed set + XACK, as one script ·
+        a dead letter now · failed and recorded by the worker → XACK
 
 What to do with each entry is decided by the ledger (``asyncphp.core.ledger``); this module sends
 its commands and reports the replies. Two connections, both driven by the event loop
@@ -31,6 +33,7 @@ from asyncphp.core.ledger import (
     Decision,
     Deliver,
     Entry,
+    Later,
     Ledger,
     Policy,
     Prune,
@@ -243,6 +246,14 @@ class StreamSource:
             )  # fmt: skip
         elif isinstance(command, Bury):
             self._bury(command)
+        elif isinstance(command, Later):
+            entry = command.entry
+            keys = Keys(entry.stream).later()
+            self.writer.send(
+                "EVAL", scripts.LATER, len(keys), *keys, self.group, entry.id, self.consumer,
+                int(command.resent), round(entry.result.again * 1000), entry.payload, entry.attempts,
+                entry.first_id or entry.id, entry.guard, on_reply=functools.partial(self._later, entry),
+            )  # fmt: skip
         elif isinstance(command, Redeliver):
             entry = command.entry
             self.writer.send(
@@ -470,12 +481,14 @@ class StreamSource:
         entry, result = command.entry, command.entry.result
         reason = result.reason or result.outcome.value
         fields: list[str | bytes | int] = [
-            "id", entry.id, "payload", entry.payload, "attempts", entry.deliveries, "reason", reason,
+            "id", entry.id, "payload", entry.payload, "attempts", entry.attempts, "reason", reason,
             "status", result.status or "", "stderr", result.stderr[:STDERR_EXCERPT], "daemon", self.consumer,
             "time", f"{time.time():.3f}",
         ]  # fmt: skip
         if entry.guard:
             fields += ["unique", entry.guard]  # a replay holds the guard again (scripts.REPLAY)
+        if entry.first_id:
+            fields += ["first_id", entry.first_id]
         self.writer.send(
             "EVAL", scripts.BURY, 2, entry.stream, Keys(entry.stream).dead,
             self.group, entry.id, self.consumer, int(command.resent), DEAD_MAXLEN, *fields,
@@ -506,9 +519,36 @@ class StreamSource:
         self._metrics.dead_lettered(entry.stream)
         self._log.error(
             "entry %s of %s dead-lettered to %s after %d attempt(s): %s; message %s",
-            entry.id, entry.stream, Keys(entry.stream).dead, entry.deliveries, reason,
+            entry.id, entry.stream, Keys(entry.stream).dead, entry.attempts, reason,
             preview(entry.payload), extra=fields,
         )  # fmt: skip
+
+    def _later(self, entry: Entry, reply: Reply) -> None:
+        fields = {"ASYNCPHP_CHANNEL": entry.stream, "ASYNCPHP_MESSAGE_ID": entry.id}
+        if isinstance(reply, ReplyError):
+            if reply.code in RECONNECT_ON:  # sent again once connected where it can be (Ledger.lost)
+                raise redis.ConnectionError(f"the delayed run of entry {entry.id} refused: {reply}")
+            # Not added, not acknowledged: it stays pending, claimed and run again after claim_idle.
+            self._log.error(
+                "entry %s of %s stays pending: redis refused to put it back through %s: %s",
+                entry.id, entry.stream, Keys(entry.stream).delayed, reply, extra=fields,
+            )  # fmt: skip
+            self.ledger.refused(entry)
+            return
+        # Its guard, if any, moved with it to the delayed job (or stays with the copy that holds it).
+        self.ledger.confirmed(entry, release_guard=False)
+        if reply is None:
+            self._log.warning(
+                "entry %s of %s was taken over by another consumer before its delayed run was added: it is "
+                "theirs to settle", entry.id, entry.stream, extra=fields,
+            )  # fmt: skip
+        elif self._log.isEnabledFor(logging.INFO):
+            delayed = replies.text(reply)
+            self._log.info(
+                "entry %s of %s acknowledged and delayed as %s, due in %g s, after attempt %d%s",
+                entry.id, entry.stream, delayed or "before the connection was lost", entry.result.again,
+                entry.attempts, f" (first entry {entry.first_id})" if entry.first_id else "", extra=fields,
+            )  # fmt: skip
 
     def _pruned(self, command: Prune, reply: Reply) -> None:
         if isinstance(reply, ReplyError):
@@ -594,7 +634,7 @@ class StreamSource:
             entry = decision.entry
             self._log.warning(
                 "entry %s of %s left pending (%s): another consumer, or this one after a restart, claims it "
-                "after claim_idle; attempt %d of %d", entry.id, entry.stream, decision.why, entry.deliveries,
+                "after claim_idle; attempt %d of %d", entry.id, entry.stream, decision.why, entry.attempts,
                 self.ledger.policy.max_attempts,
                 extra={"ASYNCPHP_CHANNEL": entry.stream, "ASYNCPHP_MESSAGE_ID": entry.id},
             )  # fmt: skip
@@ -604,7 +644,7 @@ class StreamSource:
             self._metrics.retried(entry.stream)
             self._log.warning(
                 "entry %s of %s: attempt %d of %d failed (%s); again in %.1f s",
-                entry.id, entry.stream, entry.deliveries, self.ledger.policy.max_attempts,
+                entry.id, entry.stream, entry.attempts, self.ledger.policy.max_attempts,
                 entry.result.reason or entry.result.outcome.value, decision.delay,
                 extra={"ASYNCPHP_CHANNEL": entry.stream, "ASYNCPHP_MESSAGE_ID": entry.id},
             )  # fmt: skip

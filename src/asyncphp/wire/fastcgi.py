@@ -142,14 +142,18 @@ class Response:
     @property
     def http_status(self) -> int:
         """The worker's HTTP status: php-fpm sends a ``Status:`` header only when it is not 200."""
+        code = self.header(b"status")[:3]
+        return int(code) if code.isdigit() else 200
+
+    def header(self, name: bytes) -> bytes:
+        """The value of the worker's response header ``name`` (lower case), stripped; b"" when
+        it sent none."""
         end = self.head.find(b"\r\n\r\n")
         for line in (self.head if end < 0 else self.head[:end]).split(b"\r\n"):
-            name, sep, value = line.partition(b":")
-            if sep and name.strip().lower() == b"status":
-                code = value.strip()[:3]
-                if code.isdigit():
-                    return int(code)
-        return 200
+            key, sep, value = line.partition(b":")
+            if sep and key.strip().lower() == name:
+                return value.strip()
+        return b""
 
 
 class ResponseParser:

@@ -11,6 +11,8 @@ on a cluster a stream named ``{S}`` keeps them all in its slot):
     S:delayed:jobs     hash: delayed job id → payload
     S:delayed:unique   hash: delayed job id → "<guard key>\\n<processed|expiry>"
     S:delayed:seq      counter for delayed job ids (d1, d2, …)
+    S:delayed:lineage  hash: delayed job id → "<attempts so far>\\n<first entry id>", for a job its worker
+                       asked to run again later: the entry it becomes carries them on
     S:unique:<key>     a unique job's guard: the id of the job that holds it, with a TTL
     S:rate             a rate limit's token bucket (tokens, at)
     S:maxlen           the length the publisher keeps the stream at (XADD MAXLEN ~), recorded by ADD:
@@ -69,6 +71,10 @@ class Keys:
         return self.stream + ":delayed:unique"
 
     @property
+    def lineage(self) -> str:
+        return self.stream + ":delayed:lineage"
+
+    @property
     def seq(self) -> str:
         return self.stream + ":delayed:seq"
 
@@ -83,10 +89,15 @@ class Keys:
     def guard(self, unique_key: str) -> str:
         return f"{self.stream}:unique:{unique_key}"
 
-    def moving(self) -> tuple[str, str, str, str, str]:
+    def moving(self) -> tuple[str, ...]:
         """The KEYS of MOVE and CANCEL."""
-        return self.stream, self.delayed, self.jobs, self.unique_of, self.maxlen
+        return self.stream, self.delayed, self.jobs, self.unique_of, self.maxlen, self.lineage
 
     def adding(self, unique_key: str) -> tuple[str, ...]:
-        """The KEYS of ADD."""
-        return *self.moving(), self.seq, self.guard(unique_key)
+        """The KEYS of ADD (the PHP client's copy names them in this order too)."""
+        guard = self.guard(unique_key)
+        return self.stream, self.delayed, self.jobs, self.unique_of, self.maxlen, self.seq, guard
+
+    def later(self) -> tuple[str, ...]:
+        """The KEYS of LATER."""
+        return self.stream, self.delayed, self.jobs, self.unique_of, self.seq, self.lineage

@@ -44,6 +44,11 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def text(reply: Any) -> str:
+    """A bulk string reply as text."""
+    return _text(reply)
+
+
 def _entry(row: Any) -> StreamEntry:
     entry_id, flat = row[0], row[1]
     if flat is None:

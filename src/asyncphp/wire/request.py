@@ -48,13 +48,15 @@ class RequestBuilder:
         message_id: str = "",
         due_at: str = "",
         meta: Meta = NONE,
+        first_id: str = "",
     ) -> bytes:
         """The whole request for one job; ``request_id``, ``channel`` and ``attempt`` reach the
         worker as ``$_SERVER['ASYNCPHP_REQUEST_ID']``, ``['ASYNCPHP_CHANNEL']`` and
         ``['ASYNCPHP_ATTEMPT']`` (above 1 when the pool dropped an earlier attempt, or a stream entry is
         delivered again), a stream entry's id as ``['ASYNCPHP_MESSAGE_ID']``, and a delayed job's
-        due time (seconds since the epoch, to the ms) as ``['ASYNCPHP_DUE_AT']``; and what the
-        publisher said besides the payload (:meth:`Meta.params`)."""
+        due time (seconds since the epoch, to the ms) as ``['ASYNCPHP_DUE_AT']``; for a job run again
+        at its worker's ask, the entry its lineage began with as ``['ASYNCPHP_FIRST_ID']``; and what
+        the publisher said besides the payload (:meth:`Meta.params`)."""
         varying = encode_params(
             (
                 (b"CONTENT_LENGTH", b"%d" % len(body)),
@@ -63,6 +65,7 @@ class RequestBuilder:
                 (b"ASYNCPHP_ATTEMPT", b"%d" % attempt),
                 *([(b"ASYNCPHP_MESSAGE_ID", message_id.encode())] if message_id else []),
                 *([(b"ASYNCPHP_DUE_AT", due_at.encode())] if due_at else []),
+                *([(b"ASYNCPHP_FIRST_ID", first_id.encode())] if first_id else []),
                 *meta.params(),
             )
         )

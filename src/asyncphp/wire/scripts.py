@@ -8,7 +8,9 @@ The keys they use are named in ``asyncphp.wire.keys``.
 
 A delayed job becomes a stream entry with the fields ``payload``, ``due_at`` (seconds since the
 epoch, to the ms) and ``delayed_id``; a unique one held until processed also has ``unique`` (its
-guard's key), which the daemon releases when it acknowledges or dead-letters the entry.
+guard's key), which the daemon releases when it acknowledges or dead-letters the entry; one its
+worker asked to run again later (LATER) also has ``attempts`` (its lineage's runs so far) and
+``first_id`` (the entry its lineage began with).
 """
 
 from __future__ import annotations
@@ -82,7 +84,7 @@ return {1, id, due}
 """
 )
 
-# KEYS: stream, delayed, jobs, unique_of, maxlen (Keys.moving).  ARGV: batch, then delayed ids to
+# KEYS: stream, delayed, jobs, unique_of, maxlen, lineage (Keys.moving).  ARGV: batch, then delayed ids to
 # move now (run-now) instead of those due. The stream is trimmed to the length its publisher
 # recorded, and not at all when none did (the publisher's next add trims it).
 # Returns {Redis's now ms, the next due ms (-1: none waiting), delayed id, entry id, …}.
@@ -116,6 +118,16 @@ for _, id in ipairs(ids) do
         table.insert(fields, string.format('%.3f', due / 1000))
         table.insert(fields, 'delayed_id')
         table.insert(fields, id)
+        local lineage = redis.call('HGET', KEYS[6], id)
+        if lineage then
+            local attempts, first = string.match(lineage, '^(%d+)\\n(.*)$')
+            if attempts then
+                table.insert(fields, 'attempts')
+                table.insert(fields, attempts)
+                table.insert(fields, 'first_id')
+                table.insert(fields, first)
+            end
+        end
         local guard, mode
         local unique = redis.call('HGET', KEYS[4], id)
         if unique then
@@ -133,6 +145,7 @@ for _, id in ipairs(ids) do
         redis.call('ZREM', KEYS[2], id)
         redis.call('HDEL', KEYS[3], id)
         redis.call('HDEL', KEYS[4], id)
+        redis.call('HDEL', KEYS[6], id)
         if guard and redis.call('GET', guard) == id then
             redis.call('SET', guard, entry, 'KEEPTTL')
         end
@@ -148,8 +161,9 @@ return out
 """
 )
 
-# KEYS: stream, delayed, jobs, unique_of.  ARGV: delayed ids.  Returns the ids removed; a unique
-# job's guard goes with it, so that the same job can be published again at once.
+# KEYS: stream, delayed, jobs, unique_of, maxlen, lineage (Keys.moving).  ARGV: delayed ids.
+# Returns the ids removed; a unique job's guard goes with it, so that the same job can be published
+# again at once.
 CANCEL = """
 local removed = {}
 for _, id in ipairs(ARGV) do
@@ -163,6 +177,7 @@ for _, id in ipairs(ARGV) do
         end
         redis.call('HDEL', KEYS[3], id)
         redis.call('HDEL', KEYS[4], id)
+        redis.call('HDEL', KEYS[6], id)
         removed[#removed + 1] = id
     end
 end
@@ -322,6 +337,45 @@ if not holds(ARGV[3], ARGV[2]) then
     end
 end
 local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], '*', unpack(ARGV, 6))
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+return id
+"""
+)
+
+
+# A job its worker asked to run again later, put back through the delayed set and acknowledged as one
+# step, so that it is never both pending and delayed, nor neither. The delayed job carries its
+# lineage (attempts so far, the first entry's id) and a unique job's guard, which moves to it.
+# KEYS: Keys.later (stream, delayed, jobs, unique_of, seq, lineage). ARGV: group, entry id, consumer,
+# resent (1/0), delay ms, payload, attempts so far, first entry id, the guard's key ('': none).
+# Returns the delayed job's id; '' for a resend already applied by its first send; false when another
+# consumer holds the entry (theirs to settle). See ledger.Later.
+LATER = (
+    _HOLDER
+    + _NOW
+    + """
+if not holds(ARGV[3], ARGV[2]) then
+    if pending(ARGV[2]) then
+        return false
+    end
+    if ARGV[4] == '1' then
+        return ''
+    end
+end
+local due = now + tonumber(ARGV[5])
+local id = 'd' .. redis.call('INCR', KEYS[5])
+redis.call('ZADD', KEYS[2], due, id)
+redis.call('HSET', KEYS[3], id, ARGV[6])
+redis.call('HSET', KEYS[6], id, ARGV[7] .. '\\n' .. ARGV[8])
+if ARGV[9] ~= '' then
+    redis.call('HSET', KEYS[4], id, ARGV[9] .. '\\nprocessed')
+    if redis.call('GET', ARGV[9]) == ARGV[2] then
+        redis.call('SET', ARGV[9], id, 'KEEPTTL')
+    end
+end
+if redis.call('ZRANGE', KEYS[2], 0, 0)[1] == id then
+    redis.pcall('PUBLISH', KEYS[2], due - now)
+end
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 return id
 """

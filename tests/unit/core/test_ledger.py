@@ -15,6 +15,7 @@ from asyncphp.core.ledger import (
     Command,
     Deliver,
     Hold,
+    Later,
     Ledger,
     Policy,
     Prune,
@@ -376,3 +377,39 @@ def test_a_guard_is_not_released_for_an_entry_another_consumer_holds() -> None:
     (ack,) = of(AckHeld, book.plan(1.0, 0))
     book.confirmed(ack.entry, release_guard=False)
     assert book.settled and of(Unlock, book.plan(1.1, 0)) == []
+
+
+def test_a_job_its_worker_asks_to_run_later_is_put_back_with_its_lineage_and_acknowledged_in_one_step() -> (
+    None
+):
+    book = ledger(max_attempts=2)
+    fields = {b"payload": b"{}", b"attempts": b"4", b"first_id": b"1-0", b"unique": b"jobs:unique:k"}
+    decision = book.take(STREAM, StreamEntry("9-0", fields), 1, 0.0)
+    assert isinstance(decision, Deliver)
+    assert (decision.message.attempt, decision.message.first_id) == (5, "1-0"), "the attempt count carried"
+    job = job_for(decision)
+    assert isinstance(book.ended(job, Result(Outcome.DEFERRED, "again", again=2.0), 1.0), Settling)
+    (later,) = of(Later, book.plan(1.0 + SETTLE_DELAY, 0))
+    assert later.entry.attempts == 5 and later.entry.result.again == 2.0 and not later.resent
+    book.lost()
+    (again,) = of(Later, book.plan(1.1, 0))
+    assert again.resent, "a settle lost with its connection is a resend: the script judges it"
+    book.confirmed(again.entry, release_guard=False)
+    assert book.settled, "its guard moved with it to the delayed job: nothing to unlock"
+
+
+def test_the_daemon_s_own_retries_count_the_attempts_its_lineage_made_before() -> None:
+    book = ledger(max_attempts=5)
+    fields = {b"payload": b"{}", b"attempts": b"4", b"first_id": b"1-0"}
+    job = job_for(book.take(STREAM, StreamEntry("9-0", fields), 1, 0.0))
+    assert isinstance(book.ended(job, Result(Outcome.FAILED, "500"), 1.0), Settling), "attempt 5 of 5: buried"
+    (bury,) = of(Bury, book.plan(1.0 + SETTLE_DELAY, 0))
+    assert bury.entry.attempts == 5
+
+
+def test_a_failure_the_worker_recorded_is_acknowledged_not_retried_nor_buried() -> None:
+    book = ledger()
+    job = job_for(book.take(STREAM, entry("1-0"), 1, 0.0))
+    book.ended(job, Result(Outcome.FAILED, "recorded", 500, recorded=True), 1.0)
+    commands = book.plan(1.0 + SETTLE_DELAY, 0)
+    assert of(Ack, commands) == [Ack(STREAM, ("1-0",))] and not of(Bury, commands)

@@ -6,8 +6,10 @@ that die before a command runs or after it ran but before its reply came back:
 - an entry leaves the ledger as settled only once Redis has it acknowledged or dead-lettered, or
   (its group re-created, so that nothing is pending) once its job completed: nothing it held
   vanishes, whatever an operator does to the group meanwhile;
-- no entry is dead-lettered twice, however often its settle is sent again;
-- a delivery's attempt number never goes backwards;
+- no entry is dead-lettered twice, nor put back through the delayed set twice (its worker asked to
+  be run again later), however often its settle is sent again;
+- a delivery's attempt number never goes backwards, along a lineage of entries run again at their
+  worker's ask too;
 - once connections hold and replies come, every settle is confirmed.
 """
 
@@ -28,6 +30,7 @@ from asyncphp.core.ledger import (
     Command,
     Decision,
     Deliver,
+    Later,
     Ledger,
     Policy,
     Prune,
@@ -54,6 +57,11 @@ class Group:
     acked: Counter[str] = field(default_factory=Counter)
     dead: Counter[str] = field(default_factory=Counter)
     others: dict[str, int] = field(default_factory=dict)  # pending for a consumer that died: id → deliveries
+    later: Counter[str] = field(default_factory=Counter)  # entries put back through the delayed set
+    delayed: list[tuple[int, str]] = field(default_factory=list)  # delayed jobs: (attempts so far, first id)
+    lineage: dict[str, tuple[int, str]] = field(
+        default_factory=dict
+    )  # entry id → what its delayed job carried
 
 
 @dataclass(frozen=True)
@@ -97,6 +105,14 @@ class LedgerMachine(RuleBasedStateMachine):
     def publish(self, count: int) -> None:
         for _ in range(count):
             self.redis.added.append(f"{len(self.redis.added) + 1}-0")
+
+    @precondition(lambda self: self.redis.delayed)
+    @rule()
+    def a_delayed_job_is_due(self) -> None:
+        # MOVE: the delayed job becomes a new entry, carrying its lineage.
+        entry_id = f"{len(self.redis.added) + 1}-0"
+        self.redis.added.append(entry_id)
+        self.redis.lineage[entry_id] = self.redis.delayed.pop(0)
 
     @rule(seconds=st.sampled_from([0.0, 0.1, 0.5, 1.0, 3.0]))
     def advance(self, seconds: float) -> None:
@@ -150,14 +166,18 @@ class LedgerMachine(RuleBasedStateMachine):
     @rule(
         data=st.data(),
         outcome=st.sampled_from([*Outcome, Outcome.REJECTED, Outcome.REJECTED, Outcome.COMPLETED]),
+        recorded=st.booleans(),
     )
-    def job_ends(self, data: st.DataObject, outcome: Outcome) -> None:
+    def job_ends(self, data: st.DataObject, outcome: Outcome, recorded: bool) -> None:
         entry_id = data.draw(st.sampled_from(sorted(self.running)))
         job = self.running.pop(entry_id)
         self.finished.add(entry_id)
-        if outcome is Outcome.COMPLETED:
+        # A failure its worker recorded as final is acknowledged, as a completed run is.
+        recorded = recorded and outcome is Outcome.FAILED
+        if outcome is Outcome.COMPLETED or recorded:
             self.completed.add(entry_id)
-        self._carry_out(self.book.ended(job, Result(outcome, outcome.value), self.now), entry_id)
+        result = Result(outcome, outcome.value, again=1.0, recorded=recorded)
+        self._carry_out(self.book.ended(job, result, self.now), entry_id)
 
     # Redis, as the model runs the ledger's commands.
 
@@ -180,6 +200,17 @@ class LedgerMachine(RuleBasedStateMachine):
             if r.pending.pop(entry_id, None) is not None:
                 r.acked[entry_id] += 1
             return b"dead-id"
+        if isinstance(command, Later):
+            entry = command.entry
+            assert entry.id in self.finished, f"{entry.id} put back before its job ended"
+            # As scripts.LATER: a resend no longer pending was applied by its first send.
+            if entry.id not in r.pending and command.resent:
+                return b""
+            r.later[entry.id] += 1
+            r.delayed.append((entry.attempts, entry.first_id or entry.id))
+            if r.pending.pop(entry.id, None) is not None:
+                r.acked[entry.id] += 1
+            return b"d1"
         if isinstance(command, Redeliver):
             entry_id = command.entry.id
             if entry_id not in r.pending:
@@ -212,13 +243,15 @@ class LedgerMachine(RuleBasedStateMachine):
                     self.book.confirmed(entry)
         elif isinstance(command, Bury):
             self.book.confirmed(command.entry)
+        elif isinstance(command, Later):
+            self.book.confirmed(command.entry, release_guard=False)
         elif isinstance(command, Redeliver):
             present = command.entry.id in reply  # type: ignore[operator]
             self._carry_out(self.book.redelivered(command.entry, present, self.now), command.entry.id)
         elif isinstance(command, Read):
             self.book.read_done({STREAM: len(reply)})  # type: ignore[arg-type]
             for entry_id in reply:  # type: ignore[attr-defined]
-                found = StreamEntry(entry_id, {b"payload": b"{}"} if entry_id[0] != "7" else {})
+                found = StreamEntry(entry_id, self._fields(entry_id) if entry_id[0] != "7" else {})
                 self._carry_out(self.book.take(STREAM, found, 1, self.now), entry_id)
         elif isinstance(command, Claim):
             # As the stream source does: the XAUTOCLAIM's reply, then an XPENDING for the entries'
@@ -228,9 +261,16 @@ class LedgerMachine(RuleBasedStateMachine):
         elif isinstance(command, Counted):
             for entry_id, deliveries in reply:  # type: ignore[attr-defined]
                 self.released.discard(entry_id)
-                found = StreamEntry(entry_id, {b"payload": b"{}"})
+                found = StreamEntry(entry_id, self._fields(entry_id))
                 self._carry_out(self.book.take(STREAM, found, deliveries, self.now), entry_id)
             self.book.claim_taken(command.stream)
+
+    def _fields(self, entry_id: str) -> dict[bytes, bytes]:
+        fields = {b"payload": b"{}"}
+        if entry_id in self.redis.lineage:
+            attempts, first = self.redis.lineage[entry_id]
+            fields |= {b"attempts": b"%d" % attempts, b"first_id": first.encode()}
+        return fields
 
     def _carry_out(self, decision: Decision, entry_id: str) -> None:
         if isinstance(decision, Deliver):
@@ -239,7 +279,9 @@ class LedgerMachine(RuleBasedStateMachine):
             job = decision.job or fresh
             self.finished.discard(entry_id)
             self.running[entry_id] = job
-            self.attempts.setdefault(entry_id, []).append(job.attempt)
+            before = self.redis.lineage.get(entry_id, (0, ""))[0]
+            assert job.attempt - before <= MAX_ATTEMPTS + 1, "delivered more often than max_attempts allows"
+            self.attempts.setdefault(m.first_id or entry_id, []).append(job.attempt)
         elif isinstance(decision, Released):
             self.released.add(entry_id)
         elif entry_id not in self.running:
@@ -252,7 +294,7 @@ class LedgerMachine(RuleBasedStateMachine):
         for entry_id in self.finished - self.released:
             if self.book.entry(STREAM, entry_id) is None:
                 r = self.redis
-                ended = r.acked[entry_id] >= 1 or r.dead[entry_id] >= 1
+                ended = r.acked[entry_id] >= 1 or r.dead[entry_id] >= 1 or r.later[entry_id] >= 1
                 ended = ended or (self.recreated and entry_id in self.completed)
                 assert ended, f"{entry_id} let go without an acknowledgement, a dead letter or a run"
 
@@ -261,9 +303,13 @@ class LedgerMachine(RuleBasedStateMachine):
         assert all(count == 1 for count in self.redis.dead.values()), self.redis.dead
 
     @invariant()
+    def never_put_back_twice(self) -> None:
+        assert all(count == 1 for count in self.redis.later.values()), self.redis.later
+
+    @invariant()
     def attempts_never_go_back(self) -> None:
         for numbers in self.attempts.values():
-            assert numbers == sorted(numbers) and numbers[-1] <= MAX_ATTEMPTS + 1
+            assert numbers == sorted(numbers)
 
     def teardown(self) -> None:
         # Jobs end, connections hold, replies come: every settle gets confirmed.
@@ -284,6 +330,7 @@ class LedgerMachine(RuleBasedStateMachine):
         assert self.book.settled
         self.let_go_only_when_acknowledged_or_released()
         self.never_dead_lettered_twice()
+        self.never_put_back_twice()
 
 
 LedgerMachine.TestCase.settings = settings(max_examples=500, stateful_step_count=80, deadline=None)

@@ -47,3 +47,48 @@ def test_a_body_over_post_max_size_is_rejected_though_the_worker_answered_200() 
     result = result_of(answered, 0.01)
     assert result.outcome is Outcome.REJECTED and result.status == 200
     assert "post_max_size" in result.reason
+
+
+def asking(*headers: bytes, status: int = 200) -> Response:
+    head = (b"Status: %d Oops\r\n" % status if status != 200 else b"") + b"".join(
+        h + b"\r\n" for h in headers
+    )
+    return Response(head=head + b"Content-type: text/html\r\n\r\nAsyncphp-Retry-In: 9", app_status=0,
+                    protocol_status=FCGI_REQUEST_COMPLETE)  # fmt: skip
+
+
+@pytest.mark.parametrize("status", [200, 500])
+def test_a_worker_asks_to_be_run_again_in_n_seconds_whatever_its_status(status: int) -> None:
+    result = result_of(asking(b"Asyncphp-Retry-In: 2.5", status=status), 0.1)
+    assert (result.outcome, result.again, result.status) == (Outcome.DEFERRED, 2.5, status)
+    assert result.reason == "the worker asked to run it again in 2.5 s"
+
+
+@pytest.mark.parametrize("value", [b"soon", b"-1", b"nan", b"inf", b"9999999999"])
+def test_a_retry_in_that_is_no_number_of_seconds_fails_the_attempt_with_a_reason(value: bytes) -> None:
+    result = result_of(asking(b"asyncphp-retry-in: " + value), 0.1)
+    assert result.outcome is Outcome.FAILED and not result.recorded
+    assert (
+        "Asyncphp-Retry-In is not a number of seconds" in result.reason
+        and repr(value.decode()) in result.reason
+    )
+
+
+def test_a_worker_asks_for_a_dead_letter_now_with_its_reason_over_any_other_ask() -> None:
+    result = result_of(asking(b"Asyncphp-Retry-In: 1", b"Asyncphp-Dead-Letter: no such user 42"), 0.1)
+    assert (result.outcome, result.reason) == (
+        Outcome.REJECTED,
+        "the worker asked for a dead letter: no such user 42",
+    )
+
+
+def test_a_failure_the_worker_recorded_is_final_and_marked_recorded() -> None:
+    result = result_of(
+        asking(b"Asyncphp-Failed: RuntimeException: boom", b"Asyncphp-Retry-In: 1", status=500), 0.1
+    )
+    assert (result.outcome, result.recorded) == (Outcome.FAILED, True)
+    assert result.reason == "failed for good, recorded by the worker: RuntimeException: boom"
+
+
+def test_a_header_in_the_body_is_no_ask() -> None:
+    assert result_of(asking(), 0.1).outcome is Outcome.COMPLETED
