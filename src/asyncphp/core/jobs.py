@@ -104,6 +104,7 @@ class Result:
     stderr: bytes = b""
     seconds: float = -1.0  # from dispatch to the pool's complete answer; -1 when there was none
     again: float = 0.0  # DEFERRED: run again this many seconds from now
+    uncounted: bool = False  # DEFERRED without running it (a framework in maintenance): no attempt spent
     # FAILED for good, and the worker has kept it itself (a framework's failed-jobs table): it is
     # acknowledged, not retried nor dead-lettered, so that each failure is kept in one place.
     recorded: bool = False

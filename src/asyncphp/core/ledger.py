@@ -140,6 +140,11 @@ class Later:
     entry: Entry
     resent: bool = False
 
+    @property
+    def attempts(self) -> int:
+        """The runs the delayed job carries: this one not counted if the worker did not run it."""
+        return self.entry.attempts - (1 if self.entry.result.uncounted else 0)
+
 
 @dataclass(frozen=True, slots=True)
 class Redeliver:

@@ -16,6 +16,7 @@ POST_TOO_LARGE_REASON = "the body is over the pool's post_max_size: PHP ran the 
 DEAD_LETTER = b"asyncphp-dead-letter"  # failed for good: keep it as a dead letter now, with this reason
 FAILED = b"asyncphp-failed"  # failed for good, and the worker has recorded it: acknowledge it
 RETRY_IN = b"asyncphp-retry-in"  # run it again in this many seconds (a decimal), through the delayed set
+NOT_RUN = b"not-run"  # after RETRY_IN's value and a ";": the worker did not run it, so no attempt was spent
 RETRY_IN_MAX = 30 * 86_400.0  # a month: a longer delay is a bug in the worker, not a plan
 REASON_LIMIT = 500  # characters of a header's reason kept
 
@@ -65,8 +66,10 @@ def _asked(response: Response, status: int, seconds: float) -> Result | None:
     again = response.header(RETRY_IN)
     if not again:
         return None
+    value, _, parameter = again.partition(b";")
+    uncounted = parameter.strip().lower() == NOT_RUN
     try:
-        delay = float(again)
+        delay = float(value) if not parameter or uncounted else -1.0
     except ValueError:
         delay = -1.0
     if not 0.0 <= delay <= RETRY_IN_MAX:  # NaN too
@@ -75,8 +78,8 @@ def _asked(response: Response, status: int, seconds: float) -> Result | None:
             f"{_text(again)!r}"
         )
         return Result(Outcome.FAILED, reason, status, stderr, seconds)
-    reason = f"the worker asked to run it again in {delay:g} s"
-    return Result(Outcome.DEFERRED, reason, status, stderr, seconds, again=delay)
+    reason = f"the worker asked to run it again in {delay:g} s{' (it did not run it)' if uncounted else ''}"
+    return Result(Outcome.DEFERRED, reason, status, stderr, seconds, again=delay, uncounted=uncounted)
 
 
 def _text(value: bytes) -> str:

@@ -390,12 +390,20 @@ def test_a_job_its_worker_asks_to_run_later_is_put_back_with_its_lineage_and_ack
     job = job_for(decision)
     assert isinstance(book.ended(job, Result(Outcome.DEFERRED, "again", again=2.0), 1.0), Settling)
     (later,) = of(Later, book.plan(1.0 + SETTLE_DELAY, 0))
-    assert later.entry.attempts == 5 and later.entry.result.again == 2.0 and not later.resent
+    assert later.attempts == 5 and later.entry.result.again == 2.0 and not later.resent
     book.lost()
     (again,) = of(Later, book.plan(1.1, 0))
     assert again.resent, "a settle lost with its connection is a resend: the script judges it"
     book.confirmed(again.entry, release_guard=False)
     assert book.settled, "its guard moved with it to the delayed job: nothing to unlock"
+
+
+def test_a_job_its_worker_put_off_without_running_it_spends_no_attempt() -> None:
+    book = ledger()
+    job = job_for(book.take(STREAM, entry("1-0"), 1, 0.0))
+    book.ended(job, Result(Outcome.DEFERRED, "maintenance", again=10.0, uncounted=True), 1.0)
+    (later,) = of(Later, book.plan(1.0 + SETTLE_DELAY, 0))
+    assert later.attempts == 0
 
 
 def test_the_daemon_s_own_retries_count_the_attempts_its_lineage_made_before() -> None:

@@ -207,7 +207,7 @@ class LedgerMachine(RuleBasedStateMachine):
             if entry.id not in r.pending and command.resent:
                 return b""
             r.later[entry.id] += 1
-            r.delayed.append((entry.attempts, entry.first_id or entry.id))
+            r.delayed.append((command.attempts, entry.first_id or entry.id))
             if r.pending.pop(entry.id, None) is not None:
                 r.acked[entry.id] += 1
             return b"d1"

@@ -74,6 +74,12 @@ def test_a_retry_in_that_is_no_number_of_seconds_fails_the_attempt_with_a_reason
     )
 
 
+def test_a_retry_in_marked_not_run_spends_no_attempt() -> None:
+    result = result_of(asking(b"Asyncphp-Retry-In: 10; not-run"), 0.1)
+    assert (result.outcome, result.again, result.uncounted) == (Outcome.DEFERRED, 10.0, True)
+    assert result_of(asking(b"Asyncphp-Retry-In: 10; later"), 0.1).outcome is Outcome.FAILED
+
+
 def test_a_worker_asks_for_a_dead_letter_now_with_its_reason_over_any_other_ask() -> None:
     result = result_of(asking(b"Asyncphp-Retry-In: 1", b"Asyncphp-Dead-Letter: no such user 42"), 0.1)
     assert (result.outcome, result.reason) == (
