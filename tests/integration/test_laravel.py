@@ -25,6 +25,7 @@ APP = ROOT / "tests" / "laravel"
 FRONT = ROOT / "php" / "laravel" / "worker.php"
 STREAMS = ("--stream", "laravel:high", "--stream", "laravel:default", "--priority", "strict")
 
+
 @dataclass
 class App:
     env: dict[str, str]
@@ -167,6 +168,39 @@ def test_backoff_and_release_delay_each_rerun_with_the_attempt_counted(
     assert released[1]["at"] >= released[0]["at"] + 2
     wait_for(settled(redis_server), what="their entries acknowledged")
     assert app.failed_jobs() == []
+
+
+def test_size_counts_waiting_delayed_and_running_jobs_and_later_takes_a_time_too(
+    app: App, run_daemon: Callable[..., Daemon], redis_server: RedisServer
+) -> None:
+    for tag in ("s1", "s2", "s3"):
+        app.dispatch("high", tag)
+    dispatched = app.dispatch("at", "t")  # a DateTimeInterface: Redis's due time, to the ms
+    assert app.artisan("bridge:size", "high").strip() == "3", "unread, before any daemon made the group"
+    assert app.artisan("bridge:size", "default").strip() == "1", "the delayed one"
+    run_daemon()
+    wait_for(lambda: len(app.runs("s", "run")) == 3, what="the three jobs")
+    wait_for(settled(redis_server, "laravel:high"), what="their entries acknowledged")
+    assert app.artisan("bridge:size", "high").strip() == "0"
+    (run,) = wait_for(lambda: app.runs("t", "run"), what="the job due at a time")  # type: ignore[misc]
+    assert run["at"] >= dispatched + 3
+    wait_for(lambda: app.artisan("bridge:size", "default").strip() == "0", what="nothing left")
+
+
+def test_a_job_past_the_pool_s_request_terminate_timeout_is_killed_and_fails_after_its_tries(
+    app: App, start_pool: Callable[..., Pool], start_daemon: Callable[..., Daemon], redis_server: RedisServer
+) -> None:
+    # Laravel's $timeout needs pcntl, which php-fpm has not: the pool's timeout is what kills.
+    pool = start_pool({**app.pool_env(), "request_terminate_timeout": "2s"}, name="timeouts")
+    start_daemon(pool.listen, *STREAMS, "--retry-delay", "0.1", worker=FRONT, wait=False)
+    app.dispatch("slow", "w")
+    wait_for(lambda: app.runs("w", "failed"), timeout=40, what="the job to fail after its two tries")
+    assert [r["attempt"] for r in app.runs("w", "run")] == [1, 2], "killed twice, never done"
+    assert app.runs("w", "done") == []
+    # failed() runs before the JobFailed event whose listener writes the row.
+    ((_, _, exception),) = wait_for(app.failed_jobs, what="its failed_jobs row")  # type: ignore[misc]
+    assert "MaxAttemptsExceededException" in exception and "too many times" in exception
+    wait_for(settled(redis_server), what="its entry acknowledged")
 
 
 def test_later_waits_and_a_job_past_its_retry_until_fails_without_running(

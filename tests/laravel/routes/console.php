@@ -6,6 +6,7 @@ use App\Jobs\Expired;
 use App\Jobs\Flaky;
 use App\Jobs\Note;
 use App\Jobs\Releases;
+use App\Jobs\Slow;
 use App\Jobs\UniqueNote;
 use Illuminate\Bus\Batch;
 use Illuminate\Database\Schema\Blueprint;
@@ -56,6 +57,8 @@ Artisan::command('bridge:dispatch {what} {tag} {--n=1}', function (string $what,
         'later' => Note::dispatch($tag)->delay(3),
         'expired' => Expired::dispatch($tag),
         'high' => Note::dispatch($tag)->onQueue('high'),
+        'slow' => Slow::dispatch($tag),
+        'at' => Note::dispatch($tag)->delay(now()->addSeconds(3)),
         'chain' => Bus::chain([new Note("$tag-1"), new Note("$tag-2"), new Note("$tag-3")])->dispatch(),
         'chain-fails' => Bus::chain([new Note("$tag-1"), new Note("$tag-2", true), new Note("$tag-3")])
             ->catch(function (Throwable $e) {
@@ -70,4 +73,8 @@ Artisan::command('bridge:dispatch {what} {tag} {--n=1}', function (string $what,
         'unique' => array_map(fn () => UniqueNote::dispatch($tag), range(1, $n)),
     };
     $this->line(json_encode(['dispatched' => microtime(true)]));
+});
+
+Artisan::command('bridge:size {queue}', function (string $queue) {
+    $this->line((string) Illuminate\Support\Facades\Queue::size($queue));
 });
