@@ -9,7 +9,7 @@ use Predis\ClientInterface;
 /**
  * Publishes jobs for the asyncphp daemon, over the app's own Redis connection.
  *
- *     $jobs = new Asyncphp\Client($redis);                 // a connected \Redis (phpredis) or Predis client
+ *     $jobs = new Asyncphp\Client($redis);                 // a connected \Redis or \RedisCluster (phpredis), or Predis
  *     $jobs->publish(['user' => 42]);                      // pub/sub: subscribers reached (0: dropped)
  *     $jobs->stream('mail')->publish(['user' => 42]);      // durable: the entry id
  *     $jobs->stream('mail')->delay(30)->unique('welcome:42', 600)->publish(['user' => 42]);
@@ -31,16 +31,32 @@ final class Client
      *     release's code (default: the environment's ASYNCPHP_RELEASE)
      */
     public function __construct(
-        \Redis|ClientInterface|Connection $redis,
+        \Redis|\RedisCluster|ClientInterface|Connection $redis,
         private readonly Limits $limits = new Limits(),
         private readonly bool $throwWhenDropped = false,
         private readonly int $maxlen = self::DEFAULT_MAXLEN,
         ?string $release = null,
     ) {
         $this->release = $release ?? (string) getenv('ASYNCPHP_RELEASE');
-        $this->redis = match (true) {
+        $this->redis = self::connection($redis);
+    }
+
+    /**
+     * The Connection for an app's Redis client: phpredis's \Redis or \RedisCluster, a Predis
+     * client (one made for a cluster too), or a Connection of the app's own.
+     *
+     * @param bool $sharded on a cluster, publish with SPUBLISH, as the daemon reads there by default
+     *     (false: PUBLISH, for a daemon whose URL says ?pubsub=classic)
+     */
+    public static function connection(
+        \Redis|\RedisCluster|ClientInterface|Connection $redis,
+        bool $sharded = true,
+    ): Connection {
+        return match (true) {
             $redis instanceof Connection => $redis,
             $redis instanceof \Redis => new PhpRedisConnection($redis),
+            $redis instanceof \RedisCluster => new PhpRedisClusterConnection($redis, $sharded),
+            PredisClusterConnection::serves($redis) => new PredisClusterConnection($redis, $sharded),
             default => new PredisConnection($redis),
         };
     }
@@ -67,9 +83,16 @@ final class Client
         return $receivers;
     }
 
-    /** A publisher for the stream $name (the durable mode: kept in Redis until a worker answered). */
+    /**
+     * A publisher for the stream $name (the durable mode: kept in Redis until a worker answered).
+     *
+     * @throws AsyncphpException on a Redis Cluster, a name without a hash tag ({mail}, mail{0})
+     */
     public function stream(string $name = self::DEFAULT_CHANNEL): StreamPublisher
     {
+        if ($this->redis instanceof ClusterConnection) {
+            HashTag::require($name);
+        }
         return (new StreamPublisher($this->redis, $name, $this->limits, $this->maxlen))->release($this->release);
     }
 }

@@ -6,7 +6,7 @@ namespace Asyncphp;
 
 /**
  * The four Redis commands the client sends. Adapters exist for phpredis and Predis
- * (Connection::of() picks one); any other client can implement this.
+ * (Client::connection() picks one); any other client can implement this.
  */
 interface Connection
 {

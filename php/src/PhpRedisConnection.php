@@ -48,7 +48,7 @@ final class PhpRedisConnection implements Connection
                     "cannot $name: the connection is in MULTI or pipeline mode; publish outside it"
                 );
             }
-            $reply = $this->plain($command);
+            $reply = self::withoutOptions($this->redis, $command);
         } catch (\RedisException $e) {
             throw new AsyncphpException("redis: $name failed: " . $e->getMessage(), 0, $e);
         }
@@ -61,8 +61,12 @@ final class PhpRedisConnection implements Connection
         return $reply;
     }
 
-    /** Runs $command with no prefix, serializer or compression, then restores them. */
-    private function plain(callable $command): mixed
+    /**
+     * Runs $command with no prefix, serializer or compression, then restores them.
+     *
+     * @internal for PhpRedisClusterConnection too
+     */
+    public static function withoutOptions(\Redis|\RedisCluster $redis, callable $command): mixed
     {
         $options = [\Redis::OPT_PREFIX => '', \Redis::OPT_SERIALIZER => \Redis::SERIALIZER_NONE];
         if (defined('Redis::OPT_COMPRESSION')) {
@@ -70,17 +74,17 @@ final class PhpRedisConnection implements Connection
         }
         $saved = [];
         foreach ($options as $option => $plain) {
-            $current = $this->redis->getOption($option);
+            $current = $redis->getOption($option);
             if ($current !== $plain && !($option === \Redis::OPT_PREFIX && ($current === null || $current === false))) {
                 $saved[$option] = $current;
-                $this->redis->setOption($option, $plain);
+                $redis->setOption($option, $plain);
             }
         }
         try {
             return $command();
         } finally {
             foreach ($saved as $option => $value) {
-                $this->redis->setOption($option, $value);
+                $redis->setOption($option, $value);
             }
         }
     }

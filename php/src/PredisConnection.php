@@ -19,6 +19,12 @@ final class PredisConnection implements Connection
         return (int) $this->call(['PUBLISH', $channel, $message]);
     }
 
+    /** @internal SPUBLISH, for PredisClusterConnection */
+    public function spublish(string $channel, string $message): int
+    {
+        return (int) $this->call(['SPUBLISH', $channel, $message]);
+    }
+
     public function xadd(string $stream, array $fields, int $maxlen): string
     {
         $command = ['XADD', $stream, 'MAXLEN', '~', (string) $maxlen, '*'];
@@ -28,11 +34,15 @@ final class PredisConnection implements Connection
         return (string) $this->call($command);
     }
 
-    public function script(string $script, array $keys, array $args): mixed
+    /** @param bool $loadByEval on NOSCRIPT, EVAL instead of SCRIPT LOAD and EVALSHA (a cluster has no node to load on) */
+    public function script(string $script, array $keys, array $args, bool $loadByEval = false): mixed
     {
         $evalsha = ['EVALSHA', sha1($script), (string) count($keys), ...array_map('strval', [...$keys, ...$args])];
         [$reply, $error] = $this->raw($evalsha);
         if ($error && str_starts_with((string) $reply, 'NOSCRIPT')) {
+            if ($loadByEval) {
+                return $this->call(['EVAL', $script, ...array_slice($evalsha, 2)]);
+            }
             $this->call(['SCRIPT', 'LOAD', $script]);
             return $this->call($evalsha);
         }

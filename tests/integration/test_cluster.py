@@ -174,6 +174,42 @@ def test_sharded_pubsub_reads_each_channel_from_its_shard(
     wait_for(lambda: 31 in ran(pool), what="the PUBLISH at another node")
 
 
+@pytest.mark.parametrize("kind", ["phpredis-cluster", "predis-cluster"])
+def test_the_php_client_publishes_on_a_cluster_and_refuses_an_untagged_stream(
+    shared_cluster: Cluster, pool: Pool, start_daemon: Callable[..., Daemon], kind: str
+) -> None:
+    # phpredis's RedisCluster and Predis's cluster client (which routes neither XADD nor PUBLISH
+    # itself, nor SCRIPT LOAD at all): jobs, delayed and unique ones through the add script, land
+    # on the shard of their stream's tag, and a channel's message on its shard (sharded pub/sub).
+    stream, channel = f"{{php}}{kind}", f"news{{{kind}}}"
+    daemon = start_daemon(shared_cluster.url, pool, "--stream", stream, "--channel", channel, "--group", kind)
+    daemon.wait_for(f"Subscribed to stream {re.escape(stream)}")
+    daemon.wait_for(f"Subscribed to {re.escape(channel)}")
+    seeds = shared_cluster.url.removeprefix("redis+cluster://").rstrip("/")
+    calls = [
+        {"op": "stream", "stream": "mail", "payload": {"n": 0}},
+        {"op": "stream", "stream": stream, "payload": {"n": 1}},
+        {"op": "stream", "stream": stream, "payload": {"n": 2}, "delay": 0.2},
+        {"op": "stream", "stream": stream, "payload": {"n": 3}, "unique": ["u", 60]},
+        {"op": "stream", "stream": stream, "payload": {"n": 4}, "unique": ["u", 60]},
+        {"op": "publish", "channel": channel, "payload": {"n": 5}},
+    ]
+    done = subprocess.run(
+        ["php", str(PHP_DIR / "client_calls.php"), kind, seeds, json.dumps(calls)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    untagged, plain, delayed, unique, again, published = (json.loads(line) for line in done.stdout.splitlines())
+    assert "stream 'mail' needs a hash tag" in untagged["error"] and "name it {mail}" in untagged["error"]
+    assert delayed["result"]["id"].startswith("d")
+    assert again["result"] == {**unique["result"], "added": False}, "the duplicate got the first one's id"
+    assert published == {"result": 1}, "the daemon's sharded subscription received it"
+    wait_for(lambda: sorted(ran(pool)) == [1, 2, 3, 5], what="each job once; the duplicate and 'mail' never")
+    assert plain["result"]["id"] in {line.split()[1] for line in lines(pool.worker_log)}
+    with redisurl.client(shared_cluster.url) as rc:
+        assert rc.exists("mail") == 0
+
+
 class Publisher(threading.Thread):
     """Adds jobs n = start … stop - 1 to ``stream`` as fast as the cluster takes them, each again
     until accepted (through a failover or a migration), within a bound; counts what was accepted."""

@@ -1,6 +1,6 @@
 <?php
 // Runs calls of the PHP client for the Python tests: php client_calls.php <phpredis|predis>
-// <host:port> <calls as JSON>, each call {"op": "publish"|"stream", "payload": {…}, "channel",
+// <host:port> <calls as JSON>, or <phpredis-cluster|predis-cluster> <host:port,…>, each call {"op": "publish"|"stream", "payload": {…}, "channel",
 // "stream", "delay", "at" (ISO 8601), "unique": [key, for, until], "release", "trace": [traceparent,
 // tracestate]}. Prints one JSON line per call:
 // {"result": …} or {"error": message}.
@@ -11,12 +11,17 @@ require_once '/usr/share/php/Predis/Autoloader.php';
 Predis\Autoloader::register();
 
 [, $kind, $address, $calls] = $argv;
-[$host, $port] = explode(':', $address);
-if ($kind === 'phpredis') {
-    $redis = new Redis();
+// A cluster: <phpredis-cluster|predis-cluster> and its seeds, host:port,host:port….
+$seeds = explode(',', $address);
+[$host, $port] = explode(':', $seeds[0]);
+$redis = match ($kind) {
+    'phpredis' => new Redis(),
+    'predis' => new Predis\Client(['host' => $host, 'port' => (int) $port]),
+    'phpredis-cluster' => new RedisCluster(null, $seeds, 2.0, 2.0),
+    'predis-cluster' => new Predis\Client(array_map(fn ($s) => "tcp://$s", $seeds), ['cluster' => 'redis']),
+};
+if ($redis instanceof Redis) {
     $redis->connect($host, (int) $port, 2.0);
-} else {
-    $redis = new Predis\Client(['host' => $host, 'port' => (int) $port]);
 }
 $client = new Asyncphp\Client($redis);
 foreach (json_decode($calls, true, 512, JSON_THROW_ON_ERROR) as $call) {

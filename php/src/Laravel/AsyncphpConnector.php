@@ -6,20 +6,19 @@ namespace Asyncphp\Laravel;
 
 use Asyncphp\AsyncphpException;
 use Asyncphp\Client;
-use Asyncphp\PhpRedisConnection;
-use Asyncphp\PredisConnection;
 use Illuminate\Contracts\Queue\Queue;
 use Illuminate\Contracts\Redis\Factory as Redis;
 use Illuminate\Queue\Connectors\ConnectorInterface;
+use Predis\ClientInterface;
 
 /**
  * Makes the `asyncphp` queue connection from its config/queue.php entry:
  *
  *     'asyncphp' => [
  *         'driver' => 'asyncphp',
- *         'connection' => 'default',         // the Redis connection (config/database.php)
+ *         'connection' => 'default',         // the Redis connection (config/database.php), a cluster too
  *         'queue' => 'default',              // the default queue
- *         'prefix' => 'laravel:',            // a queue's stream is prefix . queue ('{laravel}:' on a cluster)
+ *         'prefix' => 'laravel:',            // a queue's stream is prefix . queue (on a cluster: '{laravel}:')
  *         'streams' => ['high' => 'mail'],   // or named one by one
  *         'group' => 'asyncphp',             // the daemons' consumer group (size())
  *         'after_commit' => false,
@@ -37,13 +36,12 @@ final class AsyncphpConnector implements ConnectorInterface
     public function connect(array $config): Queue
     {
         $client = $this->redis->connection($config['connection'] ?? null)->client();
-        $connection = match (true) {
-            $client instanceof \Redis => new PhpRedisConnection($client),
-            $client instanceof \Predis\ClientInterface => new PredisConnection($client),
-            default => throw new AsyncphpException(
+        if (!$client instanceof \Redis && !$client instanceof \RedisCluster && !$client instanceof ClientInterface) {
+            throw new AsyncphpException(
                 'the asyncphp queue needs a phpredis or Predis connection, not ' . get_debug_type($client)
-            ),
-        };
+            );
+        }
+        $connection = Client::connection($client);
         return new AsyncphpQueue(
             new Client($connection),
             $connection,
