@@ -199,7 +199,8 @@ def test_the_php_client_publishes_on_a_cluster_and_refuses_an_untagged_stream(
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
-    untagged, plain, delayed, unique, again, published = (json.loads(line) for line in done.stdout.splitlines())
+    replies = [json.loads(line) for line in done.stdout.splitlines()]
+    untagged, plain, delayed, unique, again, published = replies
     assert "stream 'mail' needs a hash tag" in untagged["error"] and "name it {mail}" in untagged["error"]
     assert delayed["result"]["id"].startswith("d")
     assert again["result"] == {**unique["result"], "added": False}, "the duplicate got the first one's id"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sqlite3
 import subprocess
 from collections.abc import Callable
@@ -33,11 +34,12 @@ class App:
     database: Path
     storage: Path
     php: str
+    base: Path = APP
 
     def artisan(self, *args: str) -> str:
         done = subprocess.run(
-            [self.php, str(APP / "artisan"), *args], env={**os.environ, **self.env}, capture_output=True,
-            text=True, timeout=60,
+            [self.php, str(self.base / "artisan"), *args], env={**os.environ, **self.env},
+            capture_output=True, text=True, timeout=60,
         )  # fmt: skip
         assert done.returncode == 0, done.stdout + done.stderr
         return done.stdout
@@ -173,18 +175,25 @@ def test_backoff_and_release_delay_each_rerun_with_the_attempt_counted(
 def test_size_counts_waiting_delayed_and_running_jobs_and_later_takes_a_time_too(
     app: App, run_daemon: Callable[..., Daemon], redis_server: RedisServer
 ) -> None:
-    for tag in ("s1", "s2", "s3"):
+    def sizes(queue: str) -> dict[str, Any]:
+        found: dict[str, Any] = json.loads(app.artisan("bridge:size", queue))
+        return found
+
+    first = app.dispatch("high", "s1")
+    for tag in ("s2", "s3"):
         app.dispatch("high", tag)
     dispatched = app.dispatch("at", "t")  # a DateTimeInterface: Redis's due time, to the ms
-    assert app.artisan("bridge:size", "high").strip() == "3", "unread, before any daemon made the group"
-    assert app.artisan("bridge:size", "default").strip() == "1", "the delayed one"
+    high = sizes("high")
+    assert high == {"size": 3, "pending": 3, "delayed": 0, "reserved": 0, "oldest": high["oldest"]}
+    assert int(first) - 1 <= high["oldest"] <= first + 1, "the first job's time, unread before any daemon"
+    assert sizes("default") == {"size": 1, "pending": 0, "delayed": 1, "reserved": 0, "oldest": None}
     run_daemon()
     wait_for(lambda: len(app.runs("s", "run")) == 3, what="the three jobs")
     wait_for(settled(redis_server, "laravel:high"), what="their entries acknowledged")
-    assert app.artisan("bridge:size", "high").strip() == "0"
+    assert sizes("high") == {"size": 0, "pending": 0, "delayed": 0, "reserved": 0, "oldest": None}
     (run,) = wait_for(lambda: app.runs("t", "run"), what="the job due at a time")  # type: ignore[misc]
     assert run["at"] >= dispatched + 3
-    wait_for(lambda: app.artisan("bridge:size", "default").strip() == "0", what="nothing left")
+    wait_for(lambda: sizes("default")["size"] == 0, what="nothing left")
 
 
 def test_a_job_past_the_pool_s_request_terminate_timeout_is_killed_and_fails_after_its_tries(
@@ -297,3 +306,60 @@ def test_an_app_that_cannot_boot_fails_each_job_with_its_error_kept_as_a_dead_le
     assert letter[b"status"] == b"500"
     assert daemon.lines("status 500 .*could not boot: RuntimeException: config/app.php is broken on purpose")
     assert app.runs("x") == []
+
+
+def test_a_job_s_answer_arrives_past_php_fpm_s_output_buffer(
+    app: App, run_daemon: Callable[..., Daemon], redis_server: RedisServer
+) -> None:
+    # 16 KB printed, then release(1): headers go out with the first 4 KB unless the front
+    # controller holds the output, and the ask (Asyncphp-Retry-In) would be lost with them.
+    run_daemon()
+    app.dispatch("loud", "l")
+    wait_for(lambda: len(app.runs("l", "run")) == 2, what="the release's rerun")
+    assert [r["attempt"] for r in app.runs("l", "run")] == [1, 2]
+    wait_for(settled(redis_server), what="its entries acknowledged")
+
+
+def test_an_app_that_installs_the_library_with_composer_runs_jobs_through_it(
+    app: App, tmp_path: Path, start_pool: Callable[..., Pool], start_daemon: Callable[..., Daemon]
+) -> None:
+    # As docs/laravel.md says: a path repository (Composer symlinks it), package discovery
+    # registering the driver, and the pool pointed at vendor/asyncphp/client/laravel/worker.php
+    # with no LARAVEL_BASE_PATH: the front controller finds its app from that path.
+    base = tmp_path / "installed"
+    shutil.copytree(APP, base)
+    bootstrap = base / "bootstrap" / "app.php"
+    bootstrap.write_text(
+        bootstrap.read_text().replace(
+            "require_once dirname(__DIR__, 3) . '/php/autoload.php';",
+            "require_once dirname(__DIR__) . '/vendor/autoload.php';",
+        )
+    )
+    config = base / "config" / "app.php"
+    config.write_text(config.read_text().replace("Asyncphp\\Laravel\\AsyncphpServiceProvider::class,", ""))
+    assert "AsyncphpServiceProvider" not in config.read_text()
+    (base / "composer.json").write_text(
+        json.dumps({
+            "name": "example/app",
+            "repositories": [{"type": "path", "url": str(ROOT / "php")}],
+            "require": {"asyncphp/client": "*@dev"},
+        })
+    )  # fmt: skip
+    env = {**os.environ, "COMPOSER_HOME": str(tmp_path / "composer-home"), "COMPOSER_NO_INTERACTION": "1"}
+    done = subprocess.run(
+        ["composer", "install", "--no-progress"], cwd=base, env=env, capture_output=True, text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    library = base / "vendor" / "asyncphp" / "client"
+    assert library.is_symlink(), "Composer's default for a path repository"
+    # Caches of its own: the fixture's app, without Composer, has made a manifest with no packages.
+    caches = {
+        f"APP_{kind}_CACHE": str(tmp_path / f"installed-{kind.lower()}.php")
+        for kind in ("SERVICES", "PACKAGES")
+    }
+    installed = App({**app.env, **caches}, app.log, app.database, app.storage, app.php, base)
+    pool = start_pool({f"env[{k}]": v for k, v in installed.env.items() if k != "LARAVEL_BASE_PATH"})
+    start_daemon(pool.listen, *STREAMS, worker=library / "laravel" / "worker.php", wait=False)
+    installed.dispatch("high", "c")
+    wait_for(lambda: installed.runs("c", "run"), what="the job, through the installed library")

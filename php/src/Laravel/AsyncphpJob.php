@@ -16,6 +16,7 @@ use Illuminate\Queue\Jobs\Job;
 final class AsyncphpJob extends Job implements JobContract
 {
     private int $retryIn = 0;
+    private bool $failedAfterDelete = false;
 
     public function __construct(
         Container $container,
@@ -50,6 +51,21 @@ final class AsyncphpJob extends Job implements JobContract
     {
         parent::release($delay);
         $this->retryIn = max(0, $this->secondsUntil($delay));
+    }
+
+    /** @param \Throwable|null $e */
+    public function fail($e = null): void
+    {
+        // Laravel fires no JobFailed for a job deleted before it failed: it is gone, as with its
+        // Redis driver, and the front controller must tell that from a JobFailed that never came.
+        $this->failedAfterDelete = $this->isDeleted();
+        parent::fail($e);
+    }
+
+    /** Whether it failed only once it had deleted itself (so no failed_jobs row is owed). */
+    public function failedAfterDelete(): bool
+    {
+        return $this->failedAfterDelete;
     }
 
     /** Seconds from now the job asked to run again in, once released. */

@@ -50,15 +50,48 @@ class AsyncphpQueue extends Queue implements QueueContract
     }
 
     /**
-     * Jobs not yet run: those waiting in the stream (the daemons' group lag, or its length before
+     * Jobs not yet done: those waiting in the stream (the daemons' group lag, or its length before
      * any daemon read it), those running or waiting for a retry (pending), and the delayed ones.
      *
      * @param string|null $queue
      */
     public function size($queue = null): int
     {
+        [$delayed, $waiting, $reserved] = $this->sizes($queue);
+        return $delayed + $waiting + $reserved;
+    }
+
+    /** Jobs not yet read by a daemon (Laravel 12.19's pendingSize()). */
+    public function pendingSize(?string $queue = null): int
+    {
+        return $this->sizes($queue)[1];
+    }
+
+    /** Jobs delayed: by later(), a release, a backoff (Laravel 12.19's delayedSize()). */
+    public function delayedSize(?string $queue = null): int
+    {
+        return $this->sizes($queue)[0];
+    }
+
+    /** Jobs read by a daemon and not yet settled: running, or waiting for a retry. */
+    public function reservedSize(?string $queue = null): int
+    {
+        return $this->sizes($queue)[2];
+    }
+
+    /** When the oldest job not yet read was added, in seconds since the epoch; null when none waits. */
+    public function creationTimeOfOldestPendingJob(?string $queue = null): ?int
+    {
+        $id = $this->sizes($queue)[3];
+        return $id === '' ? null : intdiv((int) explode('-', $id)[0], 1000);
+    }
+
+    /** @return array{int, int, int, string} delayed, waiting, reserved, the oldest waiting entry's id */
+    private function sizes(?string $queue): array
+    {
         $stream = $this->streamOf($queue);
-        return (int) $this->redis->script(Scripts::SIZE, [$stream, $stream . ':delayed'], [$this->group]);
+        $reply = (array) $this->redis->script(Scripts::SIZES, [$stream, $stream . ':delayed'], [$this->group]);
+        return [(int) ($reply[0] ?? 0), (int) ($reply[1] ?? 0), (int) ($reply[2] ?? 0), (string) ($reply[3] ?? '')];
     }
 
     /** @param string|object $job */

@@ -47,6 +47,24 @@ final class FrontController
      */
     public function handle(array $post, array $server): void
     {
+        // The answer is in headers, sent after the job: what the job prints is held until then
+        // (php-fpm's own buffer is 4 KB; past it the headers would be gone, and a release with them).
+        ob_start();
+        try {
+            $this->run($post, $server);
+        } finally {
+            while (ob_get_level() > 0) {
+                ob_end_flush();
+            }
+        }
+    }
+
+    /**
+     * @param array<string, mixed> $post
+     * @param array<string, mixed> $server
+     */
+    private function run(array $post, array $server): void
+    {
         $payload = $post[self::FIELD] ?? null;
         if (!is_string($payload)) {
             $this->answer('Asyncphp-Dead-Letter', 'not a Laravel job: the message has no "laravel" field');
@@ -57,7 +75,7 @@ final class FrontController
             $app->make(Kernel::class)->bootstrap();
         } catch (\Throwable $e) {
             error_log("asyncphp: the Laravel app in {$this->basePath} could not boot: " . self::describe($e, true));
-            http_response_code(500);
+            $this->status(500);
             return;
         }
         $connection = (string) ($post['connection'] ?? '') ?: 'asyncphp';
@@ -91,11 +109,12 @@ final class FrontController
             $worker->process($connection, $job, $options);
         } catch (\Throwable $e) {
             $error = $e;
-            $app->make(ExceptionHandler::class)->report($e);
         }
-        if ($job->hasFailed()) {
-            [$written, $why] = $recorded();
-            http_response_code(500);
+        if ($job->hasFailed() && !$job->failedAfterDelete()) {
+            // JobFailed fired, or a listener before ours threw (then no row was written either).
+            [$written, $why] = $recorded() ?? [false, 'a JobFailed listener failed: '
+                . ($error !== null ? self::describe($error, false) : 'no exception')];
+            $this->status(500);
             if ($written) {
                 $this->answer('Asyncphp-Failed', $why);
             } else {
@@ -106,20 +125,39 @@ final class FrontController
         } elseif ($error !== null && !$job->isDeleted()) {
             // Neither released nor failed by Laravel (it threw past its own handling): the daemon's budget.
             error_log('asyncphp: ' . self::describe($error, true));
-            http_response_code(500);
+            $this->status(500);
+        }
+        // A job that failed after deleting itself is gone, as with Laravel's Redis driver: done.
+        $this->finish();
+        if ($error !== null) {
+            $app->make(ExceptionHandler::class)->report($error);
         }
         $app->terminate();
+    }
+
+    /**
+     * Ends the response: the daemon has its answer, and a slow report() or terminate() after it
+     * cannot be killed into a second run of a job already settled.
+     */
+    private function finish(): void
+    {
+        while (ob_get_level() > 0) {
+            ob_end_flush();
+        }
+        if (function_exists('fastcgi_finish_request')) {
+            fastcgi_finish_request();
+        }
     }
 
     /**
      * Listens for JobFailed as `queue:work` does (WorkCommand::logFailedJob), and keeps whether
      * failed_jobs took the row.
      *
-     * @return callable(): array{bool, string}
+     * @return callable(): (array{bool, string}|null) null while no JobFailed fired
      */
     private function recordFailures(Application $app): callable
     {
-        $state = [false, ''];
+        $state = null;
         $app['events']->listen(JobFailed::class, function (JobFailed $event) use ($app, &$state): void {
             $why = self::describe($event->exception, false);
             try {
@@ -135,15 +173,36 @@ final class FrontController
                 error_log('asyncphp: failed_jobs refused the failed job: ' . self::describe($e, true));
             }
         });
-        return function () use (&$state): array {
+        return function () use (&$state): ?array {
             return $state;
         };
     }
 
     private function answer(string $header, string $value): void
     {
+        if ($this->sent()) {
+            error_log("asyncphp: the answer $header: $value is lost");
+            return;
+        }
         // One line: a header cannot hold a newline, and the daemon keeps 500 characters of it.
         header($header . ': ' . substr(preg_replace('/\s+/', ' ', $value) ?? '', 0, 500));
+    }
+
+    private function status(int $code): void
+    {
+        if (!$this->sent()) {
+            http_response_code($code);
+        }
+    }
+
+    /** Whether the job flushed output itself, and the headers with it (the daemon then sees a 200). */
+    private function sent(): bool
+    {
+        if (!headers_sent($file, $line)) {
+            return false;
+        }
+        error_log("asyncphp: output was sent before the job's answer, from $file:$line");
+        return true;
     }
 
     private static function describe(\Throwable $e, bool $where): string

@@ -8,13 +8,18 @@ namespace Asyncphp\Laravel;
 final class Scripts
 {
     /**
-     * A queue's size, as Laravel counts it (waiting, reserved and delayed jobs).
-     * KEYS: the stream, its delayed set. ARGV: the daemons' consumer group.
+     * A queue's jobs by state, as Laravel counts them: {delayed, waiting (not yet read by the
+     * daemons), reserved (read: running, or waiting for a retry), the oldest waiting entry's id
+     * or ''}. KEYS: the stream, its delayed set. ARGV: the daemons' consumer group.
      */
-    public const SIZE = <<<'EOT'
-local size = redis.call('ZCARD', KEYS[2])
+    public const SIZES = <<<'EOT'
+local delayed = redis.call('ZCARD', KEYS[2])
 if redis.call('EXISTS', KEYS[1]) == 0 then
-    return size
+    return {delayed, 0, 0, ''}
+end
+local function oldest(after)
+    local first = redis.call('XRANGE', KEYS[1], after, '+', 'COUNT', 1)[1]
+    return first and first[1] or ''
 end
 for _, group in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
     local info = {}
@@ -25,9 +30,9 @@ for _, group in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
             -- Redis cannot tell (before 7.0, or after a deletion): every entry may be unread.
             lag = redis.call('XLEN', KEYS[1])
         end
-        return size + lag + info['pending']
+        return {delayed, lag, info['pending'], oldest('(' .. info['last-delivered-id'])}
     end
 end
-return size + redis.call('XLEN', KEYS[1])
+return {delayed, redis.call('XLEN', KEYS[1]), 0, oldest('-')}
 EOT;
 }

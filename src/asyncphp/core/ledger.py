@@ -135,7 +135,8 @@ class Later:
     carries the lineage's attempts and its first entry's id, and a unique job's guard; the stream
     entry it becomes later is a new one. Decided by what Redis holds, as :class:`Bury`: pending for
     another consumer, it is theirs and nothing is added; a ``resent`` one no longer pending was
-    applied by its first send (the add and the ack are one step)."""
+    applied by its first send (the add and the ack are one step), and is sent so too when the
+    entry was claimed away meanwhile (no longer pending, whoever claimed it settled it)."""
 
     entry: Entry
     resent: bool = False
@@ -355,9 +356,12 @@ class Ledger:
             # a settle, and leaves nothing for another consumer to claim.
             return self._settle(entry, Settle.LATER, result, now)
         if outcome in (Outcome.FAILED, Outcome.UNDELIVERED) and not self.stopped:
-            if entry.attempts >= self.policy.max_attempts:
+            # The daemon's own budget counts this entry's deliveries: a worker's Retry-In starts
+            # it afresh (the worker chose to run it again, and counts its lineage's attempts
+            # itself), so that a job released a hundred times is not buried at its first crash.
+            if entry.deliveries >= self.policy.max_attempts:
                 return self._settle(entry, Settle.BURY, result, now)
-            delay = min(RETRY_DELAY_CAP, self.policy.retry_delay * 2 ** (entry.attempts - 1))
+            delay = min(RETRY_DELAY_CAP, self.policy.retry_delay * 2 ** (entry.deliveries - 1))
             entry.hold, entry.due, entry.job, entry.result = Hold.WAITING, now + delay, job, result
             self._wait(entry)
             return Retrying(entry, delay)
@@ -495,7 +499,9 @@ class Ledger:
                 elif entry.settle is Settle.ACK:
                     acks.setdefault(entry.stream, []).append(entry.id)
                 elif entry.settle is Settle.LATER:
-                    commands.append(Later(entry, entry.resent))
+                    # Claimed away meanwhile and no longer pending: the other consumer settled
+                    # it, and a delayed copy would run it twice.
+                    commands.append(Later(entry, entry.resent or entry.away))
                 else:
                     commands.append(Bury(entry, entry.resent))
             self._to_settle.clear()

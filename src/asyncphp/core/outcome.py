@@ -17,7 +17,7 @@ DEAD_LETTER = b"asyncphp-dead-letter"  # failed for good: keep it as a dead lett
 FAILED = b"asyncphp-failed"  # failed for good, and the worker has recorded it: acknowledge it
 RETRY_IN = b"asyncphp-retry-in"  # run it again in this many seconds (a decimal), through the delayed set
 NOT_RUN = b"not-run"  # after RETRY_IN's value and a ";": the worker did not run it, so no attempt was spent
-RETRY_IN_MAX = 30 * 86_400.0  # a month: a longer delay is a bug in the worker, not a plan
+RETRY_IN_MAX = 2.0**31  # seconds (68 years), as the publishers' longest delay: a release a year out is a plan
 REASON_LIMIT = 500  # characters of a header's reason kept
 
 

@@ -427,7 +427,9 @@ def start_daemon(
     args = [
         sys.executable, "-m", "asyncphp.loop.daemon",
         "--redis-url", redis_url, "--fpm-socket", pool_socket,
-        "--worker-script", str(worker_script.resolve()), *extra,
+        # Absolute, not resolved: a worker found through a symlink (Composer's vendor/) reads
+        # the path it was asked by, as the daemon's own worker_script gives it.
+        "--worker-script", os.path.abspath(worker_script), *extra,
     ]  # fmt: skip
     full_env = daemon_env(env)
     output = log.open("ab") if log else None

@@ -348,8 +348,11 @@ return id
 # lineage (attempts so far, the first entry's id) and a unique job's guard, which moves to it.
 # KEYS: Keys.later (stream, delayed, jobs, unique_of, seq, lineage). ARGV: group, entry id, consumer,
 # resent (1/0), delay ms, payload, attempts so far, first entry id, the guard's key ('': none).
-# Returns the delayed job's id; '' for a resend already applied by its first send; false when another
-# consumer holds the entry (theirs to settle). See ledger.Later.
+# Returns the delayed job's id; '' for an entry pending for nobody when told so (resent 1): a resend
+# already applied by its first send, or an entry the ledger knows another consumer claimed (and so
+# settled, being no longer pending); false when another consumer holds the entry (theirs to settle).
+# Pending for nobody otherwise (its group re-created), it is put back: at least once, never lost.
+# See ledger.Later.
 LATER = (
     _HOLDER
     + _NOW

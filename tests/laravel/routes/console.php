@@ -4,9 +4,11 @@
 
 use App\Jobs\Expired;
 use App\Jobs\Flaky;
+use App\Jobs\Loud;
 use App\Jobs\Note;
 use App\Jobs\Releases;
 use App\Jobs\Slow;
+use App\Jobs\Trivial;
 use App\Jobs\UniqueNote;
 use Illuminate\Bus\Batch;
 use Illuminate\Database\Schema\Blueprint;
@@ -15,10 +17,12 @@ use Illuminate\Support\Facades\Bus;
 use Illuminate\Support\Facades\DB;
 use Illuminate\Support\Facades\Schema;
 
-function bridge_note(string $what): void
-{
-    $line = ['job' => 'callback', 'what' => $what, 'at' => microtime(true)];
-    file_put_contents((string) getenv('JOBS_LOG'), json_encode($line) . "\n", FILE_APPEND | LOCK_EX);
+if (!function_exists('bridge_note')) { // config:cache loads this file a second time
+    function bridge_note(string $what): void
+    {
+        $line = ['job' => 'callback', 'what' => $what, 'at' => microtime(true)];
+        file_put_contents((string) getenv('JOBS_LOG'), json_encode($line) . "\n", FILE_APPEND | LOCK_EX);
+    }
 }
 
 // The tables queue:failed-table and queue:batches-table would make, as their migrations have them.
@@ -47,7 +51,7 @@ Artisan::command('bridge:tables', function () {
     });
 });
 
-Artisan::command('bridge:dispatch {what} {tag} {--n=1}', function (string $what, string $tag) {
+Artisan::command('bridge:dispatch {what} {tag} {--n=1} {--connection=asyncphp}', function (string $what, string $tag) {
     $n = (int) $this->option('n');
     match ($what) {
         'flaky' => Flaky::dispatch($tag, 3),
@@ -58,6 +62,7 @@ Artisan::command('bridge:dispatch {what} {tag} {--n=1}', function (string $what,
         'expired' => Expired::dispatch($tag),
         'high' => Note::dispatch($tag)->onQueue('high'),
         'slow' => Slow::dispatch($tag),
+        'loud' => Loud::dispatch($tag),
         'at' => Note::dispatch($tag)->delay(now()->addSeconds(3)),
         'chain' => Bus::chain([new Note("$tag-1"), new Note("$tag-2"), new Note("$tag-3")])->dispatch(),
         'chain-fails' => Bus::chain([new Note("$tag-1"), new Note("$tag-2", true), new Note("$tag-3")])
@@ -71,10 +76,19 @@ Artisan::command('bridge:dispatch {what} {tag} {--n=1}', function (string $what,
                 bridge_note('finally');
             })->dispatch(),
         'unique' => array_map(fn () => UniqueNote::dispatch($tag), range(1, $n)),
+        // The benchmark's: $n trivial jobs on the queue $tag, of the connection --connection.
+        'trivial' => array_map(
+            fn () => Trivial::dispatch()->onConnection($this->option('connection'))->onQueue($tag),
+            range(1, $n),
+        ),
     };
     $this->line(json_encode(['dispatched' => microtime(true)]));
 });
 
 Artisan::command('bridge:size {queue}', function (string $queue) {
-    $this->line((string) Illuminate\Support\Facades\Queue::size($queue));
+    $q = Illuminate\Support\Facades\Queue::connection();
+    $this->line(json_encode([
+        'size' => $q->size($queue), 'pending' => $q->pendingSize($queue), 'delayed' => $q->delayedSize($queue),
+        'reserved' => $q->reservedSize($queue), 'oldest' => $q->creationTimeOfOldestPendingJob($queue),
+    ]));
 });

@@ -308,6 +308,21 @@ def test_an_entry_claimed_away_is_touched_no_more_and_left_to_its_holder_to_ack(
     assert of(Ack, commands) == [] and len(of(AckHeld, commands)) == 1, "by the script that asks who holds it"
 
 
+def test_an_entry_claimed_away_is_put_back_only_if_still_pending_somewhere() -> None:
+    # A review's: a daemon that looked dead had its entry claimed, run and acknowledged by
+    # another; its own copy then asked for a later run. Sent as a resend, the script adds
+    # nothing for an entry pending for nobody (settled by the other), where a first send would
+    # add a delayed copy (a re-created group loses nothing) and run the job twice.
+    book = ledger(claim_idle=4.0)
+    book.plan(0.0, 0)
+    job = job_for(book.take(STREAM, entry("1-0"), 1, 0.0))
+    book.plan(1.5, 0)
+    book.claimed_away(STREAM, ["1-0"])
+    book.ended(job, Result(Outcome.DEFERRED, "again", again=2.0), 3.0)
+    (later,) = of(Later, book.plan(3.0 + SETTLE_DELAY, 0))
+    assert later.resent
+
+
 def test_claims_every_half_claim_idle_and_follow_the_scan_until_it_wraps() -> None:
     book = ledger(claim_idle=10.0)
     assert of(Claim, book.plan(0.0, 2)) == [Claim(STREAM, "0-0", 2)]
@@ -406,13 +421,23 @@ def test_a_job_its_worker_put_off_without_running_it_spends_no_attempt() -> None
     assert later.attempts == 0
 
 
-def test_the_daemon_s_own_retries_count_the_attempts_its_lineage_made_before() -> None:
-    book = ledger(max_attempts=5)
+def test_the_daemon_s_own_retries_count_this_entry_s_deliveries_afresh_after_a_retry_in() -> None:
+    # A job its worker released four times (a Laravel job under a rate limit) crashes once: the
+    # daemon retries it as any entry, by its own budget, the lineage's attempts going on.
+    book = ledger(max_attempts=2, retry_delay=0.5)
     fields = {b"payload": b"{}", b"attempts": b"4", b"first_id": b"1-0"}
     job = job_for(book.take(STREAM, StreamEntry("9-0", fields), 1, 0.0))
-    assert isinstance(book.ended(job, Result(Outcome.FAILED, "500"), 1.0), Settling), "attempt 5 of 5: buried"
-    (bury,) = of(Bury, book.plan(1.0 + SETTLE_DELAY, 0))
-    assert bury.entry.attempts == 5
+    assert job.attempt == 5
+    retrying = book.ended(job, Result(Outcome.FAILED, "500"), 1.0)
+    assert isinstance(retrying, Retrying) and retrying.delay == 0.5, "the first delivery's delay"
+    (again,) = of(Redeliver, book.plan(1.5, 1))
+    deliver = book.redelivered(again.entry, True, 1.5)
+    assert isinstance(deliver, Deliver) and deliver.job is not None and deliver.job.attempt == 6
+    job = deliver.job
+    buried = book.ended(job, Result(Outcome.FAILED, "500"), 2.0)
+    assert isinstance(buried, Settling), "delivery 2 of 2: buried"
+    (bury,) = of(Bury, book.plan(2.0 + SETTLE_DELAY, 0))
+    assert bury.entry.attempts == 6 and bury.entry.first_id == "1-0"
 
 
 def test_a_failure_the_worker_recorded_is_acknowledged_not_retried_nor_buried() -> None:

@@ -98,3 +98,9 @@ def test_a_failure_the_worker_recorded_is_final_and_marked_recorded() -> None:
 
 def test_a_header_in_the_body_is_no_ask() -> None:
     assert result_of(asking(), 0.1).outcome is Outcome.COMPLETED
+
+
+def test_a_retry_in_a_year_out_is_a_plan_not_a_bug() -> None:
+    # Laravel's release(now()->addYear()): as far as a publisher may delay a job (2**31 s).
+    result = result_of(asking(b"Asyncphp-Retry-In: 31536000"), 0.1)
+    assert result.outcome is Outcome.DEFERRED and result.again == 31_536_000
