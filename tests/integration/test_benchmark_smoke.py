@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from benchmarks import scenarios, scheduling
+from benchmarks import laravel, scenarios, scheduling
 from benchmarks.__main__ import goals, table
 from tests.conftest import ROOT
 
@@ -71,3 +71,19 @@ def test_cli_json() -> None:
     report = json.loads(done.stdout)
     assert report["results"]["burst"]["rate"]["median"] > 0
     assert any(goal["goal"].startswith("RSS") for goal in report["goals"])
+
+
+def test_laravel_scenarios_run_and_report() -> None:
+    tiny = laravel.Sizes(jobs=20, workers=2, timeout=120.0)
+    results = {
+        "laravel_plain": scenarios.repeat(1, lambda: laravel.asyncphp(tiny)),
+        "laravel_cached": scenarios.repeat(1, lambda: laravel.asyncphp(tiny, "cached")),
+        "laravel_queue_work": scenarios.repeat(1, lambda: laravel.queue_work(tiny)),
+    }
+    for figures in results.values():
+        assert figures["jobs"]["median"] == 20 and figures["php_us_per_job"]["median"] > 0
+    assert results["laravel_plain"]["daemon_us_per_job"]["median"] > 0
+    report = table(scenarios.machine(), results, {}, TINY)
+    assert "8. laravel: 20 trivial jobs" in report and "queue:work" in report
+    assert any(goal.startswith("laravel:") for goal, _, _ in goals(results))
+    print("\n" + report)
