@@ -5,19 +5,30 @@ declare(strict_types=1);
 namespace Asyncphp;
 
 /**
- * Connection over a connected phpredis \Redis. The app's key prefix, serializer and compression
- * (OPT_PREFIX, OPT_SERIALIZER, OPT_COMPRESSION, as Laravel sets them) are set aside for each command
- * and put back after: the daemon reads the stream and the JSON by their own names and bytes.
+ * Connection over a connected phpredis \Redis (or \RedisCluster, for PhpRedisClusterConnection).
+ * The app's key prefix, serializer and compression (OPT_PREFIX, OPT_SERIALIZER, OPT_COMPRESSION, as
+ * Laravel sets them) are set aside for each command and put back after: the daemon reads the stream
+ * and the JSON by their own names and bytes.
  */
 final class PhpRedisConnection implements Connection
 {
-    public function __construct(private readonly \Redis $redis)
+    public function __construct(private readonly \Redis|\RedisCluster $redis)
     {
     }
 
     public function publish(string $channel, string $message): int
     {
         return (int) $this->call(fn () => $this->redis->publish($channel, $message), 'PUBLISH');
+    }
+
+    /** @internal SPUBLISH (phpredis 5 has no method for it), for PhpRedisClusterConnection */
+    public function spublish(string $channel, string $message): int
+    {
+        $redis = $this->redis;
+        $command = $redis instanceof \RedisCluster
+            ? fn () => $redis->rawCommand($channel, 'SPUBLISH', $channel, $message)
+            : fn () => $redis->rawCommand('SPUBLISH', $channel, $message);
+        return (int) $this->call($command, 'SPUBLISH');
     }
 
     public function xadd(string $stream, array $fields, int $maxlen): string
@@ -33,7 +44,12 @@ final class PhpRedisConnection implements Connection
         $reply = $this->call(fn () => $this->redis->evalSha($sha, $values, count($keys)), 'EVALSHA', true);
         if ($reply === false && str_starts_with((string) $this->redis->getLastError(), 'NOSCRIPT')) {
             $this->redis->clearLastError();
-            $this->call(fn () => $this->redis->script('load', $script), 'SCRIPT LOAD');
+            $redis = $this->redis;
+            // On a cluster, to the node of the script's first key, where EVALSHA runs it.
+            $load = $redis instanceof \RedisCluster
+                ? fn () => $redis->script($keys[0] ?? '', 'load', $script)
+                : fn () => $redis->script('load', $script);
+            $this->call($load, 'SCRIPT LOAD');
             $reply = $this->call(fn () => $this->redis->evalSha($sha, $values, count($keys)), 'EVALSHA');
         }
         return $reply;
@@ -49,7 +65,7 @@ final class PhpRedisConnection implements Connection
                 );
             }
             $reply = self::withoutOptions($this->redis, $command);
-        } catch (\RedisException $e) {
+        } catch (\RedisException | \RedisClusterException $e) {
             throw new AsyncphpException("redis: $name failed: " . $e->getMessage(), 0, $e);
         }
         if ($reply === false) {
@@ -61,12 +77,8 @@ final class PhpRedisConnection implements Connection
         return $reply;
     }
 
-    /**
-     * Runs $command with no prefix, serializer or compression, then restores them.
-     *
-     * @internal for PhpRedisClusterConnection too
-     */
-    public static function withoutOptions(\Redis|\RedisCluster $redis, callable $command): mixed
+    /** Runs $command with no prefix, serializer or compression, then restores them. */
+    private static function withoutOptions(\Redis|\RedisCluster $redis, callable $command): mixed
     {
         $options = [\Redis::OPT_PREFIX => '', \Redis::OPT_SERIALIZER => \Redis::SERIALIZER_NONE];
         if (defined('Redis::OPT_COMPRESSION')) {

@@ -6,6 +6,7 @@ namespace Asyncphp\Laravel;
 
 use Asyncphp\Client;
 use Asyncphp\Connection;
+use Asyncphp\QueueSizes;
 use Illuminate\Contracts\Queue\Queue as QueueContract;
 use Illuminate\Queue\Queue;
 use Illuminate\Support\Str;
@@ -89,9 +90,7 @@ class AsyncphpQueue extends Queue implements QueueContract
     /** @return array{int, int, int, string} delayed, waiting, reserved, the oldest waiting entry's id */
     private function sizes(?string $queue): array
     {
-        $stream = $this->streamOf($queue);
-        $reply = (array) $this->redis->script(Scripts::SIZES, [$stream, $stream . ':delayed'], [$this->group]);
-        return [(int) ($reply[0] ?? 0), (int) ($reply[1] ?? 0), (int) ($reply[2] ?? 0), (string) ($reply[3] ?? '')];
+        return QueueSizes::of($this->redis, $this->streamOf($queue), $this->group);
     }
 
     /** @param string|object $job */

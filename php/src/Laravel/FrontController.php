@@ -4,6 +4,7 @@ declare(strict_types=1);
 
 namespace Asyncphp\Laravel;
 
+use Asyncphp\Answer;
 use Illuminate\Contracts\Cache\Factory as CacheFactory;
 use Illuminate\Contracts\Console\Kernel;
 use Illuminate\Contracts\Debug\ExceptionHandler;
@@ -47,16 +48,7 @@ final class FrontController
      */
     public function handle(array $post, array $server): void
     {
-        // The answer is in headers, sent after the job: what the job prints is held until then
-        // (php-fpm's own buffer is 4 KB; past it the headers would be gone, and a release with them).
-        ob_start();
-        try {
-            $this->run($post, $server);
-        } finally {
-            while (ob_get_level() > 0) {
-                ob_end_flush();
-            }
-        }
+        Answer::held(fn () => $this->run($post, $server));
     }
 
     /**
@@ -67,7 +59,7 @@ final class FrontController
     {
         $payload = $post[self::FIELD] ?? null;
         if (!is_string($payload)) {
-            $this->answer('Asyncphp-Dead-Letter', 'not a Laravel job: the message has no "laravel" field');
+            Answer::ask('Asyncphp-Dead-Letter', 'not a Laravel job: the message has no "laravel" field');
             return;
         }
         try {
@@ -75,13 +67,13 @@ final class FrontController
             $app->make(Kernel::class)->bootstrap();
         } catch (\Throwable $e) {
             error_log("asyncphp: the Laravel app in {$this->basePath} could not boot: " . self::describe($e, true));
-            $this->status(500);
+            Answer::status(500);
             return;
         }
         $connection = (string) ($post['connection'] ?? '') ?: 'asyncphp';
         $config = (array) $app['config']->get("queue.connections.$connection", []);
         if ($app->isDownForMaintenance() && !($config['force'] ?? false)) {
-            $this->answer('Asyncphp-Retry-In', ((int) ($config['maintenance_delay'] ?? 10)) . '; not-run');
+            Answer::ask('Asyncphp-Retry-In', ((int) ($config['maintenance_delay'] ?? 10)) . '; not-run');
             return;
         }
         $job = new AsyncphpJob(
@@ -114,18 +106,18 @@ final class FrontController
             // JobFailed fired, or a listener before ours threw (then no row was written either).
             [$written, $why] = $recorded() ?? [false, 'a JobFailed listener failed: '
                 . ($error !== null ? self::describe($error, false) : 'no exception')];
-            $this->status(500);
+            Answer::status(500);
             if ($written) {
-                $this->answer('Asyncphp-Failed', $why);
+                Answer::ask('Asyncphp-Failed', $why);
             } else {
-                $this->answer('Asyncphp-Dead-Letter', "failed for good, and failed_jobs could not be written: $why");
+                Answer::ask('Asyncphp-Dead-Letter', "failed for good, and failed_jobs could not be written: $why");
             }
         } elseif ($job->isReleased()) {
-            $this->answer('Asyncphp-Retry-In', (string) $job->retryIn());
+            Answer::ask('Asyncphp-Retry-In', (string) $job->retryIn());
         } elseif ($error !== null && !$job->isDeleted()) {
             // Neither released nor failed by Laravel (it threw past its own handling): the daemon's budget.
             error_log('asyncphp: ' . self::describe($error, true));
-            $this->status(500);
+            Answer::status(500);
         }
         // A job that failed after deleting itself is gone, as with Laravel's Redis driver: done.
         $this->finish();
@@ -141,9 +133,9 @@ final class FrontController
      */
     private function finish(): void
     {
-        while (ob_get_level() > 0) {
-            ob_end_flush();
-        }
+        Answer::release();
+        // Safe here: the daemon asks for no kept connection (FCGI_KEEP_CONN), on which this call has
+        // deadlocked the next request (php/php-src#10335).
         if (function_exists('fastcgi_finish_request')) {
             fastcgi_finish_request();
         }
@@ -176,33 +168,6 @@ final class FrontController
         return function () use (&$state): ?array {
             return $state;
         };
-    }
-
-    private function answer(string $header, string $value): void
-    {
-        if ($this->sent()) {
-            error_log("asyncphp: the answer $header: $value is lost");
-            return;
-        }
-        // One line: a header cannot hold a newline, and the daemon keeps 500 characters of it.
-        header($header . ': ' . substr(preg_replace('/\s+/', ' ', $value) ?? '', 0, 500));
-    }
-
-    private function status(int $code): void
-    {
-        if (!$this->sent()) {
-            http_response_code($code);
-        }
-    }
-
-    /** Whether the job flushed output itself, and the headers with it (the daemon then sees a 200). */
-    private function sent(): bool
-    {
-        if (!headers_sent($file, $line)) {
-            return false;
-        }
-        error_log("asyncphp: output was sent before the job's answer, from $file:$line");
-        return true;
     }
 
     private static function describe(\Throwable $e, bool $where): string

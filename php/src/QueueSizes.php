@@ -2,17 +2,17 @@
 
 declare(strict_types=1);
 
-namespace Asyncphp\Laravel;
+namespace Asyncphp;
 
-/** The Lua scripts the Laravel connection runs. */
-final class Scripts
+/**
+ * A stream's jobs by state, for the framework queues' counts (Laravel's size(), Messenger's
+ * getMessageCount()): delayed, waiting (not yet read by the daemons' group), reserved (read:
+ * running, or waiting for a retry), and the oldest waiting entry's id.
+ */
+final class QueueSizes
 {
-    /**
-     * A queue's jobs by state, as Laravel counts them: {delayed, waiting (not yet read by the
-     * daemons), reserved (read: running, or waiting for a retry), the oldest waiting entry's id
-     * or ''}. KEYS: the stream, its delayed set. ARGV: the daemons' consumer group.
-     */
-    public const SIZES = <<<'EOT'
+    /** KEYS: the stream, its delayed set. ARGV: the daemons' consumer group. */
+    private const SCRIPT = <<<'EOT'
 local delayed = redis.call('ZCARD', KEYS[2])
 if redis.call('EXISTS', KEYS[1]) == 0 then
     return {delayed, 0, 0, ''}
@@ -35,4 +35,11 @@ for _, group in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
 end
 return {delayed, redis.call('XLEN', KEYS[1]), 0, oldest('-')}
 EOT;
+
+    /** @return array{int, int, int, string} delayed, waiting, reserved, the oldest waiting entry's id ('': none) */
+    public static function of(Connection $redis, string $stream, string $group): array
+    {
+        $reply = (array) $redis->script(self::SCRIPT, [$stream, $stream . ':delayed'], [$group]);
+        return [(int) ($reply[0] ?? 0), (int) ($reply[1] ?? 0), (int) ($reply[2] ?? 0), (string) ($reply[3] ?? '')];
+    }
 }
