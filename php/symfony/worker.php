@@ -10,7 +10,7 @@ declare(strict_types=1);
 require_once dirname(__DIR__) . '/src/AppBase.php';
 $base = Asyncphp\AppBase::find($_SERVER, 'SYMFONY_BASE_PATH', 'symfony');
 Asyncphp\AppBase::autoload($base);
-if (class_exists(Symfony\Component\Dotenv\Dotenv::class) && is_file("$base/.env")) {
+if (class_exists(Symfony\Component\Dotenv\Dotenv::class) && (is_file("$base/.env") || is_file("$base/.env.local.php"))) {
     (new Symfony\Component\Dotenv\Dotenv())->bootEnv("$base/.env");
 }
 $class = (string) ($_SERVER['KERNEL_CLASS'] ?? 'App\Kernel');

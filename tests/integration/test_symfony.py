@@ -80,10 +80,6 @@ def failed_bodies(redis_server: RedisServer) -> list[bytes]:
 
 def test_a_message_is_handled_once_by_each_of_its_handlers(app: App, run_daemon: Daemon) -> None:
     app.dispatch("once")
-    import time
-
-    time.sleep(3)
-    print("DEBUG", run_daemon.log.read_text()[-2500:])
     wait_for(lambda: app.runs("once") and app.runs("once", "second"), what="both handlers")
     run_daemon.wait_for("acknowledged|status 200", count=1)
     assert len(app.runs("once")) == 1 and len(app.runs("once", "second")) == 1
@@ -109,6 +105,10 @@ def test_one_that_always_fails_ends_in_the_failure_transport_once_with_its_error
     assert len(app.runs("always")) == 3, "the first run and two retries"
     (body,) = failed_bodies(redis_server)
     assert b"always fails" in body, "its error, in Messenger's ErrorDetailsStamp"
+    # The daemon counts it failed, recorded by the worker (the failure transport), no dead letter.
+    run_daemon.wait_for("failed for good, recorded by the worker: RuntimeException: always fails")
+    with redis.Redis.from_url(redis_server.url) as client:
+        assert client.xlen(f"{STREAM}:dead") == 0
 
 
 def test_an_unrecoverable_exception_skips_the_retries(

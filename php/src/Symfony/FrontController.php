@@ -10,9 +10,10 @@ use Symfony\Component\HttpKernel\KernelInterface;
 /**
  * One request of the php-fpm pool = one Messenger message (symfony/worker.php runs this). It boots
  * the kernel (its cached container), and hands the message to the runner. Its answer: 200 when the
- * message was handled, or re-sent for a retry, or sent to the failure transport (Messenger owns
- * those); `Asyncphp-Dead-Letter` when it cannot be decoded or names no asyncphp transport; 500 and
- * the error on stderr when the kernel cannot boot or the re-send itself failed (the daemon retries).
+ * message was handled or re-sent for a retry; `Asyncphp-Failed` when it failed for good (Messenger
+ * sent it to the failure transport); `Asyncphp-Dead-Letter` when it cannot be decoded or names no
+ * asyncphp transport; 500 and the error on stderr when the kernel cannot boot or the re-send itself
+ * failed (the daemon retries).
  */
 final class FrontController
 {
@@ -63,6 +64,9 @@ final class FrontController
             return;
         }
         if ($asked !== null) {
+            if ($asked[0] === 'Asyncphp-Failed') {
+                Answer::status(500);
+            }
             Answer::ask(...$asked);
         }
     }

@@ -7,8 +7,10 @@ namespace Asyncphp\Symfony;
 use Psr\Container\ContainerInterface;
 use Psr\Log\LoggerInterface;
 use Symfony\Component\EventDispatcher\EventDispatcherInterface;
+use Symfony\Component\Messenger\Event\WorkerMessageFailedEvent;
 use Symfony\Component\Messenger\Event\WorkerRunningEvent;
 use Symfony\Component\Messenger\Event\WorkerStartedEvent;
+use Symfony\Component\Messenger\Exception\HandlerFailedException;
 use Symfony\Component\Messenger\Exception\MessageDecodingFailedException;
 use Symfony\Component\Messenger\RoutableMessageBus;
 use Symfony\Component\Messenger\Stamp\TransportMessageIdStamp;
@@ -41,8 +43,9 @@ final class Runner
     }
 
     /**
-     * @return array{string, string}|null what to tell the daemon, as a header and its value, or
-     *     null: done (handled, or re-sent for a retry, or sent to the failure transport)
+     * @return array{string, string}|null what to tell the daemon, as a header and its value
+     *     (Asyncphp-Failed: failed for good, in the failure transport; Asyncphp-Dead-Letter: cannot
+     *     be decoded), or null: done (handled, or re-sent for a retry)
      * @throws \Throwable the re-send or the failure transport's send failed: the daemon's retry
      */
     public function run(string $transportName, string $field, string $messageId): ?array
@@ -72,11 +75,26 @@ final class Runner
         $stop = static function (WorkerRunningEvent $event): void {
             $event->getWorker()->stop();
         };
+        // After Messenger's own (retry at 100, failure transport at -100): whether it failed for good.
+        $failed = null;
+        $failure = static function (WorkerMessageFailedEvent $event) use (&$failed): void {
+            $failed = $event->willRetry() ? null : $event->getThrowable();
+        };
         $this->events->addListener(WorkerRunningEvent::class, $stop);
+        $this->events->addListener(WorkerMessageFailedEvent::class, $failure, -1000);
         try {
             $worker->run();
         } finally {
             $this->events->removeListener(WorkerRunningEvent::class, $stop);
+            $this->events->removeListener(WorkerMessageFailedEvent::class, $failure);
+        }
+        if ($failed instanceof \Throwable) {
+            // In the failure transport now (or dropped by Messenger, with its own log line, when
+            // the app has none): the daemon counts it failed, and keeps no dead letter of its own.
+            $error = $failed instanceof HandlerFailedException && $failed->getPrevious() !== null
+                ? $failed->getPrevious()
+                : $failed;
+            return ['Asyncphp-Failed', get_class($error) . ': ' . $error->getMessage()];
         }
         return null;
     }
