@@ -78,6 +78,39 @@ def asyncphp(*args: str) -> subprocess.CompletedProcess[str]:
 # The scripts, on a real Redis.
 
 
+def test_later_puts_an_entry_back_once_whether_its_send_was_resent_or_its_entry_claimed_away(
+    redis_server: RedisServer,
+) -> None:
+    client = redis.Redis.from_url(redis_server.url)
+    later = client.register_script(scripts.LATER)
+    keys = list(Keys("jobs").later())
+
+    def send(entry_id: str, resent: int, consumer: str = "me") -> object:
+        return later(keys=keys, args=["g", entry_id, consumer, resent, 60_000, '{"n":1}', 3, "1-0", ""])
+
+    client.xgroup_create("jobs", "g", id="0", mkstream=True)
+    first = client.xadd("jobs", {"payload": '{"n":1}'}).decode()
+    client.xreadgroup("g", "me", {"jobs": ">"})
+    assert send(first, 0) == b"d1" and client.hget("jobs:delayed:lineage", "d1") == b"3\n1-0"
+    assert send(first, 1) == b"", "a resend of an applied send: its lineage's next run is delayed"
+    # The first send lost with its connection, and the group re-created meanwhile (the entry
+    # pending for nobody): the resend puts it back, not lost.
+    lost = client.xadd("jobs", {"payload": '{"n":1}'}).decode()
+    client.xgroup_destroy("jobs", "g")
+    client.xgroup_create("jobs", "g", id="$")
+    later(keys=keys, args=["g", lost, "me", 1, 60_000, '{"n":1}', 7, "5-0", ""])
+    assert client.zcard("jobs:delayed") == 2 and b"7\n5-0" in client.hvals("jobs:delayed:lineage")
+    # Claimed away and settled by another consumer: nothing added.
+    other = client.xadd("jobs", {"payload": '{"n":2}'}).decode()
+    client.xreadgroup("g", "them", {"jobs": ">"})
+    client.xack("jobs", "g", other)
+    assert send(other, 2) == b"" and client.zcard("jobs:delayed") == 2
+    # Still held by the other: theirs to settle.
+    held = client.xadd("jobs", {"payload": '{"n":3}'}).decode()
+    client.xreadgroup("g", "them", {"jobs": ">"})
+    assert send(held, 0) is None and client.zcard("jobs:delayed") == 2
+
+
 def test_a_delayed_job_waits_beside_the_stream_and_is_moved_once_when_due(redis_server: RedisServer) -> None:
     url = redis_server.url
     client = redis.Redis.from_url(url)

@@ -135,11 +135,13 @@ class Later:
     carries the lineage's attempts and its first entry's id, and a unique job's guard; the stream
     entry it becomes later is a new one. Decided by what Redis holds, as :class:`Bury`: pending for
     another consumer, it is theirs and nothing is added; a ``resent`` one no longer pending was
-    applied by its first send (the add and the ack are one step), and is sent so too when the
-    entry was claimed away meanwhile (no longer pending, whoever claimed it settled it)."""
+    applied by its first send when a delayed job of its lineage's next run is there (the add and the
+    ack are one step); one ``away`` (claimed by another consumer meanwhile) no longer pending was
+    settled by whoever claimed it, and a delayed copy would run it twice."""
 
     entry: Entry
     resent: bool = False
+    away: bool = False  # claimed by another consumer meanwhile: pending for nobody, it was settled
 
     @property
     def attempts(self) -> int:
@@ -499,9 +501,7 @@ class Ledger:
                 elif entry.settle is Settle.ACK:
                     acks.setdefault(entry.stream, []).append(entry.id)
                 elif entry.settle is Settle.LATER:
-                    # Claimed away meanwhile and no longer pending: the other consumer settled
-                    # it, and a delayed copy would run it twice.
-                    commands.append(Later(entry, entry.resent or entry.away))
+                    commands.append(Later(entry, entry.resent, entry.away))
                 else:
                     commands.append(Bury(entry, entry.resent))
             self._to_settle.clear()

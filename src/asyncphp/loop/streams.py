@@ -251,8 +251,9 @@ class StreamSource:
             keys = Keys(entry.stream).later()
             self.writer.send(
                 "EVAL", scripts.LATER, len(keys), *keys, self.group, entry.id, self.consumer,
-                int(command.resent), round(entry.result.again * 1000), entry.payload, command.attempts,
-                entry.first_id or entry.id, entry.guard, on_reply=functools.partial(self._later, entry),
+                2 if command.away else int(command.resent), round(entry.result.again * 1000), entry.payload,
+                command.attempts, entry.first_id or entry.id, entry.guard,
+                on_reply=functools.partial(self._later, entry),
             )  # fmt: skip
         elif isinstance(command, Redeliver):
             entry = command.entry

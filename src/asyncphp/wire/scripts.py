@@ -347,29 +347,39 @@ return id
 # step, so that it is never both pending and delayed, nor neither. The delayed job carries its
 # lineage (attempts so far, the first entry's id) and a unique job's guard, which moves to it.
 # KEYS: Keys.later (stream, delayed, jobs, unique_of, seq, lineage). ARGV: group, entry id, consumer,
-# resent (1/0), delay ms, payload, attempts so far, first entry id, the guard's key ('': none).
-# Returns the delayed job's id; '' for an entry pending for nobody when told so (resent 1): a resend
-# already applied by its first send, or an entry the ledger knows another consumer claimed (and so
-# settled, being no longer pending); false when another consumer holds the entry (theirs to settle).
-# Pending for nobody otherwise (its group re-created), it is put back: at least once, never lost.
-# See ledger.Later.
+# resent (1; 2: claimed away meanwhile; 0), delay ms, payload, attempts so far, first entry id, the
+# guard's key ('': none).
+# Returns the delayed job's id, or '' for an entry pending for nobody that needs none: claimed away
+# (2: whoever claimed it settled it, and a copy would run it twice), or resent (1) when a delayed job
+# of its lineage's next run is there (the first send applied: attempts and first id tell the runs of
+# one lineage apart, and only one of them is ever delayed). False when another consumer holds the
+# entry (theirs to settle). Pending for nobody otherwise (its group re-created, the first send lost),
+# it is put back: at least once, never lost. See ledger.Later.
 LATER = (
     _HOLDER
     + _NOW
     + """
+local lineage = ARGV[7] .. '\\n' .. ARGV[8]
 if not holds(ARGV[3], ARGV[2]) then
     if pending(ARGV[2]) then
         return false
     end
-    if ARGV[4] == '1' then
+    if ARGV[4] == '2' then
         return ''
+    end
+    if ARGV[4] == '1' then
+        for _, held in ipairs(redis.call('HVALS', KEYS[6])) do
+            if held == lineage then
+                return ''
+            end
+        end
     end
 end
 local due = now + tonumber(ARGV[5])
 local id = 'd' .. redis.call('INCR', KEYS[5])
 redis.call('ZADD', KEYS[2], due, id)
 redis.call('HSET', KEYS[3], id, ARGV[6])
-redis.call('HSET', KEYS[6], id, ARGV[7] .. '\\n' .. ARGV[8])
+redis.call('HSET', KEYS[6], id, lineage)
 if ARGV[9] ~= '' then
     redis.call('HSET', KEYS[4], id, ARGV[9] .. '\\nprocessed')
     if redis.call('GET', ARGV[9]) == ARGV[2] then

@@ -310,9 +310,9 @@ def test_an_entry_claimed_away_is_touched_no_more_and_left_to_its_holder_to_ack(
 
 def test_an_entry_claimed_away_is_put_back_only_if_still_pending_somewhere() -> None:
     # A review's: a daemon that looked dead had its entry claimed, run and acknowledged by
-    # another; its own copy then asked for a later run. Sent as a resend, the script adds
-    # nothing for an entry pending for nobody (settled by the other), where a first send would
-    # add a delayed copy (a re-created group loses nothing) and run the job twice.
+    # another; its own copy then asked for a later run. Told so, the script adds nothing for an
+    # entry pending for nobody (settled by the other), where a first send would add a delayed
+    # copy (a re-created group loses nothing) and run the job twice.
     book = ledger(claim_idle=4.0)
     book.plan(0.0, 0)
     job = job_for(book.take(STREAM, entry("1-0"), 1, 0.0))
@@ -320,7 +320,7 @@ def test_an_entry_claimed_away_is_put_back_only_if_still_pending_somewhere() -> 
     book.claimed_away(STREAM, ["1-0"])
     book.ended(job, Result(Outcome.DEFERRED, "again", again=2.0), 3.0)
     (later,) = of(Later, book.plan(3.0 + SETTLE_DELAY, 0))
-    assert later.resent
+    assert later.away and not later.resent
 
 
 def test_claims_every_half_claim_idle_and_follow_the_scan_until_it_wraps() -> None:

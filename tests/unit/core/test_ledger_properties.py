@@ -203,8 +203,10 @@ class LedgerMachine(RuleBasedStateMachine):
         if isinstance(command, Later):
             entry = command.entry
             assert entry.id in self.finished, f"{entry.id} put back before its job ended"
-            # As scripts.LATER: a resend no longer pending was applied by its first send.
-            if entry.id not in r.pending and command.resent:
+            # As scripts.LATER: no longer pending, one claimed away was settled by whoever claimed
+            # it; a resend was applied by its first send if a delayed job of its next run is there.
+            lineage = (command.attempts, entry.first_id or entry.id)
+            if entry.id not in r.pending and (command.away or (command.resent and lineage in r.delayed)):
                 return b""
             r.later[entry.id] += 1
             r.delayed.append((command.attempts, entry.first_id or entry.id))
