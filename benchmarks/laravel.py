@@ -17,7 +17,6 @@ import os
 import shutil
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -64,13 +63,6 @@ class App:
         if done.returncode != 0:
             raise RuntimeError(f"artisan {' '.join(args)} failed: {done.stdout}{done.stderr}")
         return done.stdout
-
-    def ran(self) -> int:
-        try:
-            with self.log.open("rb") as lines:
-                return sum(1 for _ in lines)
-        except FileNotFoundError:
-            return 0
 
 
 def make_app(root: Path, redis_server: RedisServer) -> App:
@@ -127,16 +119,6 @@ def _rss_or_zero(pid: int) -> float:
         return 0.0
 
 
-def _wait_for_lines(app: App, count: int, timeout: float) -> float:
-    """Seconds until ``count`` jobs ran (raises past ``timeout``)."""
-    start = time.monotonic()
-    while app.ran() < count:
-        if time.monotonic() - start > timeout:
-            raise RuntimeError(f"only {app.ran()} of {count} jobs ran in {timeout:.0f} s")
-        time.sleep(0.02)
-    return time.monotonic() - start
-
-
 def asyncphp(sizes: Sizes, variant: str = "plain") -> dict[str, float]:
     """The bridge: the daemon and a pm = static pool of ``sizes.workers`` children."""
     with _redis() as (box, redis_server):
@@ -163,21 +145,13 @@ def asyncphp(sizes: Sizes, variant: str = "plain") -> dict[str, float]:
         sandbox.subscribed(redis_server.url, f"laravel:{QUEUE}", durable=True)
         before = drivers.cpu_seconds(daemon.pid), _pool_cpu(pool), drivers.cpu_seconds(redis_server.pid)
         app.artisan("bridge:dispatch", "trivial", QUEUE, f"--n={sizes.jobs}")
-        seconds = _wait_for_lines(app, sizes.jobs, sizes.timeout)
+        seconds = drivers.LineCounter(app.log).wait_for(sizes.jobs, sizes.timeout)
         after = drivers.cpu_seconds(daemon.pid), _pool_cpu(pool), drivers.cpu_seconds(redis_server.pid)
         rss = [_rss_or_zero(child) for child in pool.children()]
     daemon_cpu, pool_cpu, redis_cpu = (b - a for a, b in zip(before, after, strict=True))
     return {
-        "jobs": float(sizes.jobs),
-        "workers": float(sizes.workers),
-        "seconds": seconds,
-        "rate": sizes.jobs / seconds,
+        **_figures(sizes, seconds, pool_cpu, redis_cpu, rss, daemon_cpu),
         "daemon_us_per_job": daemon_cpu / sizes.jobs * 1e6,
-        "php_us_per_job": pool_cpu / sizes.jobs * 1e6,
-        "redis_us_per_job": redis_cpu / sizes.jobs * 1e6,
-        "cpu_us_per_job": (daemon_cpu + pool_cpu + redis_cpu) / sizes.jobs * 1e6,
-        "rss_mb_total": sum(rss),
-        "rss_mb_max": max(rss, default=0.0),
     }
 
 
@@ -208,7 +182,7 @@ def queue_work(sizes: Sizes) -> dict[str, float]:
             sandbox.wait_until(listening, 60, "the queue:work processes to wait on the queue")
             before = sum(drivers.cpu_seconds(w.pid) for w in workers), drivers.cpu_seconds(redis_server.pid)
             app.artisan("bridge:dispatch", "trivial", QUEUE, f"--n={sizes.jobs}", "--connection=redis")
-            seconds = _wait_for_lines(app, sizes.jobs, sizes.timeout)
+            seconds = drivers.LineCounter(app.log).wait_for(sizes.jobs, sizes.timeout)
             after = sum(drivers.cpu_seconds(w.pid) for w in workers), drivers.cpu_seconds(redis_server.pid)
             rss = [_rss_or_zero(w.pid) for w in workers]
         finally:
@@ -221,6 +195,13 @@ def queue_work(sizes: Sizes) -> dict[str, float]:
                     worker.kill()
                     worker.wait()
     php_cpu, redis_cpu = (b - a for a, b in zip(before, after, strict=True))
+    return _figures(sizes, seconds, php_cpu, redis_cpu, rss)
+
+
+def _figures(
+    sizes: Sizes, seconds: float, php_cpu: float, redis_cpu: float, rss: list[float], daemon_cpu: float = 0.0
+) -> dict[str, float]:
+    """One run's figures: CPU per job is the consumers' (PHP, the daemon if any) and redis-server's."""
     return {
         "jobs": float(sizes.jobs),
         "workers": float(sizes.workers),
@@ -228,7 +209,7 @@ def queue_work(sizes: Sizes) -> dict[str, float]:
         "rate": sizes.jobs / seconds,
         "php_us_per_job": php_cpu / sizes.jobs * 1e6,
         "redis_us_per_job": redis_cpu / sizes.jobs * 1e6,
-        "cpu_us_per_job": (php_cpu + redis_cpu) / sizes.jobs * 1e6,
+        "cpu_us_per_job": (daemon_cpu + php_cpu + redis_cpu) / sizes.jobs * 1e6,
         "rss_mb_total": sum(rss),
         "rss_mb_max": max(rss, default=0.0),
     }

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
 from flup.server.fcgi_base import (
@@ -133,6 +133,9 @@ class Response:
     app_status: int | None = None
     protocol_status: int | None = None
     values: dict[bytes, bytes] | None = None  # the answer to FCGI_GET_VALUES
+    # The head's headers by lower-case name, parsed at the first look: the status and the worker's
+    # asks (core/outcome) are several looks per response.
+    _headers: dict[bytes, bytes] | None = field(default=None, repr=False, compare=False)
 
     @property
     def complete(self) -> bool:
@@ -148,12 +151,16 @@ class Response:
     def header(self, name: bytes) -> bytes:
         """The value of the worker's response header ``name`` (lower case), stripped; b"" when
         it sent none."""
-        end = self.head.find(b"\r\n\r\n")
-        for line in (self.head if end < 0 else self.head[:end]).split(b"\r\n"):
-            key, sep, value = line.partition(b":")
-            if sep and key.strip().lower() == name:
-                return value.strip()
-        return b""
+        headers = self._headers
+        if headers is None:
+            headers = {}
+            end = self.head.find(b"\r\n\r\n")
+            for line in (self.head if end < 0 else self.head[:end]).split(b"\r\n"):
+                key, sep, value = line.partition(b":")
+                if sep:
+                    headers.setdefault(key.strip().lower(), value.strip())  # the first of a name
+            self._headers = headers
+        return headers.get(name, b"")
 
 
 class ResponseParser:
@@ -184,6 +191,7 @@ class ResponseParser:
             if kind == FCGI_STDOUT:
                 if response.stdout_bytes < self.HEAD_LIMIT:
                     response.head += content[: self.HEAD_LIMIT - response.stdout_bytes]
+                    response._headers = None  # read again at the next look
                 response.stdout_bytes += length
             elif kind == FCGI_STDERR:
                 if response.stderr_bytes < self.STDERR_LIMIT:
